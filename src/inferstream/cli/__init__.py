@@ -1,0 +1,22 @@
+"""The ``inferstream`` command line: one module per command group, each thin.
+
+Commands parse their options, call the library and print; no logic lives only here.
+"""
+
+from __future__ import annotations
+
+from inferstream.cli import dlq, produce, schemas, stack, subscribe, topics  # noqa: F401  (register commands)
+from inferstream.cli._app import app
+from inferstream.cli._common import console
+from inferstream.errors import InferstreamError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``inferstream`` console script."""
+    try:
+        app()
+    except InferstreamError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(1) from exc

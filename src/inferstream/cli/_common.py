@@ -1,0 +1,55 @@
+"""What every CLI command shares: the settings built once per invocation, the console."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from inferstream.config import Settings
+
+console = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    """Options given before the command, turned into settings on first use."""
+
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """The settings for this invocation (built once)."""
+        if self._settings is None:
+            self._settings = Settings.load(self.config_file, **self.overrides)
+        return self._settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings of the running command, from the root callback's state."""
+    state = ctx.find_root().obj
+    if not isinstance(state, CliState):
+        state = CliState()
+        ctx.find_root().obj = state
+    return state.settings()
+
+
+def out(text: str) -> None:
+    """Write one line of data to standard output (messages go to stderr)."""
+    sys.stdout.write(text + "\n")
+
+
+def parse_pairs(items: list[str], *, what: str) -> dict[str, str]:
+    """``key=value`` options as a mapping; a clear error for anything else."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} expects key=value, got {item!r}")
+        pairs[key.strip()] = value
+    return pairs

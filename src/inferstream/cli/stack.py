@@ -1,0 +1,91 @@
+"""``inferstream up | down | status``: the local single-node Kafka under the state directory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inferstream.cli._app import app
+from inferstream.cli._common import console, settings_of
+from inferstream.stack import KafkaServer
+
+# Results go to stdout (scripts read them); progress and hints go to stderr.
+_stdout = Console(highlight=False)
+
+# `status` exit code when the stack is stopped, as LSB init scripts use it.
+EXIT_STOPPED = 3
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the broker to serve metadata.", min=1),
+    ] = 90.0,
+) -> None:
+    """Start a local Kafka (KRaft, single node) and print its bootstrap servers.
+
+    The jars come from Maven Central on first use (needs `mvn` and Java 17+); data
+    and logs stay under the state directory, so topics survive `down` and `up`.
+    """
+    settings = settings_of(ctx)
+    server = KafkaServer.from_settings(settings)
+    if server.running:
+        console.print(f"Kafka {server.version} is already running (pid {server.pid}).")
+    elif not server.fetched:
+        with console.status(f"Fetching Kafka {server.version} jars into {server.lib_dir} ..."):
+            server.fetch()
+    with console.status(f"Starting Kafka {server.version} on {server.bootstrap_servers} ..."):
+        status = server.start(timeout=timeout)
+    console.print(f"[green]Kafka {status.version} is up[/] on [bold]{status.bootstrap_servers}[/] (pid {status.pid})")
+    console.print(f"  data: {status.data_dir}\n  logs: {status.log_file}")
+    if settings.kafka.bootstrap_servers != status.bootstrap_servers:
+        console.print(
+            f"  [yellow]clients are configured for {settings.kafka.bootstrap_servers}[/]: "
+            f"export INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS={status.bootstrap_servers}"
+        )
+    console.print("  stop it with: [bold]inferstream down[/]")
+    _stdout.print(status.bootstrap_servers)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.", min=1)] = 30.0,
+) -> None:
+    """Stop the Kafka that `inferstream up` started (its data is kept)."""
+    server = KafkaServer.from_settings(settings_of(ctx))
+    pid = server.pid
+    with console.status(f"Stopping Kafka {server.version} ..."):
+        stopped = server.stop(timeout=timeout)
+    if stopped:
+        console.print(f"[green]Kafka {server.version} stopped[/] (was pid {pid}).")
+    else:
+        console.print(f"Kafka {server.version} was not running (state in {server.home}).")
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Show whether the local Kafka runs, its pid, address and directories.
+
+    Exits 0 while it runs and 3 when it is stopped.
+    """
+    server = KafkaServer.from_settings(settings_of(ctx))
+    info = server.status()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    state = "[green]running[/]" if info.running else "[red]stopped[/]"
+    table.add_row("kafka", f"{state} (version {info.version})")
+    table.add_row("pid", str(info.pid) if info.pid is not None else "-")
+    table.add_row("bootstrap", info.bootstrap_servers)
+    table.add_row("data dir", str(info.data_dir))
+    table.add_row("log", str(info.log_file))
+    table.add_row("jars", f"{info.lib_dir}{'' if server.fetched else ' (not fetched yet)'}")
+    _stdout.print(table)
+    if not info.running:
+        raise typer.Exit(EXIT_STOPPED)

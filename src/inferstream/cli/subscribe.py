@@ -1,0 +1,79 @@
+"""``inferstream subscribe TOPIC``: records as JSON lines on stdout, like a console consumer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from inferstream.cli._app import app
+from inferstream.cli._common import console, settings_of
+from inferstream.client import Client
+
+
+@app.command()
+def subscribe(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic (platform names like `predictions` get the prefix).")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest record (new groups).")
+    ] = False,
+    max_records: Annotated[int | None, typer.Option("--max", "-n", help="Stop after N records.", min=1)] = None,
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group: resume where it stopped.")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many idle seconds.")] = None,
+    envelope: Annotated[
+        bool, typer.Option("--envelope", "-e", help="Wrap each record with topic, partition, offset, key and headers.")
+    ] = False,
+) -> None:
+    """Print each record's value as one JSON line (Ctrl-C stops; offsets are committed)."""
+    client = Client(settings_of(ctx))
+    subscription = client.subscribe(
+        topic,
+        group=group,
+        from_beginning=from_beginning,
+        max_records=max_records,
+        idle_timeout=timeout,
+        decode=False,
+    )
+    subscription.consumer.stop_on_signals()
+    write = sys.stdout.buffer.write
+    count = 0
+    with subscription:
+        for batch in subscription.raw():
+            for message in batch:
+                value = message.value() or b"null"
+                if envelope:
+                    write(_envelope(message, value))
+                else:
+                    write(value if isinstance(value, bytes) else value.encode())
+                write(b"\n")
+            count += len(batch)
+            sys.stdout.buffer.flush()
+    console.print(f"[dim]{count} records from {client.topic(topic)}[/]")
+
+
+def _envelope(message: object, value: bytes) -> bytes:
+    from confluent_kafka import Message
+
+    assert isinstance(message, Message)
+    try:
+        decoded: object = json.loads(value)
+    except ValueError:
+        decoded = {"base64": base64.b64encode(value).decode()}
+    key = message.key()
+    headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in (message.headers() or [])}
+    return json.dumps(
+        {
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "timestamp": message.timestamp()[1],
+            "key": key.decode(errors="replace") if isinstance(key, bytes) else key,
+            "headers": headers,
+            "value": decoded,
+        },
+        separators=(",", ":"),
+    ).encode()

@@ -1,0 +1,656 @@
+"""The Python SDK: produce records, subscribe to topics, manage topics and dead letters.
+
+>>> from inferstream import Client
+>>> with Client() as client:                                         # doctest: +SKIP
+...     client.topics.ensure_platform_topics()
+...     client.produce("events", [{"id": "e1", "type": "review", "text": "great"}])
+...     for message in client.subscribe("events", from_beginning=True, max_records=1):
+...         print(message.record)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import confluent_kafka
+
+from inferstream.config import Settings
+from inferstream.connectors.files import SourceRecord
+from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.connectors.kafka.consumer import Consumer
+from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, from_message
+from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
+from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.errors import ContractError, DeliveryError, RecordValidationError, TopicError
+from inferstream.metrics import Metrics
+from inferstream.schemas.codec import Codec, codec_for
+from inferstream.schemas.records import Contract, DeadLetter, contract_named
+
+OnError = Literal["fail", "skip", "dlq"]
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that was not produced: where it was, why, and where it went."""
+
+    line: int | None
+    reason: str
+    fields: tuple[str, ...] = ()
+    dead_lettered: bool = False
+
+
+@dataclass
+class ProduceReport:
+    """What ``produce`` did: read = produced + rejected, always."""
+
+    topic: str
+    read: int = 0
+    produced: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def dead_lettered(self) -> int:
+        """Rejected records that went to the dead-letter topic."""
+        return sum(1 for r in self.rejected if r.dead_lettered)
+
+    @property
+    def records_per_s(self) -> float:
+        """Produced records per second."""
+        return self.produced / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A consumed record: where it was, its bytes, and its decoded contract record."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    record: Contract | None = None
+    error: str | None = None
+
+
+@dataclass
+class ReplayReport:
+    """What a dead-letter replay did."""
+
+    read: int = 0
+    replayed: int = 0
+    exhausted: int = 0
+    unrecoverable: int = 0
+    filtered: int = 0
+
+
+class Client:
+    """The entry point of the SDK; one per process is plenty (it is thread-safe to produce)."""
+
+    def __init__(self, settings: Settings | None = None, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.metrics = metrics
+        self._producer: Producer | None = None
+        self._admin: TopicAdmin | None = None
+        self._known_topics: set[str] = set()
+
+    # -- topics -----------------------------------------------------------------------
+
+    @property
+    def topics(self) -> TopicAdmin:
+        """Topic administration (create, list, describe, ensure the platform's topics)."""
+        if self._admin is None:
+            self._admin = TopicAdmin(self.settings)
+        return self._admin
+
+    def topic(self, name: str) -> str:
+        """The full name of a topic: logical platform names get the prefix, others pass as given."""
+        topics = self.settings.topics
+        if name in topics.platform_topics():
+            return topics.platform_topics()[name]
+        logical = topics.logical(name)
+        if logical.startswith(f"{topics.requests_prefix}.") or logical.startswith(f"{topics.replies_prefix}."):
+            return topics.name(logical)
+        return name
+
+    def contract_for(self, topic: str) -> type[Contract] | None:
+        """The contract of a platform topic, or None for a topic the platform does not own."""
+        topics = self.settings.topics
+        logical = topics.logical(self.topic(topic))
+        by_topic: dict[str, str] = {
+            topics.events: "event",
+            topics.predictions: "prediction",
+            topics.predictions_shadow: "prediction",
+            topics.embeddings: "embedding",
+            topics.control: "route",
+            topics.drift_alerts: "drift-alert",
+            topics.dead_letters: "dead-letter",
+        }
+        if logical in by_topic:
+            return contract_named(by_topic[logical])
+        if logical.startswith(f"{topics.requests_prefix}."):
+            return contract_named("inference-request")
+        if logical.startswith(f"{topics.replies_prefix}."):
+            return contract_named("prediction")
+        return None
+
+    # -- producing --------------------------------------------------------------------
+
+    @property
+    def producer(self) -> Producer:
+        """The client's shared producer (idempotent, batched)."""
+        if self._producer is None:
+            self._producer = Producer(self.settings, metrics=self.metrics)
+        return self._producer
+
+    def produce(
+        self,
+        topic: str,
+        records: Iterable[Mapping[str, Any] | Contract],
+        *,
+        schema: str | None = None,
+        on_error: OnError = "fail",
+        headers: Sequence[tuple[str, bytes]] = (),
+        progress: Progress | None = None,
+    ) -> ProduceReport:
+        """Validate records against the topic's contract and produce them, keyed by their id.
+
+        ``on_error``: ``fail`` raises at the first invalid record (records before it
+        are produced), ``skip`` leaves invalid ones out, ``dlq`` sends them to the
+        dead-letter topic with the reason. Returns counts; read = produced + rejected.
+        """
+        return self._produce(
+            topic, records, schema=schema, on_error=on_error, headers=headers, progress=progress, lines=False
+        )
+
+    def produce_file(
+        self,
+        topic: str,
+        records: Iterable[SourceRecord],
+        *,
+        schema: str | None = None,
+        on_error: OnError = "fail",
+        headers: Sequence[tuple[str, bytes]] = (),
+        progress: Progress | None = None,
+    ) -> ProduceReport:
+        """Like ``produce`` for records read from a file: errors name the file line."""
+        return self._produce(
+            topic, records, schema=schema, on_error=on_error, headers=headers, progress=progress, lines=True
+        )
+
+    def _produce(
+        self,
+        topic: str,
+        records: Iterable[SourceRecord | Mapping[str, Any] | Contract],
+        *,
+        schema: str | None,
+        on_error: OnError,
+        headers: Sequence[tuple[str, bytes]],
+        progress: Progress | None,
+        lines: bool,
+        batch_size: int = 2000,
+    ) -> ProduceReport:
+        full = self.topic(topic)
+        contract = contract_named(schema) if schema else self.contract_for(full)
+        if contract is None:
+            raise ContractError(
+                f"{full} is not a platform topic, so its contract is unknown: pass schema= (--schema) "
+                "with one of event, inference-request, embedding-request, prediction, embedding, drift-alert, route"
+            )
+        codec = codec_for(contract)
+        report = ProduceReport(topic=full)
+        started = time.perf_counter()
+        sink = _ProduceSink(self, full, codec, on_error, [*headers, codec.header], report, lines)
+        if not self._topic_exists(full):
+            sink.missing_topic = True
+            if on_error != "dlq":
+                raise TopicError(f"topic {full} does not exist: create it with `inferstream topics create {full}`")
+        batch: list[SourceRecord | Mapping[str, Any] | Contract] = []
+        try:
+            for item in records:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    sink.send(batch)
+                    if progress is not None:
+                        progress(len(batch))
+                    batch = []
+            if batch:
+                sink.send(batch)
+                if progress is not None:
+                    progress(len(batch))
+        finally:
+            sink.finish()
+            report.elapsed_s = time.perf_counter() - started
+        return report
+
+    def _topic_exists(self, topic: str) -> bool:
+        if topic in self._known_topics:
+            return True
+        if self.topics.exists(topic):
+            self._known_topics.add(topic)
+            return True
+        return False
+
+    # -- subscribing ------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topic: str | Sequence[str],
+        *,
+        group: str | None = None,
+        from_beginning: bool = False,
+        max_records: int | None = None,
+        idle_timeout: float | None = None,
+        decode: bool = True,
+        schema: str | None = None,
+    ) -> Subscription:
+        """Iterate over a topic's records; offsets are committed as you go (at-least-once).
+
+        Without ``group`` an ephemeral group is used (so nothing is resumed); with one,
+        a restart resumes after the last record handed out. ``idle_timeout`` ends the
+        iteration after that many seconds without a record; ``max_records`` after N.
+        """
+        names = [topic] if isinstance(topic, str) else list(topic)
+        full = [self.topic(name) for name in names]
+        contract = contract_named(schema) if schema else self.contract_for(full[0])
+        return Subscription(
+            self.settings,
+            full,
+            group=group or f"inferstream-subscribe-{uuid.uuid4().hex[:12]}",
+            from_beginning=from_beginning,
+            max_records=max_records,
+            idle_timeout=idle_timeout,
+            codec=codec_for(contract) if decode and contract is not None else None,
+            metrics=self.metrics,
+        )
+
+    # -- dead letters -----------------------------------------------------------------
+
+    def dead_letters(self, *, max_records: int | None = None) -> Iterator[DeadLetter]:
+        """The records on the dead-letter topic now, oldest first."""
+        topic = self.settings.topics.platform_topics()["dead-letters"]
+        for count, message in enumerate(read_bounded(self.settings, topic), start=1):
+            yield from_message(message)
+            if max_records is not None and count >= max_records:
+                return
+
+    def replay_dead_letters(
+        self,
+        *,
+        source_topic: str | None = None,
+        stage: str | None = None,
+        max_records: int | None = None,
+        group: str = "inferstream-dlq-replay",
+        idle_timeout: float = 5.0,
+    ) -> ReplayReport:
+        """Re-send dead letters to their source topic with the attempt count raised.
+
+        Dead letters at ``dead_letters.max_attempts`` stay where they are (no loops);
+        truncated ones are replayed from their spill file when there is one. Progress is
+        kept in ``group``, so each dead letter is replayed once.
+        """
+        report = ReplayReport()
+        max_attempts = self.settings.dead_letters.max_attempts
+        wanted_topic = self.topic(source_topic) if source_topic else None
+        subscription = self.subscribe(
+            self.settings.topics.platform_topics()["dead-letters"],
+            group=group,
+            from_beginning=True,
+            max_records=max_records,
+            idle_timeout=idle_timeout,
+            decode=False,
+        )
+        producer = self.producer
+        with subscription:
+            for message in (m for batch in subscription.raw() for m in batch):
+                report.read += 1
+                letter = from_message(message)
+                if (wanted_topic and letter.source_topic != wanted_topic) or (stage and letter.stage != stage):
+                    report.filtered += 1
+                    continue
+                if letter.attempt >= max_attempts:
+                    report.exhausted += 1
+                    continue
+                payload = letter.payload
+                if letter.truncated:
+                    spilled = _read_spill(letter)
+                    if spilled is None:
+                        report.unrecoverable += 1
+                        continue
+                    payload = spilled
+                headers = [(k, v) for k, v in letter.original_headers if k != ATTEMPT_HEADER]
+                headers.append((ATTEMPT_HEADER, str(letter.attempt + 1).encode()))
+                producer.produce(letter.source_topic, payload, key=letter.original_key, headers=headers)
+                report.replayed += 1
+                subscription.before_commit(producer.flush)
+        return report
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Wait until everything produced is acknowledged (raises DeliveryError otherwise)."""
+        if self._producer is not None:
+            self._producer.flush()
+
+    def close(self) -> None:
+        """Flush and release the producer."""
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            producer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _read_spill(letter: DeadLetter) -> bytes | None:
+    from pathlib import Path
+
+    if not letter.spill_path:
+        return None
+    path = Path(letter.spill_path)
+    return path.read_bytes() if path.is_file() else None
+
+
+class _ProduceSink:
+    """Validates batches, produces the good records and handles the bad per ``on_error``."""
+
+    def __init__(
+        self,
+        client: Client,
+        topic: str,
+        codec: Codec[Any],
+        on_error: OnError,
+        headers: list[tuple[str, bytes]],
+        report: ProduceReport,
+        lines: bool,
+    ) -> None:
+        self.client = client
+        self.topic = topic
+        self.codec = codec
+        self.on_error = on_error
+        self.headers = headers
+        self.report = report
+        self.lines = lines
+        self.missing_topic = False
+        self._dlq: DeadLetterWriter | None = None
+
+    @property
+    def dlq(self) -> DeadLetterWriter:
+        if self._dlq is None:
+            self._dlq = DeadLetterWriter(
+                self.client.settings, stage="produce", producer=self.client.producer, metrics=self.client.metrics
+            )
+        return self._dlq
+
+    def send(self, batch: Sequence[SourceRecord | Mapping[str, Any] | Contract]) -> None:
+        first = self.report.read + 1
+        self.report.read += len(batch)
+        if not any(isinstance(item, SourceRecord) for item in batch):
+            # The SDK's path: mappings or records, positions by index.
+            self._send(batch, [None] * len(batch), first)
+            return
+        values: list[Any] = []
+        where: list[SourceRecord | None] = []
+        for item in batch:
+            if isinstance(item, SourceRecord):
+                if item.error is not None:
+                    problem = RecordValidationError(
+                        self.codec.name, [], line=item.line if self.lines else None, raw=item.raw
+                    )
+                    problem.args = (f"line {item.line}: {item.error}" if self.lines else item.error,)
+                    self.reject(item, problem, item.error, ())
+                    continue
+                values.append(item.value)
+                where.append(item)
+            else:
+                values.append(item)
+                where.append(None)
+        self._send(values, where, first)
+
+    def _send(self, values: Sequence[Any], where: Sequence[SourceRecord | None], first: int) -> None:
+        result = self.codec.validate_batch(values)
+        for index, error in result.errors.items():
+            source = where[index]
+            line = source.line if source is not None else first + index
+            error = RecordValidationError(self.codec.name, error.problems, line=line if self.lines else None)
+            reason = "; ".join(str(p) for p in error.problems)
+            self.reject(source, error, reason, error.fields, original=values[index], position=line)
+        if self.missing_topic:
+            for index, record in zip(result.positions, result.records, strict=True):
+                source = where[index]
+                self.reject(
+                    source,
+                    TopicError(f"topic {self.topic} does not exist"),
+                    f"topic {self.topic} does not exist",
+                    (),
+                    original=record,
+                    position=first + index,
+                )
+            return
+        produce = self.client.producer.produce
+        encode = self.codec.encode
+        topic, headers = self.topic, self.headers
+        for record in result.records:
+            produce(topic, encode(record), record.key(), headers)
+        self.report.produced += len(result.records)
+        self.client.producer.poll(0)
+
+    def reject(
+        self,
+        source: SourceRecord | None,
+        error: Exception,
+        reason: str,
+        fields: tuple[str, ...],
+        original: Any = None,
+        position: int | None = None,
+    ) -> None:
+        line = source.line if source is not None else position
+        if self.on_error == "fail":
+            self.client.producer.flush()
+            raise error
+        dead = False
+        if self.on_error == "dlq":
+            raw = source.raw if source is not None and source.raw else _raw_of(original, self.codec)
+            value = source.value if source is not None and source.value is not None else original
+            key = _key_of(value, self.codec)
+            self.dlq.send(payload=raw, error=error, source_topic=self.topic, key=key, stage="produce")
+            dead = True
+        self.report.rejected.append(Rejected(line=line, reason=reason, fields=fields, dead_lettered=dead))
+
+    def finish(self) -> None:
+        producer = self.client.producer
+        try:
+            producer.flush()
+        except DeliveryError as exc:
+            self._delivery_failures(list(exc.failures))
+        if self._dlq is not None:
+            self._dlq.flush()
+
+    def _delivery_failures(self, failures: list[DeliveryFailure]) -> None:
+        # Records the broker refused (too large, topic gone): dead-letter or report them.
+        own = [f for f in failures if f.topic == self.topic]
+        if len(own) != len(failures):
+            raise DeliveryError(f"{len(failures) - len(own)} dead letters were not delivered", failures=failures)
+        self.report.produced -= len(own)
+        for failure in own:
+            reason = f"{failure.reason} ({failure.code})"
+            if self.on_error == "fail":
+                raise failure.error()
+            dead = False
+            if self.on_error == "dlq":
+                self.dlq.send(
+                    payload=failure.value,
+                    error=failure.error(),
+                    source_topic=self.topic,
+                    key=failure.key,
+                    headers=failure.headers,
+                    stage="produce",
+                )
+                dead = True
+            self.report.rejected.append(Rejected(line=None, reason=reason, dead_lettered=dead))
+        if self._dlq is not None:
+            self._dlq.flush()
+
+
+def _key_of(value: Any, codec: Codec[Any]) -> bytes | None:
+    # Keep the bad record's key when it has a usable id, so its dead letter is findable.
+    if isinstance(value, Contract):
+        return value.key()
+    if isinstance(value, Mapping):
+        key = value.get(codec.contract.key_field)
+        if isinstance(key, (str, int)) and str(key):
+            return str(key).encode()
+    return None
+
+
+def _raw_of(original: Any, codec: Codec[Any]) -> bytes:
+    import json
+
+    if isinstance(original, Contract):
+        return codec.encode(original)
+    return json.dumps(original, default=str, separators=(",", ":")).encode()
+
+
+class Subscription:
+    """An iterator over consumed records that commits what it has handed out."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        *,
+        group: str,
+        from_beginning: bool,
+        max_records: int | None,
+        idle_timeout: float | None,
+        codec: Codec[Any] | None,
+        metrics: Metrics | None,
+        batch_size: int = 500,
+    ) -> None:
+        self.consumer = Consumer(
+            settings, topics, group_id=group, from_beginning=from_beginning, metrics=metrics, stage="subscribe"
+        )
+        self.group = group
+        self._codec = codec
+        self._max = max_records
+        self._idle = idle_timeout
+        self._batch_size = batch_size
+        self._buffer: list[confluent_kafka.Message] = []
+        self._index = 0
+        self._handed = 0
+        self._before_commit: Callable[[], None] | None = None
+
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before each commit (e.g. flush a producer the loop feeds)."""
+        self._before_commit = hook
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Received:
+        if self._max is not None and self._handed >= self._max:
+            self._commit()
+            raise StopIteration
+        if self._index >= len(self._buffer):
+            self._commit()
+            self._fill()
+        message = self._buffer[self._index]
+        self._index += 1
+        self._handed += 1
+        return self._received(message)
+
+    def raw(self) -> Iterator[list[confluent_kafka.Message]]:
+        """Batches of raw messages (the fastest way through), committed as you go."""
+        while self._max is None or self._handed < self._max:
+            self._commit()
+            try:
+                self._fill()
+            except StopIteration:
+                return
+            batch = self._buffer[self._index :]
+            if self._max is not None:
+                batch = batch[: self._max - self._handed]
+            self._index += len(batch)
+            self._handed += len(batch)
+            yield batch
+        self._commit()
+
+    def _fill(self) -> None:
+        waited = 0.0
+        while True:
+            if self.consumer.stopping:
+                raise StopIteration
+            timeout = 1.0 if self._idle is None else min(1.0, max(self._idle - waited, 0.05))
+            started = time.monotonic()
+            batch = self.consumer.consume(self._batch_size, timeout)
+            if batch:
+                self._buffer, self._index = batch, 0
+                return
+            waited += time.monotonic() - started
+            if self._idle is not None and waited >= self._idle:
+                raise StopIteration
+
+    def _commit(self) -> None:
+        handed = self._buffer[: self._index]
+        if not handed:
+            return
+        if self._before_commit is not None:
+            self._before_commit()
+        self.consumer.commit(handed)
+        self._buffer, self._index = self._buffer[self._index :], 0
+
+    def _received(self, message: confluent_kafka.Message) -> Received:
+        value = message.value()
+        headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in (message.headers() or [])]
+        record: Contract | None = None
+        error = None
+        if self._codec is not None and value is not None:
+            try:
+                record = self._codec.decode(value, headers=headers)
+            except ContractError as exc:
+                error = str(exc)
+        _ts_type, ts = message.timestamp()
+        key = message.key()
+        return Received(
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            timestamp_ms=ts if ts and ts > 0 else None,
+            key=key.encode() if isinstance(key, str) else key,
+            value=value.encode() if isinstance(value, str) else value,
+            headers=headers,
+            record=record,
+            error=error,
+        )
+
+    def stop(self) -> None:
+        """End the iteration after the current record (thread- and signal-safe)."""
+        self.consumer.stop()
+
+    def close(self) -> None:
+        """Commit what was handed out and leave the group."""
+        try:
+            self._commit()
+        finally:
+            self.consumer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,260 @@
+"""One frozen settings object for every inferstream process.
+
+Values come from, in order of precedence: keyword arguments, environment
+variables prefixed ``INFERSTREAM_`` (nested with ``__``, e.g.
+``INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS``), an optional TOML file
+(``INFERSTREAM_CONFIG`` or ``Settings.load(path)``), then defaults. Nothing is
+read at import time. Secrets are ``SecretStr``: they never show in reprs or logs.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from inferstream.errors import ConfigError
+
+# librdkafka accepts strings, numbers and booleans for its properties.
+ClientValue = str | int | float | bool
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("inferstream_config_file", default=None)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSecurity(_Frozen):
+    """How clients authenticate and encrypt; mapped onto librdkafka's properties."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    def librdkafka(self) -> dict[str, ClientValue]:
+        """The librdkafka properties for this security setup (secrets revealed only here)."""
+        conf: dict[str, ClientValue] = {"security.protocol": self.protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+
+class KafkaSettings(_Frozen):
+    """Where the brokers are and how every client talks to them."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "inferstream"
+    security: KafkaSecurity = KafkaSecurity()
+    # Passed through to librdkafka for every client, then per client kind (these win).
+    client_overrides: dict[str, ClientValue] = Field(default_factory=dict)
+    producer_overrides: dict[str, ClientValue] = Field(default_factory=dict)
+    consumer_overrides: dict[str, ClientValue] = Field(default_factory=dict)
+    # Producer defaults: idempotent, batched, compressed.
+    linger_ms: int = 5
+    batch_size: int = 1_000_000
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    acks: Literal["all", "1", "0"] = "all"
+    idempotence: bool = True
+    delivery_timeout_ms: int = 120_000
+    # Consumer defaults.
+    session_timeout_ms: int = 45_000
+    max_poll_interval_ms: int = 300_000
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("bootstrap_servers must name at least one host:port")
+        return value.strip()
+
+    def base_config(self) -> dict[str, ClientValue]:
+        """Properties shared by producers, consumers and admin clients."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            **self.security.librdkafka(),
+            **self.client_overrides,
+        }
+
+    def producer_config(self) -> dict[str, ClientValue]:
+        """Producer properties: idempotent, batched and compressed unless overridden."""
+        return {
+            **self.base_config(),
+            "enable.idempotence": self.idempotence,
+            "acks": self.acks,
+            "linger.ms": self.linger_ms,
+            "batch.size": self.batch_size,
+            "compression.type": self.compression,
+            "delivery.timeout.ms": self.delivery_timeout_ms,
+            **self.producer_overrides,
+        }
+
+    def consumer_config(self, group_id: str) -> dict[str, ClientValue]:
+        """Consumer properties: manual commits of stored offsets, never automatic."""
+        return {
+            **self.base_config(),
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "session.timeout.ms": self.session_timeout_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            **self.consumer_overrides,
+        }
+
+
+class TopicSettings(_Frozen):
+    """Names of the platform's topics and how they are created."""
+
+    prefix: str = "inferstream."
+    events: str = "events"
+    predictions: str = "predictions"
+    predictions_shadow: str = "predictions-shadow"
+    embeddings: str = "embeddings"
+    control: str = "control"
+    drift_alerts: str = "drift-alerts"
+    dead_letters: str = "dead-letters"
+    requests_prefix: str = "requests"
+    replies_prefix: str = "replies"
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    dead_letter_retention_ms: int = 30 * 24 * 3600 * 1000
+
+    def name(self, logical: str) -> str:
+        """The full topic name for a logical name (``events`` → ``inferstream.events``).
+
+        A name that already carries the prefix is returned as it is.
+        """
+        if logical.startswith(self.prefix):
+            return logical
+        return f"{self.prefix}{logical}"
+
+    def logical(self, full: str) -> str:
+        """The logical name of a full topic name (the reverse of :meth:`name`)."""
+        return full[len(self.prefix) :] if self.prefix and full.startswith(self.prefix) else full
+
+    def request_topic(self, model: str, version: str) -> str:
+        """The request topic of one model version."""
+        return self.name(f"{self.requests_prefix}.{model}.{version}")
+
+    def reply_topic(self, client_id: str) -> str:
+        """The reply topic owned by one client."""
+        return self.name(f"{self.replies_prefix}.{client_id}")
+
+    def platform_topics(self) -> dict[str, str]:
+        """Logical name → full name of every fixed platform topic."""
+        logical = {
+            "events": self.events,
+            "predictions": self.predictions,
+            "predictions-shadow": self.predictions_shadow,
+            "embeddings": self.embeddings,
+            "control": self.control,
+            "drift-alerts": self.drift_alerts,
+            "dead-letters": self.dead_letters,
+        }
+        return {key: self.name(value) for key, value in logical.items()}
+
+
+class DeadLetterSettings(_Frozen):
+    """How records that cannot be processed are kept."""
+
+    # Payloads above this size are truncated to it on the dead-letter topic (the full
+    # bytes go to spill_dir when set). Keep it under the broker's message.max.bytes.
+    max_payload_bytes: int = Field(default=512 * 1024, ge=1024)
+    spill_dir: Path | None = None
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class MetricsSettings(_Frozen):
+    """Where long-running processes export Prometheus metrics (loopback by default)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)  # 0: do not export
+    namespace: str = "inferstream"
+
+
+class StackSettings(_Frozen):
+    """The local stack started by ``inferstream up``."""
+
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    kafka_heap: str = "512m"
+    java_home: Path | None = None
+
+
+class Settings(BaseSettings):
+    """Everything an inferstream process needs to know, frozen once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERSTREAM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    dead_letters: DeadLetterSettings = DeadLetterSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    stack: StackSettings = StackSettings()
+    state_dir: Path = Path(".inferstream")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the TOML file, then defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _CONFIG_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``config_file`` (or ``$INFERSTREAM_CONFIG``), the env and overrides."""
+        path_value = config_file or os.environ.get("INFERSTREAM_CONFIG")
+        path = Path(path_value) if path_value else None
+        if path is not None and not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; check INFERSTREAM_CONFIG or --config")
+        token = _CONFIG_FILE.set(path)
+        try:
+            return cls(**overrides)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            where = f" (from {path})" if path else ""
+            raise ConfigError(f"invalid settings{where}: {exc}") from exc
+        finally:
+            _CONFIG_FILE.reset(token)

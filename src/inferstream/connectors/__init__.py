@@ -1,0 +1,1 @@
+"""Connectors to the systems around the platform: Kafka, files, (later) Elasticsearch."""

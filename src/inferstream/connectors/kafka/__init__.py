@@ -1,0 +1,24 @@
+"""The Kafka layer (confluent-kafka): producer, consumer, admin, dead letters, bounded reads."""
+
+from inferstream.connectors.kafka.admin import PartitionInfo, TopicAdmin, TopicInfo, platform_topic_configs
+from inferstream.connectors.kafka.consumer import Consumer, Message
+from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, attempt_of, from_message, to_headers
+from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
+from inferstream.connectors.kafka.reader import read_bounded
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "Consumer",
+    "DeadLetterWriter",
+    "DeliveryFailure",
+    "Message",
+    "PartitionInfo",
+    "Producer",
+    "TopicAdmin",
+    "TopicInfo",
+    "attempt_of",
+    "from_message",
+    "platform_topic_configs",
+    "read_bounded",
+    "to_headers",
+]

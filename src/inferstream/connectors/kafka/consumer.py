@@ -1,0 +1,234 @@
+"""A batch consumer with manual, rebalance-safe commits and a clean shutdown.
+
+Offsets are never committed automatically: a caller marks records processed
+(``store()``) once their outputs are acknowledged, then ``commit()``s. When a
+rebalance takes partitions away, what was stored for them is committed first, so
+the next owner starts right after the last processed record. SIGINT/SIGTERM stop
+the loop between batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+import confluent_kafka
+from confluent_kafka import TopicPartition
+
+from inferstream.config import Settings
+from inferstream.connectors.kafka._util import error_of
+from inferstream.errors import CommitError, KafkaError
+from inferstream.metrics import Metrics
+
+Message = confluent_kafka.Message
+PartitionsCallback = Callable[[list[TopicPartition]], None]
+
+_LAG_EVERY_S = 5.0
+
+
+class Consumer:
+    """Consume batches from topics in a consumer group; commit only what was processed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        from_beginning: bool = False,
+        metrics: Metrics | None = None,
+        stage: str = "consume",
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+        **overrides: str | int | float | bool,
+    ) -> None:
+        conf: dict[str, Any] = {
+            **settings.kafka.consumer_config(group_id),
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            **overrides,
+        }
+        self.group_id = group_id
+        self.topics = list(topics)
+        self._consumer = confluent_kafka.Consumer(conf)
+        self._metrics = metrics
+        self._stage = stage
+        self._user_assign = on_assign
+        self._user_revoke = on_revoke
+        self._stop = threading.Event()
+        self._last_lag = 0.0
+        self._assigned: set[tuple[str, int]] = set()
+        self._closed = False
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    # -- consuming --------------------------------------------------------------------
+
+    def consume(self, max_records: int = 500, timeout: float = 1.0) -> list[Message]:
+        """Up to ``max_records`` records (maybe none) within ``timeout`` seconds.
+
+        Raises ``KafkaError`` on fatal client errors; per-partition notices (end of
+        partition) are dropped.
+        """
+        messages = self._consumer.consume(max_records, timeout)
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                continue
+            elif error.fatal() or error.code() in (
+                confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+                confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                confluent_kafka.KafkaError.GROUP_AUTHORIZATION_FAILED,
+            ):
+                raise KafkaError(f"consumer error on {message.topic()}: {error.str()}")
+        if records and self._metrics is not None:
+            self._metrics.records_in.labels(records[0].topic(), self._stage).inc(len(records))
+            self._metrics.batch_size.labels(self._stage).observe(len(records))
+        if self._metrics is not None and time.monotonic() - self._last_lag > _LAG_EVERY_S:
+            self.update_lag()
+        return records
+
+    def batches(self, max_records: int = 500, timeout: float = 1.0, *, idle: bool = False) -> Iterator[list[Message]]:
+        """Batches until ``stop()`` (or a signal); empty ones too when ``idle`` (for timers)."""
+        while not self._stop.is_set():
+            batch = self.consume(max_records, timeout)
+            if batch or idle:
+                yield batch
+
+    # -- offsets ----------------------------------------------------------------------
+
+    def store(self, messages: Iterable[Message]) -> None:
+        """Mark records processed (their outputs are acknowledged); ``commit()`` sends it."""
+        highest: dict[tuple[str, int], int] = {}
+        for message in messages:
+            tp = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            if offset >= highest.get(tp, -1):
+                highest[tp] = offset
+        if highest:
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items() if (t, p) in self._assigned]
+            if offsets:
+                self._consumer.store_offsets(offsets=offsets)
+
+    def commit(self, messages: Iterable[Message] | None = None) -> None:
+        """Commit stored offsets (after storing ``messages`` when given), synchronously."""
+        if messages is not None:
+            self.store(messages)
+        try:
+            self._consumer.commit(asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            error = error_of(exc)
+            if error.code() == confluent_kafka.KafkaError._NO_OFFSET:
+                return  # nothing stored since the last commit
+            raise CommitError(
+                f"commit for group {self.group_id} failed: {error.str()} (the records will be redelivered)"
+            ) from exc
+
+    def committed(self, timeout: float = 10.0) -> dict[tuple[str, int], int]:
+        """Committed offsets of the current assignment: (topic, partition) → offset."""
+        parts = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        if not parts:
+            return {}
+        return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(parts, timeout=timeout)}
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """(topic, partition) pairs this consumer owns now."""
+        return sorted(self._assigned)
+
+    def update_lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end of each owned partition (also set on the lag gauge)."""
+        self._last_lag = time.monotonic()
+        lag: dict[tuple[str, int], int] = {}
+        parts = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        if not parts:
+            return lag
+        for tp in self._consumer.position(parts):
+            watermarks: tuple[int, int] | None = self._consumer.get_watermark_offsets(tp, cached=True)
+            high = watermarks[1] if watermarks else -1  # None until the first fetch response
+            if tp.offset < 0 or high < 0:
+                continue
+            lag[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
+            if self._metrics is not None:
+                self._metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(
+                    lag[(tp.topic, tp.partition)]
+                )
+        return lag
+
+    # -- rebalances -------------------------------------------------------------------
+
+    def _on_assign(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        if self._user_assign is not None:
+            self._user_assign(partitions)
+
+    def _on_revoke(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        # Hand over cleanly: commit what was processed before the partitions go.
+        if self._user_revoke is not None:
+            self._user_revoke(partitions)
+        # Nothing stored, or the group moved on: then the records are redelivered.
+        with contextlib.suppress(confluent_kafka.KafkaException):
+            consumer.commit(asynchronous=False)
+        self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+
+    def _on_lost(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (not revoked): another member may own them already, so no commit.
+        if self._user_revoke is not None:
+            self._user_revoke(partitions)
+        self._assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def raw(self) -> confluent_kafka.Consumer:
+        """The underlying confluent-kafka consumer."""
+        return self._consumer
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called or a stop signal arrived."""
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the batch loop to end after the current batch (thread- and signal-safe)."""
+        self._stop.set()
+
+    def stop_on_signals(self, signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """End the loop on SIGINT/SIGTERM (main thread only); a second signal interrupts."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            self._stop.set()
+
+        for sig in signals:
+            signal.signal(sig, handler)
+
+    def close(self) -> None:
+        """Commit what was stored, leave the group and release the consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.commit()
+        except CommitError:
+            pass  # redelivered to the next owner: at-least-once
+        finally:
+            self._consumer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

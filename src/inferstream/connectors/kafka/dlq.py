@@ -1,0 +1,247 @@
+"""The dead-letter topic: records that could not be processed, never dropped.
+
+A dead letter's value is the original record's bytes and its key the original
+key; the original headers are kept and these are added:
+
+=====================  =============================================================
+``dlq.source.topic``   topic the record came from (or was meant for)
+``dlq.source.partition`` / ``dlq.source.offset``  where it was read (absent if never written)
+``dlq.stage``          step that failed (produce, ingest, serve, index, ...)
+``dlq.error.class``    error class name
+``dlq.error.message``  what was wrong
+``dlq.attempt``        1 for the first failure, +1 for each replay that failed again
+``dlq.time``           when it was dead-lettered (ISO 8601, UTC)
+``dlq.original.size``  size of the original value in bytes
+``dlq.original.sha256`` its sha256 (hex)
+``dlq.truncated``      ``true`` when only a prefix of the value is kept
+``dlq.spill.path``     where the full value was written, when truncated and spilling is on
+``inferstream-schema`` ``dead-letter/1``
+=====================  =============================================================
+
+A replayed record carries ``inferstream-attempt: N`` so that, if it fails again,
+its next dead letter says attempt N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import confluent_kafka
+
+from inferstream.config import Settings
+from inferstream.connectors.kafka._util import as_bytes
+from inferstream.connectors.kafka.producer import Producer
+from inferstream.metrics import Metrics
+from inferstream.schemas._types import utcnow
+from inferstream.schemas.codec import SCHEMA_HEADER, schema_header_value
+from inferstream.schemas.records import DeadLetter
+
+ATTEMPT_HEADER = "inferstream-attempt"
+_PREFIX = "dlq."
+_MAX_MESSAGE_CHARS = 2000
+
+Headers = Sequence[tuple[str, bytes | str | None]]
+
+
+def attempt_of(headers: Headers | None) -> int:
+    """The attempt number a record carries (1 when it was never replayed)."""
+    for key, value in headers or ():
+        if key == ATTEMPT_HEADER and value:
+            try:
+                return max(int(as_bytes(value)), 1)
+            except ValueError:
+                return 1
+    return 1
+
+
+class DeadLetterWriter:
+    """Sends records that failed to the dead-letter topic, with the reason in headers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stage: str,
+        producer: Producer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.topic = settings.topics.platform_topics()["dead-letters"]
+        self.stage = stage
+        self._config = settings.dead_letters
+        self._own_producer = producer is None
+        self._producer = producer or Producer(settings, metrics=metrics, stage="dead-letter")
+        self._metrics = metrics
+        self.sent = 0
+
+    def send(
+        self,
+        *,
+        payload: bytes | None,
+        error: BaseException | str,
+        source_topic: str,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        stage: str | None = None,
+        error_class: str | None = None,
+    ) -> DeadLetter:
+        """Queue one dead letter (``flush()`` waits for it); returns what was sent."""
+        letter = self.letter(
+            payload=payload,
+            error=error,
+            source_topic=source_topic,
+            key=key,
+            headers=headers,
+            partition=partition,
+            offset=offset,
+            stage=stage,
+            error_class=error_class,
+        )
+        self._producer.produce(self.topic, letter.payload, key=letter.original_key, headers=to_headers(letter))
+        self.sent += 1
+        if self._metrics is not None:
+            self._metrics.dead_letters.labels(source_topic, letter.stage, letter.error_class).inc()
+        return letter
+
+    def send_message(
+        self, message: confluent_kafka.Message, error: BaseException | str, *, stage: str | None = None
+    ) -> DeadLetter:
+        """Dead-letter a consumed record, keeping where it was read."""
+        key = message.key()
+        return self.send(
+            payload=as_bytes(message.value()),
+            error=error,
+            source_topic=message.topic() or "",
+            key=as_bytes(key) if key is not None else None,
+            headers=message.headers(),
+            partition=message.partition(),
+            offset=message.offset(),
+            stage=stage,
+        )
+
+    def letter(
+        self,
+        *,
+        payload: bytes | None,
+        error: BaseException | str,
+        source_topic: str,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        stage: str | None = None,
+        error_class: str | None = None,
+    ) -> DeadLetter:
+        """Build (without sending) the dead letter of a record: truncated and spilled if too large."""
+        data = payload or b""
+        digest = hashlib.sha256(data).hexdigest()
+        limit = self._config.max_payload_bytes
+        truncated = len(data) > limit
+        spill_path = None
+        if truncated and self._config.spill_dir is not None:
+            spill_path = str(self._spill(data, digest))
+        original = [(k, as_bytes(v)) for k, v in (headers or ()) if not k.startswith(_PREFIX)]
+        message = str(error) if isinstance(error, str) else (str(error) or type(error).__name__)
+        return DeadLetter(
+            event_time=utcnow(),
+            source_topic=source_topic,
+            source_partition=partition if partition is not None and partition >= 0 else None,
+            source_offset=offset if offset is not None and offset >= 0 else None,
+            stage=stage or self.stage,
+            error_class=error_class or (type(error).__name__ if not isinstance(error, str) else "Error"),
+            error_message=message[:_MAX_MESSAGE_CHARS],
+            attempt=attempt_of(headers),
+            original_key=key,
+            original_headers=original,
+            payload=data[:limit] if truncated else data,
+            original_size=len(data),
+            sha256=digest,
+            truncated=truncated,
+            spill_path=spill_path,
+        )
+
+    def _spill(self, data: bytes, digest: str) -> Path:
+        assert self._config.spill_dir is not None
+        directory = self._config.spill_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{digest}.bin"
+        if not path.exists():
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(data)
+            temporary.replace(path)
+        return path.resolve()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every dead letter is acknowledged (raises DeliveryError otherwise)."""
+        self._producer.flush(timeout)
+
+    def close(self) -> None:
+        """Flush, and close the producer if this writer made it."""
+        if self._own_producer:
+            self._producer.close()
+        else:
+            self._producer.flush()
+
+
+def to_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a dead letter: the original ones, then ``dlq.*``."""
+    headers = [(k, v) for k, v in letter.original_headers if k != SCHEMA_HEADER]
+    extra: dict[str, str | None] = {
+        "dlq.source.topic": letter.source_topic,
+        "dlq.source.partition": None if letter.source_partition is None else str(letter.source_partition),
+        "dlq.source.offset": None if letter.source_offset is None else str(letter.source_offset),
+        "dlq.stage": letter.stage,
+        "dlq.error.class": letter.error_class,
+        "dlq.error.message": letter.error_message,
+        "dlq.attempt": str(letter.attempt),
+        "dlq.time": letter.event_time.isoformat(),
+        "dlq.original.size": str(letter.original_size),
+        "dlq.original.sha256": letter.sha256,
+        "dlq.truncated": "true" if letter.truncated else "false",
+        "dlq.spill.path": letter.spill_path,
+        "dlq.id": letter.id,
+    }
+    for name, value in letter.original_headers:
+        if name == SCHEMA_HEADER:
+            extra["dlq.original.schema"] = value.decode(errors="replace")
+    headers += [(k, v.encode()) for k, v in extra.items() if v is not None]
+    headers.append((SCHEMA_HEADER, schema_header_value(DeadLetter)))
+    return headers
+
+
+def from_message(message: confluent_kafka.Message) -> DeadLetter:
+    """Decode a record of the dead-letter topic."""
+    dlq: dict[str, str] = {}
+    original: list[tuple[str, bytes]] = []
+    for key, value in message.headers() or []:
+        raw = as_bytes(value)
+        if key.startswith(_PREFIX):
+            dlq[key[len(_PREFIX) :]] = raw.decode(errors="replace")
+        elif key != SCHEMA_HEADER:
+            original.append((key, raw))
+    if "original.schema" in dlq:
+        original.append((SCHEMA_HEADER, dlq["original.schema"].encode()))
+    payload = as_bytes(message.value())
+    original_key = message.key()
+    return DeadLetter(
+        id=dlq.get("id") or f"{message.topic()}-{message.partition()}-{message.offset()}",
+        event_time=datetime.fromisoformat(dlq["time"]) if "time" in dlq else utcnow(),
+        source_topic=dlq.get("source.topic", ""),
+        source_partition=int(dlq["source.partition"]) if "source.partition" in dlq else None,
+        source_offset=int(dlq["source.offset"]) if "source.offset" in dlq else None,
+        stage=dlq.get("stage", "unknown"),
+        error_class=dlq.get("error.class", "unknown"),
+        error_message=dlq.get("error.message", ""),
+        attempt=int(dlq.get("attempt", "1")),
+        original_key=as_bytes(original_key) if original_key is not None else None,
+        original_headers=original,
+        payload=payload,
+        original_size=int(dlq.get("original.size", len(payload))),
+        sha256=dlq.get("original.sha256", hashlib.sha256(payload).hexdigest()),
+        truncated=dlq.get("truncated") == "true",
+        spill_path=dlq.get("spill.path"),
+    )

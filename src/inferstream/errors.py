@@ -1,0 +1,115 @@
+"""The error tree of inferstream.
+
+Every error raised on purpose by the platform derives from one root, so callers
+can catch ``InferstreamError`` and know it came from here::
+
+    InferstreamError
+    ├── ConfigError                 settings or files that cannot be used
+    ├── ContractError               a record that does not fit its topic's contract
+    │   └── RecordValidationError   ... with where (line, field) and why
+    ├── KafkaError                  anything the broker or client refused
+    │   ├── DeliveryError           a produced record was not acknowledged
+    │   ├── TopicError              a topic is missing or cannot be created
+    │   └── CommitError             offsets could not be committed
+    ├── StackError                  the local stack (Kafka from Maven) failed to start/stop
+    └── RequestTimeoutError              a request/reply call ran past its timeout
+
+Messages say what was wrong, where (topic, partition, offset, line, field) and
+what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class InferstreamError(Exception):
+    """Root of every error inferstream raises on purpose."""
+
+
+class ConfigError(InferstreamError):
+    """Settings, a config file or a model file that cannot be used."""
+
+
+class ContractError(InferstreamError):
+    """A record that does not fit the contract of its topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One problem in one record: the dotted field path and the reason."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}" if self.field else self.reason
+
+
+class RecordValidationError(ContractError):
+    """A record failed validation; says which record (line), which fields and why."""
+
+    def __init__(
+        self,
+        contract: str,
+        problems: Sequence[FieldProblem],
+        *,
+        line: int | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        self.contract = contract
+        self.problems = tuple(problems)
+        self.line = line
+        self.raw = raw
+        where = f"line {line}: " if line is not None else ""
+        detail = "; ".join(str(p) for p in self.problems) or "invalid record"
+        super().__init__(f"{where}{contract} record is invalid: {detail}")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The dotted paths of the fields at fault (empty string for the whole record)."""
+        return tuple(p.field for p in self.problems)
+
+
+class KafkaError(InferstreamError):
+    """The broker or the Kafka client refused something."""
+
+
+class DeliveryError(KafkaError):
+    """A produced record was not acknowledged by the broker."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        code: str | None = None,
+        key: bytes | None = None,
+        retriable: bool = False,
+        failures: Sequence[Any] = (),
+    ) -> None:
+        self.topic = topic
+        self.code = code
+        self.key = key
+        self.retriable = retriable
+        #: Every failed record (``DeliveryFailure``) when raised by ``Producer.flush()``.
+        self.failures = tuple(failures)
+        super().__init__(message)
+
+
+class TopicError(KafkaError):
+    """A topic is missing, or cannot be created or described."""
+
+
+class CommitError(KafkaError):
+    """Offsets could not be committed (a rebalance took the partition, or the broker is down)."""
+
+
+class StackError(InferstreamError):
+    """The local stack (Kafka, Elasticsearch) could not be fetched, started or stopped."""
+
+
+class RequestTimeoutError(InferstreamError, TimeoutError):
+    """A request/reply call got no answer within its timeout."""

@@ -1,0 +1,1 @@
+"""Apache Beam batch jobs: backfill, export, reference, replay, batch scoring (later issues)."""

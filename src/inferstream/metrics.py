@@ -1,0 +1,86 @@
+"""Prometheus metrics every long-running inferstream process exports on 127.0.0.1.
+
+One registry per process (``Metrics``), created explicitly: nothing registers at
+import time, so tests and several pipelines in one process do not collide.
+Names are stable snake_case: ``inferstream_records_in_total{topic,stage}``, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+@dataclass
+class Metrics:
+    """The counters, gauges and histograms of one process."""
+
+    namespace: str = "inferstream"
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    records_in: Counter = field(init=False)
+    records_out: Counter = field(init=False)
+    dead_letters: Counter = field(init=False)
+    delivery_errors: Counter = field(init=False)
+    consumer_lag: Gauge = field(init=False)
+    batch_size: Histogram = field(init=False)
+    stage_seconds: Histogram = field(init=False)
+    _server: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ns, reg = self.namespace, self.registry
+        self.records_in = Counter("records_in", "Records consumed.", ["topic", "stage"], namespace=ns, registry=reg)
+        self.records_out = Counter(
+            "records_out", "Records produced and acknowledged.", ["topic", "stage"], namespace=ns, registry=reg
+        )
+        self.dead_letters = Counter(
+            "dead_letters",
+            "Records sent to the dead-letter topic.",
+            ["source_topic", "stage", "error_class"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.delivery_errors = Counter(
+            "delivery_errors",
+            "Produced records the broker did not acknowledge.",
+            ["topic", "code"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.consumer_lag = Gauge(
+            "consumer_lag",
+            "Messages behind the end of the partition.",
+            ["group", "topic", "partition"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            "batch_size",
+            "Records per processed batch.",
+            ["stage"],
+            namespace=ns,
+            registry=reg,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+        )
+        self.stage_seconds = Histogram(
+            "stage_seconds",
+            "Time spent per batch in a stage (queue, compute, produce, ...).",
+            ["stage", "step"],
+            namespace=ns,
+            registry=reg,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Export on http://host:port/metrics (loopback by default); returns the bound port."""
+        if self._server is None:
+            self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop exporting."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,1 @@
+"""Monitoring: reference profiles, windowed drift, alerts, reports (later issues)."""

@@ -1,0 +1,288 @@
+"""The typed contract of every topic.
+
+Each contract names itself (``schema_name``), carries a ``schema_version`` that
+goes into the ``inferstream-schema`` header of every record, and says which field
+is the Kafka key (``key_field``). Bump ``schema_version`` for any change that a
+reader of the old records could not follow (a removed or renamed field, a new
+required field, a narrower type); ``tests/unit/test_contract_compat.py`` fails
+until you do.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, JsonValue, model_validator
+
+from inferstream.schemas._types import (
+    Id,
+    Name,
+    Part,
+    Record,
+    Scalar,
+    Timestamp,
+    Vector,
+    new_id,
+    utcnow,
+)
+
+
+class Contract(Record):
+    """A record that travels on a topic."""
+
+    schema_name: ClassVar[str]
+    schema_version: ClassVar[int]
+    key_field: ClassVar[str]
+    # The field that is this record's time (watermarks, windows, Parquet partitions).
+    time_field: ClassVar[str] = "event_time"
+
+    def key(self) -> bytes:
+        """The Kafka key of this record (its id, UTF-8)."""
+        value: str = getattr(self, self.key_field)
+        return value.encode()
+
+
+class Event(Contract):
+    """Something that happened, produced by users to ``events``: a text, features, or both."""
+
+    schema_name: ClassVar[str] = "event"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "id"
+
+    id: Id = Field(description="Event id; the document id of its embedding and the Kafka key.")
+    type: Name = Field(description="Event type; routing rules map types to models.")
+    event_time: Timestamp = Field(default_factory=utcnow, description="When it happened (UTC).")
+    source: str | None = Field(default=None, max_length=256, description="Where it came from.")
+    text: str | None = Field(default=None, description="Text to embed and index.")
+    features: dict[str, Scalar] | None = Field(default=None, description="Tabular features to score.")
+    attributes: dict[str, str] = Field(default_factory=dict, description="Free-form metadata, carried through.")
+
+    @model_validator(mode="after")
+    def _has_payload(self) -> Event:
+        if self.text is None and not self.features:
+            raise ValueError("an event needs `text` or `features` (or both)")
+        return self
+
+
+class Latency(Part):
+    """Where a request's time went, in milliseconds."""
+
+    queue_ms: float = Field(ge=0, description="Waiting in the worker's batch queue.")
+    compute_ms: float = Field(ge=0, description="Running the model on the batch.")
+    total_ms: float = Field(ge=0, description="From the request's event time to the output.")
+
+
+class _Request(Contract):
+    key_field: ClassVar[str] = "request_id"
+
+    request_id: Id = Field(description="Request id; the Kafka key of the request and of its output.")
+    event_time: Timestamp = Field(default_factory=utcnow, description="When the request was made (UTC).")
+    model: Name = Field(description="Model name.")
+    version: Name = Field(description="Model version the request was routed to.")
+    reply_to: str | None = Field(default=None, description="Topic to send the output to as well (request/reply).")
+    deadline: Timestamp | None = Field(default=None, description="Past this time the request is dead-lettered.")
+    source_event_id: str | None = Field(default=None, description="The event this request was made from.")
+    attributes: dict[str, str] = Field(default_factory=dict, description="Carried through to the output.")
+
+
+class InferenceRequest(_Request):
+    """A request to score inputs with one model version (``requests.<model>.<version>``)."""
+
+    schema_name: ClassVar[str] = "inference-request"
+    schema_version: ClassVar[int] = 1
+
+    inputs: dict[str, JsonValue] = Field(description="Model inputs by name (features, text, ...).")
+
+
+class EmbeddingRequest(_Request):
+    """A request to embed one text with an embedder version (``requests.<embedder>.<version>``)."""
+
+    schema_name: ClassVar[str] = "embedding-request"
+    schema_version: ClassVar[int] = 1
+
+    document_id: Id = Field(description="Id of the document the embedding indexes (the event id).")
+    text: str = Field(min_length=1, description="Text to embed.")
+
+
+class ChainStep(Part):
+    """One step of a model chain that produced a prediction."""
+
+    model: Name
+    version: Name
+    latency_ms: float = Field(ge=0)
+
+
+class Prediction(Contract):
+    """A model's answer to one request, on ``predictions`` (and the request's reply-to)."""
+
+    schema_name: ClassVar[str] = "prediction"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "request_id"
+
+    request_id: Id = Field(description="The request's id.")
+    event_time: Timestamp = Field(description="The request's event time (UTC).")
+    model: Name
+    version: Name
+    inputs: dict[str, JsonValue] = Field(description="The request's inputs, for monitors and tables.")
+    outputs: dict[str, JsonValue] = Field(description="Model outputs by name (label, probabilities, ...).")
+    latency: Latency
+    predicted_at: Timestamp = Field(default_factory=utcnow, description="When the output was produced (UTC).")
+    shadow: bool = Field(default=False, description="True when from a shadow version (never shown to users).")
+    chain: list[ChainStep] = Field(default_factory=list, description="Steps of a chain, first to last.")
+    source_event_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class Embedding(Contract):
+    """A text's vector, on ``embeddings`` keyed by document id; a null value deletes the document."""
+
+    schema_name: ClassVar[str] = "embedding"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "id"
+
+    id: Id = Field(description="Document id (the event id): the index's document id.")
+    event_time: Timestamp = Field(description="The source event's time (UTC).")
+    model: Name
+    version: Name
+    vector: Vector = Field(description="The embedding, base64 of little-endian float32.")
+    text: str | None = Field(default=None, description="The source text, indexed for BM25.")
+    request_id: str | None = None
+    latency: Latency | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def dims(self) -> int:
+        """Number of dimensions of the vector."""
+        return int(self.vector.shape[0])
+
+
+class ColumnDrift(Part):
+    """Drift of one column in one window."""
+
+    column: str
+    kind: Literal["numerical", "categorical", "text", "embedding", "prediction"]
+    method: str = Field(description="Statistic used (psi, wasserstein, jensenshannon, ks, chisquare, ...).")
+    score: float
+    threshold: float
+    drifted: bool
+
+
+class DriftAlert(Contract):
+    """A monitor's verdict on a window, on ``drift-alerts`` keyed by monitor name."""
+
+    schema_name: ClassVar[str] = "drift-alert"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "monitor"
+
+    id: Id = Field(default_factory=new_id, description="Alert id (monitor + window makes it unique).")
+    event_time: Timestamp = Field(default_factory=utcnow, description="When the alert was raised (UTC).")
+    monitor: Name
+    model: Name
+    version: Name
+    window_start: Timestamp
+    window_end: Timestamp
+    window_count: int = Field(ge=0, description="Predictions in the window.")
+    status: Literal["drift", "resolved"]
+    dataset_drift: bool
+    drift_share: float = Field(ge=0, le=1, description="Share of columns that drifted.")
+    severity: Literal["info", "warning", "critical"]
+    columns: list[ColumnDrift] = Field(default_factory=list)
+    report_path: str | None = Field(default=None, description="HTML report of the window.")
+
+
+class RouteVersion(Part):
+    """A version of a model alias with its share of traffic."""
+
+    version: Name
+    weight: float = Field(ge=0)
+
+
+class Route(Contract):
+    """Routes of a model alias, on the compacted ``control`` topic keyed by model name."""
+
+    schema_name: ClassVar[str] = "route"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "model"
+
+    model: Name
+    event_time: Timestamp = Field(default_factory=utcnow, description="When the route was set (UTC).")
+    versions: list[RouteVersion] = Field(min_length=1)
+    shadow: list[Name] = Field(default_factory=list)
+    previous: list[RouteVersion] | None = Field(default=None, description="The route before this one (rollback).")
+
+    @model_validator(mode="after")
+    def _weights(self) -> Route:
+        if sum(v.weight for v in self.versions) <= 0:
+            raise ValueError("route weights must add up to more than 0")
+        return self
+
+
+class DeadLetter(Contract):
+    """A record that could not be processed, on ``dead-letters`` keyed by its original key.
+
+    On the wire the value is the original bytes (a prefix when truncated) and the
+    fields here travel as ``dlq.*`` headers beside the original headers: see
+    :mod:`inferstream.connectors.kafka.dlq`. This model is the decoded view.
+    """
+
+    schema_name: ClassVar[str] = "dead-letter"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "id"
+
+    id: Id = Field(default_factory=new_id)
+    event_time: Timestamp = Field(default_factory=utcnow, description="When it was dead-lettered (UTC).")
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    stage: str = Field(description="Step that failed (produce, ingest, serve, index, ...).")
+    error_class: str
+    error_message: str
+    attempt: int = Field(default=1, ge=1)
+    original_key: bytes | None = None
+    original_headers: list[tuple[str, bytes]] = Field(default_factory=list)
+    payload: bytes = Field(description="The original bytes, or their prefix when truncated.")
+    original_size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    truncated: bool = False
+    spill_path: str | None = Field(default=None, description="Where the full payload was kept when truncated.")
+
+    def key(self) -> bytes:
+        """The original record's key (empty when it had none)."""
+        return self.original_key or b""
+
+
+#: Every contract, by schema name.
+CONTRACTS: dict[str, type[Contract]] = {
+    c.schema_name: c
+    for c in (Event, InferenceRequest, EmbeddingRequest, Prediction, Embedding, DriftAlert, Route, DeadLetter)
+}
+
+
+def contract_named(name: str) -> type[Contract]:
+    """The contract class for a schema name (``event``, ``prediction``, ...)."""
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        known = ", ".join(sorted(CONTRACTS))
+        from inferstream.errors import ContractError
+
+        raise ContractError(f"unknown schema {name!r}; known schemas: {known}") from None
+
+
+__all__ = [
+    "CONTRACTS",
+    "ChainStep",
+    "ColumnDrift",
+    "Contract",
+    "DeadLetter",
+    "DriftAlert",
+    "Embedding",
+    "EmbeddingRequest",
+    "Event",
+    "InferenceRequest",
+    "Latency",
+    "Prediction",
+    "Route",
+    "RouteVersion",
+    "contract_named",
+]

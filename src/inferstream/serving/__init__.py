@@ -1,0 +1,1 @@
+"""Model serving: repository, ONNX sessions, micro-batching workers (later issues)."""

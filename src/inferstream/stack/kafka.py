@@ -1,0 +1,463 @@
+"""A single-node Kafka (KRaft, broker and controller in one JVM) run from Maven jars.
+
+>>> server = KafkaServer(Path(".inferstream"), port=9092, controller_port=9093)
+>>> server.start()            # fetches the jars once, formats storage once
+>>> server.bootstrap_servers
+'127.0.0.1:9092'
+>>> server.stop()
+
+A server is identified by its home directory (``<state_dir>/kafka/<version>``):
+another ``KafkaServer`` on the same state directory, in this process or another,
+sees the same pid file and can stop what the first one started.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inferstream.errors import StackError
+from inferstream.stack import maven
+from inferstream.stack.java import JavaRuntime, find_java
+from inferstream.stack.process import (
+    file_size,
+    port_accepts,
+    port_in_use,
+    process_alive,
+    read_pid,
+    spawn_detached,
+    tail,
+    terminate,
+)
+
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+
+KAFKA_LIB_ENV = "INFERSTREAM_KAFKA_LIB"
+"""Environment variable naming a directory of Kafka jars to use (fetched into if empty)."""
+
+SCALA_VERSION = "2.13"
+# Kafka's artifacts name slf4j 1.7 but no binding; this routes its logs into log4j2.
+LOG4J_SLF4J_BINDING = maven.Artifact("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3")
+_HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
+_LOG_LINES = 40
+
+_LOG4J2 = """\
+# Written by inferstream: the broker logs to {logs_dir}/server.log.
+status = warn
+name = inferstream-kafka
+# Kafka's own shutdown hook stops the broker; log4j's would race it and warn.
+shutdownHook = disable
+
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = ${{sys:kafka.logs.dir}}/server.log
+appender.file.filePattern = ${{sys:kafka.logs.dir}}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+
+# Per-request and per-partition chatter: warnings only.
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaStatus:
+    """What ``inferstream status`` reports about one local broker."""
+
+    running: bool
+    pid: int | None
+    version: str
+    bootstrap_servers: str
+    home: Path
+    data_dir: Path
+    log_file: Path
+    lib_dir: Path
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in unpadded URL-safe base64, as Kafka makes them."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):  # Kafka's tools refuse ids that read as options
+            return cluster_id
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    if not head.isdigit():
+        raise StackError(f"Kafka version {version!r} is not of the form MAJOR.MINOR.PATCH (e.g. 4.1.1)")
+    return int(head)
+
+
+class KafkaServer:
+    """One local Kafka broker+controller: fetch its jars, format, start, probe, stop.
+
+    ``lib_dir`` (else ``$INFERSTREAM_KAFKA_LIB``, else ``<state_dir>/cache/kafka-<version>/lib``)
+    holds the jars; servers of the same version can share it.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = 9092,
+        controller_port: int = 9093,
+        version: str = "4.1.1",
+        heap: str = "512m",
+        java_home: Path | None = None,
+        lib_dir: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if _major(version) < 4 and version.split(".")[:2] != ["3", "9"]:
+            raise StackError(
+                f"Kafka {version} is not supported by the local stack; use 3.9.x or 4.x (stack.kafka_version)"
+            )
+        if not _HEAP.match(heap):
+            raise StackError(f"Kafka heap {heap!r} is not a JVM size such as 512m or 1g (stack.kafka_heap)")
+        if port == controller_port:
+            raise StackError(f"the Kafka port and controller port are both {port}; pick two ports")
+        self.state_dir = Path(state_dir).absolute()
+        self.port = port
+        self.controller_port = controller_port
+        self.version = version
+        self.heap = heap
+        self.java_home = java_home
+        self.host = host
+        env_lib = os.environ.get(KAFKA_LIB_ENV)
+        if lib_dir is not None:
+            self.lib_dir = Path(lib_dir).absolute()
+        elif env_lib:
+            self.lib_dir = Path(env_lib).absolute()
+        else:
+            self.lib_dir = self.state_dir / "cache" / f"kafka-{version}" / "lib"
+        self.home = self.state_dir / "kafka" / version
+        self._log_marks: dict[Path, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, lib_dir: Path | None = None) -> KafkaServer:
+        """The server ``inferstream up`` runs for these settings."""
+        stack = settings.stack
+        return cls(
+            settings.state_dir,
+            port=stack.kafka_port,
+            controller_port=stack.controller_port,
+            version=stack.kafka_version,
+            heap=stack.kafka_heap,
+            java_home=stack.java_home,
+            lib_dir=lib_dir,
+        )
+
+    # -- where things are ---------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        """The KRaft log directory (``log.dirs``)."""
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where ``server.log`` and ``kafka.out`` are written."""
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (log4j2)."""
+        return self.logs_dir / "server.log"
+
+    @property
+    def out_file(self) -> Path:
+        """The JVM's stdout and stderr (start-up failures land here)."""
+        return self.logs_dir / "kafka.out"
+
+    @property
+    def pid_file(self) -> Path:
+        """Holds the broker's pid while it runs."""
+        return self.home / "kafka.pid"
+
+    @property
+    def properties_file(self) -> Path:
+        """The ``server.properties`` written for this server."""
+        return self.home / "server.properties"
+
+    @property
+    def log4j_file(self) -> Path:
+        """The log4j2 configuration written for this server."""
+        return self.home / "log4j2.properties"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` for clients."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def fetched(self) -> bool:
+        """Whether ``lib_dir`` holds this version's jars."""
+        return (self.lib_dir / f"kafka_{SCALA_VERSION}-{self.version}.jar").is_file() and (
+            self.lib_dir / f"kafka-clients-{self.version}.jar"
+        ).is_file()
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def render_properties(self) -> str:
+        """The ``server.properties`` of a single-node KRaft cluster on loopback."""
+        broker = f"{self.host}:{self.port}"
+        controller = f"{self.host}:{self.controller_port}"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": controller,
+            "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Consumers in tests join at once instead of waiting 3 s for more members.
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created on purpose (inferstream topics create), never by a typo.
+            "auto.create.topics.enable": "false",
+        }
+        lines = ["# Written by inferstream on every start; edits are overwritten."]
+        lines += [f"{key}={value}" for key, value in props.items()]
+        return "\n".join(lines) + "\n"
+
+    def render_log4j2(self) -> str:
+        """The log4j2 configuration: INFO to ``logs/server.log``, chatty loggers at WARN."""
+        return _LOG4J2.format(logs_dir=self.logs_dir)
+
+    def _artifacts(self) -> list[maven.Artifact]:
+        kafka = maven.Artifact("org.apache.kafka", f"kafka_{SCALA_VERSION}", self.version)
+        # Kafka first: on a version clash its log4j-core wins over the binding's.
+        return [kafka, LOG4J_SLF4J_BINDING] if _major(self.version) >= 4 else [kafka]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def fetch(self, *, timeout: float = 900.0) -> Path:
+        """Resolve the jars into ``lib_dir`` with ``mvn`` unless they are there; returns ``lib_dir``."""
+        if self.fetched:
+            return self.lib_dir
+        if self.lib_dir.is_dir() and any(self.lib_dir.iterdir()):
+            raise StackError(
+                f"{self.lib_dir} holds files but not kafka_{SCALA_VERSION}-{self.version}.jar and "
+                f"kafka-clients-{self.version}.jar; remove it (or point {KAFKA_LIB_ENV} elsewhere) "
+                "and fetch again"
+            )
+        maven.copy_dependencies(
+            self._artifacts(),
+            self.lib_dir,
+            artifact_id=f"kafka-{self.version}",
+            timeout=timeout,
+        )
+        return self.lib_dir
+
+    def java(self) -> JavaRuntime:
+        """The Java runtime this server runs on (Kafka 4.x needs 17+, 3.9 needs 11+)."""
+        minimum = 17 if _major(self.version) >= 4 else 11
+        return find_java(self.java_home, minimum=minimum, purpose=f"Kafka {self.version}")
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's pid while it runs, else None."""
+        pid = read_pid(self.pid_file)
+        if pid is None or not process_alive(pid, cmdline_contains=self._signature()):
+            return None
+        return pid
+
+    @property
+    def running(self) -> bool:
+        """Whether this server's JVM is alive (it may still be starting)."""
+        return self.pid is not None
+
+    def status(self) -> KafkaStatus:
+        """A snapshot of where the server is and whether it runs."""
+        pid = self.pid
+        return KafkaStatus(
+            running=pid is not None,
+            pid=pid,
+            version=self.version,
+            bootstrap_servers=self.bootstrap_servers,
+            home=self.home,
+            data_dir=self.data_dir,
+            log_file=self.log_file,
+            lib_dir=self.lib_dir,
+        )
+
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> KafkaStatus:
+        """Start the broker unless it runs; with ``wait``, return once it serves metadata.
+
+        Fetches the jars and formats storage first when needed. Raises
+        :class:`StackError` when the ports are taken, Java is missing or too old,
+        or the broker exits or is not ready within ``timeout`` seconds (the
+        message carries the tail of its log).
+        """
+        if self.running:
+            if wait:
+                self._wait_ready(timeout, started=None)
+            return self.status()
+        self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
+        for name, port in (("Kafka", self.port), ("controller", self.controller_port)):
+            if port_in_use(self.host, port):
+                setting = "kafka_port" if name == "Kafka" else "controller_port"
+                raise StackError(
+                    f"the {name} port {self.host}:{port} is taken by another process; stop it "
+                    f"(`ss -ltnp 'sport = :{port}'` names it) or pick another port with "
+                    f"INFERSTREAM_STACK__{setting.upper()}"
+                )
+        java = self.java()
+        self.fetch()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(self.render_properties(), encoding="utf-8")
+        self.log4j_file.write_text(self.render_log4j2(), encoding="utf-8")
+        if not (self.data_dir / "meta.properties").is_file():
+            self._format(java)
+        argv = [
+            str(java.executable),
+            *self._jvm_options(),
+            "-cp",
+            str(self.lib_dir / "*"),
+            "kafka.Kafka",
+            str(self.properties_file),
+        ]
+        # Failure reports show only what this start wrote.
+        self._log_marks = {path: file_size(path) for path in (self.out_file, self.log_file)}
+        with self.out_file.open("a", encoding="utf-8") as out:
+            out.write(f"\n--- inferstream: starting Kafka {self.version} at {time.strftime('%F %T')}\n")
+        pid = spawn_detached(argv, log_file=self.out_file)
+        self.pid_file.write_text(f"{pid}\n", encoding="utf-8")
+        if wait:
+            self._wait_ready(timeout, started=pid)
+        return self.status()
+
+    def stop(self, *, timeout: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); False if it was not running."""
+        pid = self.pid
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        terminate(pid, timeout=timeout, cmdline_contains=self._signature())
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _signature(self) -> tuple[str, ...]:
+        # What the broker's command line holds, so a reused pid is not taken for it.
+        return ("kafka.Kafka", str(self.properties_file))
+
+    def _jvm_options(self) -> list[str]:
+        return [
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-XX:ErrorFile={self.logs_dir}/hs_err_pid%p.log",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            f"-Dlog4j2.configurationFile={self.log4j_file}",
+        ]
+
+    def _format(self, java: JavaRuntime) -> None:
+        command = [
+            str(java.executable),
+            "-Xmx256m",
+            # No log4j2 file: its default prints errors only, to the output captured here.
+            "-cp",
+            str(self.lib_dir / "*"),
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(self.properties_file),
+        ]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise StackError(f"formatting Kafka storage in {self.data_dir} failed: {exc}") from exc
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            raise StackError(
+                f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}); "
+                f"remove {self.data_dir} if it is left over from another setup. StorageTool said:\n"
+                + "\n".join(output.splitlines()[-_LOG_LINES:])
+            )
+
+    def _log_tail(self) -> str:
+        parts = []
+        for path in (self.out_file, self.log_file):
+            text = tail(path, _LOG_LINES, since=self._log_marks.get(path, 0))
+            if text.strip():
+                parts.append(f"--- {path} (last lines)\n{text}")
+        return "\n".join(parts) or f"(nothing in {self.logs_dir})"
+
+    def _wait_ready(self, timeout: float, *, started: int | None) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "the port never accepted a connection"
+        while True:
+            if not self.running:
+                self.pid_file.unlink(missing_ok=True)
+                what = "exited while starting" if started is not None else "is not running"
+                raise StackError(f"Kafka {self.version} on {self.bootstrap_servers} {what}\n{self._log_tail()}")
+            if port_accepts(self.host, self.port):
+                error = _metadata_error(
+                    self.bootstrap_servers,
+                    timeout=max(1.0, min(5.0, deadline - time.monotonic())),
+                )
+                if error is None:
+                    return
+                last_error = error
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        if started is not None:
+            terminate(started, timeout=10, cmdline_contains=self._signature())
+            self.pid_file.unlink(missing_ok=True)
+        raise StackError(
+            f"Kafka {self.version} on {self.bootstrap_servers} was not ready within {timeout:.0f}s "
+            f"({last_error}); {'it was stopped. ' if started is not None else ''}"
+            f"Its log:\n{self._log_tail()}"
+        )
+
+
+def _metadata_error(bootstrap_servers: str, *, timeout: float) -> str | None:
+    """None when the cluster answers a metadata request with a registered broker, else why not."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "client.id": "inferstream-stack-probe"})
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        return f"metadata request failed: {exc}"
+    if not metadata.brokers:
+        return "the cluster answered with no registered broker yet"
+    return None

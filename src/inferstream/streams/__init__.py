@@ -1,0 +1,1 @@
+"""Stream processors: ingest/route, index sink, drift monitor (later issues)."""
