@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -422,6 +423,13 @@ class _ProduceSink:
 
     def _send(self, values: Sequence[Any], where: Sequence[SourceRecord | None], first: int) -> None:
         result = self.codec.validate_batch(values)
+        records = result.records
+        if result.errors and self.on_error == "fail":
+            # Records before the first bad one are produced; nothing after it is.
+            first_bad = min(result.errors)
+            records = [r for i, r in zip(result.positions, records, strict=True) if i < first_bad]
+            result = type(result)(records, result.positions[: len(records)], {first_bad: result.errors[first_bad]})
+            self._produce_records(records)
         for index, error in result.errors.items():
             source = where[index]
             line = source.line if source is not None else first + index
@@ -429,10 +437,9 @@ class _ProduceSink:
             reason = "; ".join(str(p) for p in error.problems)
             self.reject(source, error, reason, error.fields, original=values[index], position=line)
         if self.missing_topic:
-            for index, record in zip(result.positions, result.records, strict=True):
-                source = where[index]
+            for index, record in zip(result.positions, records, strict=True):
                 self.reject(
-                    source,
+                    where[index],
                     TopicError(f"topic {self.topic} does not exist"),
                     f"topic {self.topic} does not exist",
                     (),
@@ -440,12 +447,15 @@ class _ProduceSink:
                     position=first + index,
                 )
             return
+        self._produce_records(records)
+
+    def _produce_records(self, records: Sequence[Contract]) -> None:
         produce = self.client.producer.produce
         encode = self.codec.encode
         topic, headers = self.topic, self.headers
-        for record in result.records:
+        for record in records:
             produce(topic, encode(record), record.key(), headers)
-        self.report.produced += len(result.records)
+        self.report.produced += len(records)
         self.client.producer.poll(0)
 
     def reject(
@@ -485,6 +495,8 @@ class _ProduceSink:
         if len(own) != len(failures):
             raise DeliveryError(f"{len(failures) - len(own)} dead letters were not delivered", failures=failures)
         self.report.produced -= len(own)
+        # Delivery reports do not carry headers back: every record here had the sink's.
+        own = self._with_headers(self._retry_alone(self._with_headers(own)))
         for failure in own:
             reason = f"{failure.reason} ({failure.code})"
             if self.on_error == "fail":
@@ -503,6 +515,29 @@ class _ProduceSink:
             self.report.rejected.append(Rejected(line=None, reason=reason, dead_lettered=dead))
         if self._dlq is not None:
             self._dlq.flush()
+
+    def _with_headers(self, failures: list[DeliveryFailure]) -> list[DeliveryFailure]:
+        return [f if f.headers else dataclasses.replace(f, headers=list(self.headers)) for f in failures]
+
+    def _retry_alone(self, failures: list[DeliveryFailure]) -> list[DeliveryFailure]:
+        """Resend records refused as too large one by one: the broker refuses a whole batch
+        when the batch is too large, so most of its records fit when sent alone."""
+        producer = self.client.producer
+        remaining = []
+        for failure in failures:
+            if failure.code != "MSG_SIZE_TOO_LARGE" or failure.tag == _ALONE:
+                remaining.append(failure)
+                continue
+            producer.produce(failure.topic, failure.value, failure.key, failure.headers, tag=_ALONE)
+            try:
+                producer.flush()
+                self.report.produced += 1
+            except DeliveryError as exc:
+                remaining.extend(exc.failures)
+        return remaining
+
+
+_ALONE = "sent-alone"
 
 
 def _key_of(value: Any, codec: Codec[Any]) -> bytes | None:
@@ -552,6 +587,7 @@ class Subscription:
         self._index = 0
         self._handed = 0
         self._before_commit: Callable[[], None] | None = None
+        self._closed = False
 
     def before_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` before each commit (e.g. flush a producer the loop feeds)."""
@@ -561,12 +597,17 @@ class Subscription:
         return self
 
     def __next__(self) -> Received:
-        if self._max is not None and self._handed >= self._max:
-            self._commit()
+        if self._closed:
             raise StopIteration
-        if self._index >= len(self._buffer):
-            self._commit()
-            self._fill()
+        try:
+            if self._max is not None and self._handed >= self._max:
+                raise StopIteration
+            if self._index >= len(self._buffer):
+                self._commit()
+                self._fill()
+        except StopIteration:
+            self.close()  # exhausted: commit and leave the group so others can take over
+            raise
         message = self._buffer[self._index]
         self._index += 1
         self._handed += 1
@@ -574,19 +615,21 @@ class Subscription:
 
     def raw(self) -> Iterator[list[confluent_kafka.Message]]:
         """Batches of raw messages (the fastest way through), committed as you go."""
-        while self._max is None or self._handed < self._max:
-            self._commit()
-            try:
-                self._fill()
-            except StopIteration:
-                return
-            batch = self._buffer[self._index :]
-            if self._max is not None:
-                batch = batch[: self._max - self._handed]
-            self._index += len(batch)
-            self._handed += len(batch)
-            yield batch
-        self._commit()
+        try:
+            while not self._closed and (self._max is None or self._handed < self._max):
+                self._commit()
+                try:
+                    self._fill()
+                except StopIteration:
+                    return
+                batch = self._buffer[self._index :]
+                if self._max is not None:
+                    batch = batch[: self._max - self._handed]
+                self._index += len(batch)
+                self._handed += len(batch)
+                yield batch
+        finally:
+            self.close()
 
     def _fill(self) -> None:
         waited = 0.0
@@ -641,7 +684,10 @@ class Subscription:
         self.consumer.stop()
 
     def close(self) -> None:
-        """Commit what was handed out and leave the group."""
+        """Commit what was handed out and leave the group (done for you when iteration ends)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._commit()
         finally:

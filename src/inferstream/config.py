@@ -9,6 +9,7 @@ read at import time. Secrets are ``SecretStr``: they never show in reprs or logs
 
 from __future__ import annotations
 
+import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -94,16 +95,20 @@ class KafkaSettings(_Frozen):
             raise ValueError("bootstrap_servers must name at least one host:port")
         return value.strip()
 
-    def base_config(self) -> dict[str, ClientValue]:
-        """Properties shared by producers, consumers and admin clients."""
+    def base_config(self) -> dict[str, Any]:
+        """Properties shared by producers, consumers and admin clients.
+
+        librdkafka's own log lines go to the ``inferstream.kafka`` Python logger.
+        """
         return {
+            "logger": logging.getLogger("inferstream.kafka"),
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             **self.security.librdkafka(),
             **self.client_overrides,
         }
 
-    def producer_config(self) -> dict[str, ClientValue]:
+    def producer_config(self) -> dict[str, Any]:
         """Producer properties: idempotent, batched and compressed unless overridden."""
         return {
             **self.base_config(),
@@ -116,7 +121,7 @@ class KafkaSettings(_Frozen):
             **self.producer_overrides,
         }
 
-    def consumer_config(self, group_id: str) -> dict[str, ClientValue]:
+    def consumer_config(self, group_id: str) -> dict[str, Any]:
         """Consumer properties: manual commits of stored offsets, never automatic."""
         return {
             **self.base_config(),

@@ -25,6 +25,7 @@ from inferstream.stack.process import (
     tail,
     terminate,
 )
+from inferstream.stack.testing import free_ports
 
 
 def _script(path: Path, body: str) -> Path:
@@ -58,7 +59,8 @@ def fake_mvn(bare_path: Path, tmp_path: Path) -> Path:
 
 
 def _server(tmp_path: Path, **kwargs: object) -> KafkaServer:
-    options: dict[str, object] = {"port": 39092, "controller_port": 39093}
+    port, controller_port = free_ports(2)
+    options: dict[str, object] = {"port": port, "controller_port": controller_port}
     options.update(kwargs)
     return KafkaServer(tmp_path / "state", **options)  # type: ignore[arg-type]
 
@@ -134,7 +136,7 @@ def test_java_version_parsing(output: str, major: int | None) -> None:
         ({"heap": "lots"}, "not a JVM size"),
         ({"version": "3.7.0"}, "use 3.9.x or 4.x"),
         ({"version": "latest"}, "MAJOR.MINOR.PATCH"),
-        ({"port": 39092, "controller_port": 39092}, "both 39092"),
+        ({"port": 39092, "controller_port": 39092}, "both 39092"),  # refused before any port is used
     ],
 )
 def test_bad_server_options_are_refused(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
@@ -235,6 +237,41 @@ def test_module_fetch_command_reports_the_cache(
     assert "fetched in" in out[0]
     assert "already there" in out[1]
     assert str(tmp_path / "s" / "cache" / "kafka-4.1.1" / "lib") in out[1]
+
+
+def _fake_broker(bare_path: Path, tmp_path: Path, behaviour: str) -> KafkaServer:
+    """A server whose jars and storage exist and whose ``java`` runs ``behaviour`` for kafka.Kafka."""
+    _script(
+        bare_path / "java",
+        'if [ "$1" = -version ]; then echo \'openjdk version "17.0.9"\' >&2; exit 0; fi\n' + behaviour,
+    )
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "kafka_2.13-4.1.1.jar").touch()
+    (lib / "kafka-clients-4.1.1.jar").touch()
+    server = _server(tmp_path, lib_dir=lib)
+    server.data_dir.mkdir(parents=True)
+    (server.data_dir / "meta.properties").touch()  # formatted already
+    return server
+
+
+def test_a_broker_that_exits_at_start_is_reported_with_its_output(bare_path: Path, tmp_path: Path) -> None:
+    server = _fake_broker(bare_path, tmp_path, "echo 'Error: could not reserve enough space'\nexit 1\n")
+    with pytest.raises(StackError, match=r"(?s)exited while starting.*could not reserve enough space"):
+        server.start(timeout=10)
+    assert not server.pid_file.exists()
+
+
+def test_a_broker_that_never_answers_is_stopped_after_the_timeout(bare_path: Path, tmp_path: Path) -> None:
+    # Stays up (its command line names kafka.Kafka and the properties file) but never listens.
+    server = _fake_broker(bare_path, tmp_path, "echo waiting\nwhile :; do sleep 0.1; done\n")
+    started = time.monotonic()
+    with pytest.raises(StackError, match=r"(?s)not ready within 2s.*it was stopped.*waiting"):
+        server.start(timeout=2)
+    assert time.monotonic() - started < 15
+    assert not server.running
+    assert not server.pid_file.exists()
+    assert server.properties_file.read_text().startswith("# Written by inferstream")
 
 
 # -- processes and ports ------------------------------------------------------------------

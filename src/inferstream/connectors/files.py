@@ -130,7 +130,13 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _read_csv(stream: BinaryIO) -> Iterator[SourceRecord]:
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
-    reader = csv.reader(text)
+    try:
+        yield from _csv_rows(csv.reader(text))
+    finally:
+        text.detach()  # the caller closes the stream
+
+
+def _csv_rows(reader: Any) -> Iterator[SourceRecord]:
     header = next(reader, None)
     if header is None:
         return

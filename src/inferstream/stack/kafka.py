@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
@@ -450,9 +453,6 @@ class KafkaServer:
 
 def _metadata_error(bootstrap_servers: str, *, timeout: float) -> str | None:
     """None when the cluster answers a metadata request with a registered broker, else why not."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "client.id": "inferstream-stack-probe"})
     try:
         metadata = admin.list_topics(timeout=timeout)

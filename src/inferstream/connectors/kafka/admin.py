@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -116,7 +117,19 @@ class TopicAdmin:
                     result[name] = False
                 else:
                     raise TopicError(f"cannot create topic {name}: {error.str()}") from exc
+        self._wait_visible([name for name, created in result.items() if created])
         return result
+
+    def _wait_visible(self, names: list[str], timeout: float = _TIMEOUT_S) -> None:
+        # A created topic takes a moment to reach every broker's metadata; producers
+        # that look it up right away would otherwise be told it does not exist.
+        deadline = time.monotonic() + timeout
+        pending = set(names)
+        while pending and time.monotonic() < deadline:
+            topics = self._metadata(None).topics
+            pending = {n for n in pending if n not in topics or topics[n].error is not None or not topics[n].partitions}
+            if pending:
+                time.sleep(0.1)
 
     def ensure_platform_topics(self) -> dict[str, bool]:
         """Create every fixed platform topic that is missing (idempotent)."""

@@ -71,8 +71,9 @@ class DeadLetterWriter:
         self.topic = settings.topics.platform_topics()["dead-letters"]
         self.stage = stage
         self._config = settings.dead_letters
+        self._settings = settings
         self._own_producer = producer is None
-        self._producer = producer or Producer(settings, metrics=metrics, stage="dead-letter")
+        self._producer = producer
         self._metrics = metrics
         self.sent = 0
 
@@ -101,7 +102,7 @@ class DeadLetterWriter:
             stage=stage,
             error_class=error_class,
         )
-        self._producer.produce(self.topic, letter.payload, key=letter.original_key, headers=to_headers(letter))
+        self.producer.produce(self.topic, letter.payload, key=letter.original_key, headers=to_headers(letter))
         self.sent += 1
         if self._metrics is not None:
             self._metrics.dead_letters.labels(source_topic, letter.stage, letter.error_class).inc()
@@ -122,6 +123,13 @@ class DeadLetterWriter:
             offset=message.offset(),
             stage=stage,
         )
+
+    @property
+    def producer(self) -> Producer:
+        """The producer dead letters go through (made on first use unless one was given)."""
+        if self._producer is None:
+            self._producer = Producer(self._settings, metrics=self._metrics, stage="dead-letter")
+        return self._producer
 
     def letter(
         self,
@@ -177,10 +185,13 @@ class DeadLetterWriter:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every dead letter is acknowledged (raises DeliveryError otherwise)."""
-        self._producer.flush(timeout)
+        if self._producer is not None:
+            self._producer.flush(timeout)
 
     def close(self) -> None:
         """Flush, and close the producer if this writer made it."""
+        if self._producer is None:
+            return
         if self._own_producer:
             self._producer.close()
         else:
