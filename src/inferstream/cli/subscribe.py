@@ -19,7 +19,11 @@ def subscribe(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic (platform names like `predictions` get the prefix).")],
     from_beginning: Annotated[
-        bool, typer.Option("--from-beginning", help="Start at the oldest record (new groups).")
+        bool,
+        typer.Option(
+            "--from-beginning",
+            help="Where the group has no committed offset, start at the oldest record (else: new ones only).",
+        ),
     ] = False,
     max_records: Annotated[int | None, typer.Option("--max", "-n", help="Stop after N records.", min=1)] = None,
     group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group: resume where it stopped.")] = None,

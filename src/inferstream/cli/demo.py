@@ -1,0 +1,40 @@
+"""``inferstream demo``: the platform end to end on this machine."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferstream.cli._app import app
+from inferstream.cli._common import console, settings_of
+from inferstream.demo import run_demo
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option("--events", "-n", help="Sample events to produce.", min=10)] = 2000,
+) -> None:
+    """Start a local Kafka (unless one answers), stream sample events through it, show what happened."""
+    summary = run_demo(settings_of(ctx), events=events, say=lambda text: console.print(f"[cyan]demo[/] {text}"))
+    for sample in summary.samples:
+        console.print_json(json.dumps(sample))
+    table = Table(title="demo summary")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("Kafka", summary.bootstrap_servers + (" (started by the demo)" if summary.started_kafka else ""))
+    table.add_row("events produced", str(summary.events_produced))
+    table.add_row("events read back", str(summary.events_read))
+    table.add_row("bad records → dead letters", f"{summary.bad_records} → {summary.dead_letters}")
+    table.add_row("produce throughput", f"{summary.produce_rps:,.0f} events/s")
+    table.add_row("wall time", f"{summary.elapsed_s:.1f} s")
+    console.print(table)
+    for stage in summary.not_yet_built:
+        console.print(f"[yellow]not built yet:[/] {stage}")
+    if not summary.accounted:
+        console.print("[bold red]some events are unaccounted for[/]")
+        raise typer.Exit(1)
+    console.print("[green]every event is accounted for.[/]")
