@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -397,6 +399,12 @@ class _ProduceSink:
         return self._dlq
 
     def send(self, batch: Sequence[SourceRecord | Mapping[str, Any] | Contract]) -> None:
+        # A batch's records are acyclic and freed by reference counting: keeping the cyclic
+        # collector out of the way while thousands of them are alive saves ~1.5 µs a record.
+        with paused_gc():
+            self._send_batch(batch)
+
+    def _send_batch(self, batch: Sequence[SourceRecord | Mapping[str, Any] | Contract]) -> None:
         first = self.report.read + 1
         self.report.read += len(batch)
         if not any(isinstance(item, SourceRecord) for item in batch):
@@ -450,13 +458,17 @@ class _ProduceSink:
         self._produce_records(records)
 
     def _produce_records(self, records: Sequence[Contract]) -> None:
-        produce = self.client.producer.produce
-        encode = self.codec.encode
-        topic, headers = self.topic, self.headers
-        for record in records:
-            produce(topic, encode(record), record.key(), headers)
+        if not records:
+            return
+        contract = self.codec.contract
+        if contract.key is Contract.key:  # the key is the key field (librdkafka encodes str keys)
+            keys: list[bytes | str | None] = [getattr(r, contract.key_field) for r in records]
+        else:
+            keys = [r.key() for r in records]
+        producer = self.client.producer
+        producer.produce_many(self.topic, self.codec.encode_many(records), keys, self.headers)
         self.report.produced += len(records)
-        self.client.producer.poll(0)
+        producer.poll(0)
 
     def reject(
         self,
@@ -540,6 +552,18 @@ class _ProduceSink:
 _ALONE = "sent-alone"
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a block (reference counting still frees)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _key_of(value: Any, codec: Codec[Any]) -> bytes | None:
     # Keep the bad record's key when it has a usable id, so its dead letter is findable.
     if isinstance(value, Contract):
@@ -588,6 +612,10 @@ class Subscription:
         self._handed = 0
         self._before_commit: Callable[[], None] | None = None
         self._closed = False
+        self._uncommitted = False
+        self._last_commit = time.monotonic()
+        #: Longest time between commits to the broker while iterating.
+        self.commit_interval_s = 1.0
 
     def before_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` before each commit (e.g. flush a producer the loop feeds)."""
@@ -646,14 +674,22 @@ class Subscription:
             if self._idle is not None and waited >= self._idle:
                 raise StopIteration
 
-    def _commit(self) -> None:
+    def _commit(self, *, force: bool = False) -> None:
+        # Offsets of handed-out records are stored each batch and committed to the broker
+        # at most every `commit_interval_s` (and on close): a synchronous commit per batch
+        # would cost more than reading the batch.
         handed = self._buffer[: self._index]
-        if not handed:
-            return
-        if self._before_commit is not None:
-            self._before_commit()
-        self.consumer.commit(handed)
-        self._buffer, self._index = self._buffer[self._index :], 0
+        if handed:
+            if self._before_commit is not None:
+                self._before_commit()
+            self.consumer.store(handed)
+            self._buffer, self._index = self._buffer[self._index :], 0
+            self._uncommitted = True
+        now = time.monotonic()
+        if self._uncommitted and (force or now - self._last_commit >= self.commit_interval_s):
+            self.consumer.commit()
+            self._uncommitted = False
+            self._last_commit = now
 
     def _received(self, message: confluent_kafka.Message) -> Received:
         value = message.value()
@@ -689,7 +725,7 @@ class Subscription:
             return
         self._closed = True
         try:
-            self._commit()
+            self._commit(force=True)
         finally:
             self.consumer.close()
 

@@ -107,12 +107,8 @@ class Consumer:
 
     def store(self, messages: Iterable[Message]) -> None:
         """Mark records processed (their outputs are acknowledged); ``commit()`` sends it."""
-        highest: dict[tuple[str, int], int] = {}
-        for message in messages:
-            tp = (message.topic() or "", message.partition() or 0)
-            offset = message.offset() or 0
-            if offset >= highest.get(tp, -1):
-                highest[tp] = offset
+        # Within a partition records arrive in offset order: the last one seen is the highest.
+        highest = {(m.topic() or "", m.partition() or 0): m.offset() or 0 for m in messages}
         if highest:
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items() if (t, p) in self._assigned]
             if offsets:
