@@ -106,7 +106,7 @@ BAD_RECORDS: list[dict[str, Any]] = [
 
 def _reachable(settings: Settings) -> bool:
     try:
-        TopicAdmin(settings).list()
+        TopicAdmin(settings).list(timeout=3.0)
     except KafkaError:
         return False
     return True
@@ -116,39 +116,47 @@ def run_demo(settings: Settings, *, events: int = 2000, say: Say = print) -> Dem
     """Run the demo against the configured Kafka, starting a local one if none answers."""
     started = time.perf_counter()
     server: KafkaServer | None = None
-    if not _reachable(settings):
-        server = KafkaServer.from_settings(settings)
-        if not server.fetched:
-            say(f"fetching Kafka {server.version} from Maven Central (once) ...")
-            server.fetch()
-        say(f"starting a local Kafka {server.version} on {server.bootstrap_servers} ...")
-        server.start()
-        settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": server.bootstrap_servers})}
-        )
-    prefix = f"demo-{uuid.uuid4().hex[:8]}."
-    settings = settings.model_copy(update={"topics": settings.topics.model_copy(update={"prefix": prefix})})
-    summary = DemoSummary(settings.kafka.bootstrap_servers, prefix, started_kafka=server is not None)
+    summary = DemoSummary(settings.kafka.bootstrap_servers, "", started_kafka=False)
     try:
-        with Client(settings) as client:
-            say(f"creating the platform topics under the prefix {prefix!r} ...")
-            client.topics.ensure_platform_topics()
-            say(f"producing {events} sample events (texts and transactions; transactions shift half-way) ...")
-            report = client.produce("events", sample_events(events))
-            summary.events_produced = report.produced
-            summary.produce_rps = report.records_per_s
-            say(f"producing {len(BAD_RECORDS)} bad records: they go to the dead-letter topic with the reason ...")
-            bad = client.produce("events", BAD_RECORDS, on_error="dlq")
-            summary.bad_records = len(bad.rejected)
-            say("reading the stream back ...")
-            for message in client.subscribe("events", from_beginning=True, max_records=events, idle_timeout=15):
-                summary.events_read += 1
-                if message.record is not None and len(summary.samples) < 4 and summary.events_read % 97 == 1:
-                    summary.samples.append(message.record.model_dump(mode="json", exclude_none=True))
-            summary.dead_letters = sum(1 for _ in client.dead_letters())
+        if not _reachable(settings):
+            server = KafkaServer.from_settings(settings)
+            if not server.fetched:
+                say(f"fetching Kafka {server.version} from Maven Central (once) ...")
+                server.fetch()
+            say(f"starting a local Kafka {server.version} on {server.bootstrap_servers} ...")
+            server.start()
+            kafka = settings.kafka.model_copy(update={"bootstrap_servers": server.bootstrap_servers})
+            settings = settings.model_copy(update={"kafka": kafka})
+        summary.bootstrap_servers = settings.kafka.bootstrap_servers
+        summary.started_kafka = server is not None
+        summary.prefix = f"demo-{uuid.uuid4().hex[:8]}."
+        topics = settings.topics.model_copy(update={"prefix": summary.prefix})
+        _stream(settings.model_copy(update={"topics": topics}), events, summary, say)
     finally:
+        # Also on Ctrl-C, even half-way through starting: stop what the demo started.
         if server is not None:
             say("stopping the local Kafka the demo started ...")
             server.stop()
         summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say) -> None:
+    with Client(settings) as client:
+        say(f"creating the platform topics under the prefix {summary.prefix!r} ...")
+        client.topics.ensure_platform_topics()
+        say(f"producing {events} sample events (texts and transactions; transactions shift half-way) ...")
+        report = client.produce("events", sample_events(events))
+        summary.events_produced = report.produced
+        summary.produce_rps = report.records_per_s
+        say(f"producing {len(BAD_RECORDS)} bad records: they go to the dead-letter topic with the reason ...")
+        bad = client.produce("events", BAD_RECORDS, on_error="dlq")
+        summary.bad_records = len(bad.rejected)
+        say("reading the stream back ...")
+        # `with`: on Ctrl-C the consumer leaves its group before the broker goes away.
+        with client.subscribe("events", from_beginning=True, max_records=events, idle_timeout=15) as stream:
+            for message in stream:
+                summary.events_read += 1
+                if message.record is not None and len(summary.samples) < 4 and summary.events_read % 97 == 1:
+                    summary.samples.append(message.record.model_dump(mode="json", exclude_none=True))
+        summary.dead_letters = sum(1 for _ in client.dead_letters())

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from inferstream.cli._common import CliState
+from inferstream.cli._common import CliState, configure_logging
 
 app = typer.Typer(
     name="inferstream",
@@ -36,7 +36,11 @@ def _root(
             help="Kafka brokers, host:port[,host:port] (default: settings).",
         ),
     ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-v: info, -vv: debug).")
+    ] = 0,
 ) -> None:
+    configure_logging(verbose)
     overrides: dict[str, object] = {}
     if bootstrap_servers:
         overrides["kafka"] = {"bootstrap_servers": bootstrap_servers}

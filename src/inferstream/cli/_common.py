@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,17 @@ from rich.console import Console
 from inferstream.config import Settings
 
 console = Console(stderr=True)
+
+
+def configure_logging(verbose: int) -> None:
+    """Log to stderr through rich; the Kafka client's own retries only show with -v."""
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    # librdkafka logs the trouble it retries (a broker still loading, refused connections);
+    # what it gives up on reaches the user as an exception, so its own lines need -v.
+    logging.getLogger("inferstream.kafka").setLevel(level if verbose else logging.CRITICAL)
 
 
 @dataclass

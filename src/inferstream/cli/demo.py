@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -19,6 +21,7 @@ def demo(
     events: Annotated[int, typer.Option("--events", "-n", help="Sample events to produce.", min=10)] = 2000,
 ) -> None:
     """Start a local Kafka (unless one answers), stream sample events through it, show what happened."""
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     summary = run_demo(settings_of(ctx), events=events, say=lambda text: console.print(f"[cyan]demo[/] {text}"))
     for sample in summary.samples:
         console.print_json(json.dumps(sample))
@@ -38,3 +41,7 @@ def demo(
         console.print("[bold red]some events are unaccounted for[/]")
         raise typer.Exit(1)
     console.print("[green]every event is accounted for.[/]")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -152,9 +152,9 @@ class TopicAdmin:
         metadata = self._metadata(name).topics.get(name)
         return metadata is not None and metadata.error is None
 
-    def list(self, *, include_internal: bool = False) -> list[str]:
+    def list(self, *, include_internal: bool = False, timeout: float = _TIMEOUT_S) -> list[str]:
         """Names of the topics in the cluster, sorted."""
-        names = self._metadata(None).topics
+        names = self._metadata(None, timeout=timeout).topics
         return sorted(n for n in names if include_internal or not n.startswith("__"))
 
     def describe(self, name: str, *, with_config: bool = True) -> TopicInfo:
@@ -189,9 +189,9 @@ class TopicAdmin:
                 if error.code() != confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise TopicError(f"cannot delete topic {name}: {error.str()}") from exc
 
-    def _metadata(self, topic: str | None) -> confluent_kafka.admin.ClusterMetadata:
+    def _metadata(self, topic: str | None, *, timeout: float = _TIMEOUT_S) -> confluent_kafka.admin.ClusterMetadata:
         try:
-            return self._admin.list_topics(topic=topic, timeout=_TIMEOUT_S)
+            return self._admin.list_topics(topic=topic, timeout=timeout)
         except confluent_kafka.KafkaException as exc:
             raise KafkaError(
                 f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: {error_of(exc).str()} "
