@@ -233,6 +233,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     stack: StackSettings = StackSettings()
     state_dir: Path = Path(".inferstream")
+    models_dir: Path = Path("models")
 
     @classmethod
     def settings_customise_sources(

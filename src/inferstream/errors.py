@@ -11,6 +11,8 @@ can catch ``InferstreamError`` and know it came from here::
     │   ├── DeliveryError           a produced record was not acknowledged
     │   ├── TopicError              a topic is missing or cannot be created
     │   └── CommitError             offsets could not be committed
+    ├── ModelError                  a model in the repository cannot be loaded or run
+    │   └── ProviderUnavailableError  the configured execution provider (GPU) is not there
     ├── StackError                  the local stack (Kafka from Maven) failed to start/stop
     └── RequestTimeoutError              a request/reply call ran past its timeout
 
@@ -105,6 +107,14 @@ class TopicError(KafkaError):
 
 class CommitError(KafkaError):
     """Offsets could not be committed (a rebalance took the partition, or the broker is down)."""
+
+
+class ModelError(InferstreamError):
+    """A model in the repository cannot be found, loaded, checked or run."""
+
+
+class ProviderUnavailableError(ModelError):
+    """The model is configured for an execution provider (CUDA, TensorRT) this machine lacks."""
 
 
 class StackError(InferstreamError):

@@ -1,0 +1,147 @@
+"""``model.toml``: how a model version in the repository is fed, run and read.
+
+::
+
+    models/<name>/<version>/model.onnx
+    models/<name>/<version>/model.toml
+    models/<name>/<version>/tokenizer.json      (text models)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from inferstream.errors import ModelError
+
+#: ONNX Runtime's names for the providers the platform knows about, GPU first.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+Dtype = Literal["float32", "float64", "int64", "int32"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TabularPreprocessing(_Part):
+    """A feature vector from named fields of the request's inputs, in this order."""
+
+    type: Literal["tabular"] = "tabular"
+    features: list[str] = Field(min_length=1)
+    allow_nan: bool = Field(default=False, description="Accept NaN feature values (else: dead letter).")
+
+
+class TextPreprocessing(_Part):
+    """Token ids from one text field, with a Hugging Face ``tokenizer.json``."""
+
+    type: Literal["text"] = "text"
+    field: str = "text"
+    tokenizer: str = "tokenizer.json"
+    max_length: int = Field(default=256, ge=1)
+    truncate: bool = Field(default=False, description="Cut longer texts (else: dead letter).")
+
+
+class InputSpec(_Part):
+    """One ONNX graph input and what feeds it."""
+
+    name: str
+    source: Literal["features", "input_ids", "attention_mask", "token_type_ids"]
+    dtype: Dtype = "float32"
+    shape: list[int] = Field(description="-1 for a dynamic axis (the batch, the sequence).")
+
+
+class OutputSpec(_Part):
+    """Which ONNX outputs become which prediction outputs."""
+
+    label: str | None = Field(default=None, description="Graph output holding the predicted class.")
+    probabilities: str | None = Field(default=None, description="Graph output holding class probabilities.")
+    labels: list[str] | None = Field(default=None, description="Class names, by index.")
+    score: str | None = Field(default=None, description="Graph output of a regressor.")
+    embedding: str | None = Field(default=None, description="Graph output of an embedder.")
+    pooling: Literal["none", "mean", "cls"] = Field(default="none", description="How token states become one vector.")
+    normalize: bool = Field(default=False, description="L2-normalise embeddings.")
+    dims: int | None = Field(default=None, ge=1, description="Embedding dimensions.")
+
+    def graph_outputs(self) -> list[str]:
+        """The graph outputs the worker reads."""
+        return [n for n in (self.label, self.probabilities, self.score, self.embedding) if n]
+
+
+class Batching(_Part):
+    """When a worker closes a batch: at ``max_batch_size``, or when the oldest waited ``max_queue_delay_ms``."""
+
+    max_batch_size: int = Field(default=64, ge=1)
+    max_queue_delay_ms: float = Field(default=5.0, ge=0)
+    queue_size: int = Field(default=4096, ge=1, description="Requests held in memory before consuming pauses.")
+
+
+class Runtime(_Part):
+    """Execution providers in order of preference, and whether CPU may stand in."""
+
+    providers: list[str] = Field(default_factory=lambda: [CPU_PROVIDER], min_length=1)
+    allow_cpu_fallback: bool = False
+    intra_op_threads: int = Field(default=0, ge=0, description="0: ONNX Runtime decides.")
+    inter_op_threads: int = Field(default=0, ge=0)
+
+    @property
+    def wants_gpu(self) -> bool:
+        """True when a GPU provider comes before the CPU in the preference list."""
+        return any(p in GPU_PROVIDERS for p in self.providers)
+
+
+class ModelConfig(_Part):
+    """Everything ``model.toml`` says about one model version."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    kind: Literal["classifier", "regressor", "embedder"]
+    description: str = ""
+    output_topic: Literal["predictions", "embeddings"] = "predictions"
+    preprocessing: Annotated[TabularPreprocessing | TextPreprocessing, Field(discriminator="type")]
+    inputs: list[InputSpec] = Field(min_length=1)
+    outputs: OutputSpec
+    batching: Batching = Batching()
+    runtime: Runtime = Runtime()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if self.kind == "embedder":
+            if self.outputs.embedding is None:
+                raise ValueError("an embedder needs outputs.embedding")
+            if self.output_topic != "embeddings":
+                raise ValueError('an embedder writes to output_topic = "embeddings"')
+        if self.kind == "classifier" and not (self.outputs.label or self.outputs.probabilities):
+            raise ValueError("a classifier needs outputs.label or outputs.probabilities")
+        if self.kind == "regressor" and self.outputs.score is None:
+            raise ValueError("a regressor needs outputs.score")
+        sources = {i.source for i in self.inputs}
+        if isinstance(self.preprocessing, TabularPreprocessing) and sources != {"features"}:
+            raise ValueError('tabular preprocessing feeds inputs with source = "features" only')
+        if isinstance(self.preprocessing, TextPreprocessing) and "input_ids" not in sources:
+            raise ValueError('text preprocessing needs an input with source = "input_ids"')
+        return self
+
+    @property
+    def ref(self) -> str:
+        """``name:version``."""
+        return f"{self.name}:{self.version}"
+
+    @classmethod
+    def load(cls, path: Path) -> ModelConfig:
+        """Read and check a ``model.toml``; errors name the file and the field."""
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ModelError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" for e in exc.errors())
+            raise ModelError(f"{path}: {problems}") from None
