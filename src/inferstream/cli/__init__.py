@@ -5,7 +5,7 @@ Commands parse their options, call the library and print; no logic lives only he
 
 from __future__ import annotations
 
-from inferstream.cli import demo, dlq, models, produce, schemas, stack, subscribe, topics  # noqa: F401  (register commands)
+from inferstream.cli import demo, dlq, models, produce, schemas, serve, stack, subscribe, topics  # noqa: F401  (register commands)
 from inferstream.cli._app import app
 from inferstream.cli._common import console
 from inferstream.errors import InferstreamError

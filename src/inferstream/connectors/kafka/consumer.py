@@ -13,7 +13,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, Self
 
@@ -45,12 +45,12 @@ class Consumer:
         stage: str = "consume",
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
-        **overrides: str | int | float | bool,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         conf: dict[str, Any] = {
             **settings.kafka.consumer_config(group_id),
             "auto.offset.reset": "earliest" if from_beginning else "latest",
-            **overrides,
+            **(overrides or {}),
         }
         self.group_id = group_id
         self.topics = list(topics)

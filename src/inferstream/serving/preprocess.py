@@ -1,0 +1,88 @@
+"""Turning a batch of requests into model inputs, columnar, with per-request errors.
+
+A request that cannot be fed (a missing feature, a wrong type, NaN where not
+allowed) is reported by position with the reason, so the worker dead-letters it
+and runs the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from inferstream.schemas.records import InferenceRequest
+from inferstream.serving.config import ModelConfig, TabularPreprocessing
+
+
+@dataclass
+class Prepared:
+    """Model feeds for the requests at ``positions``; ``errors`` holds the others' reasons."""
+
+    feeds: dict[str, npt.NDArray[Any]]
+    positions: list[int]
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+class TabularPreprocessor:
+    """Named features → one float matrix, in the order the model was trained on."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        assert isinstance(config.preprocessing, TabularPreprocessing)
+        self.features = config.preprocessing.features
+        self.allow_nan = config.preprocessing.allow_nan
+        spec = config.inputs[0]
+        self.input_name = spec.name
+        self.dtype = np.dtype(spec.dtype)
+
+    def prepare(self, requests: Sequence[InferenceRequest]) -> Prepared:
+        """Feeds for every request that fits; reasons for those that do not."""
+        features = self.features
+        rows: list[list[Any]] = []
+        positions: list[int] = []
+        errors: dict[int, str] = {}
+        for index, request in enumerate(requests):
+            inputs = request.inputs
+            try:
+                rows.append([inputs[name] for name in features])
+                positions.append(index)
+            except KeyError as missing:
+                absent = [n for n in features if n not in inputs]
+                errors[index] = f"missing feature(s): {', '.join(absent[:5])}" + (" ..." if len(absent) > 5 else "")
+                del missing
+        try:
+            matrix = np.asarray(rows, dtype=self.dtype).reshape(len(rows), len(features))
+        except (TypeError, ValueError):
+            matrix, positions = self._row_by_row(rows, positions, errors)
+        if not self.allow_nan and matrix.size:
+            bad = np.isnan(matrix).any(axis=1)
+            if bad.any():
+                for row in np.flatnonzero(bad):
+                    columns = [features[c] for c in np.flatnonzero(np.isnan(matrix[row]))]
+                    errors[positions[row]] = f"NaN in feature(s) {', '.join(columns[:5])} (allow_nan is off)"
+                keep = ~bad
+                matrix = matrix[keep]
+                positions = [p for p, k in zip(positions, keep, strict=True) if k]
+        return Prepared({self.input_name: matrix}, positions, errors)
+
+    def _row_by_row(
+        self, rows: list[list[Any]], positions: list[int], errors: dict[int, str]
+    ) -> tuple[npt.NDArray[Any], list[int]]:
+        good_rows: list[npt.NDArray[Any]] = []
+        good_positions: list[int] = []
+        for row, position in zip(rows, positions, strict=True):
+            try:
+                good_rows.append(np.asarray(row, dtype=self.dtype).reshape(len(self.features)))
+                good_positions.append(position)
+            except (TypeError, ValueError):
+                wrong = [n for n, v in zip(self.features, row, strict=True) if not _is_number(v)]
+                errors[position] = f"feature(s) not numbers: {', '.join(wrong[:5]) or 'wrong shape'}"
+        matrix = np.stack(good_rows) if good_rows else np.empty((0, len(self.features)), dtype=self.dtype)
+        return matrix, good_positions
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value is None

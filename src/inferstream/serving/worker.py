@@ -1,0 +1,295 @@
+"""The inference worker: Kafka requests in, micro-batched ONNX inference, predictions out.
+
+Two threads share a bounded queue. The consumer thread reads requests, decodes and
+checks them, and enqueues them (in partition order, bad ones included, marked);
+it pauses its partitions when the queue is full. The inference thread closes a
+batch at ``max_batch_size`` or when its oldest request has waited
+``max_queue_delay_ms``, runs the model (ONNX Runtime releases the GIL, so the next
+batch is decoded meanwhile), produces one prediction per request to the
+predictions topic and to the request's reply-to, dead-letters what cannot be
+served, waits for the broker's acknowledgement and only then marks the batch's
+offsets for commit (the consumer thread stores them: a consumer handle is used
+from one thread). At-least-once: a crash redelivers, never loses.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import confluent_kafka
+import numpy as np
+
+from inferstream.config import Settings
+from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.connectors.kafka.consumer import Consumer
+from inferstream.connectors.kafka.dlq import DeadLetterWriter
+from inferstream.connectors.kafka.producer import Producer
+from inferstream.errors import ContractError, ModelError
+from inferstream.metrics import Metrics
+from inferstream.schemas.codec import codec_for
+from inferstream.schemas.records import InferenceRequest, Latency, Prediction
+from inferstream.serving.onnx import OnnxModel
+from inferstream.serving.preprocess import TabularPreprocessor
+from inferstream.serving.repository import ModelVersion
+
+log = logging.getLogger("inferstream.serving")
+
+_COMMIT_EVERY_S = 1.0
+
+
+@dataclass(slots=True)
+class _Item:
+    message: confluent_kafka.Message
+    request: InferenceRequest | None
+    error: Exception | None
+    received: float
+
+
+@dataclass
+class WorkerStats:
+    """Counts since the worker started: requests = predictions + dead letters."""
+
+    requests: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Mean requests per model run."""
+        return sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0
+
+
+class InferenceWorker:
+    """Serves one model version from its request topic; N copies share it as one group."""
+
+    def __init__(self, settings: Settings, version: ModelVersion, *, metrics: Metrics | None = None) -> None:
+        config = version.config
+        if config.kind == "embedder":
+            raise ModelError(f"{config.ref} is an embedder: serve it with the embedding worker")
+        self.settings = settings
+        self.config = config
+        self.model = OnnxModel(version)
+        self.metrics = metrics or Metrics()
+        self.stats = WorkerStats()
+        self.request_topic = settings.topics.request_topic(config.name, config.version)
+        self.output_topic = settings.topics.platform_topics()[config.output_topic]
+        self.group_id = f"inferstream-serve-{config.name}-{config.version}"
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        # Batches whose outputs are acknowledged, for the consumer thread to store: the
+        # consumer handle is used from that one thread only.
+        self._done: queue.SimpleQueue[list[confluent_kafka.Message]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._consumer_done = threading.Event()
+        self._paused = False
+        self._request_codec = codec_for(InferenceRequest)
+        self._prediction_codec = codec_for(Prediction)
+        self._labels = config.outputs.labels
+        self.ready = threading.Event()
+        #: Set when a batch could not be served: the worker stops, and nothing after it is committed.
+        self.failure: Exception | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Load the model (refusing to start if it cannot), then serve until ``stop()``."""
+        self.model.load()  # a missing, corrupt or GPU-less model stops us before consuming
+        self._preprocessor = TabularPreprocessor(self.config)
+        TopicAdmin(self.settings).ensure_request_topic(self.config.name, self.config.version)
+        self._consumer = Consumer(
+            self.settings,
+            [self.request_topic],
+            group_id=self.group_id,
+            from_beginning=True,
+            metrics=self.metrics,
+            stage="serve",
+            overrides={"fetch.wait.max.ms": 5},  # latency: do not wait for full fetches
+        )
+        self._producer = Producer(self.settings, metrics=self.metrics, stage="serve", **{"linger.ms": 1})
+        self._dlq = DeadLetterWriter(self.settings, stage="serve", producer=self._producer, metrics=self.metrics)
+        inference = threading.Thread(target=self._infer_loop, name=f"infer-{self.config.ref}", daemon=True)
+        inference.start()
+        self.ready.set()
+        try:
+            self._consume_loop()
+        finally:
+            self._consumer_done.set()
+            inference.join()
+            self._consumer.close()
+            self._producer.close()
+        if self.failure is not None:
+            raise ModelError(f"{self.config.ref} stopped: {self.failure}") from self.failure
+        return self.stats
+
+    def stop(self) -> None:
+        """Stop consuming, finish what is queued, commit, and return from ``run()``."""
+        self._stop.set()
+
+    # -- consumer thread --------------------------------------------------------------
+
+    def _consume_loop(self) -> None:
+        capacity = self.config.batching.queue_size
+        last_commit = time.monotonic()
+        now_dt = datetime.now
+        while not self._stop.is_set():
+            size = self._queue.qsize()
+            if not self._paused and size >= capacity:
+                self._consumer.raw.pause(self._consumer.raw.assignment())
+                self._paused = True
+            elif self._paused and size <= capacity // 2:
+                self._consumer.raw.resume(self._consumer.raw.assignment())
+                self._paused = False
+            self._store_done()
+            messages = self._consumer.consume(self.config.batching.max_batch_size, 0.05)
+            received = time.monotonic()
+            wall = now_dt(UTC)
+            for message in messages:
+                self._queue.put(self._decode(message, received, wall))
+            if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
+                self._consumer.commit()
+                last_commit = time.monotonic()
+        self._queue.join()  # the inference thread has finished every queued request
+        self._store_done()
+        self._consumer.commit()
+
+    def _store_done(self) -> None:
+        while True:
+            try:
+                messages = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._consumer.store(messages)
+
+    def _decode(self, message: confluent_kafka.Message, received: float, wall: datetime) -> _Item:
+        value = message.value()
+        try:
+            if value is None:
+                raise ContractError("request has no value (a tombstone?)")
+            request = self._request_codec.decode(value, headers=message.headers())
+            if (request.model, request.version) != (self.config.name, self.config.version):
+                raise ContractError(
+                    f"request is for {request.model}:{request.version}, this topic serves {self.config.ref}"
+                )
+            if request.deadline is not None and request.deadline < wall:
+                raise TimeoutError(f"deadline {request.deadline.isoformat()} passed before the request was served")
+        except (ContractError, TimeoutError) as exc:
+            return _Item(message, None, exc, received)
+        return _Item(message, request, None, received)
+
+    # -- inference thread -------------------------------------------------------------
+
+    def _next_batch(self) -> list[_Item]:
+        batching = self.config.batching
+        try:
+            first = self._queue.get(timeout=0.05)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = first.received + batching.max_queue_delay_ms / 1000
+        while len(batch) < batching.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _infer_loop(self) -> None:
+        while not (self._consumer_done.is_set() and self._queue.empty()):
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                if self.failure is None:  # after a failure nothing more is stored: all is redelivered
+                    self._serve(batch)
+            except Exception as exc:
+                log.exception("serving a batch of %d failed; stopping, the batch will be redelivered", len(batch))
+                self.failure = exc
+                self._stop.set()
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _serve(self, batch: Sequence[_Item]) -> None:
+        started = time.monotonic()
+        good = [item for item in batch if item.request is not None]
+        for item in batch:
+            if item.error is not None:
+                self._dead_letter(item, item.error)
+        requests = [item.request for item in good if item.request is not None]
+        prepared = self._preprocessor.prepare(requests)
+        for index, reason in prepared.errors.items():
+            self._dead_letter(good[index], ValueError(reason))
+        if prepared.positions:
+            compute_start = time.monotonic()
+            outputs = self.model.run(prepared.feeds)
+            compute_ms = (time.monotonic() - compute_start) * 1000
+            self._emit([good[i] for i in prepared.positions], outputs, started, compute_ms)
+            self.stats.batches += 1
+            self.stats.batch_sizes.append(len(prepared.positions))
+            self.metrics.batch_size.labels("serve").observe(len(prepared.positions))
+            self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
+        self._producer.flush()  # outputs and dead letters acknowledged before offsets move
+        self._done.put([item.message for item in batch])
+        self.stats.requests += len(batch)
+
+    def _emit(self, items: Sequence[_Item], outputs: dict[str, Any], started: float, compute_ms: float) -> None:
+        now = datetime.now(UTC)
+        rows = self._outputs(outputs, len(items))
+        encode = self._prediction_codec.encode
+        header = [self._prediction_codec.header]
+        for item, row in zip(items, rows, strict=True):
+            request = item.request
+            assert request is not None
+            total_ms = max((now - request.event_time).total_seconds() * 1000, 0.0)
+            prediction = Prediction(
+                request_id=request.request_id,
+                event_time=request.event_time,
+                model=self.config.name,
+                version=self.config.version,
+                inputs=request.inputs,
+                outputs=row,
+                latency=Latency(
+                    queue_ms=max((started - item.received) * 1000, 0.0),
+                    compute_ms=compute_ms,
+                    total_ms=total_ms,
+                ),
+                predicted_at=now,
+                source_event_id=request.source_event_id,
+                attributes=request.attributes,
+            )
+            value = encode(prediction)
+            key = request.request_id.encode()
+            self._producer.produce(self.output_topic, value, key, header)
+            if request.reply_to:
+                self._producer.produce(request.reply_to, value, key, header)
+        self.stats.predictions += len(items)
+
+    def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        spec = self.config.outputs
+        rows: list[dict[str, Any]] = [{} for _ in range(count)]
+        if spec.label:
+            labels = outputs[spec.label].tolist()
+            for row, label in zip(rows, labels, strict=True):
+                row["label"] = self._labels[int(label)] if self._labels else label
+        if spec.probabilities:
+            probabilities = np.asarray(outputs[spec.probabilities], dtype=np.float64).round(6).tolist()
+            names = self._labels
+            for row, values in zip(rows, probabilities, strict=True):
+                row["probabilities"] = dict(zip(names, values, strict=True)) if names else values
+        if spec.score:
+            for row, score in zip(rows, np.asarray(outputs[spec.score]).reshape(count).tolist(), strict=True):
+                row["score"] = score
+        return rows
+
+    def _dead_letter(self, item: _Item, error: Exception) -> None:
+        self._dlq.send_message(item.message, error)
+        self.stats.dead_letters += 1

@@ -1,0 +1,145 @@
+"""The inference worker against the real broker: every request answered or dead-lettered."""
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from inferstream import Client, Settings
+from inferstream.connectors.kafka import Producer
+from inferstream.errors import ModelError
+from inferstream.schemas import Prediction
+from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, feature_name
+from inferstream.serving.repository import ModelRepository
+from inferstream.serving.worker import InferenceWorker
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_demo_models(root)
+    return root
+
+
+@pytest.fixture
+def serving(settings: Settings, models_dir: Path) -> Iterator[tuple[Settings, InferenceWorker]]:
+    settings = settings.model_copy(update={"models_dir": models_dir})
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    worker = InferenceWorker(settings, ModelRepository(models_dir).resolve(TABULAR_NAME))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert worker.ready.wait(60)
+    yield settings, worker
+    worker.stop()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert not errors, errors
+
+
+def _rows() -> tuple[list[dict[str, float]], np.ndarray]:
+    data = load_breast_cancer()
+    names = [feature_name(n) for n in data.feature_names]
+    return [dict(zip(names, map(float, row), strict=True)) for row in data.data], data.target
+
+
+def test_every_request_gets_one_prediction_and_bad_ones_are_dead_lettered(
+    serving: tuple[Settings, InferenceWorker],
+) -> None:
+    settings, worker = serving
+    rows, target = _rows()
+    n = 2000
+    requests = [
+        {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": rows[i % len(rows)]} for i in range(n)
+    ]
+    first = rows[0]
+    name = next(iter(first))
+    bad = [
+        {"request_id": "missing", "model": TABULAR_NAME, "version": "1", "inputs": {name: 1.0}},
+        {"request_id": "wrong-type", "model": TABULAR_NAME, "version": "1", "inputs": {**first, name: "big"}},
+        {"request_id": "nan", "model": TABULAR_NAME, "version": "1", "inputs": {**first, name: None}},
+        {"request_id": "other-version", "model": TABULAR_NAME, "version": "9", "inputs": first},
+        {
+            "request_id": "late",
+            "model": TABULAR_NAME,
+            "version": "1",
+            "inputs": first,
+            "deadline": (datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
+        },
+    ]
+    topic = settings.topics.request_topic(TABULAR_NAME, "1")
+    with Client(settings) as client:
+        assert client.produce(topic, requests[:1000] + bad + requests[1000:]).produced == n + len(bad)
+    with Producer(settings) as producer:
+        producer.produce(topic, b'{"request_id": "broken"', key=b"broken")
+    with Client(settings) as client:
+        predictions = [
+            m.record
+            for m in client.subscribe("predictions", from_beginning=True, max_records=n, idle_timeout=60)
+            if isinstance(m.record, Prediction)
+        ]
+        letters = {letter.original_key: letter for letter in client.dead_letters()}
+    counts = Counter(p.request_id for p in predictions)
+    assert len(counts) == n
+    assert max(counts.values()) == 1
+    assert set(letters) == {b"missing", b"wrong-type", b"nan", b"other-version", b"late", b"broken"}
+    assert "missing feature(s)" in letters[b"missing"].error_message
+    assert "not numbers" in letters[b"wrong-type"].error_message
+    assert "NaN" in letters[b"nan"].error_message
+    assert "this topic serves breast-cancer:1" in letters[b"other-version"].error_message
+    assert "deadline" in letters[b"late"].error_message
+    assert "malformed JSON" in letters[b"broken"].error_message
+    assert all(letter.stage == "serve" and letter.source_topic == topic for letter in letters.values())
+    # Counts reconcile: requests = predictions + dead letters.
+    assert worker.stats.requests >= n + 6
+    assert worker.stats.predictions + worker.stats.dead_letters == worker.stats.requests
+    # The predictions are the model's, with inputs, version and latency carried.
+    labels = {0: "malignant", 1: "benign"}
+    correct = sum(p.outputs["label"] == labels[int(target[int(p.request_id[1:]) % len(rows)])] for p in predictions)
+    assert correct / n > 0.95
+    sample = predictions[0]
+    assert (sample.model, sample.version) == (TABULAR_NAME, "1")
+    assert set(sample.outputs["probabilities"]) == {"malignant", "benign"}
+    assert sample.inputs == rows[int(sample.request_id[1:]) % len(rows)]
+    assert sample.latency.total_ms >= sample.latency.compute_ms
+    assert worker.stats.mean_batch_size > 1  # requests queued, so batches formed
+
+
+def test_reply_to_gets_the_prediction(serving: tuple[Settings, InferenceWorker]) -> None:
+    settings, _worker = serving
+    rows, _ = _rows()
+    reply = settings.topics.reply_topic("c1")
+    with Client(settings) as client:
+        client.topics.ensure_reply_topic("c1")
+        client.produce(
+            settings.topics.request_topic(TABULAR_NAME, "1"),
+            [{"request_id": "ask", "model": TABULAR_NAME, "version": "1", "inputs": rows[5], "reply_to": reply}],
+        )
+        (answer,) = list(client.subscribe(reply, from_beginning=True, max_records=1, idle_timeout=30))
+    assert isinstance(answer.record, Prediction)
+    assert answer.record.request_id == "ask"
+
+
+def test_missing_model_file_refuses_to_start(settings: Settings, models_dir: Path, tmp_path: Path) -> None:
+    version = ModelRepository(models_dir).resolve(TABULAR_NAME)
+    copy = tmp_path / TABULAR_NAME / "1"
+    copy.mkdir(parents=True)
+    (copy / "model.toml").write_text((version.directory / "model.toml").read_text())
+    worker = InferenceWorker(settings, ModelRepository(tmp_path).resolve(TABULAR_NAME))
+    with pytest.raises(ModelError, match=r"model\.onnx does not exist"):
+        worker.run()
+    with Client(settings) as client:  # nothing was consumed: not even the request topic was made
+        assert settings.topics.request_topic(TABULAR_NAME, "1") not in client.topics.list()
