@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import gc
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -29,10 +32,12 @@ from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, from_message
 from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
 from inferstream.connectors.kafka.reader import read_bounded
-from inferstream.errors import ContractError, DeliveryError, RecordValidationError, TopicError
+from inferstream.connectors.kafka.replies import ReplyListener
+from inferstream.errors import ContractError, DeliveryError, RecordValidationError, RequestTimeoutError, TopicError
 from inferstream.metrics import Metrics
+from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import Codec, codec_for
-from inferstream.schemas.records import Contract, DeadLetter, contract_named
+from inferstream.schemas.records import Contract, DeadLetter, InferenceRequest, Prediction, contract_named
 
 OnError = Literal["fail", "skip", "dlq"]
 Progress = Callable[[int], None]
@@ -104,6 +109,10 @@ class Client:
         self._producer: Producer | None = None
         self._admin: TopicAdmin | None = None
         self._known_topics: set[str] = set()
+        #: Names this client's reply topic (``replies.<client_id>``).
+        self.client_id = f"{self.settings.kafka.client_id}-{uuid.uuid4().hex[:12]}"
+        self._replies: ReplyListener | None = None
+        self._replies_lock = threading.Lock()
 
     # -- topics -----------------------------------------------------------------------
 
@@ -242,6 +251,63 @@ class Client:
             return True
         return False
 
+    # -- request/reply ----------------------------------------------------------------
+
+    def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        timeout: float = 10.0,
+        request_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Prediction:
+        """Send one request to ``model`` (``name:version`` or ``version=``) and wait for its prediction.
+
+        The request carries this client's reply topic and a deadline ``timeout`` from
+        now, so a worker that gets to it late dead-letters it instead of answering.
+        Raises ``RequestTimeoutError`` when no prediction arrives in time. Safe to call
+        from many threads at once.
+        """
+        name, _, pinned = model.partition(":")
+        chosen = version or pinned
+        if not chosen:
+            raise ContractError(f"say which version of {name!r} to ask: predict('{name}:1', ...) or version='1'")
+        replies = self._reply_listener()
+        request = codec_for(InferenceRequest).validate(
+            {
+                "request_id": request_id or uuid.uuid4().hex,
+                "model": name,
+                "version": chosen,
+                "inputs": dict(inputs),
+                "reply_to": replies.topic,
+                "deadline": utcnow() + timedelta(seconds=timeout),
+                "attributes": dict(attributes or {}),
+            }
+        )
+        future = replies.expect(request.request_id)
+        codec = codec_for(InferenceRequest)
+        topic = self.settings.topics.request_topic(name, chosen)
+        try:
+            self.producer.produce(topic, codec.encode(request), request.key(), [codec.header])
+            self.producer.flush(timeout)
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise RequestTimeoutError(
+                f"no prediction for request {request.request_id} from {name}:{chosen} within {timeout:g}s: "
+                f"is a worker serving {topic}? (a request it could not serve is on the dead-letter topic: "
+                "`inferstream dlq list`)"
+            ) from None
+        finally:
+            replies.forget(request.request_id)
+
+    def _reply_listener(self) -> ReplyListener:
+        with self._replies_lock:
+            if self._replies is None:
+                self._replies = ReplyListener(self.settings, self.client_id)
+            return self._replies
+
     # -- subscribing ------------------------------------------------------------------
 
     def subscribe(
@@ -344,7 +410,10 @@ class Client:
             self._producer.flush()
 
     def close(self) -> None:
-        """Flush and release the producer."""
+        """Flush and release the producer (and the reply listener)."""
+        if self._replies is not None:
+            replies, self._replies = self._replies, None
+            replies.close()
         if self._producer is not None:
             producer, self._producer = self._producer, None
             producer.close()

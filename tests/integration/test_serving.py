@@ -1,8 +1,10 @@
 """The inference worker against the real broker: every request answered or dead-lettered."""
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from sklearn.datasets import load_breast_cancer
 
 from inferstream import Client, Settings
 from inferstream.connectors.kafka import Producer
-from inferstream.errors import ModelError
+from inferstream.errors import ContractError, ModelError, RequestTimeoutError
 from inferstream.schemas import Prediction
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, feature_name
 from inferstream.serving.repository import ModelRepository
@@ -143,3 +145,30 @@ def test_missing_model_file_refuses_to_start(settings: Settings, models_dir: Pat
         worker.run()
     with Client(settings) as client:  # nothing was consumed: not even the request topic was made
         assert settings.topics.request_topic(TABULAR_NAME, "1") not in client.topics.list()
+
+
+def test_predict_round_trip_from_many_threads(serving: tuple[Settings, InferenceWorker]) -> None:
+    settings, _worker = serving
+    rows, target = _rows()
+    labels = {0: "malignant", 1: "benign"}
+    with Client(settings) as client:
+        first = client.predict(f"{TABULAR_NAME}:1", rows[0], timeout=30)
+        assert first.outputs["label"] == labels[int(target[0])]
+        assert first.latency.total_ms > 0
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda i: client.predict(TABULAR_NAME, rows[i], version="1", timeout=30), range(40))
+            )
+    assert [a.outputs["label"] for a in answers] == [labels[int(t)] for t in target[:40]]
+    assert len({a.request_id for a in answers}) == 40
+
+
+def test_predict_times_out_clearly_without_a_worker(settings: Settings) -> None:
+    with Client(settings) as client:
+        client.topics.ensure_request_topic("nobody", "1")
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError, match=r"no prediction .* from nobody:1 within 2s"):
+            client.predict("nobody:1", {"x": 1.0}, timeout=2)
+        assert time.monotonic() - started < 10
+        with pytest.raises(ContractError, match="which version"):
+            client.predict("nobody", {"x": 1.0})

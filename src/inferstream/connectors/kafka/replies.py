@@ -1,0 +1,96 @@
+"""Request/reply over Kafka: a client's own reply topic and the calls waiting on it.
+
+The listener reads partition 0 of ``replies.<client id>`` from the end offset it
+saw *before* the first request went out (no consumer group, nothing committed),
+and completes the future waiting for each request id. Replies nobody waits for
+any more (their call timed out) are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import TopicPartition
+
+from inferstream.config import Settings
+from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.errors import ContractError, KafkaError
+from inferstream.schemas.codec import codec_for
+from inferstream.schemas.records import Prediction
+
+_TIMEOUT_S = 15.0
+
+
+class ReplyListener:
+    """Owns a reply topic and hands each reply to the call waiting for it."""
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self._admin = TopicAdmin(settings)
+        self.topic = self._admin.ensure_reply_topic(client_id)
+        conf: dict[str, Any] = {
+            **settings.kafka.base_config(),
+            "group.id": f"inferstream-replies-{client_id}",  # required by librdkafka; never joined
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+            **settings.kafka.consumer_overrides,
+        }
+        self._consumer = confluent_kafka.Consumer(conf)
+        _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=_TIMEOUT_S)
+        self._consumer.assign([TopicPartition(self.topic, 0, high)])
+        self._codec = codec_for(Prediction)
+        self._waiting: dict[str, Future[Prediction]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name=f"replies-{client_id}", daemon=True)
+        self._thread.start()
+
+    def expect(self, request_id: str) -> Future[Prediction]:
+        """A future for the reply to ``request_id`` (call before producing the request)."""
+        if self.error is not None:
+            raise KafkaError(f"the reply listener on {self.topic} failed: {self.error}")
+        future: Future[Prediction] = Future()
+        with self._lock:
+            self._waiting[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        """Stop waiting for a reply (after a timeout)."""
+        with self._lock:
+            self._waiting.pop(request_id, None)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for message in self._consumer.consume(100, 0.1):
+                    value = message.value()
+                    if message.error() is not None or value is None:
+                        continue
+                    key = message.key()
+                    request_id = key.decode() if isinstance(key, bytes) else str(key)
+                    with self._lock:
+                        future = self._waiting.pop(request_id, None)
+                    if future is None:
+                        continue
+                    try:
+                        future.set_result(self._codec.decode(value, headers=message.headers()))
+                    except ContractError as exc:
+                        future.set_exception(exc)
+        except Exception as exc:  # surfaced to callers
+            self.error = exc
+            with self._lock:
+                for future in self._waiting.values():
+                    future.set_exception(exc)
+                self._waiting.clear()
+
+    def close(self) -> None:
+        """Stop listening and delete the reply topic (it belongs to this client alone)."""
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+        with contextlib.suppress(KafkaError):
+            self._admin.delete(self.topic)
