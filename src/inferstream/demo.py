@@ -2,14 +2,17 @@
 
 It starts what it needs (a local Kafka from Maven unless one is reachable),
 produces a stream of sample events (texts from Python's own documentation and
-tabular rows whose distribution shifts half-way), a few bad records that land on
-the dead-letter topic, reads the stream back, and stops what it started. The
-stages that later components add (predictions, vector search, drift alerts) are
-listed as such.
+tabular rows whose distribution shifts half-way) and a few bad records that land
+on the dead-letter topic, reads the stream back, builds the demo classifier,
+serves it with an inference worker, streams requests through it (measurements
+shifting half-way), reads the predictions, asks for one with ``predict()``, and
+stops what it started. The stages that later components add (routing events to
+requests, vector search, drift alerts) are listed as such.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +29,7 @@ from inferstream.stack.kafka import KafkaServer
 
 #: Stages of the full pipeline that are not part of the platform yet.
 NOT_YET_BUILT = (
-    "ONNX inference workers (predictions, request/reply)",
+    "the ingest processor (events routed to model requests)",
     "embedding workers and the vector index sink (search)",
     "drift monitors (alerts and reports)",
 )
@@ -46,14 +49,27 @@ class DemoSummary:
     bad_records: int = 0
     dead_letters: int = 0
     produce_rps: float = 0.0
+    requests: int = 0
+    predictions: int = 0
+    request_dead_letters: int = 0
+    mean_batch_size: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    malignant_share_before: float = 0.0
+    malignant_share_after: float = 0.0
+    predict_round_trip_ms: float = 0.0
     elapsed_s: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list)
     not_yet_built: tuple[str, ...] = NOT_YET_BUILT
 
     @property
     def accounted(self) -> bool:
-        """True when events read back + dead letters = everything that was sent."""
-        return self.events_read == self.events_produced and self.dead_letters == self.bad_records
+        """True when every event was read back, every request answered, every bad record dead-lettered."""
+        return (
+            self.events_read == self.events_produced
+            and self.predictions + self.request_dead_letters == self.requests
+            and self.dead_letters == self.bad_records + self.request_dead_letters
+        )
 
 
 def sample_texts() -> list[str]:
@@ -159,4 +175,70 @@ def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say) -> 
                 summary.events_read += 1
                 if message.record is not None and len(summary.samples) < 4 and summary.events_read % 97 == 1:
                     summary.samples.append(message.record.model_dump(mode="json", exclude_none=True))
+        _serve_predictions(client, settings, summary, say)
         summary.dead_letters = sum(1 for _ in client.dead_letters())
+
+
+def clinical_requests(count: int, *, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
+    """Inference requests from the breast cancer data set; measurements grow 30% after the shift."""
+    from sklearn.datasets import load_breast_cancer
+
+    from inferstream.serving.demo_models import TABULAR_NAME, TABULAR_VERSION, feature_name
+
+    data = load_breast_cancer()
+    names = [feature_name(n) for n in data.feature_names]
+    shift_at = max(int(count * shift_after), 1)
+    for i in range(count):
+        # The same patients after the shift, measured 30% larger: only the shift differs.
+        row = data.data[(i % shift_at) % len(data.data)] * (1.3 if i >= shift_at else 1.0)
+        yield {
+            "request_id": f"req-{i}",
+            "model": TABULAR_NAME,
+            "version": TABULAR_VERSION,
+            "inputs": dict(zip(names, map(float, row), strict=True)),
+        }
+
+
+def _serve_predictions(client: Client, settings: Settings, summary: DemoSummary, say: Say) -> None:
+    from inferstream.schemas.records import Prediction
+    from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models
+    from inferstream.serving.repository import ModelRepository
+    from inferstream.serving.worker import InferenceWorker
+
+    repository = ModelRepository(settings.models_dir)
+    if TABULAR_NAME not in repository.names():
+        say(f"building the demo model into {settings.models_dir} (scikit-learn → ONNX, reproducible) ...")
+        build_demo_models(settings.models_dir)
+    worker = InferenceWorker(settings, repository.resolve(TABULAR_NAME))
+    thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
+    thread.start()
+    try:
+        if not worker.ready.wait(60):
+            raise KafkaError("the inference worker did not start within 60 s")
+        count = max(summary.events_produced // 2, 10)
+        say(f"sending {count} requests to {worker.request_topic}; measurements grow 30% half-way ...")
+        summary.requests = client.produce(worker.request_topic, clinical_requests(count)).produced
+        say(f"reading predictions from {worker.output_topic} ...")
+        latencies: list[float] = []
+        malignant = [0, 0]
+        with client.subscribe("predictions", from_beginning=True, max_records=count, idle_timeout=30) as stream:
+            for message in stream:
+                if isinstance(message.record, Prediction):
+                    summary.predictions += 1
+                    latencies.append(message.record.latency.total_ms)
+                    after = int(message.record.request_id.split("-")[1]) >= count / 2
+                    malignant[after] += message.record.outputs.get("label") == "malignant"
+        started = time.perf_counter()
+        answer = client.predict(f"{TABULAR_NAME}:1", next(clinical_requests(1))["inputs"], timeout=30)
+        summary.predict_round_trip_ms = (time.perf_counter() - started) * 1000
+        say(f"predict() round trip: {answer.outputs['label']} in {summary.predict_round_trip_ms:.1f} ms")
+        if latencies:
+            summary.latency_p50_ms, summary.latency_p99_ms = (float(v) for v in np.percentile(latencies, [50, 99]))
+        half = max(count // 2, 1)
+        summary.malignant_share_before = malignant[0] / half
+        summary.malignant_share_after = malignant[1] / max(count - half, 1)
+    finally:
+        worker.stop()
+        thread.join(60)
+    summary.request_dead_letters = worker.stats.dead_letters
+    summary.mean_batch_size = worker.stats.mean_batch_size

@@ -5,6 +5,8 @@ Commands parse their options, call the library and print; no logic lives only he
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from inferstream.cli import demo, dlq, models, produce, schemas, serve, stack, subscribe, topics  # noqa: F401  (register commands)
 from inferstream.cli._app import app
 from inferstream.cli._common import console
@@ -18,5 +20,5 @@ def main() -> None:
     try:
         app()
     except InferstreamError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise SystemExit(1) from exc

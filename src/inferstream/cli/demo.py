@@ -8,6 +8,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from inferstream.cli._app import app
@@ -22,7 +23,7 @@ def demo(
 ) -> None:
     """Start a local Kafka (unless one answers), stream sample events through it, show what happened."""
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
-    summary = run_demo(settings_of(ctx), events=events, say=lambda text: console.print(f"[cyan]demo[/] {text}"))
+    summary = run_demo(settings_of(ctx), events=events, say=lambda text: console.print(f"[cyan]demo[/] {escape(text)}"))
     for sample in summary.samples:
         console.print_json(json.dumps(sample))
     table = Table(title="demo summary")
@@ -33,6 +34,14 @@ def demo(
     table.add_row("events read back", str(summary.events_read))
     table.add_row("bad records → dead letters", f"{summary.bad_records} → {summary.dead_letters}")
     table.add_row("produce throughput", f"{summary.produce_rps:,.0f} events/s")
+    table.add_row("requests → predictions", f"{summary.requests} → {summary.predictions}")
+    table.add_row("latency p50 / p99 (end to end)", f"{summary.latency_p50_ms:.1f} / {summary.latency_p99_ms:.1f} ms")
+    table.add_row("mean batch size", f"{summary.mean_batch_size:.1f}")
+    table.add_row(
+        "predicted malignant, before → after the shift",
+        f"{summary.malignant_share_before:.0%} → {summary.malignant_share_after:.0%}",
+    )
+    table.add_row("predict() round trip", f"{summary.predict_round_trip_ms:.1f} ms")
     table.add_row("wall time", f"{summary.elapsed_s:.1f} s")
     console.print(table)
     for stage in summary.not_yet_built:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from inferstream.cli._app import app
@@ -39,12 +40,12 @@ def list_(
             letter.event_time.strftime("%Y-%m-%d %H:%M:%S"),
             where,
             letter.stage,
-            f"[red]{letter.error_class}[/]: {letter.error_message}",
+            f"[red]{escape(letter.error_class)}[/]: {escape(letter.error_message)}",
             str(letter.attempt),
             size,
         ]
         if payload:
-            row.append(letter.payload[:80].decode(errors="replace"))
+            row.append(escape(letter.payload[:80].decode(errors="replace")))
         table.add_row(*row)
     console.print(table)
     console.print(f"{count} dead letters")

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -74,7 +75,7 @@ def produce(
             )
         except RecordValidationError as exc:
             progress.stop()
-            console.print(f"[bold red]error:[/] {file}: {exc}")
+            console.print(f"[bold red]error:[/] {escape(f'{file}: {exc}')}")
             console.print(
                 "  records after it were not produced; --on-error=skip or --on-error=dlq go on past bad records"
             )
@@ -85,7 +86,7 @@ def produce(
 def _summary(report: ProduceReport, on_error: OnErrorChoice) -> None:
     for rejected in report.rejected[:_SHOWN_ERRORS]:
         where = f"line {rejected.line}: " if rejected.line is not None else ""
-        console.print(f"[yellow]rejected[/] {where}{rejected.reason}")
+        console.print(f"[yellow]rejected[/] {escape(where + rejected.reason)}")
     if len(report.rejected) > _SHOWN_ERRORS:
         console.print(f"[yellow]... and {len(report.rejected) - _SHOWN_ERRORS} more rejected[/]")
     table = Table(show_header=True, title=f"produced to {report.topic}")
