@@ -18,3 +18,18 @@ def as_bytes(value: bytes | str | None) -> bytes:
     if value is None:
         return b""
     return value if isinstance(value, bytes) else value.encode()
+
+
+def fetch(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) -> list[confluent_kafka.Message]:
+    """Up to ``max_records`` messages, waiting at most ``timeout`` for the first one only.
+
+    librdkafka's batch ``consume(n, timeout)`` waits until it has ``n`` messages or the
+    timeout passed, which turns a trickle of records into one batch per timeout; this
+    waits for one, then takes whatever else is already fetched.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if max_records <= 1:
+        return [first]
+    return [first, *consumer.consume(max_records - 1, 0)]

@@ -21,7 +21,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import error_of
+from inferstream.connectors.kafka._util import error_of, fetch
 from inferstream.errors import CommitError, KafkaError
 from inferstream.metrics import Metrics
 
@@ -75,7 +75,7 @@ class Consumer:
         Raises ``KafkaError`` on fatal client errors; per-partition notices (end of
         partition) are dropped.
         """
-        messages = self._consumer.consume(max_records, timeout)
+        messages = fetch(self._consumer, max_records, timeout)
         records = []
         for message in messages:
             error = message.error()

@@ -17,6 +17,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
+from inferstream.connectors.kafka._util import fetch
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.errors import ContractError, KafkaError
 from inferstream.schemas.codec import codec_for
@@ -66,7 +67,7 @@ class ReplyListener:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                for message in self._consumer.consume(100, 0.1):
+                for message in fetch(self._consumer, 100, 0.1):
                     value = message.value()
                     if message.error() is not None or value is None:
                         continue
