@@ -341,6 +341,30 @@ class Client:
             metrics=self.metrics,
         )
 
+    def subscribe_predictions(
+        self,
+        model: str | None = None,
+        version: str | None = None,
+        *,
+        shadow: bool = False,
+        **options: Any,
+    ) -> Iterator[Prediction]:
+        """Predictions of one model (``name`` or ``name:version``), as they arrive.
+
+        ``options`` are those of :meth:`subscribe` (group, from_beginning, idle_timeout, ...).
+        """
+        name, _, pinned = (model or "").partition(":")
+        wanted_version = version or pinned or None
+        topic = "predictions-shadow" if shadow else "predictions"
+        with self.subscribe(topic, schema="prediction", **options) as stream:
+            for message in stream:
+                record = message.record
+                if not isinstance(record, Prediction):
+                    continue
+                if (name and record.model != name) or (wanted_version and record.version != wanted_version):
+                    continue
+                yield record
+
     # -- dead letters -----------------------------------------------------------------
 
     def dead_letters(self, *, max_records: int | None = None) -> Iterator[DeadLetter]:

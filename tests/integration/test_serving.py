@@ -161,6 +161,11 @@ def test_predict_round_trip_from_many_threads(serving: tuple[Settings, Inference
             )
     assert [a.outputs["label"] for a in answers] == [labels[int(t)] for t in target[:40]]
     assert len({a.request_id for a in answers}) == 40
+    with Client(settings) as client:
+        mine = list(client.subscribe_predictions(f"{TABULAR_NAME}:1", from_beginning=True, idle_timeout=5))
+        others = list(client.subscribe_predictions("other-model", from_beginning=True, idle_timeout=3))
+    assert {p.request_id for p in answers} <= {p.request_id for p in mine}
+    assert others == []
 
 
 def test_predict_times_out_clearly_without_a_worker(settings: Settings) -> None:

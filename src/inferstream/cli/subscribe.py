@@ -28,12 +28,18 @@ def subscribe(
     max_records: Annotated[int | None, typer.Option("--max", "-n", help="Stop after N records.", min=1)] = None,
     group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group: resume where it stopped.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many idle seconds.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Only predictions of NAME or NAME:VERSION (prediction topics).")
+    ] = None,
     envelope: Annotated[
         bool, typer.Option("--envelope", "-e", help="Wrap each record with topic, partition, offset, key and headers.")
     ] = False,
 ) -> None:
     """Print each record's value as one JSON line (Ctrl-C stops; offsets are committed)."""
     client = Client(settings_of(ctx))
+    if model is not None:
+        _predictions_of(client, topic, model, from_beginning, max_records, group, timeout)
+        return
     subscription = client.subscribe(
         topic,
         group=group,
@@ -81,3 +87,32 @@ def _envelope(message: object, value: bytes) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
+
+
+def _predictions_of(
+    client: Client,
+    topic: str,
+    model: str,
+    from_beginning: bool,
+    max_records: int | None,
+    group: str | None,
+    timeout: float | None,
+) -> None:
+    logical = client.settings.topics.logical(client.topic(topic))
+    if logical not in (client.settings.topics.predictions, client.settings.topics.predictions_shadow):
+        raise typer.BadParameter("--model filters prediction topics (predictions, predictions-shadow)")
+    count = 0
+    stream = client.subscribe_predictions(
+        model,
+        shadow=logical == client.settings.topics.predictions_shadow,
+        from_beginning=from_beginning,
+        group=group,
+        idle_timeout=timeout,
+    )
+    for prediction in stream:
+        sys.stdout.write(prediction.model_dump_json() + "\n")
+        sys.stdout.flush()
+        count += 1
+        if max_records is not None and count >= max_records:
+            break
+    console.print(f"[dim]{count} predictions of {model}[/]")
