@@ -1,0 +1,201 @@
+"""The inference worker end to end through Kafka against a raw consume→produce passthrough.
+
+Tabular model (the demo's breast-cancer classifier): N requests already on the
+request topic; the pipeline is ``InferenceWorker`` (decode, validate, batch, ONNX,
+predictions produced and acknowledged, offsets stored); the baseline is a raw
+confluent-kafka loop that consumes the same records and produces their bytes
+unchanged to another topic (acknowledged), same broker, same run. Both are timed
+from the start of consuming until the last output is acknowledged.
+
+Then the latency at 50% of the measured capacity: requests produced at that rate
+(event time = send time), p50/p99 of the end-to-end latency and of the part the
+platform adds (total − compute), and the mean batch size under load.
+
+    .venv/bin/python benchmarks/serving.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from _harness import add_common_args, bench_client, broker, fresh_topic, note, result_line
+from inferstream.client import Client
+from inferstream.schemas import Prediction
+from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, feature_name
+from inferstream.serving.repository import ModelRepository
+from inferstream.serving.worker import InferenceWorker
+
+
+def _requests(count: int, start: int = 0) -> list[dict[str, Any]]:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    names = [feature_name(n) for n in data.feature_names]
+    rows = [dict(zip(names, map(float, row), strict=True)) for row in data.data]
+    return [
+        {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": rows[i % len(rows)]}
+        for i in range(start, start + count)
+    ]
+
+
+def raw_passthrough(client: Client, source: str, target: str, count: int) -> float:
+    """Seconds for a raw consumer→producer loop to copy ``count`` records (acknowledged)."""
+    settings = client.settings
+    consumer = confluent_kafka.Consumer(
+        {
+            **settings.kafka.consumer_config(f"raw-{source}"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.offset.store": True,  # a raw loop: commit what was read, at the end
+        }
+    )
+    producer = confluent_kafka.Producer(settings.kafka.producer_config())
+    consumer.subscribe([source])
+    copied = 0
+    started = 0.0
+    while copied < count:
+        first = consumer.poll(1.0)
+        if first is None:
+            continue
+        if not started:
+            started = time.perf_counter()
+        for message in [first, *consumer.consume(499, 0)]:
+            if message.error() is not None:
+                continue
+            while True:
+                try:
+                    producer.produce(target, message.value(), message.key(), headers=message.headers())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            copied += 1
+        producer.poll(0)
+    producer.flush()
+    consumer.commit(asynchronous=False)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def pipeline(client: Client, worker: InferenceWorker, count: int) -> float:
+    """Seconds from the worker's first request to ``count`` served (outputs acknowledged)."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    worker.ready.wait(60)
+    started = None
+    while worker.stats.requests < count:
+        if started is None and worker.stats.batches:
+            started = time.perf_counter()
+        time.sleep(0.002)
+    assert started is not None
+    return time.perf_counter() - started
+
+
+def latency_at(client: Client, worker: InferenceWorker, rate: float, seconds: float, offset: int) -> list[Prediction]:
+    """Send requests at ``rate`` per second for ``seconds``; the predictions that came back."""
+    total = int(rate * seconds)
+    requests = _requests(total, start=offset)
+    topic = worker.request_topic
+    stream = client.subscribe("predictions", max_records=total, idle_timeout=15)
+    collected: list[Prediction] = []
+
+    def collect() -> None:
+        collected.extend(
+            message.record
+            for message in stream
+            if isinstance(message.record, Prediction) and int(message.record.request_id[1:]) >= offset
+        )
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    time.sleep(3)  # the subscription joins before the first request is sent
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    producer = client.producer
+    codec_topic = client.topic(topic)
+    for i, request in enumerate(requests):
+        target = started + i * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        client.produce(codec_topic, [request])
+    producer.flush()
+    reader.join(60)
+    return collected
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    args = parser.parse_args()
+    count = 20_000 if args.quick else 100_000
+    seconds = 4.0 if args.quick else 15.0
+    with tempfile.TemporaryDirectory(prefix="inferstream-models-") as models, broker(args.bootstrap_servers) as servers:
+        build_demo_models(Path(models))
+        version = ModelRepository(Path(models)).resolve(TABULAR_NAME)
+        with bench_client(servers) as client:
+            settings = client.settings.model_copy(update={"models_dir": Path(models)})
+            client.topics.ensure_platform_topics()
+            client.topics.ensure_request_topic(TABULAR_NAME, "1")
+            source, target = fresh_topic(client, "raw-source"), fresh_topic(client, "raw-target")
+            requests = _requests(count)
+            note(f"producing {count} requests twice (raw source and request topic) ...")
+            client.produce(source, requests, schema="inference-request")
+            client.produce(settings.topics.request_topic(TABULAR_NAME, "1"), requests)
+            note("raw consume→produce passthrough ...")
+            raw_s = raw_passthrough(client, source, target, count)
+            note("inference worker ...")
+            worker = InferenceWorker(settings, version)
+            pipe_s = pipeline(client, worker, count)
+            mean_batch = worker.stats.mean_batch_size
+            capacity = count / pipe_s
+            rate = min(capacity * 0.5, 2000.0)
+            note(f"latency at {rate:.0f} requests/s (50% of capacity, capped at 2000/s for the paced sender) ...")
+            predictions = latency_at(client, worker, rate, seconds, offset=count)
+            worker.stop()
+    total = np.array([p.latency.total_ms for p in predictions])
+    added = np.array([p.latency.total_ms - p.latency.compute_ms for p in predictions])
+    raw_rps, pipe_rps = count / raw_s, count / pipe_s
+    table = Table(title=f"serving {TABULAR_NAME}:1 ({'quick' if args.quick else 'full'})")
+    for column in ("path", "records", "seconds", "records/s", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row("raw consume→produce", str(count), f"{raw_s:.2f}", f"{raw_rps:,.0f}", "")
+    table.add_row("inference worker", str(count), f"{pipe_s:.2f}", f"{pipe_rps:,.0f}", f"{pipe_rps / raw_rps:.2f}")
+    Console().print(table)
+    p50, p99 = np.percentile(total, [50, 99]) if total.size else (float("nan"),) * 2
+    a50, a99 = np.percentile(added, [50, 99]) if added.size else (float("nan"),) * 2
+    print(
+        f"latency at {rate:.0f}/s over {len(predictions)} requests: total p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+        f"added by the platform p50 {a50:.1f} ms, p99 {a99:.1f} ms (goal p99 ≤ 50 ms)"
+    )
+    print(
+        f"mean batch size under load: {mean_batch:.1f}; tabular ratio goal ≥ 0.5: "
+        f"{'met' if pipe_rps / raw_rps >= 0.5 else 'NOT met'}"
+    )
+    print(
+        result_line(
+            {
+                "tabular_rps": pipe_rps,
+                "raw_passthrough_rps": raw_rps,
+                "ratio_tabular": pipe_rps / raw_rps,
+                "latency_rate": rate,
+                "p50_total_ms": float(p50),
+                "p99_total_ms": float(p99),
+                "p99_added_ms": float(a99),
+                "mean_batch": mean_batch,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
