@@ -150,7 +150,7 @@ def test_producer_delivery_failures_are_raised_not_swallowed(settings: Settings)
 
     from inferstream.errors import DeliveryError
 
-    producer = Producer(settings, **{"message.timeout.ms": 3000})
+    producer = Producer(settings, overrides={"message.timeout.ms": 3000})
     producer.produce(settings.topics.name("no-such-topic"), b"x", key=b"k")
     with pytest.raises(DeliveryError) as caught:
         producer.flush(timeout=30)

@@ -87,6 +87,11 @@ class InferenceWorker:
         # Batches whose outputs are acknowledged, for the consumer thread to store: the
         # consumer handle is used from that one thread only.
         self._done: queue.SimpleQueue[list[confluent_kafka.Message]] = queue.SimpleQueue()
+        # Batches whose outputs are in flight, oldest first: sequence → [records unacknowledged,
+        # the batch's input messages]. Touched by the inference thread only (acks arrive in
+        # its producer polls), so the next batch runs while the broker acknowledges this one.
+        self._in_flight: dict[int, list[Any]] = {}
+        self._sequence = 0
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
         self._paused = False
@@ -112,7 +117,9 @@ class InferenceWorker:
             metrics=self.metrics,
             stage="serve",
         )
-        self._producer = Producer(self.settings, metrics=self.metrics, stage="serve", **{"linger.ms": 1})
+        self._producer = Producer(
+            self.settings, metrics=self.metrics, stage="serve", on_ack=self._acked, overrides={"linger.ms": 1}
+        )
         self._dlq = DeadLetterWriter(self.settings, stage="serve", producer=self._producer, metrics=self.metrics)
         inference = threading.Thread(target=self._infer_loop, name=f"infer-{self.config.ref}", daemon=True)
         inference.start()
@@ -157,6 +164,10 @@ class InferenceWorker:
                 self._consumer.commit()
                 last_commit = time.monotonic()
         self._queue.join()  # the inference thread has finished every queued request
+        deadline = time.monotonic() + 30
+        while self._in_flight and self.failure is None and time.monotonic() < deadline:
+            self._store_done()  # acknowledgements of the last batches are still arriving
+            time.sleep(0.01)
         self._store_done()
         self._consumer.commit()
 
@@ -204,6 +215,8 @@ class InferenceWorker:
 
     def _infer_loop(self) -> None:
         while not (self._consumer_done.is_set() and self._queue.empty()):
+            self._producer.poll(0)
+            self._check_failures()
             batch = self._next_batch()
             if not batch:
                 continue
@@ -217,32 +230,64 @@ class InferenceWorker:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+        self._producer.flush_quietly()
+        self._check_failures()
 
     def _serve(self, batch: Sequence[_Item]) -> None:
         started = time.monotonic()
+        self._sequence += 1
+        tag = self._sequence
+        # One extra count, released below once everything of the batch is queued.
+        self._in_flight[tag] = [1, [item.message for item in batch]]
         good = [item for item in batch if item.request is not None]
         for item in batch:
             if item.error is not None:
-                self._dead_letter(item, item.error)
+                self._dead_letter(item, item.error, tag)
         requests = [item.request for item in good if item.request is not None]
         prepared = self._preprocessor.prepare(requests)
         for index, reason in prepared.errors.items():
-            self._dead_letter(good[index], ValueError(reason))
+            self._dead_letter(good[index], ValueError(reason), tag)
         if prepared.positions:
             compute_start = time.monotonic()
             outputs = self.model.run(prepared.feeds)
             compute_ms = (time.monotonic() - compute_start) * 1000
-            self._emit([good[i] for i in prepared.positions], outputs, started, compute_ms)
+            self._emit([good[i] for i in prepared.positions], outputs, started, compute_ms, tag)
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(prepared.positions))
             self.metrics.batch_size.labels("serve").observe(len(prepared.positions))
             self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
             self.metrics.stage_seconds.labels("serve", "queue").observe(max(started - batch[0].received, 0.0))
-        self._producer.flush()  # outputs and dead letters acknowledged before offsets move
-        self._done.put([item.message for item in batch])
         self.stats.requests += len(batch)
+        self._acked(tag)  # the extra count: offsets move once every output is acknowledged
 
-    def _emit(self, items: Sequence[_Item], outputs: dict[str, Any], started: float, compute_ms: float) -> None:
+    def _acked(self, tag: Any) -> None:
+        entry = self._in_flight.get(tag)
+        if entry is None:
+            return
+        entry[0] -= 1
+        # Hand batches over in order, so a stored offset never passes an unacknowledged output.
+        while self._in_flight:
+            oldest = next(iter(self._in_flight))
+            remaining, messages = self._in_flight[oldest]
+            if remaining > 0:
+                return
+            del self._in_flight[oldest]
+            self._done.put(messages)
+
+    def _check_failures(self) -> None:
+        for failure in self._producer.take_failures():
+            if failure.topic not in (self.output_topic, self._dlq.topic):
+                # A reply topic gone (its client closed): the prediction is on the output topic.
+                log.warning("reply to %s not delivered: %s", failure.topic, failure.reason)
+                self._acked(failure.tag)
+                continue
+            if self.failure is None:
+                self.failure = failure.error()
+                self._stop.set()
+
+    def _emit(
+        self, items: Sequence[_Item], outputs: dict[str, Any], started: float, compute_ms: float, tag: int
+    ) -> None:
         now = datetime.now(UTC)
         rows = self._outputs(outputs, len(items))
         encode = self._prediction_codec.encode
@@ -273,9 +318,10 @@ class InferenceWorker:
             )
             value = encode(prediction)
             key = request.request_id.encode()
-            self._producer.produce(self.output_topic, value, key, header)
+            self._in_flight[tag][0] += 2 if request.reply_to else 1
+            self._producer.produce(self.output_topic, value, key, header, tag=tag)
             if request.reply_to:
-                self._producer.produce(request.reply_to, value, key, header)
+                self._producer.produce(request.reply_to, value, key, header, tag=tag)
         self.stats.predictions += len(items)
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
@@ -295,6 +341,7 @@ class InferenceWorker:
                 row["score"] = score
         return rows
 
-    def _dead_letter(self, item: _Item, error: Exception) -> None:
-        self._dlq.send_message(item.message, error)
+    def _dead_letter(self, item: _Item, error: Exception, tag: int) -> None:
+        self._in_flight[tag][0] += 1
+        self._dlq.send_message(item.message, error, tag=tag)
         self.stats.dead_letters += 1

@@ -28,6 +28,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import confluent_kafka
 
@@ -89,8 +90,12 @@ class DeadLetterWriter:
         offset: int | None = None,
         stage: str | None = None,
         error_class: str | None = None,
+        tag: Any = None,
     ) -> DeadLetter:
-        """Queue one dead letter (``flush()`` waits for it); returns what was sent."""
+        """Queue one dead letter (``flush()`` waits for it); returns what was sent.
+
+        ``tag`` goes with the record to the producer (acknowledgement tracking).
+        """
         letter = self.letter(
             payload=payload,
             error=error,
@@ -102,14 +107,14 @@ class DeadLetterWriter:
             stage=stage,
             error_class=error_class,
         )
-        self.producer.produce(self.topic, letter.payload, key=letter.original_key, headers=to_headers(letter))
+        self.producer.produce(self.topic, letter.payload, key=letter.original_key, headers=to_headers(letter), tag=tag)
         self.sent += 1
         if self._metrics is not None:
             self._metrics.dead_letters.labels(source_topic, letter.stage, letter.error_class).inc()
         return letter
 
     def send_message(
-        self, message: confluent_kafka.Message, error: BaseException | str, *, stage: str | None = None
+        self, message: confluent_kafka.Message, error: BaseException | str, *, stage: str | None = None, tag: Any = None
     ) -> DeadLetter:
         """Dead-letter a consumed record, keeping where it was read."""
         key = message.key()
@@ -122,6 +127,7 @@ class DeadLetterWriter:
             partition=message.partition(),
             offset=message.offset(),
             stage=stage,
+            tag=tag,
         )
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -74,12 +74,15 @@ class Producer:
         *,
         metrics: Metrics | None = None,
         stage: str = "produce",
-        **overrides: str | int | float | bool,
+        on_ack: Callable[[Any], None] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        conf: dict[str, Any] = {**settings.kafka.producer_config(), **overrides}
+        conf: dict[str, Any] = {**settings.kafka.producer_config(), **(overrides or {})}
         self._producer = confluent_kafka.Producer(conf)
         self._metrics = metrics
         self._stage = stage
+        #: Called with a record's tag when the broker acknowledged a tagged record.
+        self._on_ack = on_ack
         self._failures: list[DeliveryFailure] = []
         self.delivered = 0
         self._timeout_s = float(conf.get("delivery.timeout.ms", 120_000)) / 1000.0
@@ -100,7 +103,8 @@ class Producer:
     ) -> None:
         """Queue one record; waits (serving delivery reports) while the local queue is full.
 
-        ``tag`` comes back on the record's ``DeliveryFailure`` (e.g. a line number).
+        ``tag`` comes back on the record's ``DeliveryFailure`` (e.g. a line number), or
+        to ``on_ack`` once the broker acknowledged the record.
         A record refused at once (larger than ``message.max.bytes``) becomes a failure too.
         """
         callback = self._on_delivery if tag is None else _Tagged(self, tag)
@@ -184,6 +188,13 @@ class Producer:
                 failures=failures,
             )
 
+    def flush_quietly(self, timeout: float | None = None) -> int:
+        """Wait for outstanding acknowledgements without raising; failures stay for ``take_failures()``.
+
+        Returns how many records are still unacknowledged.
+        """
+        return int(self._producer.flush(self._timeout_s + 5 if timeout is None else timeout))
+
     def take_failures(self) -> list[DeliveryFailure]:
         """The failures since the last call (or flush), and forget them."""
         failures, self._failures = self._failures, []
@@ -228,6 +239,8 @@ class Producer:
     ) -> None:
         if err is None:
             self.delivered += 1
+            if tag is not None and self._on_ack is not None:
+                self._on_ack(tag)
             if self._metrics is not None:
                 self._metrics.records_out.labels(msg.topic(), self._stage).inc()
             return
