@@ -177,3 +177,30 @@ def test_predict_times_out_clearly_without_a_worker(settings: Settings) -> None:
         assert time.monotonic() - started < 10
         with pytest.raises(ContractError, match="which version"):
             client.predict("nobody", {"x": 1.0})
+
+
+def test_a_vanished_reply_topic_does_not_stop_the_worker(serving: tuple[Settings, InferenceWorker]) -> None:
+    settings, worker = serving
+    rows, _ = _rows()
+    with Client(settings) as client:
+        client.produce(
+            settings.topics.request_topic(TABULAR_NAME, "1"),
+            [
+                {
+                    "request_id": "orphan",
+                    "model": TABULAR_NAME,
+                    "version": "1",
+                    "inputs": rows[1],
+                    "reply_to": settings.topics.reply_topic("long-gone"),
+                }
+            ],
+        )
+        # The orphan's prediction still reaches the predictions topic, and the worker goes on.
+        orphan = [
+            p
+            for p in client.subscribe_predictions(TABULAR_NAME, from_beginning=True, idle_timeout=10)
+            if p.request_id == "orphan"
+        ]
+        assert len(orphan) == 1
+        assert client.predict(f"{TABULAR_NAME}:1", rows[2], timeout=30).request_id
+    assert worker.failure is None

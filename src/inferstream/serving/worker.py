@@ -118,7 +118,12 @@ class InferenceWorker:
             stage="serve",
         )
         self._producer = Producer(
-            self.settings, metrics=self.metrics, stage="serve", on_ack=self._acked, overrides={"linger.ms": 1}
+            self.settings,
+            metrics=self.metrics,
+            stage="serve",
+            on_ack=self._acked,
+            # A reply topic that is gone is known after 2 s, not 30: its batch waits for that.
+            overrides={"linger.ms": 1, "topic.metadata.propagation.max.ms": 2000},
         )
         self._dlq = DeadLetterWriter(self.settings, stage="serve", producer=self._producer, metrics=self.metrics)
         inference = threading.Thread(target=self._infer_loop, name=f"infer-{self.config.ref}", daemon=True)
