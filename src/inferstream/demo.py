@@ -207,7 +207,7 @@ def _serve_predictions(client: Client, settings: Settings, summary: DemoSummary,
 
     repository = ModelRepository(settings.models_dir)
     if TABULAR_NAME not in repository.names():
-        say(f"building the demo model into {settings.models_dir} (scikit-learn → ONNX, reproducible) ...")
+        say(f"building the demo models into {settings.models_dir} (reproducible, no model hub) ...")
         build_demo_models(settings.models_dir)
     worker = InferenceWorker(settings, repository.resolve(TABULAR_NAME))
     thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inferstream.errors import ModelError, ProviderUnavailableError
-from inferstream.serving.config import CPU_PROVIDER, GPU_PROVIDERS, ModelConfig
+from inferstream.serving.config import CPU_PROVIDER, GPU_PROVIDERS, ModelConfig, TextPreprocessing
 from inferstream.serving.repository import ModelVersion
 
 Array = npt.NDArray[Any]
@@ -159,8 +159,35 @@ class OnnxModel:
             feeds[spec.name] = np.full(shape, fill, dtype=spec.dtype)
         return feeds
 
+    def _check_embedding(self, outputs: dict[str, Array], batch_size: int) -> None:
+        """An embedder's output pools to (batch, dims), and a text model's tokenizer loads."""
+        from inferstream.serving.text import TextPreprocessor, pool
+
+        spec = self.config.outputs
+        where = self.version.directory / "model.toml"
+        if isinstance(self.config.preprocessing, TextPreprocessing):
+            TextPreprocessor(self.config, self.version.directory).load()
+        if spec.embedding is None:
+            return
+        hidden = outputs[spec.embedding]
+        mask = np.ones(hidden.shape[:2], dtype=np.int64)
+        try:
+            vectors = pool(hidden, mask, spec.pooling, spec.normalize)
+        except ModelError as exc:
+            raise ModelError(f"{where}: output {spec.embedding!r}: {exc}") from None
+        dims = spec.dims if spec.dims is not None else vectors.shape[1]
+        if vectors.shape != (batch_size, dims):
+            raise ModelError(
+                f"{where}: output {spec.embedding!r} of shape {hidden.shape} pools ({spec.pooling}) to "
+                f"{vectors.shape}, not ({batch_size}, {dims}) as outputs.dims says"
+            )
+
     def validate(self, batch_size: int = 2) -> ValidationReport:
-        """Load (if needed), check the signature and run one dummy batch."""
+        """Load (if needed), check the signature and run one dummy batch.
+
+        For an embedder, also pool the dummy output and check its dimensions; for a
+        text model, read the tokenizer.
+        """
         if not self.loaded:
             self.load()
         session = self._require()
@@ -172,6 +199,7 @@ class OnnxModel:
                 raise ModelError(
                     f"{self.config.ref}: output {name!r} has {value.shape[0]} rows for a batch of {batch_size}"
                 )
+        self._check_embedding(outputs, batch_size)
         return ValidationReport(
             ref=self.config.ref,
             providers=self.providers,
