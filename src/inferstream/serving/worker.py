@@ -33,11 +33,13 @@ from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.errors import ContractError, ModelError
 from inferstream.metrics import Metrics
-from inferstream.schemas.codec import codec_for
-from inferstream.schemas.records import InferenceRequest, Latency, Prediction
+from inferstream.schemas.codec import Codec, codec_for
+from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Latency, Prediction
+from inferstream.serving.config import TextPreprocessing
 from inferstream.serving.onnx import OnnxModel
-from inferstream.serving.preprocess import TabularPreprocessor
+from inferstream.serving.preprocess import Prepared, TabularPreprocessor
 from inferstream.serving.repository import ModelVersion
+from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_length, pool
 
 log = logging.getLogger("inferstream.serving")
 
@@ -47,7 +49,7 @@ _COMMIT_EVERY_S = 1.0
 @dataclass(slots=True)
 class _Item:
     message: confluent_kafka.Message
-    request: InferenceRequest | None
+    request: InferenceRequest | EmbeddingRequest | None
     error: Exception | None
     received: float
 
@@ -73,8 +75,8 @@ class InferenceWorker:
 
     def __init__(self, settings: Settings, version: ModelVersion, *, metrics: Metrics | None = None) -> None:
         config = version.config
-        if config.kind == "embedder":
-            raise ModelError(f"{config.ref} is an embedder: serve it with the embedding worker")
+        self.version = version
+        self.embedder = config.kind == "embedder"
         self.settings = settings
         self.config = config
         self.model = OnnxModel(version)
@@ -95,8 +97,9 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
         self._paused = False
-        self._request_codec = codec_for(InferenceRequest)
+        self._request_codec: Codec[Any] = codec_for(EmbeddingRequest if self.embedder else InferenceRequest)
         self._prediction_codec = codec_for(Prediction)
+        self._embedding_codec = codec_for(Embedding)
         self._labels = config.outputs.labels
         self.ready = threading.Event()
         #: Set when a batch could not be served: the worker stops, and nothing after it is committed.
@@ -107,7 +110,11 @@ class InferenceWorker:
     def run(self) -> WorkerStats:
         """Load the model (refusing to start if it cannot), then serve until ``stop()``."""
         self.model.load()  # a missing, corrupt or GPU-less model stops us before consuming
-        self._preprocessor = TabularPreprocessor(self.config)
+        self._preprocessor: TabularPreprocessor | TextPreprocessor
+        if isinstance(self.config.preprocessing, TextPreprocessing):
+            self._preprocessor = TextPreprocessor(self.config, self.version.directory).load()
+        else:
+            self._preprocessor = TabularPreprocessor(self.config)
         TopicAdmin(self.settings).ensure_request_topic(self.config.name, self.config.version)
         self._consumer = Consumer(
             self.settings,
@@ -210,7 +217,9 @@ class InferenceWorker:
             return []
         batch = [first]
         deadline = first.received + batching.max_queue_delay_ms / 1000
-        while len(batch) < batching.max_batch_size:
+        # Texts: take up to four model batches from the queue and bucket them by length.
+        limit = batching.max_batch_size * (4 if self.embedder else 1)
+        while len(batch) < limit:
             remaining = deadline - time.monotonic()
             try:
                 batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
@@ -248,22 +257,73 @@ class InferenceWorker:
         for item in batch:
             if item.error is not None:
                 self._dead_letter(item, item.error, tag)
-        requests = [item.request for item in good if item.request is not None]
-        prepared = self._preprocessor.prepare(requests)
+        prepared: Prepared
+        if isinstance(self._preprocessor, TextPreprocessor):
+            prepared = self._preprocessor.prepare([item.request for item in good if item.request is not None])
+        else:
+            prepared = self._preprocessor.prepare(
+                [item.request for item in good if isinstance(item.request, InferenceRequest)]
+            )
         for index, reason in prepared.errors.items():
             self._dead_letter(good[index], ValueError(reason), tag)
-        if prepared.positions:
+        if prepared.positions and isinstance(prepared, TextPrepared):
+            self._embed([good[i] for i in prepared.positions], prepared, started, tag)
+        elif prepared.positions:
             compute_start = time.monotonic()
             outputs = self.model.run(prepared.feeds)
             compute_ms = (time.monotonic() - compute_start) * 1000
             self._emit([good[i] for i in prepared.positions], outputs, started, compute_ms, tag)
-            self.stats.batches += 1
-            self.stats.batch_sizes.append(len(prepared.positions))
-            self.metrics.batch_size.labels("serve").observe(len(prepared.positions))
-            self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
+            self._observe(len(prepared.positions), compute_ms)
+        if prepared.positions:
             self.metrics.stage_seconds.labels("serve", "queue").observe(max(started - batch[0].received, 0.0))
         self.stats.requests += len(batch)
         self._acked(tag)  # the extra count: offsets move once every output is acknowledged
+
+    def _observe(self, size: int, compute_ms: float) -> None:
+        self.stats.batches += 1
+        self.stats.batch_sizes.append(size)
+        self.metrics.batch_size.labels("serve").observe(size)
+        self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
+
+    def _embed(self, items: Sequence[_Item], prepared: TextPrepared, started: float, tag: int) -> None:
+        # Similar lengths together: each model batch is padded only to its own longest text.
+        spec = self.config.outputs
+        assert spec.embedding is not None
+        now = datetime.now(UTC)
+        encode = self._embedding_codec.encode
+        header = [self._embedding_codec.header]
+        for bucket in bucket_by_length(prepared.lengths, self.config.batching.max_batch_size):
+            rows = np.asarray(bucket)
+            width = int(prepared.lengths[rows].max())
+            feeds = {name: array[rows, :width] for name, array in prepared.feeds.items()}
+            compute_start = time.monotonic()
+            hidden = self.model.run(feeds)[spec.embedding]
+            vectors = pool(hidden, prepared.attention_mask[rows, :width], spec.pooling, spec.normalize)
+            compute_ms = (time.monotonic() - compute_start) * 1000
+            self._observe(len(bucket), compute_ms)
+            for row, vector in zip(bucket, vectors, strict=True):
+                request = items[row].request
+                assert isinstance(request, EmbeddingRequest)
+                embedding = Embedding.model_construct(
+                    id=request.document_id,
+                    event_time=request.event_time,
+                    model=self.config.name,
+                    version=self.config.version,
+                    vector=vector,
+                    text=request.text,
+                    request_id=request.request_id,
+                    latency=Latency.model_construct(
+                        queue_ms=max((started - items[row].received) * 1000, 0.0),
+                        compute_ms=compute_ms,
+                        total_ms=max((now - request.event_time).total_seconds() * 1000, 0.0),
+                    ),
+                    attributes=request.attributes,
+                )
+                self._in_flight[tag][0] += 1
+                self._producer.produce(
+                    self.output_topic, encode(embedding), request.document_id.encode(), header, tag=tag
+                )
+        self.stats.predictions += len(items)
 
     def _acked(self, tag: Any) -> None:
         entry = self._in_flight.get(tag)
@@ -299,7 +359,7 @@ class InferenceWorker:
         header = [self._prediction_codec.header]
         for item, row in zip(items, rows, strict=True):
             request = item.request
-            assert request is not None
+            assert isinstance(request, InferenceRequest)
             total_ms = max((now - request.event_time).total_seconds() * 1000, 0.0)
             # Built from a validated request and our own outputs: validating the inputs
             # again would cost ~35 µs a record (they are JSON values already).
