@@ -163,16 +163,30 @@ def test_producer_delivery_failures_are_raised_not_swallowed(settings: Settings)
 def test_metrics_are_exported_on_loopback(settings: Settings) -> None:
     metrics = Metrics()
     port = metrics.serve(0)
+    topic = settings.topics.name("events")
     try:
         with Client(settings, metrics=metrics) as client:
             client.topics.ensure_platform_topics()
             client.produce("events", _events(10))
             client.flush()
             list(client.subscribe("events", from_beginning=True, max_records=10, idle_timeout=20))
+        consumer = Consumer(settings, [topic], group_id="lag", from_beginning=True, metrics=metrics)
+        seen = 0
+        deadline = time.monotonic() + 20
+        while seen < 4 and time.monotonic() < deadline:
+            batch = consumer.consume(4 - seen, 1.0)
+            seen += len(batch)
+        lag = consumer.update_lag()
+        consumer.close()
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         metrics.close()
-    topic = settings.topics.name("events")
     assert f'inferstream_records_out_total{{stage="produce",topic="{topic}"}} 10.0' in body
     assert f'inferstream_records_in_total{{stage="subscribe",topic="{topic}"}} 10.0' in body
-    assert "inferstream_consumer_lag" in body
+    # 4 of 10 read: 6 behind, spread over the partitions this consumer owns.
+    assert sum(lag.values()) == 6
+    samples = [
+        metrics.registry.get_sample_value("inferstream_consumer_lag", {"group": "lag", "topic": t, "partition": str(p)})
+        for t, p in lag
+    ]
+    assert sum(s or 0 for s in samples) == 6

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -204,3 +205,23 @@ def test_a_vanished_reply_topic_does_not_stop_the_worker(serving: tuple[Settings
         assert len(orphan) == 1
         assert client.predict(f"{TABULAR_NAME}:1", rows[2], timeout=30).request_id
     assert worker.failure is None
+
+
+def test_worker_metrics_are_exported(serving: tuple[Settings, InferenceWorker]) -> None:
+    settings, worker = serving
+    rows, _ = _rows()
+    with Client(settings) as client:
+        for i in range(3):
+            client.predict(f"{TABULAR_NAME}:1", rows[i], timeout=30)
+    port = worker.metrics.serve(0)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        worker.metrics.close()
+    request_topic = settings.topics.request_topic(TABULAR_NAME, "1")
+    registry = worker.metrics.registry
+    assert registry.get_sample_value("inferstream_records_in_total", {"topic": request_topic, "stage": "serve"}) >= 3
+    assert registry.get_sample_value("inferstream_batch_size_count", {"stage": "serve"}) >= 1
+    assert registry.get_sample_value("inferstream_stage_seconds_count", {"stage": "serve", "step": "compute"}) >= 1
+    assert registry.get_sample_value("inferstream_stage_seconds_count", {"stage": "serve", "step": "queue"}) >= 1
+    assert 'inferstream_records_out_total{stage="serve"' in body

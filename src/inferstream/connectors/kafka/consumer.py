@@ -140,22 +140,34 @@ class Consumer:
         return sorted(self._assigned)
 
     def update_lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the end of each owned partition (also set on the lag gauge)."""
+        """Messages behind the end of each owned partition (also set on the lag gauge).
+
+        A partition not read from yet counts from its committed offset (or its start).
+        """
         self._last_lag = time.monotonic()
         lag: dict[tuple[str, int], int] = {}
         parts = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
         if not parts:
             return lag
-        for tp in self._consumer.position(parts):
-            watermarks: tuple[int, int] | None = self._consumer.get_watermark_offsets(tp, cached=True)
-            high = watermarks[1] if watermarks else -1  # None until the first fetch response
-            if tp.offset < 0 or high < 0:
-                continue
-            lag[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
-            if self._metrics is not None:
-                self._metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(
-                    lag[(tp.topic, tp.partition)]
+        positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(parts)}
+        unread = [TopicPartition(t, p) for (t, p), offset in positions.items() if offset < 0]
+        if unread:
+            with contextlib.suppress(confluent_kafka.KafkaException):
+                for tp in self._consumer.committed(unread, timeout=2.0):
+                    positions[(tp.topic, tp.partition)] = tp.offset
+        for tp in parts:
+            key = (tp.topic, tp.partition)
+            cached: tuple[int, int] | None = self._consumer.get_watermark_offsets(tp, cached=True)
+            try:
+                low, high = (
+                    cached if cached and cached[1] >= 0 else self._consumer.get_watermark_offsets(tp, timeout=2.0)
                 )
+            except confluent_kafka.KafkaException:
+                continue  # the broker is away: no figure rather than a wrong one
+            position = positions[key] if positions[key] >= 0 else low
+            lag[key] = max(high - position, 0)
+            if self._metrics is not None:
+                self._metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(lag[key])
         return lag
 
     # -- rebalances -------------------------------------------------------------------
