@@ -37,7 +37,15 @@ from inferstream.errors import ContractError, DeliveryError, RecordValidationErr
 from inferstream.metrics import Metrics
 from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import Codec, codec_for
-from inferstream.schemas.records import Contract, DeadLetter, InferenceRequest, Prediction, contract_named
+from inferstream.schemas.records import (
+    Contract,
+    DeadLetter,
+    Embedding,
+    EmbeddingRequest,
+    InferenceRequest,
+    Prediction,
+    contract_named,
+)
 
 OnError = Literal["fail", "skip", "dlq"]
 Progress = Callable[[int], None]
@@ -270,24 +278,61 @@ class Client:
         Raises ``RequestTimeoutError`` when no prediction arrives in time. Safe to call
         from many threads at once.
         """
+        reply = self._ask(model, version, {"inputs": dict(inputs)}, InferenceRequest, timeout, request_id, attributes)
+        if not isinstance(reply, Prediction):
+            raise ContractError(f"{model} answered with a {reply.schema_name}, not a prediction: use embed()")
+        return reply
+
+    def embed(
+        self,
+        model: str,
+        text: str,
+        *,
+        version: str | None = None,
+        document_id: str | None = None,
+        timeout: float = 10.0,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Embedding:
+        """Embed one text with an embedder (``name:version``) and wait for the vector.
+
+        The embedding also goes to the embeddings topic (and so to the index) under
+        ``document_id`` (a fresh id by default).
+        """
+        request_id = uuid.uuid4().hex
+        fields = {"text": text, "document_id": document_id or request_id}
+        reply = self._ask(model, version, fields, EmbeddingRequest, timeout, request_id, attributes)
+        if not isinstance(reply, Embedding):
+            raise ContractError(f"{model} answered with a {reply.schema_name}, not an embedding: use predict()")
+        return reply
+
+    def _ask(
+        self,
+        model: str,
+        version: str | None,
+        fields: dict[str, Any],
+        contract: type[InferenceRequest] | type[EmbeddingRequest],
+        timeout: float,
+        request_id: str | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Prediction | Embedding:
         name, _, pinned = model.partition(":")
         chosen = version or pinned
         if not chosen:
-            raise ContractError(f"say which version of {name!r} to ask: predict('{name}:1', ...) or version='1'")
+            raise ContractError(f"say which version of {name!r} to ask: '{name}:1' or version='1'")
         replies = self._reply_listener()
-        request = codec_for(InferenceRequest).validate(
+        codec = codec_for(contract)
+        request = codec.validate(
             {
                 "request_id": request_id or uuid.uuid4().hex,
                 "model": name,
                 "version": chosen,
-                "inputs": dict(inputs),
                 "reply_to": replies.topic,
                 "deadline": utcnow() + timedelta(seconds=timeout),
                 "attributes": dict(attributes or {}),
+                **fields,
             }
         )
         future = replies.expect(request.request_id)
-        codec = codec_for(InferenceRequest)
         topic = self.settings.topics.request_topic(name, chosen)
         try:
             self.producer.produce(topic, codec.encode(request), request.key(), [codec.header])
@@ -295,7 +340,7 @@ class Client:
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             raise RequestTimeoutError(
-                f"no prediction for request {request.request_id} from {name}:{chosen} within {timeout:g}s: "
+                f"no answer to request {request.request_id} from {name}:{chosen} within {timeout:g}s: "
                 f"is a worker serving {topic}? (a request it could not serve is on the dead-letter topic: "
                 "`inferstream dlq list`)"
             ) from None

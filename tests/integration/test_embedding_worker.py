@@ -63,3 +63,31 @@ def test_texts_become_embeddings_and_bad_texts_dead_letters(settings: Settings, 
     assert set(letters) == {b"long", b"blank"}
     assert "tokens" in letters[b"long"].error_message
     assert worker.stats.predictions + worker.stats.dead_letters == worker.stats.requests == 65
+
+
+def test_embed_round_trip(settings: Settings, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    build_demo_models(models)
+    settings = settings.model_copy(update={"models_dir": models})
+    worker = InferenceWorker(settings, ModelRepository(models).resolve(EMBEDDER_NAME))
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert worker.ready.wait(60)
+    try:
+        with Client(settings) as client:
+            first = client.embed(f"{EMBEDDER_NAME}:1", "The cat sat on the mat.", document_id="cat", timeout=30)
+            second = client.embed(EMBEDDER_NAME, "A cat was sitting on the mat.", version="1", timeout=30)
+            indexed = [
+                m.record.id
+                for m in client.subscribe("embeddings", from_beginning=True, max_records=2, idle_timeout=20)
+                if isinstance(m.record, Embedding)
+            ]
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert first.id == "cat"
+    assert first.dims == 384
+    assert float(first.vector @ second.vector) > 0.6
+    assert sorted(indexed) == sorted([first.id, second.id])

@@ -173,7 +173,7 @@ def test_predict_times_out_clearly_without_a_worker(settings: Settings) -> None:
     with Client(settings) as client:
         client.topics.ensure_request_topic("nobody", "1")
         started = time.monotonic()
-        with pytest.raises(RequestTimeoutError, match=r"no prediction .* from nobody:1 within 2s"):
+        with pytest.raises(RequestTimeoutError, match=r"no answer to request .* from nobody:1 within 2s"):
             client.predict("nobody:1", {"x": 1.0}, timeout=2)
         assert time.monotonic() - started < 10
         with pytest.raises(ContractError, match="which version"):

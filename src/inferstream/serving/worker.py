@@ -319,10 +319,11 @@ class InferenceWorker:
                     ),
                     attributes=request.attributes,
                 )
-                self._in_flight[tag][0] += 1
-                self._producer.produce(
-                    self.output_topic, encode(embedding), request.document_id.encode(), header, tag=tag
-                )
+                value = encode(embedding)
+                self._in_flight[tag][0] += 2 if request.reply_to else 1
+                self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
+                if request.reply_to:
+                    self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
         self.stats.predictions += len(items)
 
     def _acked(self, tag: Any) -> None:

@@ -2,7 +2,8 @@
 
 The listener reads partition 0 of ``replies.<client id>`` from the end offset it
 saw *before* the first request went out (no consumer group, nothing committed),
-and completes the future waiting for each request id. Replies nobody waits for
+and completes the future waiting for each request id with the prediction or
+embedding it carries (told apart by the ``inferstream-schema`` header). Replies nobody waits for
 any more (their call timed out) are dropped.
 """
 
@@ -20,8 +21,10 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka._util import fetch
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.errors import ContractError, KafkaError
-from inferstream.schemas.codec import codec_for
-from inferstream.schemas.records import Prediction
+from inferstream.schemas.codec import Codec, codec_for, parse_schema_header
+from inferstream.schemas.records import Embedding, Prediction
+
+Reply = Prediction | Embedding
 
 _TIMEOUT_S = 15.0
 
@@ -42,19 +45,19 @@ class ReplyListener:
         self._consumer = confluent_kafka.Consumer(conf)
         _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=_TIMEOUT_S)
         self._consumer.assign([TopicPartition(self.topic, 0, high)])
-        self._codec = codec_for(Prediction)
-        self._waiting: dict[str, Future[Prediction]] = {}
+        self._codecs: dict[str, Codec[Any]] = {"prediction": codec_for(Prediction), "embedding": codec_for(Embedding)}
+        self._waiting: dict[str, Future[Reply]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name=f"replies-{client_id}", daemon=True)
         self._thread.start()
 
-    def expect(self, request_id: str) -> Future[Prediction]:
+    def expect(self, request_id: str) -> Future[Reply]:
         """A future for the reply to ``request_id`` (call before producing the request)."""
         if self.error is not None:
             raise KafkaError(f"the reply listener on {self.topic} failed: {self.error}")
-        future: Future[Prediction] = Future()
+        future: Future[Reply] = Future()
         with self._lock:
             self._waiting[request_id] = future
         return future
@@ -78,7 +81,10 @@ class ReplyListener:
                     if future is None:
                         continue
                     try:
-                        future.set_result(self._codec.decode(value, headers=message.headers()))
+                        headers = message.headers()
+                        found = parse_schema_header(headers)
+                        codec = self._codecs.get(found[0] if found else "prediction", self._codecs["prediction"])
+                        future.set_result(codec.decode(value, headers=headers))
                     except ContractError as exc:
                         future.set_exception(exc)
         except Exception as exc:  # surfaced to callers
