@@ -17,6 +17,11 @@ texts through Kafka (embedding requests produced → the worker → embeddings
 acknowledged). The ratio is taken against the better of the two raw figures.
 
     .venv/bin/python benchmarks/serving.py --quick
+    .venv/bin/python benchmarks/serving.py --gpu    # on a CUDA machine with the gpu extra
+
+``--gpu`` pins the models to the CUDA provider with CPU fallback off, so the run
+fails at once (naming the provider) where there is no GPU instead of measuring
+the CPU by mistake.
 """
 
 from __future__ import annotations
@@ -188,11 +193,18 @@ def embedder_pipeline(client: Client, settings: Any, version: Any, texts: list[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
+    parser.add_argument("--gpu", action="store_true", help="Run the models on CUDA only (no CPU fallback).")
     args = parser.parse_args()
     count = 20_000 if args.quick else 100_000
     seconds = 4.0 if args.quick else 15.0
     with tempfile.TemporaryDirectory(prefix="inferstream-models-") as models, broker(args.bootstrap_servers) as servers:
         build_demo_models(Path(models))
+        if args.gpu:
+            for toml in Path(models).glob("*/*/model.toml"):
+                text = toml.read_text().replace("allow_cpu_fallback = true", "allow_cpu_fallback = false")
+                toml.write_text(
+                    text.replace('"CUDAExecutionProvider", "CPUExecutionProvider"', '"CUDAExecutionProvider"')
+                )
         version = ModelRepository(Path(models)).resolve(TABULAR_NAME)
         with bench_client(servers) as client:
             settings = client.settings.model_copy(update={"models_dir": Path(models)})
