@@ -33,7 +33,14 @@ from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, f
 from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.connectors.kafka.replies import ReplyListener
-from inferstream.errors import ContractError, DeliveryError, RecordValidationError, RequestTimeoutError, TopicError
+from inferstream.errors import (
+    ContractError,
+    DeliveryError,
+    FieldProblem,
+    RecordValidationError,
+    RequestTimeoutError,
+    TopicError,
+)
 from inferstream.metrics import Metrics
 from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import Codec, codec_for
@@ -555,9 +562,11 @@ class _ProduceSink:
             if isinstance(item, SourceRecord):
                 if item.error is not None:
                     problem = RecordValidationError(
-                        self.codec.name, [], line=item.line if self.lines else None, raw=item.raw
+                        self.codec.name,
+                        [FieldProblem(field="", reason=item.error)],
+                        line=item.line if self.lines else None,
+                        raw=item.raw,
                     )
-                    problem.args = (f"line {item.line}: {item.error}" if self.lines else item.error,)
                     self.reject(item, problem, item.error, ())
                     continue
                 values.append(item.value)
