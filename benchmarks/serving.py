@@ -41,17 +41,13 @@ from rich.table import Table
 from _harness import add_common_args, bench_client, broker, fresh_topic, note, result_line
 from inferstream.client import Client
 from inferstream.schemas import Prediction
-from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, feature_name
+from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
 
 
 def _requests(count: int, start: int = 0) -> list[dict[str, Any]]:
-    from sklearn.datasets import load_breast_cancer
-
-    data = load_breast_cancer()
-    names = [feature_name(n) for n in data.feature_names]
-    rows = [dict(zip(names, map(float, row), strict=True)) for row in data.data]
+    rows, _ = tabular_rows()
     return [
         {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": rows[i % len(rows)]}
         for i in range(start, start + count)

@@ -27,6 +27,7 @@ import confluent_kafka
 
 from inferstream.config import Settings
 from inferstream.connectors.files import SourceRecord
+from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, from_message
@@ -578,21 +579,20 @@ class _ProduceSink:
 
     def _send(self, values: Sequence[Any], where: Sequence[SourceRecord | None], first: int) -> None:
         result = self.codec.validate_batch(values)
-        records = result.records
-        if result.errors and self.on_error == "fail":
-            # Records before the first bad one are produced; nothing after it is.
-            first_bad = min(result.errors)
-            records = [r for i, r in zip(result.positions, records, strict=True) if i < first_bad]
-            result = type(result)(records, result.positions[: len(records)], {first_bad: result.errors[first_bad]})
-            self._produce_records(records)
-        for index, error in result.errors.items():
+        records, positions, errors = result.records, result.positions, result.errors
+        if errors and self.on_error == "fail":
+            # Records before the first bad one are produced, then the bad one raises.
+            first_bad = min(errors)
+            self._produce_records([r for i, r in zip(positions, records, strict=True) if i < first_bad])
+            errors = {first_bad: errors[first_bad]}
+        for index, invalid in errors.items():
             source = where[index]
             line = source.line if source is not None else first + index
-            error = RecordValidationError(self.codec.name, error.problems, line=line if self.lines else None)
-            reason = "; ".join(str(p) for p in error.problems)
-            self.reject(source, error, reason, error.fields, original=values[index], position=line)
+            problem = RecordValidationError(self.codec.name, invalid.problems, line=line if self.lines else None)
+            reason = "; ".join(str(p) for p in problem.problems)
+            self.reject(source, problem, reason, problem.fields, original=values[index], position=line)
         if self.missing_topic:
-            for index, record in zip(result.positions, records, strict=True):
+            for index, record in zip(positions, records, strict=True):
                 self.reject(
                     where[index],
                     TopicError(f"topic {self.topic} does not exist"),
@@ -840,7 +840,7 @@ class Subscription:
 
     def _received(self, message: confluent_kafka.Message) -> Received:
         value = message.value()
-        headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in (message.headers() or [])]
+        headers = headers_of(message)
         record: Contract | None = None
         error = None
         if self._codec is not None and value is not None:

@@ -181,21 +181,19 @@ def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say) -> 
 
 def clinical_requests(count: int, *, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
     """Inference requests from the breast cancer data set; measurements grow 30% after the shift."""
-    from sklearn.datasets import load_breast_cancer
+    from inferstream.serving.demo_models import TABULAR_NAME, TABULAR_VERSION, tabular_rows
 
-    from inferstream.serving.demo_models import TABULAR_NAME, TABULAR_VERSION, feature_name
-
-    data = load_breast_cancer()
-    names = [feature_name(n) for n in data.feature_names]
+    before, _ = tabular_rows()
+    after, _ = tabular_rows(scale=1.3)
     shift_at = max(int(count * shift_after), 1)
     for i in range(count):
         # The same patients after the shift, measured 30% larger: only the shift differs.
-        row = data.data[(i % shift_at) % len(data.data)] * (1.3 if i >= shift_at else 1.0)
+        rows = after if i >= shift_at else before
         yield {
             "request_id": f"req-{i}",
             "model": TABULAR_NAME,
             "version": TABULAR_VERSION,
-            "inputs": dict(zip(names, map(float, row), strict=True)),
+            "inputs": rows[(i % shift_at) % len(rows)],
         }
 
 

@@ -9,15 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 
 from inferstream import Client, Settings
 from inferstream.connectors.kafka import Producer
 from inferstream.errors import ContractError, ModelError, RequestTimeoutError
 from inferstream.schemas import Prediction
-from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, feature_name
+from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
 
@@ -53,10 +51,8 @@ def serving(settings: Settings, models_dir: Path) -> Iterator[tuple[Settings, In
     assert not errors, errors
 
 
-def _rows() -> tuple[list[dict[str, float]], np.ndarray]:
-    data = load_breast_cancer()
-    names = [feature_name(n) for n in data.feature_names]
-    return [dict(zip(names, map(float, row), strict=True)) for row in data.data], data.target
+def _rows() -> tuple[list[dict[str, float]], list[int]]:
+    return tabular_rows()
 
 
 def test_every_request_gets_one_prediction_and_bad_ones_are_dead_lettered(

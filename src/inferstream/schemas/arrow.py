@@ -26,13 +26,11 @@ _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _JSON_TYPES = {"JsonValue"}
 
 
-def _strip(annotation: Any) -> tuple[Any, list[Any]]:
-    """Unwrap Annotated and Optional; return the bare type and its metadata."""
-    metadata: list[Any] = []
+def _strip(annotation: Any) -> Any:
+    """The type inside any ``Annotated[...]`` wrappers."""
     while get_origin(annotation) is typing.Annotated:
-        args = get_args(annotation)
-        annotation, metadata = args[0], [*metadata, *args[1:]]
-    return annotation, metadata
+        annotation = get_args(annotation)[0]
+    return annotation
 
 
 def _non_null(annotation: Any) -> list[Any]:
@@ -42,14 +40,14 @@ def _non_null(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _is_vector(metadata: list[Any], annotation: Any) -> bool:
+def _is_vector(annotation: Any) -> bool:
     return annotation is np.ndarray or get_origin(annotation) is np.ndarray
 
 
 def arrow_type(annotation: Any) -> pa.DataType:
     """The Arrow type of a contract field's annotation."""
-    annotation, metadata = _strip(annotation)
-    if _is_vector(metadata, annotation):
+    annotation = _strip(annotation)
+    if _is_vector(annotation):
         return pa.list_(pa.float32())
     if getattr(annotation, "__name__", None) in _JSON_TYPES or annotation is Any:
         return pa.string()
@@ -57,7 +55,7 @@ def arrow_type(annotation: Any) -> pa.DataType:
     if len(members) > 1:
         # A union of scalars (features) or of anything else: keep the JSON text.
         return pa.string()
-    annotation, _ = _strip(members[0])
+    annotation = _strip(members[0])
     origin = get_origin(annotation)
     if origin is Literal or annotation is str:
         return pa.string()
@@ -87,7 +85,7 @@ def arrow_type(annotation: Any) -> pa.DataType:
     if origin is dict:
         key, value = get_args(annotation)
         value_type = arrow_type(value)
-        if _strip(key)[0] is str and value_type == pa.string() and _strip(value)[0] is str:
+        if _strip(key) is str and value_type == pa.string() and _strip(value) is str:
             return pa.map_(pa.string(), pa.string())
         return pa.string()  # free-form mapping: JSON text
     raise TypeError(f"no Arrow type for {annotation!r}")
@@ -105,7 +103,7 @@ def arrow_schema(contract: type[Contract]) -> pa.Schema:
 
 
 def _nullable(annotation: Any) -> bool:
-    bare, _ = _strip(annotation)
+    bare = _strip(annotation)
     return type(None) in get_args(bare)
 
 

@@ -59,6 +59,19 @@ def feature_name(raw: str) -> str:
     return raw.strip().replace(" ", "_")
 
 
+def tabular_rows(scale: float = 1.0) -> tuple[list[dict[str, float]], list[int]]:
+    """The breast cancer data set as request inputs (feature name → value), and its targets.
+
+    ``scale`` multiplies every measurement (a shift for drift demos and tests).
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    names = [feature_name(n) for n in data.feature_names]
+    rows = [dict(zip(names, map(float, row * scale), strict=True)) for row in data.data]
+    return rows, [int(t) for t in data.target]
+
+
 def build_tabular(root: Path) -> list[BuiltFile]:
     """Train and convert the tabular classifier into ``root/breast-cancer/1``."""
     try:

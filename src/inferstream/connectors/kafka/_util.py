@@ -33,3 +33,8 @@ def fetch(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) 
     if max_records <= 1:
         return [first]
     return [first, *consumer.consume(max_records - 1, 0)]
+
+
+def headers_of(message: confluent_kafka.Message) -> list[tuple[str, bytes]]:
+    """A message's headers with bytes values (librdkafka gives None for empty ones)."""
+    return [(key, as_bytes(value)) for key, value in (message.headers() or [])]

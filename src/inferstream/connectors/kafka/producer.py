@@ -19,7 +19,7 @@ from typing import Any, Self
 import confluent_kafka
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import error_of
+from inferstream.connectors.kafka._util import error_of, headers_of
 from inferstream.errors import DeliveryError, KafkaError
 from inferstream.metrics import Metrics
 
@@ -244,8 +244,7 @@ class Producer:
             if self._metrics is not None:
                 self._metrics.records_out.labels(msg.topic(), self._stage).inc()
             return
-        headers = [(k, v if isinstance(v, bytes) else (v or "").encode()) for k, v in (msg.headers() or [])]
-        self._record_failure(msg.topic() or "", msg.key(), msg.value(), headers, err, tag)
+        self._record_failure(msg.topic() or "", msg.key(), msg.value(), headers_of(msg), err, tag)
 
     def _record_failure(
         self,
