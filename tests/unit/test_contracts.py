@@ -159,6 +159,28 @@ def test_prediction_carries_inputs_outputs_and_latency() -> None:
         codec_for(Prediction).validate({**PREDICTION, "latency": {"queue_ms": -1, "compute_ms": 0, "total_ms": 0}})
 
 
+@pytest.mark.parametrize("micros", [0, 123456])
+def test_encoding_fields_writes_what_the_model_writes(micros: int) -> None:
+    # The serving hot path encodes predictions from their fields; readers must not see a difference.
+    codec = codec_for(Prediction)
+    when = datetime(2026, 1, 2, 3, 4, 5, micros, tzinfo=UTC)
+    fields = {
+        **PREDICTION,
+        "event_time": when,
+        "predicted_at": when,
+        "shadow": False,
+        "chain": [],
+        "source_event_id": None,
+        "attributes": {"team": "a"},
+        "outputs": {"label": "setosa", "probabilities": {"setosa": 0.9, "other": float("nan")}},
+    }
+    fast = codec.encode_fields(fields)
+    assert fast == codec.encode(Prediction.model_validate(fields))
+    decoded = codec.decode(fast)
+    assert decoded.predicted_at == when
+    assert decoded.outputs["probabilities"] == {"setosa": 0.9, "other": None}  # NaN is written as null
+
+
 def test_requests_and_alerts_and_routes() -> None:
     request = codec_for(InferenceRequest).validate(
         {"request_id": "r", "model": "iris", "version": "2", "inputs": {"x": 1}, "reply_to": "inferstream.replies.c1"}

@@ -1,8 +1,9 @@
 """The inference worker: Kafka requests in, micro-batched ONNX inference, predictions out.
 
-Two threads share a bounded queue. The consumer thread reads requests, decodes and
-checks them, and enqueues them (in partition order, bad ones included, marked);
-it pauses its partitions when the queue is full. The inference thread closes a
+Two threads share a bounded backlog. The consumer thread reads requests, decodes and
+checks them, and adds each fetch to the backlog at once (in partition order, bad
+ones included, marked); while the backlog is full it stops fetching (librdkafka's
+own prefetch is bounded too), and pauses its partitions if that lasts. The inference thread closes a
 batch at ``max_batch_size`` or when its oldest request has waited
 ``max_queue_delay_ms``, runs the model (ONNX Runtime releases the GIL, so the next
 batch is decoded meanwhile), produces one prediction per request to the
@@ -18,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +46,11 @@ from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_l
 log = logging.getLogger("inferstream.serving")
 
 _COMMIT_EVERY_S = 1.0
+# A backlog full for this long pauses the partitions (pausing drops librdkafka's prefetched
+# records, which are fetched again on resume: worth it only when the model stalls).
+_PAUSE_AFTER_S = 5.0
+# librdkafka's prefetch per consumer (its default is 64 MB): with the backlog, the memory bound.
+_PREFETCH_KBYTES = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -52,6 +59,53 @@ class _Item:
     request: InferenceRequest | EmbeddingRequest | None
     error: Exception | None
     received: float
+
+
+class _Backlog:
+    """Decoded requests waiting for the inference thread, oldest first.
+
+    The consumer thread adds whole fetches (one lock and one wake-up per fetch, not per
+    record); the inference thread takes a batch once it is full or its oldest request
+    has waited the model's max queue delay.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[_Item] = deque()
+        self._ready = threading.Condition()
+        self._taken = 0  # requests taken and not yet served
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being served."""
+        return not self._items and not self._taken
+
+    def add(self, items: list[_Item]) -> None:
+        """Append one fetch's requests and wake the inference thread."""
+        with self._ready:
+            self._items.extend(items)
+            self._ready.notify()
+
+    def take(self, limit: int, max_delay_s: float, wait_s: float) -> list[_Item]:
+        """Up to ``limit`` requests: waits ``wait_s`` for a first one, then until full or its delay is up."""
+        with self._ready:
+            if not self._items and not self._ready.wait_for(lambda: self._items, wait_s):
+                return []
+            deadline = self._items[0].received + max_delay_s
+            while len(self._items) < limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._ready.wait(remaining):
+                    break
+            pop = self._items.popleft
+            batch = [pop() for _ in range(min(limit, len(self._items)))]
+            self._taken = len(batch)
+            return batch
+
+    def served(self) -> None:
+        """The batch last taken is served."""
+        self._taken = 0
 
 
 @dataclass
@@ -85,7 +139,7 @@ class InferenceWorker:
         self.request_topic = settings.topics.request_topic(config.name, config.version)
         self.output_topic = settings.topics.platform_topics()[config.output_topic]
         self.group_id = f"inferstream-serve-{config.name}-{config.version}"
-        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._backlog = _Backlog()
         # Batches whose outputs are acknowledged, for the consumer thread to store: the
         # consumer handle is used from that one thread only.
         self._done: queue.SimpleQueue[list[confluent_kafka.Message]] = queue.SimpleQueue()
@@ -99,6 +153,7 @@ class InferenceWorker:
         self._paused = False
         self._request_codec: Codec[Any] = codec_for(EmbeddingRequest if self.embedder else InferenceRequest)
         self._prediction_codec = codec_for(Prediction)
+        self._prediction_header = [self._prediction_codec.header]
         self._embedding_codec = codec_for(Embedding)
         self._labels = config.outputs.labels
         self.ready = threading.Event()
@@ -123,6 +178,7 @@ class InferenceWorker:
             from_beginning=True,
             metrics=self.metrics,
             stage="serve",
+            overrides={"queued.max.messages.kbytes": _PREFETCH_KBYTES},
         )
         self._producer = Producer(
             self.settings,
@@ -155,27 +211,39 @@ class InferenceWorker:
 
     def _consume_loop(self) -> None:
         capacity = self.config.batching.queue_size
+        fetch_size = max(capacity // 4, self.config.batching.max_batch_size)
         last_commit = time.monotonic()
+        full_since = 0.0
         now_dt = datetime.now
         while not self._stop.is_set():
-            size = self._queue.qsize()
-            if not self._paused and size >= capacity:
-                self._consumer.raw.pause(self._consumer.raw.assignment())
-                self._paused = True
-            elif self._paused and size <= capacity // 2:
-                self._consumer.raw.resume(self._consumer.raw.assignment())
-                self._paused = False
             self._store_done()
+            if len(self._backlog) >= capacity:
+                # Backpressure: stop fetching; pause the partitions only if the model stalls,
+                # so consume() keeps this member in its group (max.poll.interval.ms).
+                full_since = full_since or time.monotonic()
+                if not self._paused and time.monotonic() - full_since >= _PAUSE_AFTER_S:
+                    self._consumer.raw.pause(self._consumer.raw.assignment())
+                    self._paused = True
+                if not self._paused:
+                    time.sleep(0.001)
+                    continue
+            else:
+                full_since = 0.0
+                if self._paused and len(self._backlog) <= capacity // 2:
+                    self._consumer.raw.resume(self._consumer.raw.assignment())
+                    self._paused = False
             # Large fetches: each call costs a GIL hand-over with the busy inference thread.
-            messages = self._consumer.consume(max(capacity // 4, self.config.batching.max_batch_size), 0.05)
-            received = time.monotonic()
-            wall = now_dt(UTC)
-            for message in messages:
-                self._queue.put(self._decode(message, received, wall))
+            messages = self._consumer.consume(fetch_size, 0.05)
+            if messages:
+                received = time.monotonic()
+                wall = now_dt(UTC)
+                decode = self._decode
+                self._backlog.add([decode(message, received, wall) for message in messages])
             if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
-                self._consumer.commit()
+                self._consumer.commit(asynchronous=True)
                 last_commit = time.monotonic()
-        self._queue.join()  # the inference thread has finished every queued request
+        while not self._backlog.idle and self.failure is None:
+            time.sleep(0.005)  # the inference thread finishes every request taken in
         deadline = time.monotonic() + 30
         while self._in_flight and self.failure is None and time.monotonic() < deadline:
             self._store_done()  # acknowledgements of the last batches are still arriving
@@ -211,24 +279,12 @@ class InferenceWorker:
 
     def _next_batch(self) -> list[_Item]:
         batching = self.config.batching
-        try:
-            first = self._queue.get(timeout=0.05)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = first.received + batching.max_queue_delay_ms / 1000
-        # Texts: take up to four model batches from the queue and bucket them by length.
+        # Texts: take up to four model batches and bucket them by length.
         limit = batching.max_batch_size * (4 if self.embedder else 1)
-        while len(batch) < limit:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        return self._backlog.take(limit, batching.max_queue_delay_ms / 1000, 0.05)
 
     def _infer_loop(self) -> None:
-        while not (self._consumer_done.is_set() and self._queue.empty()):
+        while not (self._consumer_done.is_set() and self._backlog.idle):
             self._producer.poll(0)
             self._check_failures()
             batch = self._next_batch()
@@ -242,8 +298,7 @@ class InferenceWorker:
                 self.failure = exc
                 self._stop.set()
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._backlog.served()
         self._producer.flush_quietly()
         self._check_failures()
 
@@ -356,38 +411,42 @@ class InferenceWorker:
     ) -> None:
         now = datetime.now(UTC)
         rows = self._outputs(outputs, len(items))
-        encode = self._prediction_codec.encode
-        header = [self._prediction_codec.header]
+        # Built from a validated request and our own outputs: encoded from its fields
+        # (~1 µs a record; constructing and serialising the model costs ~10 µs).
+        encode = self._prediction_codec.encode_fields
+        name, version = self.config.name, self.config.version
+        values: list[bytes] = []
+        keys: list[bytes] = []
         for item, row in zip(items, rows, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
-            total_ms = max((now - request.event_time).total_seconds() * 1000, 0.0)
-            # Built from a validated request and our own outputs: validating the inputs
-            # again would cost ~35 µs a record (they are JSON values already).
-            prediction = Prediction.model_construct(
-                request_id=request.request_id,
-                event_time=request.event_time,
-                model=self.config.name,
-                version=self.config.version,
-                inputs=request.inputs,
-                outputs=row,
-                latency=Latency.model_construct(
-                    queue_ms=max((started - item.received) * 1000, 0.0),
-                    compute_ms=compute_ms,
-                    total_ms=total_ms,
-                ),
-                predicted_at=now,
-                shadow=False,
-                chain=[],
-                source_event_id=request.source_event_id,
-                attributes=request.attributes,
+            value = encode(
+                {
+                    "request_id": request.request_id,
+                    "event_time": request.event_time,
+                    "model": name,
+                    "version": version,
+                    "inputs": request.inputs,
+                    "outputs": row,
+                    "latency": {
+                        "queue_ms": max((started - item.received) * 1000, 0.0),
+                        "compute_ms": compute_ms,
+                        "total_ms": max((now - request.event_time).total_seconds() * 1000, 0.0),
+                    },
+                    "predicted_at": now,
+                    "shadow": False,
+                    "chain": [],
+                    "source_event_id": request.source_event_id,
+                    "attributes": request.attributes,
+                }
             )
-            value = encode(prediction)
-            key = request.request_id.encode()
-            self._in_flight[tag][0] += 2 if request.reply_to else 1
-            self._producer.produce(self.output_topic, value, key, header, tag=tag)
+            values.append(value)
+            keys.append(request.request_id.encode())
             if request.reply_to:
-                self._producer.produce(request.reply_to, value, key, header, tag=tag)
+                self._in_flight[tag][0] += 1
+                self._producer.produce(request.reply_to, value, keys[-1], self._prediction_header, tag=tag)
+        self._in_flight[tag][0] += len(values)
+        self._producer.produce_many(self.output_topic, values, keys, self._prediction_header, tag=tag)
         self.stats.predictions += len(items)
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:

@@ -114,12 +114,16 @@ class Consumer:
             if offsets:
                 self._consumer.store_offsets(offsets=offsets)
 
-    def commit(self, messages: Iterable[Message] | None = None) -> None:
-        """Commit stored offsets (after storing ``messages`` when given), synchronously."""
+    def commit(self, messages: Iterable[Message] | None = None, *, asynchronous: bool = False) -> None:
+        """Commit stored offsets (after storing ``messages`` when given), synchronously by default.
+
+        An asynchronous commit does not wait for the broker (periodic commits on a hot
+        path); one that fails is repeated by the next, and closing commits synchronously.
+        """
         if messages is not None:
             self.store(messages)
         try:
-            self._consumer.commit(asynchronous=False)
+            self._consumer.commit(asynchronous=asynchronous)
         except confluent_kafka.KafkaException as exc:
             error = error_of(exc)
             if error.code() == confluent_kafka.KafkaError._NO_OFFSET:
