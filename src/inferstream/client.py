@@ -54,6 +54,7 @@ from inferstream.schemas.records import (
     Prediction,
     contract_named,
 )
+from inferstream.serving.routes import RouteTable
 
 OnError = Literal["fail", "skip", "dlq"]
 Progress = Callable[[int], None]
@@ -129,6 +130,7 @@ class Client:
         self.client_id = f"{self.settings.kafka.client_id}-{uuid.uuid4().hex[:12]}"
         self._replies: ReplyListener | None = None
         self._replies_lock = threading.Lock()
+        self._routes: RouteTable | None = None
 
     # -- topics -----------------------------------------------------------------------
 
@@ -279,7 +281,10 @@ class Client:
         request_id: str | None = None,
         attributes: Mapping[str, str] | None = None,
     ) -> Prediction:
-        """Send one request to ``model`` (``name:version`` or ``version=``) and wait for its prediction.
+        """Send one request to ``model`` and wait for its prediction.
+
+        ``name:version`` or ``version=`` asks that version; a bare name is routed by the
+        model's route on the control topic (``inferstream models route``), by request id.
 
         The request carries this client's reply topic and a deadline ``timeout`` from
         now, so a worker that gets to it late dead-letters it instead of answering.
@@ -324,14 +329,13 @@ class Client:
         attributes: Mapping[str, str] | None,
     ) -> Prediction | Embedding:
         name, _, pinned = model.partition(":")
-        chosen = version or pinned
-        if not chosen:
-            raise ContractError(f"say which version of {name!r} to ask: '{name}:1' or version='1'")
+        request_id = request_id or uuid.uuid4().hex
+        chosen = version or pinned or self.routes.resolve(name, request_id)
         replies = self._reply_listener()
         codec = codec_for(contract)
         request = codec.validate(
             {
-                "request_id": request_id or uuid.uuid4().hex,
+                "request_id": request_id,
                 "model": name,
                 "version": chosen,
                 "reply_to": replies.topic,
@@ -354,6 +358,14 @@ class Client:
             ) from None
         finally:
             replies.forget(request.request_id)
+
+    @property
+    def routes(self) -> RouteTable:
+        """The models' routes (from the control topic, kept current): alias → version by request id."""
+        with self._replies_lock:
+            if self._routes is None:
+                self._routes = RouteTable(self.settings).start()
+            return self._routes
 
     def _reply_listener(self) -> ReplyListener:
         with self._replies_lock:
@@ -487,7 +499,10 @@ class Client:
             self._producer.flush()
 
     def close(self) -> None:
-        """Flush and release the producer (and the reply listener)."""
+        """Flush and release the producer (and the reply listener and routes)."""
+        if self._routes is not None:
+            routes, self._routes = self._routes, None
+            routes.close()
         if self._replies is not None:
             replies, self._replies = self._replies, None
             replies.close()

@@ -130,6 +130,8 @@ class KafkaSettings(_Frozen):
             "enable.auto.offset.store": False,
             "session.timeout.ms": self.session_timeout_ms,
             "max.poll.interval.ms": self.max_poll_interval_ms,
+            # Outputs of exactly-once workers are visible once their transaction commits.
+            "isolation.level": "read_committed",
             # librdkafka's default (1 s) stalls a fast consumer whenever its local queue fills.
             "fetch.queue.backoff.ms": 10,
             **self.consumer_overrides,

@@ -10,7 +10,8 @@ can catch ``InferstreamError`` and know it came from here::
     ├── KafkaError                  anything the broker or client refused
     │   ├── DeliveryError           a produced record was not acknowledged
     │   ├── TopicError              a topic is missing or cannot be created
-    │   └── CommitError             offsets could not be committed
+    │   ├── CommitError             offsets could not be committed
+    │   └── TransactionError        an exactly-once transaction failed (fenced or aborted)
     ├── ModelError                  a model in the repository cannot be loaded or run
     │   └── ProviderUnavailableError  the configured execution provider (GPU) is not there
     ├── StackError                  the local stack (Kafka from Maven) failed to start/stop
@@ -107,6 +108,14 @@ class TopicError(KafkaError):
 
 class CommitError(KafkaError):
     """Offsets could not be committed (a rebalance took the partition, or the broker is down)."""
+
+
+class TransactionError(KafkaError):
+    """An exactly-once worker's transaction failed; nothing of it is visible, and it is served again.
+
+    The worker restarts from its last committed transaction (a new producer fences
+    the old one; the consumer resumes from the committed offsets).
+    """
 
 
 class ModelError(InferstreamError):

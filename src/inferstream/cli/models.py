@@ -9,9 +9,12 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
+from inferstream.schemas.records import Route
+from inferstream.serving.compare import compare
 from inferstream.serving.demo_models import build_demo_models
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.repository import ModelRepository
+from inferstream.serving.routes import parse_weights, promote, read_routes, rollback, set_route
 
 models_app = typer.Typer(help="The ONNX model repository.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -71,3 +74,77 @@ def build_demo(ctx: typer.Context) -> None:
         files = build_demo_models(root)
     for built in files:
         out(f"{built.sha256}  {built.path}")
+
+
+def _route_line(route: Route) -> str:
+    total = sum(v.weight for v in route.versions)
+    split = ", ".join(f"v{v.version}={v.weight / total:.0%}" for v in route.versions)
+    shadow = f"; shadow {', '.join('v' + s for s in route.shadow)}" if route.shadow else ""
+    return f"{route.model}: {split}{shadow}"
+
+
+@models_app.command("route")
+def route(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name (the alias requests use).")],
+    weights: Annotated[str, typer.Option("--weights", "-w", help="Versions and weights: v1=90,v2=10.")],
+    shadow: Annotated[list[str] | None, typer.Option("--shadow", help="A shadow version (repeatable).")] = None,
+) -> None:
+    """Route a model's requests to versions by weight (takes effect at once, no restarts)."""
+    settings = settings_of(ctx)
+    known = _repository(ctx).versions(name)
+    shadows = [s.removeprefix("v") for s in shadow or []]
+    new = set_route(settings, name, parse_weights(weights), shadow=shadows, known_versions=known)
+    console.print(f"[green]route set[/] {_route_line(new)}")
+
+
+@models_app.command("promote")
+def promote_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="The version that gets all the traffic.")],
+) -> None:
+    """Send all of a model's traffic to one version (the previous route is kept for rollback)."""
+    new = promote(settings_of(ctx), name, version.removeprefix("v"))
+    console.print(f"[green]promoted[/] {_route_line(new)}")
+
+
+@models_app.command("rollback")
+def rollback_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
+    """Restore the route before the current one."""
+    new = rollback(settings_of(ctx), name)
+    console.print(f"[yellow]rolled back[/] {_route_line(new)}")
+
+
+@models_app.command("routes")
+def routes(ctx: typer.Context) -> None:
+    """Every model's current route."""
+    table = Table(title="routes")
+    for column in ("model", "versions", "shadow", "previous", "set at"):
+        table.add_column(column)
+    for model, current in sorted(read_routes(settings_of(ctx)).items()):
+        table.add_row(
+            model,
+            ", ".join(f"v{v.version}={v.weight:g}" for v in current.versions),
+            ", ".join(current.shadow),
+            ", ".join(f"v{v.version}={v.weight:g}" for v in current.previous or []),
+            current.event_time.isoformat(timespec="seconds"),
+        )
+    console.print(table)
+
+
+@models_app.command("compare")
+def compare_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    primary: Annotated[str, typer.Argument(help="The version users see.")],
+    shadow: Annotated[str, typer.Argument(help="The shadow version.")],
+) -> None:
+    """Agreement and latency of a shadow version against the primary, on the same requests."""
+    result = compare(settings_of(ctx), name, primary.removeprefix("v"), shadow.removeprefix("v"))
+    table = Table(title=f"{name}: v{result.primary} (primary) against v{result.shadow} (shadow)")
+    table.add_column("")
+    table.add_column("value")
+    for row in result.rows():
+        table.add_row(*row)
+    console.print(table)

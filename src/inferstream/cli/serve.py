@@ -1,11 +1,8 @@
-"""``inferstream serve --model NAME:VERSION [--replicas N]``: inference workers."""
+"""``inferstream serve --model NAME:VERSION``: inference workers, one or many, fixed or autoscaled."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from types import FrameType
 from typing import Annotated
 
@@ -13,9 +10,12 @@ import typer
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
+from inferstream.errors import ConfigError
 from inferstream.metrics import Metrics
 from inferstream.serving.repository import ModelRepository
-from inferstream.serving.worker import InferenceWorker
+from inferstream.serving.routes import read_routes
+from inferstream.serving.supervisor import ScaleEvent, ScalePolicy, Supervisor, serve_command
+from inferstream.serving.worker import WorkerOptions, WorkerRunner
 
 
 @app.command()
@@ -25,6 +25,23 @@ def serve(
     replicas: Annotated[
         int, typer.Option("--replicas", "-r", help="Worker processes (one consumer group).", min=1)
     ] = 1,
+    autoscale: Annotated[
+        bool, typer.Option("--autoscale", help="Add worker processes while the lag grows, remove them when it drains.")
+    ] = False,
+    max_replicas: Annotated[
+        int, typer.Option("--max-replicas", help="Most processes with --autoscale (and never above the partitions).")
+    ] = 4,
+    exactly_once: Annotated[
+        bool,
+        typer.Option("--exactly-once", help="Kafka transactions: consume → predict → produce → commit, no duplicates."),
+    ] = False,
+    shadow: Annotated[
+        bool,
+        typer.Option("--shadow", help="Serve as a shadow of the route's versions: outputs to predictions-shadow only."),
+    ] = False,
+    instance: Annotated[
+        int, typer.Option("--instance", hidden=True, help="This copy's number (set by --replicas).")
+    ] = 0,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
@@ -32,42 +49,63 @@ def serve(
     """Serve a model version from its request topic until Ctrl-C (finishing what is queued)."""
     settings = settings_of(ctx)
     version = ModelRepository(settings.models_dir).resolve(model)
-    if replicas > 1:
-        raise typer.Exit(_replicas(ctx, version.config.ref, replicas))
+    shadow_of: tuple[str, ...] = ()
+    if shadow:
+        route = read_routes(settings).get(version.config.name)
+        if route is None or version.config.version not in route.shadow:
+            raise ConfigError(
+                f"{version.config.ref} is not a shadow in the route of {version.config.name}: "
+                f"`inferstream models route {version.config.name} --weights ... --shadow {version.config.version}`"
+            )
+        shadow_of = tuple(v.version for v in route.versions if v.weight > 0)
+    options = WorkerOptions(exactly_once=exactly_once, shadow_of=shadow_of, instance=instance)
+    if replicas > 1 or autoscale:
+        raise typer.Exit(_supervise(ctx, version.config.ref, replicas, autoscale, max_replicas, options))
     metrics = Metrics()
     port = metrics_port if metrics_port is not None else settings.metrics.port
     if port:
         console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
-    worker = InferenceWorker(settings, version, metrics=metrics)
+    runner = WorkerRunner(settings, version, metrics=metrics, options=options)
+    worker = runner.worker
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
+        runner.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    console.print(f"serving {version.config.ref} from {worker.request_topic} → {worker.output_topic}")
-    stats = worker.run()
+    role = f"shadow of {', '.join(shadow_of)}" if shadow_of else "primary"
+    console.print(
+        f"serving {version.config.ref} ({role}{', exactly-once' if exactly_once else ''}) "
+        f"from {', '.join(worker.request_topics)} → {worker.output_topic}"
+    )
+    stats = runner.run()
     console.print(
         f"served {stats.requests} requests: {stats.predictions} predictions, {stats.dead_letters} dead letters, "
         f"mean batch {stats.mean_batch_size:.1f}"
     )
 
 
-def _replicas(ctx: typer.Context, ref: str, count: int) -> int:
-    # One process per replica: one ONNX session each, sharing the request topic as a group.
-    args = [sys.executable, "-m", "inferstream"]
+def _supervise(
+    ctx: typer.Context, ref: str, replicas: int, autoscale: bool, max_replicas: int, options: WorkerOptions
+) -> int:
+    settings = settings_of(ctx)
     root = ctx.find_root().params
-    if root.get("config"):
-        args += ["--config", str(root["config"])]
-    if root.get("bootstrap_servers"):
-        args += ["--bootstrap-servers", str(root["bootstrap_servers"])]
-    processes = [subprocess.Popen([*args, "serve", "--model", ref], env=os.environ.copy()) for _ in range(count)]
+    extra = [*(["--exactly-once"] if options.exactly_once else []), *(["--shadow"] if options.shadow_of else [])]
+    name, _, version = ref.partition(":")
+    role = "shadow" if options.shadow_of else "serve"
+    supervisor = Supervisor(
+        settings,
+        serve_command(str(root["config"]) if root.get("config") else None, root.get("bootstrap_servers"), ref, *extra),
+        topics=[settings.topics.request_topic(name, v) for v in options.shadow_of or (version,)],
+        group_id=f"inferstream-{role}-{name}-{version}",
+        replicas=replicas,
+        policy=ScalePolicy(min_replicas=1, max_replicas=max_replicas) if autoscale else None,
+        on_event=_print_event,
+    )
+    signal.signal(signal.SIGINT, supervisor.stop)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    return supervisor.run()
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        for process in processes:
-            process.send_signal(signum)
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    codes = [process.wait() for process in processes]
-    return max(codes, key=abs)
+def _print_event(event: ScaleEvent) -> None:
+    console.print(f"[cyan]{event.replicas} worker process(es)[/]: {event.reason} (lag {event.lag})")

@@ -11,14 +11,27 @@ predictions topic and to the request's reply-to, dead-letters what cannot be
 served, waits for the broker's acknowledgement and only then marks the batch's
 offsets for commit (the consumer thread stores them: a consumer handle is used
 from one thread). At-least-once: a crash redelivers, never loses.
+
+Options (:class:`WorkerOptions`):
+
+- ``exactly_once``: Kafka transactions of up to 250 ms of batches — their predictions,
+  replies and dead letters, and their input offsets (sent with the group's metadata,
+  which fences a zombie copy). Readers of those topics use ``read_committed`` (the
+  default here), so a crash leaves no duplicates: the coordinator aborts the open
+  transaction after ``transaction.timeout.ms`` and its requests are served again. A
+  transaction that fails is aborted and the worker starts afresh (:class:`WorkerRunner`).
+- ``shadow_of``: serve as a shadow — read the given primary versions' request topics
+  in a group of its own, and write only to ``predictions-shadow`` (no replies).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,11 +42,12 @@ import confluent_kafka
 import numpy as np
 
 from inferstream.config import Settings
+from inferstream.connectors.kafka._util import error_of
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.connectors.kafka.producer import Producer
-from inferstream.errors import ContractError, ModelError
+from inferstream.errors import ContractError, ModelError, TransactionError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, codec_for
 from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Latency, Prediction
@@ -51,6 +65,9 @@ _COMMIT_EVERY_S = 1.0
 _PAUSE_AFTER_S = 5.0
 # librdkafka's prefetch per consumer (its default is 64 MB): with the backlog, the memory bound.
 _PREFETCH_KBYTES = 16 * 1024
+# Exactly-once: the longest a transaction stays open while requests keep coming.
+_TRANSACTION_S = 0.25
+_TRANSACTION_TIMEOUT_MS = 10_000
 
 
 @dataclass(slots=True)
@@ -108,6 +125,18 @@ class _Backlog:
         self._taken = 0
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker serves, beyond its model's own config."""
+
+    #: Kafka transactions around consume → predict → produce → offsets.
+    exactly_once: bool = False
+    #: Serve as a shadow of these primary versions (their request topics; outputs to predictions-shadow).
+    shadow_of: tuple[str, ...] = ()
+    #: This copy's number among its replicas: part of its transactional id.
+    instance: int = 0
+
+
 @dataclass
 class WorkerStats:
     """Counts since the worker started: requests = predictions + dead letters."""
@@ -127,18 +156,36 @@ class WorkerStats:
 class InferenceWorker:
     """Serves one model version from its request topic; N copies share it as one group."""
 
-    def __init__(self, settings: Settings, version: ModelVersion, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        version: ModelVersion,
+        *,
+        metrics: Metrics | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
         config = version.config
+        self.options = options = options or WorkerOptions()
         self.version = version
         self.embedder = config.kind == "embedder"
+        self.shadow = bool(options.shadow_of)
+        if self.shadow and self.embedder:
+            raise ModelError(f"{config.ref} is an embedder: only classifiers and regressors run as shadows")
         self.settings = settings
         self.config = config
         self.model = OnnxModel(version)
         self.metrics = metrics or Metrics()
         self.stats = WorkerStats()
-        self.request_topic = settings.topics.request_topic(config.name, config.version)
-        self.output_topic = settings.topics.platform_topics()[config.output_topic]
-        self.group_id = f"inferstream-serve-{config.name}-{config.version}"
+        topics = settings.topics
+        served = options.shadow_of or (config.version,)
+        self.request_topics = [topics.request_topic(config.name, v) for v in served]
+        self.request_topic = self.request_topics[0]
+        self.output_topic = topics.platform_topics()["predictions-shadow" if self.shadow else config.output_topic]
+        role = "shadow" if self.shadow else "serve"
+        self.group_id = f"inferstream-{role}-{config.name}-{config.version}"
+        #: Exactly-once: this copy's transactional id, new each start as Kafka Streams does under
+        #: exactly-once v2 (the group generation sent with the offsets fences zombies).
+        self.transactional_id = f"{self.group_id}-{options.instance}-{uuid.uuid4().hex[:8]}"
         self._backlog = _Backlog()
         # Batches whose outputs are acknowledged, for the consumer thread to store: the
         # consumer handle is used from that one thread only.
@@ -148,6 +195,9 @@ class InferenceWorker:
         # its producer polls), so the next batch runs while the broker acknowledges this one.
         self._in_flight: dict[int, list[Any]] = {}
         self._sequence = 0
+        # The open transaction (exactly-once): when it began, and the next offset of each input partition.
+        self._transaction_started: float | None = None
+        self._transaction_offsets: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
         self._paused = False
@@ -170,24 +220,34 @@ class InferenceWorker:
             self._preprocessor = TextPreprocessor(self.config, self.version.directory).load()
         else:
             self._preprocessor = TabularPreprocessor(self.config)
-        TopicAdmin(self.settings).ensure_request_topic(self.config.name, self.config.version)
+        admin = TopicAdmin(self.settings)
+        for served in self.options.shadow_of or (self.config.version,):
+            admin.ensure_request_topic(self.config.name, served)
         self._consumer = Consumer(
             self.settings,
-            [self.request_topic],
+            self.request_topics,
             group_id=self.group_id,
             from_beginning=True,
             metrics=self.metrics,
             stage="serve",
             overrides={"queued.max.messages.kbytes": _PREFETCH_KBYTES},
         )
+        overrides: dict[str, Any] = {"linger.ms": 1, "topic.metadata.propagation.max.ms": 2000}
+        if self.options.exactly_once:
+            overrides["transactional.id"] = self.transactional_id
+            # A copy that dies with a transaction open holds read_committed readers (and its
+            # successor's first offset fetch) until the coordinator aborts it after this.
+            overrides["transaction.timeout.ms"] = overrides["delivery.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
         self._producer = Producer(
             self.settings,
             metrics=self.metrics,
             stage="serve",
             on_ack=self._acked,
             # A reply topic that is gone is known after 2 s, not 30: its batch waits for that.
-            overrides={"linger.ms": 1, "topic.metadata.propagation.max.ms": 2000},
+            overrides=overrides,
         )
+        if self.options.exactly_once:
+            self._producer.raw.init_transactions(30)
         self._dlq = DeadLetterWriter(self.settings, stage="serve", producer=self._producer, metrics=self.metrics)
         inference = threading.Thread(target=self._infer_loop, name=f"infer-{self.config.ref}", daemon=True)
         inference.start()
@@ -198,7 +258,13 @@ class InferenceWorker:
             self._consumer_done.set()
             inference.join()
             self._consumer.close()
-            self._producer.close()
+            if self.failure is None:
+                self._producer.close()
+            else:  # its failure is raised below; closing raises it again (or a fatal error)
+                with contextlib.suppress(Exception):
+                    self._producer.close(5)
+        if isinstance(self.failure, TransactionError):
+            raise self.failure
         if self.failure is not None:
             raise ModelError(f"{self.config.ref} stopped: {self.failure}") from self.failure
         return self.stats
@@ -265,7 +331,9 @@ class InferenceWorker:
             if value is None:
                 raise ContractError("request has no value (a tombstone?)")
             request = self._request_codec.decode(value, headers=message.headers())
-            if (request.model, request.version) != (self.config.name, self.config.version):
+            if request.model != self.config.name or (
+                request.version != self.config.version and request.version not in self.options.shadow_of
+            ):
                 raise ContractError(
                     f"request is for {request.model}:{request.version}, this topic serves {self.config.ref}"
                 )
@@ -285,10 +353,16 @@ class InferenceWorker:
 
     def _infer_loop(self) -> None:
         while not (self._consumer_done.is_set() and self._backlog.idle):
-            self._producer.poll(0)
+            try:
+                self._producer.poll(0)
+            except confluent_kafka.KafkaException as exc:  # a fatal producer error (fenced)
+                self.failure = self.failure or TransactionError(f"the producer failed: {error_of(exc).str()}")
+                self._stop.set()
             self._check_failures()
             batch = self._next_batch()
             if not batch:
+                if self._transaction_started is not None and self.failure is None:
+                    self._guarded(self._commit_transaction, 0)
                 continue
             try:
                 if self.failure is None:  # after a failure nothing more is stored: all is redelivered
@@ -299,10 +373,72 @@ class InferenceWorker:
                 self._stop.set()
             finally:
                 self._backlog.served()
-        self._producer.flush_quietly()
+        if self.failure is None:
+            self._guarded(self._commit_transaction, 0)
+        with contextlib.suppress(confluent_kafka.KafkaException):  # raised only after a fatal error, kept above
+            self._producer.flush_quietly()
         self._check_failures()
 
+    def _guarded(self, step: Any, size: int) -> None:
+        try:
+            step()
+        except Exception as exc:
+            log.exception("serving failed (%d requests); stopping, they will be redelivered", size)
+            self.failure = exc
+            self._stop.set()
+
     def _serve(self, batch: Sequence[_Item]) -> None:
+        if not self.options.exactly_once:
+            self._serve_batch(batch)
+            return
+        # One transaction spans the batches of up to _TRANSACTION_S (or until no request comes
+        # for a moment): a commit costs a round of coordinator markers, too dear for every batch.
+        if self._transaction_started is None:
+            self._producer.raw.begin_transaction()
+            self._transaction_started = time.monotonic()
+        try:
+            self._serve_batch(batch)
+        except Exception as exc:
+            self._abort(exc)
+            raise
+        for item in batch:
+            message = item.message
+            self._transaction_offsets[(message.topic() or "", message.partition() or 0)] = (message.offset() or 0) + 1
+        if time.monotonic() - self._transaction_started >= _TRANSACTION_S:
+            self._commit_transaction()
+
+    def _commit_transaction(self) -> None:
+        if self._transaction_started is None:
+            return
+        producer = self._producer.raw
+        log.debug("committing a transaction open for %.0f ms", (time.monotonic() - self._transaction_started) * 1000)
+        try:
+            producer.send_offsets_to_transaction(
+                [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in self._transaction_offsets.items()],
+                self._consumer.raw.consumer_group_metadata(),
+                30,
+            )
+            log.debug("offsets sent")
+            producer.commit_transaction(60)
+            log.debug("transaction committed")
+        except confluent_kafka.KafkaException as exc:
+            self._abort(exc)
+        self._transaction_started = None
+        self._transaction_offsets.clear()
+        self._check_failures()
+
+    def _abort(self, exc: Exception) -> None:
+        count = len(self._transaction_offsets)
+        self._transaction_started = None
+        self._transaction_offsets.clear()
+        with contextlib.suppress(confluent_kafka.KafkaException):
+            self._producer.raw.abort_transaction(30)
+        if isinstance(exc, confluent_kafka.KafkaException):
+            raise TransactionError(
+                f"a transaction ({count} partitions' batches) failed and was aborted: {error_of(exc).str()}"
+            ) from exc
+
+    def _serve_batch(self, batch: Sequence[_Item]) -> None:
         started = time.monotonic()
         self._sequence += 1
         tag = self._sequence
@@ -393,7 +529,8 @@ class InferenceWorker:
             if remaining > 0:
                 return
             del self._in_flight[oldest]
-            self._done.put(messages)
+            if not self.options.exactly_once:  # else the batch's transaction committed its offsets
+                self._done.put(messages)
 
     def _check_failures(self) -> None:
         for failure in self._producer.take_failures():
@@ -414,7 +551,7 @@ class InferenceWorker:
         # Built from a validated request and our own outputs: encoded from its fields
         # (~1 µs a record; constructing and serialising the model costs ~10 µs).
         encode = self._prediction_codec.encode_fields
-        name, version = self.config.name, self.config.version
+        name, version, shadow = self.config.name, self.config.version, self.shadow
         values: list[bytes] = []
         keys: list[bytes] = []
         for item, row in zip(items, rows, strict=True):
@@ -434,7 +571,7 @@ class InferenceWorker:
                         "total_ms": max((now - request.event_time).total_seconds() * 1000, 0.0),
                     },
                     "predicted_at": now,
-                    "shadow": False,
+                    "shadow": shadow,
                     "chain": [],
                     "source_event_id": request.source_event_id,
                     "attributes": request.attributes,
@@ -442,7 +579,7 @@ class InferenceWorker:
             )
             values.append(value)
             keys.append(request.request_id.encode())
-            if request.reply_to:
+            if request.reply_to and not shadow:  # users never see a shadow's outputs
                 self._in_flight[tag][0] += 1
                 self._producer.produce(request.reply_to, value, keys[-1], self._prediction_header, tag=tag)
         self._in_flight[tag][0] += len(values)
@@ -470,3 +607,52 @@ class InferenceWorker:
         self._in_flight[tag][0] += 1
         self._dlq.send_message(item.message, error, tag=tag)
         self.stats.dead_letters += 1
+
+
+class WorkerRunner:
+    """Runs a worker until stopped; an exactly-once worker whose transaction failed starts afresh.
+
+    A fresh worker's producer fences the failed one and its consumer resumes from the
+    last committed transaction, so nothing is lost or doubled. More than
+    ``max_restarts`` restarts within ten minutes means something is wrong: it raises.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        version: ModelVersion,
+        *,
+        metrics: Metrics | None = None,
+        options: WorkerOptions | None = None,
+        max_restarts: int = 5,
+    ) -> None:
+        self._args = (settings, version, metrics, options)
+        self.worker = self._make()
+        self._stopped = False
+        self._max_restarts = max_restarts
+        self.restarts: list[float] = []
+
+    def _make(self) -> InferenceWorker:
+        settings, version, metrics, options = self._args
+        return InferenceWorker(settings, version, metrics=metrics, options=options)
+
+    def run(self) -> WorkerStats:
+        """Serve until ``stop()``; the stats of the last worker."""
+        while True:
+            try:
+                return self.worker.run()
+            except TransactionError as exc:
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < 600] + [now]
+                if self._stopped:  # nothing of it is visible; the next start serves it
+                    log.warning("%s while stopping; the next start serves it again", exc)
+                    return self.worker.stats
+                if len(self.restarts) > self._max_restarts:
+                    raise
+                log.warning("%s; starting the worker again from the last committed transaction", exc)
+                self.worker = self._make()
+
+    def stop(self) -> None:
+        """Stop the current worker (it finishes what it holds)."""
+        self._stopped = True
+        self.worker.stop()

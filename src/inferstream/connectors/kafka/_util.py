@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import confluent_kafka
 
 
@@ -38,3 +40,24 @@ def fetch(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) 
 def headers_of(message: confluent_kafka.Message) -> list[tuple[str, bytes]]:
     """A message's headers with bytes values (librdkafka gives None for empty ones)."""
     return [(key, as_bytes(value)) for key, value in (message.headers() or [])]
+
+
+def watermarks(consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+    """The (low, high) offsets of a partition, waiting out a leader not elected yet (a topic just made)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(topic, partition), timeout=timeout
+            )
+            return int(low), int(high)
+        except confluent_kafka.KafkaException as exc:
+            code = error_of(exc).code()
+            leaderless = code in (
+                confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
+                confluent_kafka.KafkaError.LEADER_NOT_AVAILABLE,
+                confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+            )
+            if not leaderless or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -13,6 +13,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
+from inferstream.connectors.kafka._util import watermarks
 from inferstream.errors import KafkaError, TopicError
 
 _TIMEOUT_S = 15.0
@@ -47,7 +48,7 @@ def read_bounded(
         ends: dict[int, int] = {}
         starts: dict[int, int] = {}
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)
+            low, high = watermarks(consumer, topic, p, _TIMEOUT_S)
             ends[p] = high
             starts[p] = max(low, (start_offsets or {}).get(p, low))
         if since is not None:
@@ -62,6 +63,13 @@ def read_bounded(
         while pending:
             messages = consumer.consume(batch_size, 1.0)
             if not messages:
+                # A transaction's commit marker takes the last offset and is never handed out:
+                # the position tells that a partition is read to its end.
+                for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+                    if tp.offset >= ends[tp.partition]:
+                        pending.discard(tp.partition)
+                if not pending:
+                    break
                 idle += 1.0
                 if idle >= idle_timeout:
                     raise KafkaError(f"reading {topic} stalled before its end offsets {ends}: is the broker up?")

@@ -1,0 +1,226 @@
+"""Worker processes for one model version: a fixed number, or as many as the lag needs.
+
+Each copy is an ``inferstream serve`` process (one ONNX session each) in the version's
+consumer group, so Kafka shares the partitions among them. With autoscaling the
+supervisor reads the group's lag (committed offsets against end offsets, without
+joining the group) every few seconds: it adds a copy while the lag is high and not
+shrinking, and removes one (SIGTERM: it finishes what it holds and commits) after
+the lag stayed low for a while, between one copy and the partition count. A copy
+that dies is started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import TopicPartition
+
+from inferstream.config import Settings
+
+log = logging.getLogger("inferstream.supervisor")
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    """When the supervisor adds or removes a copy."""
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+    #: Lag (requests behind) above which another copy is added, while it is not shrinking.
+    scale_up_lag: int = 1000
+    #: Lag at or under which the group counts as drained.
+    scale_down_lag: int = 10
+    #: Consecutive drained samples before a copy is removed.
+    drained_samples: int = 3
+    interval_s: float = 2.0
+
+
+@dataclass
+class ScaleEvent:
+    """One change of the number of copies, and why."""
+
+    at: float
+    replicas: int
+    lag: int
+    reason: str
+
+
+@dataclass
+class _Copy:
+    instance: int
+    process: subprocess.Popen[bytes]
+    stopping: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Runs and scales the worker processes of one model version."""
+
+    settings: Settings
+    command: Sequence[str]  # the serve command of one copy, without --instance
+    topics: Sequence[str]  # the request topics the group reads
+    group_id: str
+    replicas: int = 1
+    policy: ScalePolicy | None = None  # None: a fixed number of copies
+    on_event: Callable[[ScaleEvent], None] | None = None
+    events: list[ScaleEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._copies: list[_Copy] = []
+        self._stop = threading.Event()
+        self._lag_reader: confluent_kafka.Consumer | None = None
+        self.lag = 0
+
+    # -- copies -----------------------------------------------------------------------
+
+    def _start_copy(self) -> None:
+        used = {c.instance for c in self._copies}
+        instance = next(i for i in range(len(used) + 1) if i not in used)
+        process = subprocess.Popen([*self.command, "--instance", str(instance)], env=os.environ.copy())
+        self._copies.append(_Copy(instance, process))
+
+    def _stop_copy(self) -> None:
+        live = [c for c in self._copies if not c.stopping]
+        if len(live) <= 1:
+            return
+        newest = max(live, key=lambda c: c.instance)
+        newest.stopping = True
+        newest.process.send_signal(signal.SIGTERM)
+
+    @property
+    def running(self) -> int:
+        """Copies running (not on their way out)."""
+        return sum(1 for c in self._copies if not c.stopping)
+
+    def _reap(self) -> None:
+        for copy in list(self._copies):
+            code = copy.process.poll()
+            if code is None:
+                continue
+            self._copies.remove(copy)
+            if not copy.stopping and not self._stop.is_set():
+                log.warning("worker copy %d exited with %d; starting it again", copy.instance, code)
+                time.sleep(1.0)
+                self._start_copy()
+
+    # -- lag --------------------------------------------------------------------------
+
+    def group_lag(self) -> int:
+        """Requests the group has not committed yet, over all partitions of its topics."""
+        if self._lag_reader is None:
+            self._lag_reader = confluent_kafka.Consumer(
+                {**self.settings.kafka.base_config(), "group.id": self.group_id, "enable.auto.commit": False}
+            )
+        reader = self._lag_reader
+        parts: list[TopicPartition] = []
+        for topic in self.topics:
+            metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is not None and metadata.error is None:
+                parts += [TopicPartition(topic, p) for p in metadata.partitions]
+        total = 0
+        for tp in reader.committed(parts, timeout=10):
+            low, high = reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            total += max(high - (tp.offset if tp.offset >= 0 else low), 0)
+        return total
+
+    def partitions(self) -> int:
+        """Partitions of the request topics: more copies than this would sit idle."""
+        if self._lag_reader is None:
+            self.group_lag()
+        assert self._lag_reader is not None
+        count = 0
+        for topic in self.topics:
+            metadata = self._lag_reader.list_topics(topic, timeout=10).topics.get(topic)
+            count += len(metadata.partitions) if metadata is not None else 0
+        return max(count, 1)
+
+    def _scale(self, history: list[int]) -> None:
+        policy = self.policy
+        assert policy is not None
+        lag = history[-1]
+        ceiling = min(policy.max_replicas, self.partitions())
+        growing = len(history) < 2 or lag >= history[-2]
+        if lag > policy.scale_up_lag and growing and self.running < ceiling:
+            self._start_copy()
+            self._record(lag, f"lag {lag} > {policy.scale_up_lag} and not shrinking")
+            history.clear()
+        elif (
+            len(history) >= policy.drained_samples
+            and all(v <= policy.scale_down_lag for v in history[-policy.drained_samples :])
+            and self.running > policy.min_replicas
+        ):
+            self._stop_copy()
+            self._record(lag, f"lag ≤ {policy.scale_down_lag} for {policy.drained_samples} samples")
+            history.clear()
+
+    def _record(self, lag: int, reason: str) -> None:
+        event = ScaleEvent(at=time.time(), replicas=self.running, lag=lag, reason=reason)
+        self.events.append(event)
+        log.info("%d copies: %s", event.replicas, reason)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the copies and watch them until ``stop()``; the worst exit status of the copies."""
+        start = self.policy.min_replicas if self.policy else self.replicas
+        for _ in range(start):
+            self._start_copy()
+        self._record(0, "started")
+        history: list[int] = []
+        interval = self.policy.interval_s if self.policy else 1.0
+        try:
+            while not self._stop.wait(interval):
+                self._reap()
+                if self.policy is None:
+                    continue
+                try:
+                    self.lag = self.group_lag()
+                except confluent_kafka.KafkaException as exc:
+                    log.warning("could not read the lag of %s: %s", self.group_id, exc)
+                    continue
+                history = [*history[-9:], self.lag]
+                self._scale(history)
+        finally:
+            codes = self._shutdown()
+            if self._lag_reader is not None:
+                self._lag_reader.close()
+        return max(codes, key=abs, default=0)
+
+    def stop(self, *_: Any) -> None:
+        """Stop every copy (each finishes what it holds and commits)."""
+        self._stop.set()
+
+    def _shutdown(self) -> list[int]:
+        for copy in self._copies:
+            if copy.process.poll() is None:
+                copy.process.send_signal(signal.SIGTERM)
+        codes = []
+        for copy in self._copies:
+            try:
+                codes.append(copy.process.wait(60))
+            except subprocess.TimeoutExpired:
+                copy.process.kill()
+                codes.append(copy.process.wait())
+        return [0 if c == -signal.SIGTERM else c for c in codes]
+
+
+def serve_command(config_file: str | None, bootstrap_servers: str | None, ref: str, *extra: str) -> list[str]:
+    """The command line of one worker copy."""
+    args = [sys.executable, "-m", "inferstream"]
+    if config_file:
+        args += ["--config", config_file]
+    if bootstrap_servers:
+        args += ["--bootstrap-servers", bootstrap_servers]
+    return [*args, "serve", "--model", ref, *extra]
