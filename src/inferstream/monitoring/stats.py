@@ -336,7 +336,7 @@ def _edge_counts(edges: FloatArray, numbers: FloatArray) -> tuple[IntArray, IntA
     return (
         np.bincount(index_le, minlength=size).astype(np.int64),
         np.bincount(index_lt, minlength=size).astype(np.int64),
-        np.bincount(index_lt, weights=numbers, minlength=size),
+        np.asarray(np.bincount(index_lt, weights=numbers, minlength=size), dtype=np.float64),
     )
 
 
@@ -383,7 +383,8 @@ def score(profile: ColumnProfile, sketch: Sketch) -> Score | None:
 
 def _aligned_counts(profile: ColumnProfile, sketch: Sketch) -> tuple[list[Any], FloatArray, FloatArray]:
     """The reference's and the window's counts over the union of their values."""
-    assert profile.categories is not None and profile.ref_counts is not None
+    assert profile.categories is not None
+    assert profile.ref_counts is not None
     keys = [_key(v) for v in profile.categories]
     position = {k: i for i, k in enumerate(keys)}
     for key in sketch.counts:
@@ -447,7 +448,8 @@ def _psi(ref: FloatArray, cur: FloatArray) -> float:
 
 def _cdfs(profile: ColumnProfile, sketch: Sketch) -> tuple[FloatArray, FloatArray]:
     """The window's CDF at each edge: share <= edge, share < edge."""
-    assert sketch.by_le is not None and sketch.by_lt is not None
+    assert sketch.by_le is not None
+    assert sketch.by_lt is not None
     n = float(sketch.n)
     cur_le = np.cumsum(sketch.by_le)[:-1] / n
     cur_lt = np.cumsum(sketch.by_lt)[:-1] / n
@@ -456,7 +458,9 @@ def _cdfs(profile: ColumnProfile, sketch: Sketch) -> tuple[FloatArray, FloatArra
 
 def _areas(profile: ColumnProfile, sketch: Sketch) -> FloatArray:
     """∫ F over each span [edge_j, edge_j+1), exact: F(edge_j) × width + Σ (edge_j+1 − v) / n."""
-    assert profile.edges is not None and sketch.by_lt is not None and sketch.bin_sum is not None
+    assert profile.edges is not None
+    assert sketch.by_lt is not None
+    assert sketch.bin_sum is not None
     edges = profile.edges
     n = float(sketch.n)
     below = np.cumsum(sketch.by_lt)[:-1]  # values < edge_j
@@ -467,14 +471,18 @@ def _areas(profile: ColumnProfile, sketch: Sketch) -> FloatArray:
 
 def _wasserstein(profile: ColumnProfile, sketch: Sketch) -> float:
     """∫|F_ref − F_cur| over the line, normed by the reference's standard deviation."""
-    assert profile.edges is not None and profile.ref_le is not None and profile.ref_lt is not None
+    assert profile.edges is not None
+    assert profile.ref_le is not None
+    assert profile.ref_lt is not None
     assert profile.ref_area is not None
     if sketch.by_lt is None or sketch.bin_sum is None:
         return 0.0
     edges = profile.edges
     n = float(sketch.n)
     # Outside the reference's range F_ref is 0 (below) or 1 (above): exact from the sums.
-    total = (sketch.by_lt[0] * edges[0] - sketch.bin_sum[0]) / n + (sketch.bin_sum[-1] - sketch.by_lt[-1] * edges[-1]) / n
+    total = (sketch.by_lt[0] * edges[0] - sketch.bin_sum[0]) / n + (
+        sketch.bin_sum[-1] - sketch.by_lt[-1] * edges[-1]
+    ) / n
     if len(edges) > 1:
         cur_le, cur_lt = _cdfs(profile, sketch)
         # Where the CDFs do not cross inside a span, |∫F_ref − ∫F_cur| is exact; where they
@@ -490,7 +498,8 @@ def _wasserstein(profile: ColumnProfile, sketch: Sketch) -> float:
 
 
 def _ks(profile: ColumnProfile, sketch: Sketch) -> float:
-    assert profile.ref_le is not None and profile.ref_lt is not None
+    assert profile.ref_le is not None
+    assert profile.ref_lt is not None
     cur_le, cur_lt = _cdfs(profile, sketch)
     # Both CDFs are steps; the supremum of their gap is at an edge or just before one.
     gaps = np.concatenate([np.abs(profile.ref_le - cur_le), np.abs(profile.ref_lt - cur_lt)])
@@ -501,8 +510,9 @@ def _ks(profile: ColumnProfile, sketch: Sketch) -> float:
 
 def _psi_binned(profile: ColumnProfile, sketch: Sketch, bins: int = 10) -> float:
     """PSI over the reference's deciles (coarsened from its quantile edges)."""
-    assert profile.edges is not None and profile.ref_lt is not None
-    cur_le, cur_lt = _cdfs(profile, sketch)
+    assert profile.edges is not None
+    assert profile.ref_lt is not None
+    _, cur_lt = _cdfs(profile, sketch)
     cuts = np.unique(np.searchsorted(profile.ref_lt, np.linspace(0, 1, bins + 1)[1:-1]))
     ref_cdf = np.concatenate([[0.0], profile.ref_lt[cuts], [1.0]])
     cur_cdf = np.concatenate([[0.0], cur_lt[cuts], [1.0]])
@@ -510,7 +520,8 @@ def _psi_binned(profile: ColumnProfile, sketch: Sketch, bins: int = 10) -> float
 
 
 def _embedding_distance(profile: ColumnProfile, sketch: Sketch) -> tuple[float, float]:
-    assert profile.centroid is not None and sketch.vector_sum is not None
+    assert profile.centroid is not None
+    assert sketch.vector_sum is not None
     centroid = sketch.vector_sum / sketch.n
     value = float(np.linalg.norm(centroid - profile.centroid))
     if profile.threshold > 0:
