@@ -240,7 +240,8 @@ class MonitoringSettings(_Frozen):
                 return spec
         known = ", ".join(sorted(m.name for m in monitors)) or "none"
         raise ConfigError(
-            f"no monitor named {name!r} (declared: {known}); add it to monitoring.monitors_file or [[monitoring.monitors]]"
+            f"no monitor named {name!r} (declared: {known}); "
+            "add it to monitoring.monitors_file or [[monitoring.monitors]]"
         )
 
 

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -143,6 +143,7 @@ class Windows:
         self.next_window: int | None = state.get("next_window")
         self.closed = int(state.get("closed", 0))
         self.late = 0
+        self._pending_bad = 0
         self._watermarks: dict[TopicPartition, float] = {}
         self._seen: dict[TopicPartition, float] = {}
         self._consumed: dict[TopicPartition, int] = {}
@@ -181,6 +182,11 @@ class Windows:
             self._watermarks.pop(tp, None)
             self._consumed.pop(tp, None)
 
+    def saw(self, tp: TopicPartition, offset: int) -> None:
+        """A record was read (of this model or not): the partition may resume after it."""
+        if offset > self._consumed.get(tp, -1):
+            self._consumed[tp] = offset
+
     # -- adding -----------------------------------------------------------------------------
 
     def add(self, batch: Batch, now: float) -> list[WindowResult]:
@@ -206,7 +212,8 @@ class Windows:
             self.next_window = self.rows // step
         pane_ids = (self.rows + np.arange(len(batch))) // step
         self.rows += len(batch)
-        self._fold(batch, pane_ids, bad_pane=int(pane_ids[-1]) if len(batch) else self.rows // step)
+        # Undecodable records count in the pane that was open when they arrived.
+        self._fold(batch, pane_ids, bad_pane=int(pane_ids[0]) if len(batch) else (self.rows - 1) // step)
         # A window closes once its last pane is full.
         while self.rows >= (self.next_window + self.panes_per_window) * step:
             closed.append(self._close(self.next_window))
@@ -220,11 +227,13 @@ class Windows:
             late = pane_ids < self.next_window
             if late.any():
                 self.late += int(late.sum())
-        self._fold(batch, pane_ids, bad_pane=max(self.panes) if self.panes else None)
+        self._fold(batch, pane_ids, bad_pane=min(self.panes) if self.panes else None)
 
     def _fold(self, batch: Batch, pane_ids: npt.NDArray[np.int64], *, bad_pane: int | None) -> None:
-        if batch.bad_records and bad_pane is not None:
-            self._pane(bad_pane).bad_records += batch.bad_records
+        self._pending_bad += batch.bad_records
+        if self._pending_bad and bad_pane is not None and bad_pane >= (self.next_window or 0):
+            self._pane(bad_pane).bad_records += self._pending_bad
+            self._pending_bad = 0
         if not len(batch):
             return
         order = np.argsort(pane_ids, kind="stable")
@@ -382,7 +391,7 @@ class Hysteresis:
     clean_streak: int = 0
     last_alert_at: float | None = None
 
-    def update(self, drifted: bool, at: float) -> str | None:
+    def update(self, drifted: bool, at: float) -> Literal["drift", "resolved"] | None:
         """Feed one window's verdict (``at``: its end, seconds); ``drift``, ``resolved`` or None."""
         self.history = [*self.history, drifted][-self.spec.alert_window :]
         self.clean_streak = 0 if drifted else self.clean_streak + 1

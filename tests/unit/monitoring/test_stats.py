@@ -12,7 +12,9 @@ import pytest
 from inferstream.monitoring.stats import choose_method, merge_all, profile_column, score, sketch_column
 
 
-def _evidently(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str]) -> dict[str, tuple[str, float]]:
+def _evidently(
+    reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str]
+) -> dict[str, tuple[str, float]]:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -45,7 +47,9 @@ def _frames(rng: np.random.Generator, n_ref: int, n_cur: int, shift: float) -> t
                 "gauss": rng.normal(10 + delta, 2, n),
                 "skewed": rng.lognormal(0, 0.5 + delta / 4, n),
                 "integers": rng.integers(0, 40, n) + int(delta * 5),
-                "few": rng.choice([1.0, 2.0, 3.0, 4.0], n, p=[0.4, 0.3, 0.2, 0.1] if not delta else [0.1, 0.2, 0.3, 0.4]),
+                "few": rng.choice(
+                    [1.0, 2.0, 3.0, 4.0], n, p=[0.4, 0.3, 0.2, 0.1] if not delta else [0.1, 0.2, 0.3, 0.4]
+                ),
                 "binary": rng.choice([0.0, 1.0], n, p=[0.5, 0.5] if not delta else [0.3, 0.7]),
                 "colour": rng.choice(["red", "green", "blue"], n, p=[0.5, 0.3, 0.2] if not delta else [0.3, 0.3, 0.4]),
                 "flag": rng.choice(["yes", "no"], n, p=[0.5, 0.5] if not delta else [0.4, 0.6]),
@@ -55,7 +59,9 @@ def _frames(rng: np.random.Generator, n_ref: int, n_cur: int, shift: float) -> t
     return frame(n_ref, 0.0), frame(n_cur, shift)
 
 
-@pytest.mark.parametrize(("n_ref", "n_cur", "shift"), [(5000, 2000, 0.0), (5000, 2000, 0.6), (800, 600, 0.0), (800, 600, 0.6)])
+@pytest.mark.parametrize(
+    ("n_ref", "n_cur", "shift"), [(5000, 2000, 0.0), (5000, 2000, 0.6), (800, 600, 0.0), (800, 600, 0.6)]
+)
 def test_window_statistics_agree_with_evidently(n_ref: int, n_cur: int, shift: float) -> None:
     rng = np.random.default_rng(7)
     reference, current = _frames(rng, n_ref, n_cur, shift)
@@ -79,7 +85,13 @@ def test_window_statistics_agree_with_evidently(n_ref: int, n_cur: int, shift: f
             assert result.score == pytest.approx(value, rel=0.15, abs=0.02), column  # Smirnov's asymptotic p
         else:
             assert result.score == pytest.approx(value, rel=1e-6, abs=1e-9), column
-        assert result.drifted == (value <= 0.05 if result.method == "ks" else value < 0.05 if result.method in ("chisquare", "z") else value >= 0.1), column
+        assert result.drifted == (
+            value <= 0.05
+            if result.method == "ks"
+            else value < 0.05
+            if result.method in ("chisquare", "z")
+            else value >= 0.1
+        ), column
 
 
 def test_default_choice_follows_evidently_rules() -> None:
@@ -99,7 +111,8 @@ def test_embedding_distance_flags_a_moved_centroid_only() -> None:
     profile = profile_column("vector", "embedding", reference)
     same = score(profile, sketch_column(profile, rng.normal(size=(1000, 16))))
     moved = score(profile, sketch_column(profile, rng.normal(size=(1000, 16)) + 0.3))
-    assert same is not None and moved is not None
+    assert same is not None
+    assert moved is not None
     assert not same.drifted
     assert moved.drifted
     assert moved.score > 5 * same.score
@@ -116,9 +129,13 @@ def test_profiles_survive_json() -> None:
 def test_psi_override_and_unseen_categories() -> None:
     rng = np.random.default_rng(9)
     profile = profile_column("x", "numerical", rng.normal(size=3000), method="psi", threshold=0.2)
-    assert profile.method == "psi" and profile.threshold == 0.2
+    assert profile.method == "psi"
+    assert profile.threshold == 0.2
     shifted = score(profile, sketch_column(profile, rng.normal(1, 1, 1000)))
-    assert shifted is not None and shifted.drifted
+    assert shifted is not None
+    assert shifted.drifted
     colours = profile_column("c", "categorical", np.array(["a", "b"] * 1000, dtype=object))
     unseen = score(colours, sketch_column(colours, np.array(["a", "b", "zz"] * 300, dtype=object)))
-    assert unseen is not None and unseen.method == "jensenshannon" and unseen.drifted
+    assert unseen is not None
+    assert unseen.method == "jensenshannon"
+    assert unseen.drifted
