@@ -229,3 +229,24 @@ def records_from_parquet(path: Path) -> list[dict[str, Any]]:
             out.append(record)
         return out
     return [{"inputs": row, "outputs": row} for row in rows]
+
+
+def records_from_topic(settings: Settings, model: str, version: str | None, first: int) -> list[dict[str, Any]]:
+    """The first ``first`` predictions of a model (version) on the predictions topic, oldest first per partition."""
+    from inferstream.connectors.kafka.reader import read_bounded
+
+    topic = settings.topics.platform_topics()["predictions"]
+    found: list[dict[str, Any]] = []
+    for message in read_bounded(settings, topic):
+        try:
+            record = json.loads(message.value() or b"null")
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("model") != model:
+            continue
+        if version is not None and str(record.get("version")) != version:
+            continue
+        found.append(record)
+        if len(found) >= first:
+            break
+    return found
