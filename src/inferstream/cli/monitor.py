@@ -47,9 +47,7 @@ def list_monitors(ctx: typer.Context) -> None:
 def reference(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Monitor name.")],
-    parquet: Annotated[
-        Path | None, typer.Option("--parquet", help="From a Parquet file.")
-    ] = None,
+    parquet: Annotated[Path | None, typer.Option("--parquet", help="From a Parquet file.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="From the inference table, event time from.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="... and before (ISO 8601).")] = None,
     first: Annotated[int | None, typer.Option("--first", help="From the first N predictions on the topic.")] = None,
@@ -90,9 +88,7 @@ def reference(
 def run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Monitor name.")],
-    no_reports: Annotated[
-        bool, typer.Option("--no-reports", help="No HTML reports.")
-    ] = False,
+    no_reports: Annotated[bool, typer.Option("--no-reports", help="No HTML reports.")] = False,
 ) -> None:
     """Watch the monitor's predictions until Ctrl-C (a restart replays the open window)."""
     settings = settings_of(ctx)
