@@ -98,10 +98,7 @@ def quality(stream: Stream, monitor: MonitorSpec, profiles: dict, window: int, s
             fold_s += time.perf_counter() - decoded
             decode_s += decoded - started
             rows_done += window
-            for result in closed:
-                verdicts.append(
-                    (phase, result.dataset_drift, hysteresis.update(result.dataset_drift, float(result.index)))
-                )
+            verdicts += [(phase, w.dataset_drift, hysteresis.update(w.dataset_drift, float(w.index))) for w in closed]
     false_alarms = sum(d for p, d, _ in verdicts if p == "stationary")
     first_shift = next(i for i, (p, _, _) in enumerate(verdicts) if p == "shifted")
     first_recovered = next(i for i, (p, _, _) in enumerate(verdicts) if p == "recovered")
