@@ -48,6 +48,7 @@ from inferstream.schemas.codec import Codec, codec_for
 from inferstream.schemas.records import (
     Contract,
     DeadLetter,
+    DriftAlert,
     Embedding,
     EmbeddingRequest,
     InferenceRequest,
@@ -429,6 +430,29 @@ class Client:
                 if (name and record.model != name) or (wanted_version and record.version != wanted_version):
                     continue
                 yield record
+
+    # -- drift alerts -----------------------------------------------------------------
+
+    def alerts(
+        self,
+        *,
+        monitor: str | None = None,
+        from_beginning: bool = False,
+        group: str | None = None,
+        idle_timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Iterator[DriftAlert]:
+        """Drift alerts as they arrive (of one monitor when given); a replayed window's repeat is dropped."""
+        from inferstream.monitoring.alerts import alerts
+
+        return alerts(
+            self,
+            monitor=monitor,
+            from_beginning=from_beginning,
+            group=group,
+            idle_timeout=idle_timeout,
+            max_records=max_records,
+        )
 
     # -- dead letters -----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from inferstream.errors import ConfigError
+from inferstream.monitoring.spec import MonitorSpec, load_monitors
 
 # librdkafka accepts strings, numbers and booleans for its properties.
 ClientValue = str | int | float | bool
@@ -219,6 +220,33 @@ class StackSettings(_Frozen):
     java_home: Path | None = None
 
 
+class MonitoringSettings(_Frozen):
+    """Drift monitors, the inference table and where their files go (default: under ``state_dir``)."""
+
+    table_dir: Path | None = None
+    references_dir: Path | None = None
+    reports_dir: Path | None = None
+    monitors_file: Path | None = None
+    monitors: list[MonitorSpec] = Field(default_factory=list)
+
+    def all_monitors(self) -> list[MonitorSpec]:
+        """The monitors declared here and in ``monitors_file``."""
+        from_file = load_monitors(self.monitors_file) if self.monitors_file is not None else []
+        return [*self.monitors, *from_file]
+
+    def monitor(self, name: str) -> MonitorSpec:
+        """The monitor called ``name``; ConfigError naming the known ones otherwise."""
+        monitors = self.all_monitors()
+        for spec in monitors:
+            if spec.name == name:
+                return spec
+        known = ", ".join(sorted(m.name for m in monitors)) or "none"
+        raise ConfigError(
+            f"no monitor named {name!r} (declared: {known}); "
+            "add it to monitoring.monitors_file or [[monitoring.monitors]]"
+        )
+
+
 class Settings(BaseSettings):
     """Everything an inferstream process needs to know, frozen once built."""
 
@@ -234,6 +262,7 @@ class Settings(BaseSettings):
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     metrics: MetricsSettings = MetricsSettings()
     stack: StackSettings = StackSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     state_dir: Path = Path(".inferstream")
     models_dir: Path = Path("models")
 

@@ -1,0 +1,118 @@
+"""``inferstream monitor list|reference|run|status``: drift monitors declared in the settings."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferstream.cli._app import app
+from inferstream.cli._common import console, out, settings_of
+from inferstream.errors import ConfigError
+from inferstream.monitoring import reference as references
+from inferstream.monitoring import table as inference_table
+from inferstream.monitoring.reports import monitor_state_dir, read_status
+from inferstream.streams.drift_monitor import DriftMonitor
+
+monitor_app = typer.Typer(help="Drift monitors: references, running, status.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("list")
+def list_monitors(ctx: typer.Context) -> None:
+    """The declared monitors, their references and whether an alert is open."""
+    settings = settings_of(ctx)
+    view = Table("monitor", "model", "columns", "window", "reference", "alert open")
+    for spec in settings.monitoring.all_monitors():
+        versions = references.list_references(settings, spec.name)
+        status = read_status(monitor_state_dir(settings, spec.name)) or {}
+        window = f"{spec.window.size} rows" if spec.window.kind == "count" else f"{spec.window.duration_s:g} s"
+        view.add_row(
+            spec.name,
+            spec.ref,
+            str(len(spec.columns)),
+            window,
+            versions[-1].path.name if versions else "none",
+            "yes" if status.get("alert_active") else "no",
+        )
+    console.print(view)
+
+
+@monitor_app.command("reference")
+def reference(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Monitor name.")],
+    parquet: Annotated[Path | None, typer.Option("--parquet", help="From a Parquet file.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="From the inference table, event time from.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="... and before (ISO 8601).")] = None,
+    first: Annotated[int | None, typer.Option("--first", help="From the first N predictions on the topic.")] = None,
+) -> None:
+    """Build the monitor's next reference version (exactly one source)."""
+    settings = settings_of(ctx)
+    spec = settings.monitoring.monitor(name)
+    chosen = [parquet is not None, since is not None or until is not None, first is not None]
+    if sum(chosen) != 1:
+        raise typer.BadParameter("give one source: --parquet FILE, --since/--until (inference table), or --first N")
+    if parquet is not None:
+        rows = references.records_from_parquet(parquet)
+        source = str(parquet)
+    elif first is not None:
+        rows = references.records_from_topic(settings, spec.model, spec.version, first)
+        source = f"first {first} predictions of {spec.ref}"
+        if len(rows) < first:
+            raise ConfigError(f"only {len(rows)} predictions of {spec.ref} on the topic; {first} asked for")
+    else:
+        data = inference_table.read_table(
+            inference_table.table_dir(settings),
+            model=spec.model,
+            version=spec.version,
+            since=inference_table.parse_time(since),
+            until=inference_table.parse_time(until),
+        )
+        rows = inference_table.records(data)
+        source = f"inference table {since or '-'}..{until or '-'}"
+    built = references.build_reference(spec, rows, root=references.references_dir(settings), source=source)
+    view = Table("column", "kind", "method", "threshold")
+    for profile in built.profiles.values():
+        view.add_row(profile.name, profile.kind, profile.method, f"{profile.threshold:g}")
+    console.print(view)
+    console.print(f"reference {built.path} from {built.count} predictions ({source})")
+
+
+@monitor_app.command("run")
+def run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Monitor name.")],
+    no_reports: Annotated[bool, typer.Option("--no-reports", help="No HTML reports.")] = False,
+) -> None:
+    """Watch the monitor's predictions until Ctrl-C (a restart replays the open window)."""
+    settings = settings_of(ctx)
+    monitor = DriftMonitor(settings, settings.monitoring.monitor(name), reports=not no_reports)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        monitor.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    console.print(f"monitor {name}: {monitor.spec.ref} on {monitor.topic}, reference {monitor.reference.path}")
+    stats = monitor.run()
+    console.print(
+        f"{stats.predictions} predictions, {stats.windows} windows ({stats.drifted_windows} drifted), "
+        f"{stats.alerts} alerts, {stats.resolved} resolved, {stats.bad_records} bad records"
+    )
+
+
+@monitor_app.command("status")
+def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Monitor name.")]) -> None:
+    """The monitor's latest-status JSON (its last window, alert state, counts)."""
+    settings = settings_of(ctx)
+    settings.monitoring.monitor(name)
+    document = read_status(monitor_state_dir(settings, name))
+    if document is None:
+        raise ConfigError(f"monitor {name} has not closed a window yet (run `inferstream monitor run {name}`)")
+    out(json.dumps(document, indent=2))

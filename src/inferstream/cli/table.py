@@ -1,0 +1,102 @@
+"""``inferstream table sink|query|export``: the Parquet inference table."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import pyarrow as pa
+import typer
+from rich.table import Table
+
+from inferstream.cli._app import app
+from inferstream.cli._common import console, out, settings_of
+from inferstream.monitoring import table as inference_table
+from inferstream.streams.table_sink import InferenceTableSink
+
+table_app = typer.Typer(
+    help="The inference table: every prediction in Parquet, by model and date.", no_args_is_help=True
+)
+app.add_typer(table_app, name="table")
+
+Model = Annotated[str | None, typer.Option("--model", "-m", help="NAME or NAME:VERSION.")]
+Since = Annotated[str | None, typer.Option("--since", help="Event time from (ISO 8601, UTC if naive).")]
+Until = Annotated[str | None, typer.Option("--until", help="Event time before (ISO 8601).")]
+
+
+def _read(ctx: typer.Context, model: str | None, since: str | None, until: str | None) -> pa.Table:
+    settings = settings_of(ctx)
+    name, _, version = (model or "").partition(":")
+    return inference_table.read_table(
+        inference_table.table_dir(settings),
+        model=name or None,
+        version=version or None,
+        since=inference_table.parse_time(since),
+        until=inference_table.parse_time(until),
+    )
+
+
+@table_app.command("sink")
+def sink(
+    ctx: typer.Context,
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Rows per file at most (per partition).", min=1)] = 50_000,
+    max_delay: Annotated[float, typer.Option("--max-delay", help="Seconds a row waits for its file at most.")] = 5.0,
+) -> None:
+    """Archive the predictions topic into the table until Ctrl-C (files renamed into place, then committed)."""
+    settings = settings_of(ctx)
+    worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    console.print(f"archiving {worker.sink.topic} → {worker.sink.root}")
+    stats = worker.run()
+    console.print(
+        f"consumed {stats.consumed}: written {stats.written}, dead letters {stats.dead_letters}, "
+        f"already in files {stats.skipped}; {len(stats.files)} files"
+    )
+
+
+@table_app.command("query")
+def query(
+    ctx: typer.Context,
+    model: Model = None,
+    since: Since = None,
+    until: Until = None,
+    rows: Annotated[int, typer.Option("--rows", "-n", help="Also print the first N rows as JSON lines.")] = 0,
+) -> None:
+    """Rows per model and version (and their event-time range) matching the filters."""
+    data = _read(ctx, model, since, until)
+    view = Table("model", "version", "rows", "first event", "last event")
+    for row in inference_table.summary(data):
+        view.add_row(
+            row["model"],
+            row["version"],
+            str(row["request_id_count"]),
+            str(row["event_time_min"]),
+            str(row["event_time_max"]),
+        )
+    console.print(view)
+    if rows:
+        import json
+
+        for record in inference_table.records(data.slice(0, rows)):
+            out(json.dumps(record, default=str))
+
+
+@table_app.command("export")
+def export(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Output file: .parquet, .csv or .jsonl.")],
+    model: Model = None,
+    since: Since = None,
+    until: Until = None,
+) -> None:
+    """Write the matching predictions to a file."""
+    data = _read(ctx, model, since, until)
+    inference_table.export(data, path)
+    console.print(f"wrote {data.num_rows} predictions to {path}")

@@ -1,0 +1,211 @@
+"""Predictions → columns: each record decoded once, each monitored field pulled into a numpy array.
+
+Bad input never raises: a record that is not a JSON prediction is counted as a bad
+record, and per column a value that is absent (``missing``), of the wrong type
+(``invalid``) or null/NaN/infinite (``nan``) is counted and left out of the
+statistics. Text columns become their length in characters; embedding columns
+accept a list of numbers or base64 little-endian float32.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from inferstream.monitoring.spec import ColumnSpec
+from inferstream.monitoring.window import Batch, ColumnBatch, TopicPartition
+
+_MISSING = object()
+
+
+def field_value(record: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """The value at a dotted path of a decoded record (a sentinel when absent)."""
+    value: Any = record
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def event_seconds(value: Any) -> float | None:
+    """An event time (ISO 8601 text or epoch number) as seconds since the epoch."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value) / 1000.0 if value > 1e11 else float(value)  # milliseconds or seconds
+    return None
+
+
+def vector_of(value: Any) -> npt.NDArray[np.float64] | None:
+    """An embedding as a float vector (None when it is not one)."""
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) % 4 or not raw:
+            return None
+        return np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        return np.asarray(value, dtype=np.float64)
+    return None
+
+
+class Extractor:
+    """Turns raw prediction values of one model (version) into a :class:`Batch`."""
+
+    def __init__(self, columns: Sequence[ColumnSpec], kinds: Mapping[str, str], *, model: str, version: str | None):
+        self.columns = list(columns)
+        #: the kind each column is measured as: numerical, categorical or embedding
+        self.kinds = dict(kinds)
+        self.model = model
+        self.version = version
+        self.dims: dict[str, int] = {}
+        self.skipped = 0  # other models' predictions
+
+    def decode(self, values: Sequence[tuple[bytes | None, TopicPartition, int]]) -> Batch:
+        """A batch from (value, partition, offset) triples; other models' predictions are skipped."""
+        records: list[dict[str, Any]] = []
+        times: list[float] = []
+        parts: dict[TopicPartition, int] = {}
+        part_index: list[int] = []
+        offsets: list[int] = []
+        bad = 0
+        for value, tp, offset in values:
+            try:
+                record = json.loads(value) if value is not None else None
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                bad += 1
+                continue
+            model = record.get("model")
+            if model != self.model or (self.version is not None and str(record.get("version")) != self.version):
+                if isinstance(model, str):
+                    self.skipped += 1
+                    continue
+                bad += 1
+                continue
+            seconds = event_seconds(record.get("event_time"))
+            if seconds is None:
+                bad += 1
+                continue
+            records.append(record)
+            times.append(seconds)
+            part_index.append(parts.setdefault(tp, len(parts)))
+            offsets.append(offset)
+        columns = {spec.name: self._column(spec, records) for spec in self.columns}
+        return Batch(
+            times=np.asarray(times, dtype=np.float64),
+            partitions=list(parts),
+            offsets=np.asarray(offsets, dtype=np.int64),
+            part_index=np.asarray(part_index, dtype=np.int64),
+            columns=columns,
+            raw=[self._row(r) for r in records],
+            bad_records=bad,
+        )
+
+    def _row(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        # The fields a report shows, flat; kept only for sampled rows' sake (cheap references).
+        return {"record": record}
+
+    def row_values(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """One sampled row as report columns (clean values, None where bad)."""
+        record = row["record"]
+        out: dict[str, Any] = {}
+        for spec in self.columns:
+            kind = self.kinds[spec.name]
+            if kind == "embedding":
+                continue
+            value = field_value(record, spec.path)
+            out[spec.name] = self._clean(spec, kind, value)
+        return out
+
+    def _clean(self, spec: ColumnSpec, kind: str, value: Any) -> Any:
+        if value is _MISSING or value is None:
+            return None
+        if spec.kind == "text":
+            return float(len(value)) if isinstance(value, str) else None
+        if kind == "numerical":
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
+            return None
+        if isinstance(value, (str, int, bool)) or (isinstance(value, float) and math.isfinite(value)):
+            return value
+        return None
+
+    def _column(self, spec: ColumnSpec, records: Sequence[Mapping[str, Any]]) -> ColumnBatch:
+        kind = self.kinds[spec.name]
+        path = spec.path
+        raw = [field_value(r, path) for r in records]
+        missing = [i for i, v in enumerate(raw) if v is _MISSING]
+        nan = [i for i, v in enumerate(raw) if v is None]
+        if kind == "embedding":
+            return self._vectors(spec, raw, missing, nan)
+        if spec.kind == "text":
+            raw = [len(v) if isinstance(v, str) else v for v in raw]
+        if kind == "numerical":
+            good = [i for i, v in enumerate(raw) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            values = np.asarray([raw[i] for i in good], dtype=np.float64)
+            finite = np.isfinite(values)
+            rows = np.asarray(good, dtype=np.int64)
+            nan += rows[~finite].tolist()
+            invalid = sorted(set(range(len(raw))) - set(good) - set(missing) - set(nan))
+            return ColumnBatch(rows[finite], values[finite], _ints(missing), _ints(invalid), _ints(nan))
+        good = [
+            i
+            for i, v in enumerate(raw)
+            if isinstance(v, (str, int, bool)) or (isinstance(v, float) and math.isfinite(v))
+        ]
+        nan += [i for i, v in enumerate(raw) if isinstance(v, float) and not math.isfinite(v)]
+        invalid = sorted(set(range(len(raw))) - set(good) - set(missing) - set(nan))
+        values = np.empty(len(good), dtype=object)
+        values[:] = [raw[i] for i in good]
+        return ColumnBatch(_ints(good), values, _ints(missing), _ints(invalid), _ints(nan))
+
+    def _vectors(self, spec: ColumnSpec, raw: list[Any], missing: list[int], nan: list[int]) -> ColumnBatch:
+        dims = self.dims.get(spec.name)
+        good: list[int] = []
+        vectors: list[npt.NDArray[np.float64]] = []
+        invalid: list[int] = []
+        for i, value in enumerate(raw):
+            if value is _MISSING or value is None:
+                continue
+            vector = vector_of(value)
+            if vector is None or (dims is not None and len(vector) != dims):
+                invalid.append(i)
+            elif not np.isfinite(vector).all():
+                nan.append(i)
+            else:
+                good.append(i)
+                vectors.append(vector)
+        matrix = np.vstack(vectors) if vectors else np.zeros((0, dims or 0))
+        return ColumnBatch(_ints(good), matrix, _ints(missing), _ints(invalid), _ints(nan))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_category(value: Any) -> bool:
+    return isinstance(value, (str, int, bool)) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _ints(values: Sequence[int]) -> npt.NDArray[np.int64]:
+    return np.asarray(values, dtype=np.int64)

@@ -1,0 +1,257 @@
+"""The inference table: every prediction in Parquet, partitioned by model and date.
+
+Layout under the table directory (``monitoring.table_dir``, default
+``<state_dir>/table``)::
+
+    model=<name>/date=<YYYY-MM-DD>/<topic>+<partition>+<first offset>-<last offset>.parquet
+
+One file per flushed batch of one Kafka partition (split by model and date), named
+by the batch's offset range. A file is written under a temporary name and renamed
+into place before the sink commits its offsets; after a crash the sink finds the
+highest offset already in files and skips what it replays up to there, so rows
+are never written twice. Readers ignore temporary files.
+
+Columns: the ``prediction`` contract's Arrow schema (inputs and outputs as JSON
+text) plus ``_topic``, ``_partition`` and ``_offset``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from inferstream.config import Settings
+from inferstream.errors import ConfigError
+from inferstream.schemas.arrow import arrow_schema, to_table
+from inferstream.schemas.records import Prediction
+
+_FILE = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_TMP_SUFFIX = ".tmp"
+_PARTITIONING = ds.partitioning(pa.schema([("model", pa.string()), ("date", pa.string())]), flavor="hive")
+
+
+def table_dir(settings: Settings) -> Path:
+    """Where the inference table lives (``monitoring.table_dir`` or ``<state_dir>/table``)."""
+    return settings.monitoring.table_dir or settings.state_dir / "table"
+
+
+def table_schema() -> pa.Schema:
+    """The Arrow schema of the table's files."""
+    return (
+        arrow_schema(Prediction)
+        .append(pa.field("_topic", pa.string()))
+        .append(pa.field("_partition", pa.int32()))
+        .append(pa.field("_offset", pa.int64()))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TableFile:
+    """A file of the table and the offsets it holds."""
+
+    path: Path
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+def file_name(topic: str, partition: int, first: int, last: int) -> str:
+    """The name of a file holding offsets first..last of a topic partition."""
+    return f"{topic}+{partition}+{first:020d}-{last:020d}.parquet"
+
+
+def table_files(root: Path) -> list[TableFile]:
+    """Every complete file of the table."""
+    found = []
+    for path in root.glob("model=*/date=*/*.parquet"):
+        match = _FILE.match(path.name)
+        if match:
+            found.append(
+                TableFile(path, match["topic"], int(match["partition"]), int(match["first"]), int(match["last"]))
+            )
+    return found
+
+
+def written_up_to(root: Path, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, the highest offset already in the table's files."""
+    highest: dict[int, int] = {}
+    for item in table_files(root):
+        if item.topic == topic:
+            highest[item.partition] = max(item.last, highest.get(item.partition, -1))
+    return highest
+
+
+def remove_temporary(root: Path) -> int:
+    """Delete files a crashed writer left half-written; how many."""
+    count = 0
+    for path in root.glob(f"model=*/date=*/*{_TMP_SUFFIX}"):
+        path.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+def write_batch(
+    root: Path,
+    topic: str,
+    partition: int,
+    rows: Sequence[tuple[int, Prediction]],
+) -> list[Path]:
+    """Write one partition's batch (offset, prediction) as files by model and date; their paths.
+
+    Every file carries the batch's whole offset range in its name, so a replay of the
+    same batch writes the same names.
+    """
+    if not rows:
+        return []
+    first, last = rows[0][0], rows[-1][0]
+    groups: dict[tuple[str, str], list[tuple[int, Prediction]]] = {}
+    for offset, prediction in rows:
+        day = prediction.event_time.astimezone(UTC).date().isoformat()
+        groups.setdefault((prediction.model, day), []).append((offset, prediction))
+    written = []
+    schema = table_schema()
+    name = file_name(topic, partition, first, last)
+    for (model, day), group in sorted(groups.items()):
+        directory = root / f"model={model}" / f"date={day}"
+        directory.mkdir(parents=True, exist_ok=True)
+        base = to_table([p for _, p in group], Prediction)
+        table = pa.Table.from_arrays(
+            [
+                *base.columns,
+                pa.array([topic] * len(group), pa.string()),
+                pa.array([partition] * len(group), pa.int32()),
+                pa.array([o for o, _ in group], pa.int64()),
+            ],
+            schema=schema,
+        )
+        final = directory / name
+        temporary = directory / (name + _TMP_SUFFIX)
+        pq.write_table(table, temporary, compression="zstd")
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        temporary.replace(final)
+        written.append(final)
+    return written
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def read_table(
+    root: Path,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Predictions of the table, filtered by model, version and event time [since, until)."""
+    files = [str(f.path) for f in table_files(root)]
+    if not files:
+        if not root.exists():
+            raise ConfigError(f"no inference table at {root}: run `inferstream table sink` first")
+        return table_schema().empty_table()
+    dataset = ds.dataset(files, format="parquet", partitioning=_PARTITIONING, partition_base_dir=str(root))
+    condition = None
+
+    def both(expr: ds.Expression) -> None:
+        nonlocal condition
+        condition = expr if condition is None else condition & expr
+
+    if model is not None:
+        both(pc.field("model") == model)
+    if version is not None:
+        both(pc.field("version") == version)
+    if since is not None:
+        both(pc.field("event_time") >= pa.scalar(_as_utc(since), pa.timestamp("ms", tz="UTC")))
+    if until is not None:
+        both(pc.field("event_time") < pa.scalar(_as_utc(until), pa.timestamp("ms", tz="UTC")))
+    table = dataset.to_table(filter=condition, columns=list(columns) if columns else None)
+    if "date" in table.column_names and (columns is None or "date" not in columns):
+        table = table.drop_columns(["date"])
+    if "_offset" in table.column_names:
+        table = table.sort_by([("event_time", "ascending"), ("_partition", "ascending"), ("_offset", "ascending")])
+    return table
+
+
+def records(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows of a table read back as prediction-like dicts (inputs and outputs decoded)."""
+    out = []
+    for row in table.to_pylist():
+        for key in ("inputs", "outputs"):
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
+        out.append(row)
+    return out
+
+
+def export(table: pa.Table, path: Path) -> Path:
+    """Write a table read from the inference table to Parquet, CSV or JSON Lines (by suffix)."""
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".parquet", ".pq"):
+        pq.write_table(table, path)
+    elif suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(_flat(table), path)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        with open(path, "w") as handle:
+            for row in records(table):
+                handle.write(json.dumps(row, default=_json_default) + "\n")
+    else:
+        raise ConfigError(f"cannot tell the format of {path}: use .parquet, .csv or .jsonl")
+    return path
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    # CSV has no nesting: structs and maps go as JSON text.
+    arrays = []
+    for column in table.columns:
+        if pa.types.is_struct(column.type) or pa.types.is_map(column.type) or pa.types.is_list(column.type):
+            arrays.append(pa.array([json.dumps(v, default=_json_default) for v in column.to_pylist()], pa.string()))
+        else:
+            arrays.append(column)
+    return pa.Table.from_arrays(arrays, names=table.column_names)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def summary(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows per model and version, with their event-time range."""
+    if table.num_rows == 0:
+        return []
+    grouped = table.group_by(["model", "version"]).aggregate(
+        [("request_id", "count"), ("event_time", "min"), ("event_time", "max")]
+    )
+    return sorted(grouped.to_pylist(), key=lambda r: (r["model"], r["version"]))
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A CLI time bound: ISO 8601 (naive is UTC)."""
+    if value is None:
+        return None
+    try:
+        return _as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise ConfigError(f"cannot read time {value!r}: use ISO 8601, e.g. 2025-01-31T12:00:00Z") from None

@@ -1,0 +1,206 @@
+"""The inference-table sink: predictions topic → Parquet files, batched, committed after the rename.
+
+A consumer group of its own reads the predictions topic, so serving never waits
+for it. The sink follows one lifecycle (``setup() → add() → flush()``): records
+buffer per partition up to ``max_rows`` (a full buffer raises
+:class:`SinkBackpressureError`, and the loop flushes before reading on), a flush
+writes each partition's batch as files (temporary name, fsync, rename) and only
+then are the offsets committed. Records that are not predictions go to the
+dead-letter topic. ``stats`` reconciles: consumed = written + dead-lettered +
+skipped (replayed after a crash, already in files).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import confluent_kafka
+
+from inferstream.config import Settings
+from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.connectors.kafka.consumer import Consumer
+from inferstream.connectors.kafka.dlq import DeadLetterWriter
+from inferstream.errors import ContractError, InferstreamError
+from inferstream.metrics import Metrics
+from inferstream.monitoring.table import remove_temporary, table_dir, write_batch, written_up_to
+from inferstream.schemas.codec import codec_for
+from inferstream.schemas.records import Prediction
+
+log = logging.getLogger("inferstream.table")
+
+
+class SinkBackpressureError(InferstreamError):
+    """The sink's buffer is full: flush (or wait ``retry_after`` seconds) before adding more."""
+
+    def __init__(self, retry_after: float, message: str = "sink buffer is full") -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+@dataclass
+class SinkStats:
+    """Counts since start: consumed = written + dead_letters + skipped."""
+
+    consumed: int = 0
+    written: int = 0
+    dead_letters: int = 0
+    skipped: int = 0
+    files: list[Path] = field(default_factory=list)
+
+
+class ParquetTableSink:
+    """Buffers predictions per partition and writes them to the inference table on ``flush()``."""
+
+    def __init__(
+        self, settings: Settings, root: Path | None = None, *, max_rows: int = 50_000, max_delay_s: float = 5.0
+    ) -> None:
+        self.root = root or table_dir(settings)
+        self.topic = settings.topics.platform_topics()["predictions"]
+        self.max_rows = max_rows
+        self.max_delay_s = max_delay_s
+        self._buffer: dict[int, list[tuple[int, Prediction]]] = {}
+        self._buffered = 0
+        self._oldest: float | None = None
+        self._done_up_to: dict[int, int] = {}
+        #: rows written to files since start
+        self.rows_written = 0
+
+    def setup(self) -> None:
+        """Create the table directory, drop half-written files, learn what is written already."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        removed = remove_temporary(self.root)
+        if removed:
+            log.warning("removed %d half-written table files left by a crash", removed)
+        self._done_up_to = written_up_to(self.root, self.topic)
+
+    def already_written(self, partition: int, offset: int) -> bool:
+        """True when a file holds this record already (a replay after a crash)."""
+        return offset <= self._done_up_to.get(partition, -1)
+
+    def add(self, partition: int, offset: int, prediction: Prediction) -> None:
+        """Buffer one prediction; SinkBackpressureError when the buffer is full."""
+        if self._buffered >= self.max_rows:
+            raise SinkBackpressureError(0.0, f"table sink buffer holds {self._buffered} rows: flush first")
+        self._buffer.setdefault(partition, []).append((offset, prediction))
+        self._buffered += 1
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
+    def due(self) -> bool:
+        """True when the buffer is full or its oldest row waited ``max_delay_s``."""
+        return self._buffered >= self.max_rows or (
+            self._oldest is not None and time.monotonic() - self._oldest >= self.max_delay_s
+        )
+
+    def flush(self) -> list[Path]:
+        """Write every buffered partition's batch as renamed-into-place files; their paths."""
+        written: list[Path] = []
+        for partition, rows in sorted(self._buffer.items()):
+            written += write_batch(self.root, self.topic, partition, rows)
+            self.rows_written += len(rows)
+            self._done_up_to[partition] = max(rows[-1][0], self._done_up_to.get(partition, -1))
+        self._buffer.clear()
+        self._buffered = 0
+        self._oldest = None
+        return written
+
+    @property
+    def buffered(self) -> int:
+        """Rows waiting for the next flush."""
+        return self._buffered
+
+
+class InferenceTableSink:
+    """Runs the table sink on the predictions topic until ``stop()`` (one consumer group, N copies)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        root: Path | None = None,
+        max_rows: int = 50_000,
+        max_delay_s: float = 5.0,
+        metrics: Metrics | None = None,
+        group_id: str = "inferstream-table",
+    ) -> None:
+        self.settings = settings
+        self.sink = ParquetTableSink(settings, root, max_rows=max_rows, max_delay_s=max_delay_s)
+        self.metrics = metrics or Metrics()
+        self.group_id = group_id
+        self.stats = SinkStats()
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._codec = codec_for(Prediction)
+
+    def run(self) -> SinkStats:
+        """Consume, buffer, flush and commit until ``stop()``; flushes what is buffered on the way out."""
+        TopicAdmin(self.settings).ensure_platform_topics()
+        self.sink.setup()
+        consumer = Consumer(
+            self.settings,
+            [self.sink.topic],
+            group_id=self.group_id,
+            from_beginning=True,
+            metrics=self.metrics,
+            stage="table",
+        )
+        dlq = DeadLetterWriter(self.settings, stage="table", metrics=self.metrics)
+        # The last record read per partition: what the next commit covers.
+        pending: dict[int, confluent_kafka.Message] = {}
+        self.ready.set()
+        try:
+            while not self._stop.is_set() and not consumer.stopping:
+                for message in consumer.consume(1000, 0.2):
+                    pending[message.partition() or 0] = message
+                    self._take(message, dlq)
+                if self.sink.due():
+                    self._flush(consumer, dlq, pending)
+            self._flush(consumer, dlq, pending)
+        finally:
+            dlq.close()
+            consumer.close()
+        return self.stats
+
+    def _take(self, message: confluent_kafka.Message, dlq: DeadLetterWriter) -> None:
+        self.stats.consumed += 1
+        partition, offset = message.partition() or 0, message.offset() or 0
+        if self.sink.already_written(partition, offset):
+            self.stats.skipped += 1
+            return
+        try:
+            value = message.value()
+            if value is None:
+                raise ContractError("prediction has no value (a tombstone?)")
+            prediction = self._codec.decode(value, headers=message.headers())
+        except ContractError as exc:
+            dlq.send_message(message, exc)
+            self.stats.dead_letters += 1
+            return
+        try:
+            self.sink.add(partition, offset, prediction)
+        except SinkBackpressureError:
+            self.sink.flush()  # never buffer past max_rows; committed with the next flush
+            self.sink.add(partition, offset, prediction)
+
+    def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:
+        if not pending:
+            return
+        before = self.sink.rows_written
+        started = time.monotonic()
+        files = self.sink.flush()
+        dlq.flush()  # dead letters acknowledged before their offsets move
+        consumer.commit(pending.values())
+        count = self.sink.rows_written - before
+        self.stats.written = self.sink.rows_written
+        self.stats.files += files
+        self.metrics.records_out.labels("inference-table", "table").inc(count)
+        self.metrics.stage_seconds.labels("table", "write").observe(time.monotonic() - started)
+        pending.clear()
+
+    def stop(self) -> None:
+        """Flush, commit and return from ``run()``."""
+        self._stop.set()
