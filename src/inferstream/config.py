@@ -217,6 +217,23 @@ class StackSettings(_Frozen):
     java_home: Path | None = None
 
 
+class GatewaySettings(_Frozen):
+    """The HTTP gateway (``inferstream gateway``): where it listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token every /v1 and /metrics call must carry; none: no authentication.
+    token: SecretStr | None = None
+    # Larger request bodies are refused with 413 before they are read in full.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Predictions waiting for one SSE client; a client whose queue stays full for
+    # sse_drop_after_s is dropped (the others wait that long for it at most).
+    sse_queue_size: int = Field(default=1000, ge=1)
+    sse_drop_after_s: float = Field(default=5.0, gt=0)
+    # Default and upper bound of a predict call's wait for its answer.
+    predict_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything an inferstream process needs to know, frozen once built."""
 
@@ -232,6 +249,7 @@ class Settings(BaseSettings):
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     metrics: MetricsSettings = MetricsSettings()
     stack: StackSettings = StackSettings()
+    gateway: GatewaySettings = GatewaySettings()
     state_dir: Path = Path(".inferstream")
     models_dir: Path = Path("models")
 
