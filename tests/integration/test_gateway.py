@@ -76,7 +76,9 @@ def test_predict_round_trip_through_a_worker(platform: Settings, worker: Inferen
     with BackgroundGateway(platform) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
         answers = []
         for i in range(5):
-            response = http.post(f"/v1/models/{TABULAR_NAME}:1/predict", json={"inputs": rows[i], "request_id": f"q{i}"})
+            response = http.post(
+                f"/v1/models/{TABULAR_NAME}:1/predict", json={"inputs": rows[i], "request_id": f"q{i}"}
+            )
             assert response.status_code == 200, response.text
             answers.append(response.json())
         # The version can go in the body too.
@@ -117,7 +119,8 @@ def test_predict_errors_unknown_model_invalid_input_and_timeout(platform: Settin
     body = timed_out.json()
     assert body["error"] == "timeout"
     assert body["timeout_s"] == 1.0
-    assert "no answer to request" in body["detail"] and "is a worker serving" in body["detail"]
+    assert "no answer to request" in body["detail"]
+    assert "is a worker serving" in body["detail"]
 
 
 def test_bearer_token_is_required_when_set(platform: Settings) -> None:
@@ -183,8 +186,10 @@ def test_events_are_validated_produced_and_read_back(platform: Settings) -> None
         many = http.post("/v1/events", json=good)
         rejected = http.post("/v1/events", json=bad)
         not_json = http.post("/v1/events", content=b"{nope", headers={"Content-Type": "application/json"})
-    assert one.status_code == 200 and one.json()["ids"] == ["e0"]
-    assert many.status_code == 200 and many.json()["produced"] == 2
+    assert one.status_code == 200
+    assert one.json()["ids"] == ["e0"]
+    assert many.status_code == 200
+    assert many.json()["produced"] == 2
     assert many.json()["topic"] == platform.topics.name("events")
     assert rejected.status_code == 422
     body = rejected.json()
@@ -192,7 +197,8 @@ def test_events_are_validated_produced_and_read_back(platform: Settings) -> None
     assert "2 of 3 records are invalid; nothing was produced" in body["detail"]
     problems = {(p["record"], p["field"]) for p in body["problems"]}
     assert problems == {(1, "type"), (2, "features.amount")}
-    assert not_json.status_code == 422 and not_json.json()["error"] == "invalid_json"
+    assert not_json.status_code == 422
+    assert not_json.json()["error"] == "invalid_json"
     with Client(platform) as client:
         read = [m.record for m in client.subscribe("events", from_beginning=True, idle_timeout=3)]
     assert sorted(e.id for e in read if isinstance(e, Event)) == ["e0", "e1", "e2"]
