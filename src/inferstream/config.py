@@ -234,6 +234,28 @@ class GatewaySettings(_Frozen):
     predict_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class IngestRule(_Frozen):
+    """Events of one type go to one model version: their text to an embedder, or their features to a model."""
+
+    type: str = Field(min_length=1, description="Event type this rule applies to.")
+    model: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    input: Literal["text", "features"] = Field(
+        description="`text`: an embedding request of the event's text; `features`: an inference request."
+    )
+
+
+class IngestSettings(_Frozen):
+    """The ingest processor (``inferstream stream ingest``): routing rules and its consumer group."""
+
+    # As TOML: [[ingest.rules]] tables; as env: INFERSTREAM_INGEST__RULES='[{"type": ...}, ...]'.
+    rules: list[IngestRule] = Field(default_factory=list)
+    group: str = Field(default="inferstream-ingest", min_length=1)
+    # Events whose outputs are awaited together before their offsets may be committed.
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything an inferstream process needs to know, frozen once built."""
 
@@ -250,6 +272,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     stack: StackSettings = StackSettings()
     gateway: GatewaySettings = GatewaySettings()
+    ingest: IngestSettings = IngestSettings()
     state_dir: Path = Path(".inferstream")
     models_dir: Path = Path("models")
 
