@@ -254,6 +254,9 @@ class IngestSettings(_Frozen):
     # Events whose outputs are awaited together before their offsets may be committed.
     batch_size: int = Field(default=500, ge=1)
     flush_interval_s: float = Field(default=0.2, gt=0)
+    # How often acknowledged events are committed; a stop loses at most this much
+    # progress (replayed after a restart, with the same request ids).
+    commit_interval_s: float = Field(default=1.0, gt=0)
 
 
 class Settings(BaseSettings):

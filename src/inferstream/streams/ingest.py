@@ -263,6 +263,11 @@ def build_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[fa
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        broker_commit_interval=config.commit_interval_s,
+        # At shutdown, events whose outputs are not acknowledged yet stay unacknowledged
+        # (their offsets uncommitted: replayed next time, with the same request ids)
+        # instead of faust waiting for them forever once the flush timer has stopped.
+        stream_wait_empty=False,
         store="memory://",
         autodiscover=False,
     )
