@@ -4,9 +4,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +28,11 @@ RULES = [
 
 
 @contextmanager
-def ingest_process(settings: Settings, log: Path, group: str = "ingest-test") -> Iterator[subprocess.Popen[bytes]]:
+def ingest_process(
+    settings: Settings, log: Path, group: str = "ingest-test", metrics_port: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {
+        "INFERSTREAM_METRICS__PORT": str(metrics_port),
         **os.environ,
         "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
@@ -94,12 +99,23 @@ def test_events_become_requests_and_what_cannot_be_handled_is_dead_lettered(sett
     log = tmp_path / "ingest.log"
     text_topic = settings.topics.request_topic("minilm", "1")
     tabular_topic = settings.topics.request_topic("scorer", "1")
-    with ingest_process(settings, log):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with ingest_process(settings, log, metrics_port=port):
         embedding = [codec_for(EmbeddingRequest).decode(v) for v in _records(settings, text_topic, 40)]
         inference = [codec_for(InferenceRequest).decode(v) for v in _records(settings, tabular_topic, 30)]
         _records(settings, settings.topics.name("dead-letters"), 5)
         with Client(settings) as client:
             letters = list(client.dead_letters())
+        _wait_committed(settings, f"{settings.topics.prefix}ingest-test", 75)  # so every output was acknowledged
+        metrics = {
+            name: sum(
+                float(v) for v in re.findall(rf'^inferstream_{name}_total{{[^}}]*"ingest"[^}}]*}} (\S+)$', text, re.M)
+            )
+            for text in [urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()]
+            for name in ("records_in", "records_out", "dead_letters")
+        }
     # Text events became embedding requests of their text, keyed by a request id derived from the event.
     assert sorted(r.document_id for r in embedding) == sorted(r["id"] for r in reviews)
     first = next(r for r in embedding if r.document_id == "r7")
@@ -126,6 +142,8 @@ def test_events_become_requests_and_what_cannot_be_handled_is_dead_lettered(sett
     assert all(letter.source_offset is not None for letter in letters)
     # Counts reconcile: events in = events routed + dead letters; one request per routed event here.
     assert _stats(log) == [(75, 70, 70, 5)]
+    # The metrics say the same: 75 in; 70 requests + 5 dead letters out, acknowledged.
+    assert metrics == {"records_in": 75, "records_out": 75, "dead_letters": 5}
 
 
 def test_a_restart_and_a_full_replay_give_the_same_request_ids(settings: Settings, tmp_path: Path) -> None:
