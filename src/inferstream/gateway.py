@@ -24,7 +24,6 @@ clients (:mod:`inferstream.connectors.kafka.fanout`). Errors come back as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -33,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Annotated, Any, Self
 
 import uvicorn
@@ -328,6 +327,8 @@ def _stream_routes(router: APIRouter, state: Gateway) -> None:
         return EventSourceResponse(
             _events(state, subscriber),
             ping=_PING_S,
+            # On shutdown the fan-out ends each stream with a last event: let it go out.
+            shutdown_grace_period=_GRACE_S / 2,
             send_timeout=_SEND_TIMEOUT_S,
             headers={"Cache-Control": "no-store"},
         )
@@ -512,15 +513,41 @@ class _Observe:
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run the gateway with uvicorn until SIGINT/SIGTERM (127.0.0.1:8080 by default)."""
     config = settings.gateway
-    uvicorn.run(
-        create_app(settings),
-        host=host or config.host,
-        port=config.port if port is None else port,
-        log_level="warning",
-        timeout_graceful_shutdown=_GRACE_S,
-        # Bodies are limited by the app; keep the server's own HTTP parser limits too.
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    app = create_app(settings)
+    _GatewayServer(
+        uvicorn.Config(
+            app,
+            host=host or config.host,
+            port=config.port if port is None else port,
+            log_level="warning",
+            timeout_graceful_shutdown=_GRACE_S,
+        ),
+        app.state.gateway,
+    ).run()
+
+
+class _GatewayServer(uvicorn.Server):
+    """uvicorn's server, ending the prediction streams as soon as it is asked to stop.
+
+    uvicorn waits for open connections before the app's shutdown runs, and a stream
+    never ends by itself: each client gets a last ``dropped`` event saying the
+    gateway is shutting down, and its response completes.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """On SIGINT/SIGTERM: end the streams, then stop as uvicorn does."""
+        self.end_streams()
+        super().handle_exit(sig, frame)
+
+    def end_streams(self) -> None:
+        """Schedule the end of every stream on the server's loop (callable from any thread)."""
+        loop = self.gateway.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.gateway.predictions.close()))
 
 
 class BackgroundGateway:
@@ -540,7 +567,7 @@ class BackgroundGateway:
             log_level="warning",
             timeout_graceful_shutdown=_GRACE_S,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _GatewayServer(config, self.app.state.gateway)
         self._thread = threading.Thread(target=self._server.run, name="gateway", daemon=True)
         #: ``http://host:port`` once started.
         self.url = ""
@@ -559,12 +586,8 @@ class BackgroundGateway:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop serving (open streams end), close the client, wait for the thread."""
-        # uvicorn waits for open connections before the app's shutdown runs: end the
-        # streams first (signals do that for `serve`; a thread gets no signals).
-        gateway: Gateway = self.app.state.gateway
-        if gateway.loop is not None and self._thread.is_alive():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(gateway.predictions.close(), gateway.loop).result(timeout)
+        # A thread gets no signals: end the streams as a signal would, then stop.
+        self._server.end_streams()
         self._server.should_exit = True
         self._thread.join(timeout)
 

@@ -1,8 +1,12 @@
 """The HTTP gateway against the real broker: a real uvicorn server on a free port, httpx as the client."""
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -319,3 +323,45 @@ def test_healthz_says_503_when_the_broker_is_unreachable(tmp_path: Path) -> None
     assert health.status_code == 503
     assert health.json()["status"] == "unavailable"
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in health.json()["detail"]
+
+
+def test_the_gateway_command_serves_and_stops_cleanly_with_a_stream_open(platform: Settings, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": platform.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": platform.topics.prefix,
+        "INFERSTREAM_STATE_DIR": str(tmp_path),
+    }
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "inferstream", "gateway", "--port", str(port)], env=env, stderr=log_file
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert child.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the gateway never answered"
+                time.sleep(0.1)
+        with httpx.stream("GET", f"{url}/v1/predictions/stream", timeout=60) as response:
+            assert response.status_code == 200
+            child.send_signal(signal.SIGTERM)
+            lines = list(response.iter_lines())  # the stream ends, with the reason
+        # uvicorn shuts down gracefully, then re-raises the signal for the exit status.
+        assert child.wait(60) in (0, -signal.SIGTERM)
+        assert lines[-3:] == ["event: dropped", 'data: {"reason": "the gateway is shutting down"}', ""]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    log = log_path.read_text()
+    assert f"gateway on {url} (no token set" in log
+    assert "Traceback" not in log
