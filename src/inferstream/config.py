@@ -247,6 +247,48 @@ class MonitoringSettings(_Frozen):
         )
 
 
+class GatewaySettings(_Frozen):
+    """The HTTP gateway (``inferstream gateway``): where it listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token every /v1 and /metrics call must carry; none: no authentication.
+    token: SecretStr | None = None
+    # Larger request bodies are refused with 413 before they are read in full.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Predictions waiting for one SSE client; a client whose queue stays full for
+    # sse_drop_after_s is dropped (the others wait that long for it at most).
+    sse_queue_size: int = Field(default=1000, ge=1)
+    sse_drop_after_s: float = Field(default=5.0, gt=0)
+    # Default and upper bound of a predict call's wait for its answer.
+    predict_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class IngestRule(_Frozen):
+    """Events of one type go to one model version: their text to an embedder, or their features to a model."""
+
+    type: str = Field(min_length=1, description="Event type this rule applies to.")
+    model: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    input: Literal["text", "features"] = Field(
+        description="`text`: an embedding request of the event's text; `features`: an inference request."
+    )
+
+
+class IngestSettings(_Frozen):
+    """The ingest processor (``inferstream stream ingest``): routing rules and its consumer group."""
+
+    # As TOML: [[ingest.rules]] tables; as env: INFERSTREAM_INGEST__RULES='[{"type": ...}, ...]'.
+    rules: list[IngestRule] = Field(default_factory=list)
+    group: str = Field(default="inferstream-ingest", min_length=1)
+    # Events whose outputs are awaited together before their offsets may be committed.
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    # How often acknowledged events are committed; a stop loses at most this much
+    # progress (replayed after a restart, with the same request ids).
+    commit_interval_s: float = Field(default=1.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything an inferstream process needs to know, frozen once built."""
 
@@ -263,6 +305,10 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     stack: StackSettings = StackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+
+
+    gateway: GatewaySettings = GatewaySettings()
+    ingest: IngestSettings = IngestSettings()
     state_dir: Path = Path(".inferstream")
     models_dir: Path = Path("models")
 

@@ -6,7 +6,8 @@ can catch ``InferstreamError`` and know it came from here::
     InferstreamError
     ├── ConfigError                 settings or files that cannot be used
     ├── ContractError               a record that does not fit its topic's contract
-    │   └── RecordValidationError   ... with where (line, field) and why
+    │   ├── RecordValidationError   ... with where (line, field) and why
+    │   └── RoutingError            a valid record that no routing rule covers
     ├── KafkaError                  anything the broker or client refused
     │   ├── DeliveryError           a produced record was not acknowledged
     │   ├── TopicError              a topic is missing or cannot be created
@@ -74,6 +75,10 @@ class RecordValidationError(ContractError):
     def fields(self) -> tuple[str, ...]:
         """The dotted paths of the fields at fault (empty string for the whole record)."""
         return tuple(p.field for p in self.problems)
+
+
+class RoutingError(ContractError):
+    """A valid record that no routing rule covers (an event type without a rule, a rule's input missing)."""
 
 
 class KafkaError(InferstreamError):

@@ -1,0 +1,218 @@
+"""The HTTP gateway against calling the SDK directly, same broker, same worker, same run.
+
+Predict: the demo classifier served by ``inferstream serve`` (a process of its own).
+The baseline is ``Client.predict()`` from this process with C threads; the gateway
+path is ``POST /v1/models/breast-cancer:1/predict`` from C threads (httpx, kept-alive
+connections) to ``inferstream gateway`` (a process of its own, so the HTTP client
+and the server do not share an interpreter). p50/p99 latency and throughput of each,
+and the ratio gateway/direct.
+
+Stream: one client reads ``GET /v1/predictions/stream`` while predictions are
+produced to the predictions topic as fast as the SDK goes; the delivery rate (from
+the first produced to the last received) against the produce rate (from the first
+produced to the last acknowledged).
+
+    .venv/bin/python benchmarks/gateway.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from _harness import add_common_args, bench_client, broker, note, result_line
+from inferstream.client import Client
+from inferstream.config import Settings
+from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
+
+
+def _env(settings: Settings, models: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+        "INFERSTREAM_MODELS_DIR": str(models),
+    }
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], ready: Callable[[], bool]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``inferstream ARGS`` until the block ends; waits until ``ready()``."""
+    child = subprocess.Popen([sys.executable, "-m", "inferstream", *args], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`inferstream {' '.join(args)}` did not start")
+            time.sleep(0.2)
+        yield child
+    finally:
+        child.terminate()
+        child.wait(60)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def timed(call: Callable[[int], None], count: int, threads: int) -> tuple[float, np.ndarray]:
+    """Seconds for ``count`` calls over ``threads`` threads, and each call's latency in ms."""
+    latencies = np.zeros(count)
+
+    def one(i: int) -> None:
+        started = time.perf_counter()
+        call(i)
+        latencies[i] = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(count)))
+    return time.perf_counter() - started, latencies
+
+
+def stream_rate(client: Client, url: str, count: int) -> tuple[float, float]:
+    """(predictions/s delivered to one stream client, predictions/s produced)."""
+    got: list[float] = []
+    connected = threading.Event()
+
+    def read() -> None:
+        with httpx.stream("GET", f"{url}/v1/predictions/stream", timeout=120) as response:
+            connected.set()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    got.append(time.perf_counter())
+                    if len(got) >= count:
+                        return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    connected.wait(60)  # headers come after the fan-out took the subscriber
+    now = datetime.now(UTC).isoformat()
+    records = [
+        {
+            "request_id": f"s{i}",
+            "event_time": now,
+            "model": TABULAR_NAME,
+            "version": "1",
+            "inputs": {"x": i},
+            "outputs": {"label": "benign", "probabilities": {"benign": 0.9, "malignant": 0.1}},
+            "latency": {"queue_ms": 0.1, "compute_ms": 0.2, "total_ms": 0.5},
+        }
+        for i in range(count)
+    ]
+    started = time.perf_counter()
+    client.produce("predictions", records)
+    produced_s = time.perf_counter() - started
+    reader.join(300)
+    if len(got) < count:
+        raise RuntimeError(f"the stream client got {len(got)} of {count} predictions")
+    # Both from the first record produced: to the last one received, and to the last one acknowledged.
+    return count / (got[-1] - started), count / produced_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    args = parser.parse_args()
+    count = 300 if args.quick else 3000
+    threads = 8 if args.quick else 16
+    stream_count = 5000 if args.quick else 50_000
+    rows, _ = tabular_rows()
+    with tempfile.TemporaryDirectory(prefix="inferstream-models-") as models, broker(args.bootstrap_servers) as servers:
+        build_demo_models(Path(models))
+        with bench_client(servers) as client:
+            settings = client.settings
+            client.topics.ensure_platform_topics()
+            client.topics.ensure_request_topic(TABULAR_NAME, "1")
+            env = _env(settings, Path(models))
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+
+            def answers() -> bool:
+                try:
+                    client.predict(f"{TABULAR_NAME}:1", rows[0], timeout=2)
+                    return True
+                except Exception:
+                    return False
+
+            def healthy() -> bool:
+                try:
+                    return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            note("starting a worker and the gateway ...")
+            with (
+                process(["serve", "--model", f"{TABULAR_NAME}:1"], env, answers),
+                process(["gateway", "--port", str(port)], env, healthy),
+                httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=threads)) as http,
+            ):
+                path = f"/v1/models/{TABULAR_NAME}:1/predict"
+
+                def direct(i: int) -> None:
+                    client.predict(f"{TABULAR_NAME}:1", rows[i % len(rows)], timeout=30)
+
+                def over_http(i: int) -> None:
+                    response = http.post(path, json={"inputs": rows[i % len(rows)]})
+                    response.raise_for_status()
+
+                note(f"warming up, then {count} predictions each way with {threads} threads ...")
+                timed(direct, threads * 4, threads)
+                timed(over_http, threads * 4, threads)
+                direct_s, direct_ms = timed(direct, count, threads)
+                http_s, http_ms = timed(over_http, count, threads)
+                note(f"stream: {stream_count} predictions produced, read by one SSE client ...")
+                delivered, produced = stream_rate(client, url, stream_count)
+    d50, d99 = np.percentile(direct_ms, [50, 99])
+    h50, h99 = np.percentile(http_ms, [50, 99])
+    direct_rps, http_rps = count / direct_s, count / http_s
+    table = Table(title=f"gateway predict, {threads} threads ({'quick' if args.quick else 'full'})")
+    for column in ("path", "requests", "p50 ms", "p99 ms", "requests/s", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row("Client.predict()", str(count), f"{d50:.1f}", f"{d99:.1f}", f"{direct_rps:,.0f}", "")
+    table.add_row(
+        "HTTP gateway", str(count), f"{h50:.1f}", f"{h99:.1f}", f"{http_rps:,.0f}", f"{http_rps / direct_rps:.2f}"
+    )
+    Console().print(table)
+    print(
+        f"stream: {delivered:,.0f} predictions/s delivered to one SSE client, produced at {produced:,.0f}/s "
+        f"(ratio {delivered / produced:.2f})"
+    )
+    print(
+        result_line(
+            {
+                "http_rps": http_rps,
+                "direct_rps": direct_rps,
+                "ratio_rps": http_rps / direct_rps,
+                "http_p50_ms": float(h50),
+                "http_p99_ms": float(h99),
+                "direct_p50_ms": float(d50),
+                "direct_p99_ms": float(d99),
+                "sse_delivered_per_s": delivered,
+                "sse_produced_per_s": produced,
+                "ratio_sse": delivered / produced,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

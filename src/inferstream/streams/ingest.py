@@ -1,0 +1,371 @@
+"""The ingest processor: events in, embedding and inference requests out, the rest dead-lettered.
+
+A faust-streaming app reads the events topic in the consumer group
+``ingest.group``. Each record is decoded and validated against the ``event``
+contract, then routed by the rules of ``ingest.rules`` (event type → model
+version, by text or by features):
+
+- a rule with ``input = "text"`` makes an ``EmbeddingRequest`` of the event's text
+  (document id = event id) on the embedder's request topic;
+- a rule with ``input = "features"`` makes an ``InferenceRequest`` of its features.
+
+Bad bytes, a record that fails its contract, an event type no rule covers, and an
+event without the input its rules need go to the dead-letter topic with the
+original bytes and the reason; the stream goes on. Counts reconcile: events in =
+events routed + dead letters (``IngestStats``).
+
+At-least-once and safe to repeat: a request's id is derived from the event id and
+the target model version, so a replay writes the same ids (workers and sinks are
+keyed by them). Outputs go through the platform's confluent-kafka ``Producer``;
+an event is acknowledged to faust (so its offset may be committed) only once its
+outputs are acknowledged by the broker. While the broker refuses them, delivery is
+retried with backoff and nothing is committed.
+
+The app is built by :func:`build_app`, never at import (faust reads ``sys.argv`` in
+its own CLI, which this module does not use); faust's web server is off and its
+data directory lies under ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from inferstream.config import IngestRule, Settings
+from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.connectors.kafka.dlq import DeadLetterWriter
+from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
+from inferstream.errors import ConfigError, ContractError, DeliveryError, InferstreamError, RoutingError
+from inferstream.metrics import Metrics
+from inferstream.schemas.codec import Codec, Headers, codec_for
+from inferstream.schemas.records import EmbeddingRequest, Event, InferenceRequest
+
+if TYPE_CHECKING:
+    import faust
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce: a request for a model version."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def request_id_for(event_id: str, model: str, version: str) -> str:
+    """The id of the request an event makes for a model version: the same on every replay."""
+    return hashlib.sha256(f"{event_id}\n{model}\n{version}".encode()).hexdigest()[:32]
+
+
+class IngestRouter:
+    """Turns an event record's bytes into requests by the routing rules (no I/O)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules: dict[str, list[IngestRule]] = {}
+        for rule in settings.ingest.rules:
+            self.rules.setdefault(rule.type, []).append(rule)
+        self._events: Codec[Event] = codec_for(Event)
+        self._embedding: Codec[EmbeddingRequest] = codec_for(EmbeddingRequest)
+        self._inference: Codec[InferenceRequest] = codec_for(InferenceRequest)
+
+    def topics(self) -> list[str]:
+        """The request topics the rules write to."""
+        topics = self.settings.topics
+        return sorted({topics.request_topic(r.model, r.version) for rs in self.rules.values() for r in rs})
+
+    def route(self, value: bytes | None, headers: Headers | None = None) -> list[Output]:
+        """The requests an event record makes.
+
+        Raises ``ContractError`` (``RecordValidationError`` with the fields at fault)
+        for bytes that are not a valid event, ``RoutingError`` for an event no rule covers.
+        """
+        if not value:
+            raise ContractError("the record has no value (an event is a JSON object)")
+        event = self._events.decode(value, headers=headers)
+        rules = self.rules.get(event.type)
+        if not rules:
+            covered = ", ".join(sorted(self.rules)) or "none"
+            raise RoutingError(
+                f"no ingest rule for event type {event.type!r} (types with rules: {covered}); "
+                "add one to ingest.rules and replay the dead letter"
+            )
+        outputs = [output for rule in rules if (output := self._request(event, rule)) is not None]
+        if not outputs:
+            wanted = " or ".join(sorted({rule.input for rule in rules}))
+            raise RoutingError(f"event {event.id!r} of type {event.type!r} has no {wanted}, which its rules route")
+        return outputs
+
+    def _request(self, event: Event, rule: IngestRule) -> Output | None:
+        common = {
+            "request_id": request_id_for(event.id, rule.model, rule.version),
+            "event_time": event.event_time,
+            "model": rule.model,
+            "version": rule.version,
+            "source_event_id": event.id,
+            "attributes": event.attributes,
+        }
+        topic = self.settings.topics.request_topic(rule.model, rule.version)
+        if rule.input == "text":
+            if not event.text:
+                return None
+            embedding = self._embedding.validate({**common, "document_id": event.id, "text": event.text})
+            return Output(topic, embedding.key(), self._embedding.encode(embedding), [self._embedding.header])
+        if not event.features:
+            return None
+        inference = self._inference.validate({**common, "inputs": dict(event.features)})
+        return Output(topic, inference.key(), self._inference.encode(inference), [self._inference.header])
+
+
+@dataclass
+class IngestStats:
+    """What the processor did; ``events == routed + dead_letters`` always."""
+
+    events: int = 0
+    routed: int = 0
+    requests: int = 0
+    dead_letters: int = 0
+
+
+class IngestProcessor:
+    """Routes event records and keeps their outputs until the broker acknowledged them.
+
+    ``handle()`` queues one record's outputs (or its dead letter); ``deliver()``
+    blocks until everything queued is acknowledged, retrying with backoff. The faust
+    agent acknowledges events only after ``deliver()`` returned.
+    """
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.router = IngestRouter(settings)
+        self.metrics = metrics
+        self.events_topic = settings.topics.platform_topics()["events"]
+        self.producer = Producer(settings, metrics=metrics, stage=STAGE)
+        self.dead_letters = DeadLetterWriter(settings, stage=STAGE, producer=self.producer, metrics=metrics)
+        self.stats = IngestStats()
+
+    def ensure_topics(self) -> None:
+        """Create the request topics of the rules (idempotent); fail clearly without events."""
+        if not self.router.rules:
+            log.warning("ingest.rules is empty: every event will be dead-lettered")
+        admin = TopicAdmin(self.settings)
+        if not admin.exists(self.events_topic):
+            raise ConfigError(
+                f"topic {self.events_topic} does not exist: create it with `inferstream topics create --platform`"
+            )
+        for rule in {(r.model, r.version) for rs in self.router.rules.values() for r in rs}:
+            admin.ensure_request_topic(*rule)
+
+    def handle(
+        self,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        headers: Headers | None,
+        partition: int | None,
+        offset: int | None,
+    ) -> None:
+        """Route one event record: queue its requests, or its dead letter."""
+        self.stats.events += 1
+        if self.metrics is not None:
+            self.metrics.records_in.labels(self.events_topic, STAGE).inc()
+        try:
+            outputs = self.router.route(value, headers)
+        except ContractError as exc:
+            self.dead_letters.send(
+                payload=value,
+                error=exc,
+                source_topic=self.events_topic,
+                key=key,
+                headers=headers,
+                partition=partition,
+                offset=offset,
+            )
+            self.stats.dead_letters += 1
+            return
+        for output in outputs:
+            self.producer.produce(output.topic, output.value, output.key, output.headers)
+        self.stats.routed += 1
+        self.stats.requests += len(outputs)
+
+    def deliver(self) -> None:
+        """Wait until every queued record is acknowledged; retry what failed, with backoff.
+
+        A record the broker can never take (too large, topic gone) is dead-lettered
+        instead; while the broker is down this keeps waiting, so nothing is acknowledged.
+        """
+        attempt = 0
+        while True:
+            try:
+                self.producer.flush()
+                return
+            except DeliveryError as exc:
+                failures = list(exc.failures)
+            delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+            attempt += 1
+            log.warning(
+                "%d ingest output(s) not delivered (%s); retrying in %.1fs, nothing is committed meanwhile",
+                len(failures) or 1,
+                failures[0].reason if failures else "broker unreachable",
+                delay,
+            )
+            time.sleep(delay)
+            self._resend(failures)
+
+    def _resend(self, failures: Iterable[DeliveryFailure]) -> None:
+        for failure in failures:
+            if failure.retriable or failure.topic == self.dead_letters.topic:
+                self.producer.produce(failure.topic, failure.value, failure.key, failure.headers)
+                continue
+            # The request can never be written (too large, topic gone): keep it as a dead letter.
+            self.dead_letters.send(
+                payload=failure.value,
+                error=failure.error(),
+                source_topic=failure.topic,
+                key=failure.key,
+                headers=failure.headers,
+            )
+
+    def close(self) -> None:
+        """Deliver what is queued and release the producer."""
+        self.deliver()
+        self.producer.close()
+
+
+def build_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[faust.App, IngestProcessor]:
+    """The faust app of the ingest processor and the processor it drives (nothing starts here)."""
+    import faust
+
+    processor = IngestProcessor(settings, metrics=metrics)
+    config = settings.ingest
+    servers = [server.strip() for server in settings.kafka.bootstrap_servers.split(",") if server.strip()]
+    app = faust.App(
+        config.group,
+        broker=[f"kafka://{server}" for server in servers],
+        broker_credentials=_credentials(settings),
+        datadir=str(settings.state_dir / "faust"),
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        # Topics are the platform's to create; faust's leader topic is not needed here.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=config.commit_interval_s,
+        # At shutdown, events whose outputs are not acknowledged yet stay unacknowledged
+        # (their offsets uncommitted: replayed next time, with the same request ids)
+        # instead of faust waiting for them forever once the flush timer has stopped.
+        stream_wait_empty=False,
+        store="memory://",
+        autodiscover=False,
+    )
+    topic = app.topic(
+        processor.events_topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+    )
+    pending: list[Any] = []
+    lock = asyncio.Lock()
+
+    async def deliver(stream: Any) -> None:
+        async with lock:
+            if not pending:
+                return
+            batch = pending[:]
+            del pending[:]
+            # Blocking work (waiting for acknowledgements) stays off the event loop.
+            await asyncio.to_thread(processor.deliver)
+            for event in batch:
+                await stream.ack(event)
+
+    streams: list[Any] = []
+
+    @app.agent(topic, name="ingest")
+    async def ingest(stream: Any) -> None:
+        manual = stream.noack()
+        streams.append(manual)
+        async for event in manual.events():
+            message = event.message
+            processor.handle(
+                message.value,
+                key=message.key,
+                headers=list(message.headers or ()),
+                partition=message.partition,
+                offset=message.offset,
+            )
+            pending.append(event)
+            if len(pending) >= config.batch_size:
+                await deliver(manual)
+
+    async def flush() -> None:
+        # Events arriving slower than a batch still get delivered (and acknowledged) soon.
+        for stream in streams:
+            await deliver(stream)
+
+    app.timer(interval=config.flush_interval_s)(flush)
+
+    return app, processor
+
+
+def run(settings: Settings, *, metrics: Metrics | None = None) -> IngestStats:
+    """Run the ingest processor until SIGINT/SIGTERM; returns its counts."""
+    import faust
+
+    app, processor = build_app(settings, metrics=metrics)
+    processor.ensure_topics()
+    worker = faust.Worker(app, loglevel="WARNING", override_logging=False, redirect_stdouts=False)
+    code: Any = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # faust's worker ends the process its own way: keep the code
+        code = exc.code
+    finally:
+        processor.close()
+    if code not in (None, 0):
+        raise InferstreamError(f"the ingest processor crashed (exit code {code}): see the log above")
+    return processor.stats
+
+
+def _credentials(settings: Settings) -> Any:
+    import faust
+
+    security = settings.kafka.security
+    if security.protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if security.protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=str(security.ssl_ca_location) if security.ssl_ca_location else None)
+        if security.ssl_certificate_location and security.ssl_key_location:
+            password = security.ssl_key_password.get_secret_value() if security.ssl_key_password else None
+            context.load_cert_chain(
+                str(security.ssl_certificate_location), str(security.ssl_key_location), password=password
+            )
+    if security.protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if security.sasl_mechanism in (None, "OAUTHBEARER"):
+        raise ConfigError("the ingest processor supports SASL PLAIN and SCRAM; set kafka.security.sasl_mechanism")
+    password = security.sasl_password.get_secret_value() if security.sasl_password else None
+    return faust.SASLCredentials(
+        username=security.sasl_username, password=password, mechanism=security.sasl_mechanism, ssl_context=context
+    )
+
+
+__all__ = [
+    "IngestProcessor",
+    "IngestRouter",
+    "IngestStats",
+    "Output",
+    "build_app",
+    "request_id_for",
+    "run",
+]

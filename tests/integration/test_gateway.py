@@ -1,0 +1,367 @@
+"""The HTTP gateway against the real broker: a real uvicorn server on a free port, httpx as the client."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from inferstream import Client, Settings
+from inferstream.config import GatewaySettings
+from inferstream.gateway import BackgroundGateway
+from inferstream.schemas import Event
+from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
+from inferstream.serving.repository import ModelRepository
+from inferstream.serving.worker import InferenceWorker
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_demo_models(root)
+    return root
+
+
+def _with_gateway(settings: Settings, **options: Any) -> Settings:
+    return settings.model_copy(update={"gateway": GatewaySettings(**options)})
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Settings:
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    return settings
+
+
+@pytest.fixture
+def worker(platform: Settings, models_dir: Path) -> Iterator[InferenceWorker]:
+    settings = platform.model_copy(update={"models_dir": models_dir})
+    worker = InferenceWorker(settings, ModelRepository(models_dir).resolve(TABULAR_NAME))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert worker.ready.wait(60)
+    yield worker
+    worker.stop()
+    thread.join(60)
+    assert not errors, errors
+
+
+def _metric(url: str, name: str, headers: dict[str, str] | None = None) -> float:
+    text = httpx.get(f"{url}/metrics", headers=headers).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_predict_round_trip_through_a_worker(platform: Settings, worker: InferenceWorker) -> None:
+    rows, target = tabular_rows()
+    labels = {0: "malignant", 1: "benign"}
+    with BackgroundGateway(platform) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        answers = []
+        for i in range(5):
+            response = http.post(
+                f"/v1/models/{TABULAR_NAME}:1/predict", json={"inputs": rows[i], "request_id": f"q{i}"}
+            )
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+        # The version can go in the body too.
+        response = http.post(f"/v1/models/{TABULAR_NAME}/predict", json={"inputs": rows[5], "version": "1"})
+        assert response.status_code == 200, response.text
+    for i, answer in enumerate(answers):
+        assert answer["request_id"] == f"q{i}"
+        assert (answer["model"], answer["version"]) == (TABULAR_NAME, "1")
+        assert answer["inputs"] == rows[i]
+        assert answer["outputs"]["label"] == labels[int(target[i])]
+        assert set(answer["outputs"]["probabilities"]) == {"malignant", "benign"}
+    # The same requests through the SDK give the same answers.
+    with Client(platform) as client:
+        direct = client.predict(f"{TABULAR_NAME}:1", rows[0], timeout=30)
+    assert direct.outputs == answers[0]["outputs"]
+
+
+def test_predict_errors_unknown_model_invalid_input_and_timeout(platform: Settings) -> None:
+    with Client(platform) as client:
+        client.topics.ensure_request_topic(TABULAR_NAME, "1")  # served by nobody
+    settings = _with_gateway(platform, predict_timeout_s=1.0)
+    with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        unknown = http.post(f"/v1/models/{TABULAR_NAME}:9/predict", json={"inputs": {"a": 1}})
+        not_an_object = http.post(f"/v1/models/{TABULAR_NAME}:1/predict", json={"inputs": [1, 2]})
+        unknown_field = http.post(f"/v1/models/{TABULAR_NAME}:1/predict", json={"inputs": {}, "model": "x"})
+        no_version = http.post(f"/v1/models/{TABULAR_NAME}/predict", json={"inputs": {"a": 1}})
+        # Asking for longer than the gateway allows waits the gateway's maximum.
+        timed_out = http.post(f"/v1/models/{TABULAR_NAME}:1/predict", json={"inputs": {"a": 1}, "timeout": 60})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_model"
+    assert f"requests.{TABULAR_NAME}.9 does not exist" in unknown.json()["detail"]
+    assert not_an_object.status_code == 422
+    assert not_an_object.json()["detail"][0]["loc"] == ["body", "inputs"]
+    assert unknown_field.status_code == 422
+    assert no_version.status_code == 422
+    assert "which version" in no_version.json()["detail"]
+    assert timed_out.status_code == 504
+    body = timed_out.json()
+    assert body["error"] == "timeout"
+    assert body["timeout_s"] == 1.0
+    assert "no answer to request" in body["detail"]
+    assert "is a worker serving" in body["detail"]
+
+
+def test_bearer_token_is_required_when_set(platform: Settings) -> None:
+    settings = _with_gateway(platform, token="s3cret-token")
+    event = {"id": "e1", "type": "review", "text": "good"}
+    with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        missing = http.post("/v1/events", json=event)
+        wrong = http.post("/v1/events", json=event, headers={"Authorization": "Bearer s3cret-tokem"})
+        basic = http.post("/v1/events", json=event, headers={"Authorization": "Basic czNjcmV0LXRva2Vu"})
+        metrics_without = http.get("/metrics")
+        right = http.post("/v1/events", json=event, headers={"Authorization": "Bearer s3cret-token"})
+        metrics_with = http.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+        health = http.get("/healthz")
+        schema = http.get("/openapi.json")
+    for response in (missing, wrong, basic, metrics_without):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"] == "unauthorized"
+    assert right.status_code == 200, right.text
+    assert right.json()["produced"] == 1
+    assert metrics_with.status_code == 200
+    assert health.status_code == 200
+    assert schema.status_code == 200
+    # The token never shows in the settings' repr.
+    assert "s3cret" not in repr(settings)
+
+
+def test_oversized_bodies_get_413_and_nothing_is_produced(platform: Settings) -> None:
+    settings = _with_gateway(platform, max_body_bytes=2048)
+    big = {"id": "big", "type": "review", "text": "x" * 5000}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while the body streams in
+        data = json.dumps(big).encode()
+        for start in range(0, len(data), 500):
+            yield data[start : start + 500]
+
+    with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        declared = http.post("/v1/events", json=big)
+        streamed = http.post("/v1/events", content=chunks(), headers={"Content-Type": "application/json"})
+        small = http.post("/v1/events", json={"id": "small", "type": "review", "text": "fits"})
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"] == "body_too_large"
+        assert "2048 bytes" in response.json()["detail"]
+    assert small.status_code == 200
+    with Client(platform) as client:
+        ids = [m.key for m in client.subscribe("events", from_beginning=True, idle_timeout=3)]
+    assert ids == [b"small"]
+
+
+def test_events_are_validated_produced_and_read_back(platform: Settings) -> None:
+    good = [
+        {"id": "e1", "type": "review", "text": "Fast delivery"},
+        {"id": "e2", "type": "transaction", "features": {"amount": 42.5, "country": "FR"}},
+    ]
+    bad = [
+        {"id": "b1", "type": "review", "text": "fine"},
+        {"id": "b2", "text": "no type"},
+        {"id": "b3", "type": "transaction", "features": {"amount": [1, 2]}},
+    ]
+    with BackgroundGateway(platform) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        one = http.post("/v1/events", json={"id": "e0", "type": "review", "text": "one alone"})
+        many = http.post("/v1/events", json=good)
+        rejected = http.post("/v1/events", json=bad)
+        not_json = http.post("/v1/events", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert one.status_code == 200
+    assert one.json()["ids"] == ["e0"]
+    assert many.status_code == 200
+    assert many.json()["produced"] == 2
+    assert many.json()["topic"] == platform.topics.name("events")
+    assert rejected.status_code == 422
+    body = rejected.json()
+    assert body["error"] == "invalid_events"
+    assert "2 of 3 records are invalid; nothing was produced" in body["detail"]
+    problems = {(p["record"], p["field"]) for p in body["problems"]}
+    assert problems == {(1, "type"), (2, "features.amount")}
+    assert not_json.status_code == 422
+    assert not_json.json()["error"] == "invalid_json"
+    with Client(platform) as client:
+        read = [m.record for m in client.subscribe("events", from_beginning=True, idle_timeout=3)]
+    assert sorted(e.id for e in read if isinstance(e, Event)) == ["e0", "e1", "e2"]
+    by_id = {e.id: e for e in read if isinstance(e, Event)}
+    assert by_id["e2"].features == {"amount": 42.5, "country": "FR"}
+
+
+def _prediction(i: int, model: str, pad: int) -> dict[str, Any]:
+    return {
+        "request_id": f"{model}-{i}",
+        "event_time": datetime.now(UTC).isoformat(),
+        "model": model,
+        "version": "1",
+        "inputs": {"x": i},
+        "outputs": {"label": "yes"},
+        "latency": {"queue_ms": 0.1, "compute_ms": 0.2, "total_ms": 0.5},
+        "attributes": {"pad": "p" * pad},
+    }
+
+
+def test_a_slow_stream_client_is_dropped_while_a_normal_one_gets_everything(platform: Settings) -> None:
+    settings = _with_gateway(platform, sse_queue_size=8, sse_drop_after_s=0.5)
+    n = 3000
+    with BackgroundGateway(settings) as gateway:
+        received: list[dict[str, Any]] = []
+        ended: list[str] = []
+
+        def read_normally() -> None:
+            with httpx.stream("GET", f"{gateway.url}/v1/predictions/stream?model=wanted", timeout=60) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                event = ""
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[len("event: ") :]
+                    elif line.startswith("data: ") and event == "prediction":
+                        received.append(json.loads(line[len("data: ") :]))
+                        if len(received) == n:
+                            return
+                    elif line.startswith("data: "):
+                        ended.append(line)
+                        return
+
+        normal = threading.Thread(target=read_normally, daemon=True)
+        normal.start()
+        # The slow client: a tiny receive buffer, and it reads nothing until the end.
+        host, port = gateway.url.removeprefix("http://").split(":")
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((host, int(port)))
+        slow.sendall(b"GET /v1/predictions/stream HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        deadline = time.monotonic() + 60
+        while _metric(gateway.url, "inferstream_gateway_stream_clients") < 2:
+            assert time.monotonic() < deadline, "the stream clients never connected"
+            time.sleep(0.05)
+
+        records = [_prediction(i, "wanted", pad=4000) for i in range(n)]
+        records += [_prediction(i, "other", pad=10) for i in range(n // 10)]
+        with Client(platform) as client:
+            assert client.produce("predictions", records).produced == len(records)
+
+        normal.join(120)
+        assert not normal.is_alive()
+        assert not ended, ended
+        # Every prediction of the wanted model, once, in order per partition; none of the other.
+        assert sorted(int(p["request_id"].split("-")[1]) for p in received) == list(range(n))
+        assert {p["model"] for p in received} == {"wanted"}
+        while _metric(gateway.url, "inferstream_gateway_stream_dropped_total") < 1:
+            assert time.monotonic() < deadline + 60, "the slow client was never dropped"
+            time.sleep(0.05)
+
+        # Now the slow client reads: what fitted in the buffers, then the reason it was dropped.
+        slow.settimeout(60)
+        data = b""
+        while chunk := slow.recv(1 << 16):
+            data += chunk
+        slow.close()
+        assert data.startswith(b"HTTP/1.1 200")
+        assert data.count(b"event: prediction") < n
+        dropped = re.search(rb"event: dropped\r\ndata: (.*?)\r\n", data)
+        assert dropped is not None
+        assert "too slow" in json.loads(dropped.group(1))["reason"]
+        assert _metric(gateway.url, "inferstream_gateway_stream_dropped_total") == 1
+        assert _metric(gateway.url, "inferstream_gateway_stream_sent_total") >= n
+
+
+def test_healthz_metrics_and_openapi(platform: Settings) -> None:
+    with BackgroundGateway(platform) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        health = http.get("/healthz")
+        http.post("/v1/events", json={"id": "e1", "type": "review", "text": "counted"})
+        metrics = http.get("/metrics")
+        schema = http.get("/openapi.json").json()
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "bootstrap_servers": platform.kafka.bootstrap_servers}
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'inferstream_gateway_requests_total{route="/healthz",status="200"} 1.0' in metrics.text
+    assert 'inferstream_gateway_requests_total{route="/v1/events",status="200"} 1.0' in metrics.text
+    events_topic = platform.topics.name("events")
+    assert f'inferstream_records_out_total{{stage="produce",topic="{events_topic}"}} 1.0' in metrics.text
+    assert {
+        "/v1/models/{name}/predict",
+        "/v1/predictions/stream",
+        "/v1/events",
+        "/healthz",
+        "/metrics",
+    } <= set(schema["paths"])
+    body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["anyOf"][0]["required"] == ["id", "type"]
+
+
+def test_healthz_says_503_when_the_broker_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings.load(kafka={"bootstrap_servers": f"127.0.0.1:{port}"}, state_dir=tmp_path)
+    with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        health = http.get("/healthz")
+    assert health.status_code == 503
+    assert health.json()["status"] == "unavailable"
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in health.json()["detail"]
+
+
+def test_the_gateway_command_serves_and_stops_cleanly_with_a_stream_open(platform: Settings, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": platform.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": platform.topics.prefix,
+        "INFERSTREAM_STATE_DIR": str(tmp_path),
+    }
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "inferstream", "gateway", "--port", str(port)], env=env, stderr=log_file
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert child.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the gateway never answered"
+                time.sleep(0.1)
+        with httpx.stream("GET", f"{url}/v1/predictions/stream", timeout=60) as response:
+            assert response.status_code == 200
+            child.send_signal(signal.SIGTERM)
+            lines = list(response.iter_lines())  # the stream ends, with the reason
+        # uvicorn shuts down gracefully, then re-raises the signal for the exit status.
+        assert child.wait(60) in (0, -signal.SIGTERM)
+        assert lines[-3:] == ["event: dropped", 'data: {"reason": "the gateway is shutting down"}', ""]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    log = log_path.read_text()
+    assert f"gateway on {url} (no token set" in log
+    assert "Traceback" not in log

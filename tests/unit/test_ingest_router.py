@@ -1,0 +1,58 @@
+"""The ingest processor's routing, without a broker: rules, request ids, and what is refused."""
+
+import json
+
+import pytest
+
+from inferstream.config import Settings
+from inferstream.errors import RecordValidationError, RoutingError
+from inferstream.schemas import EmbeddingRequest, InferenceRequest, codec_for
+from inferstream.streams.ingest import IngestRouter, request_id_for
+
+RULES = [
+    {"type": "review", "model": "minilm", "version": "1", "input": "text"},
+    {"type": "review", "model": "sentiment", "version": "2", "input": "features"},
+    {"type": "transaction", "model": "scorer", "version": "1", "input": "features"},
+]
+
+
+@pytest.fixture
+def router() -> IngestRouter:
+    return IngestRouter(Settings.load(ingest={"rules": RULES}, topics={"prefix": "p."}))
+
+
+def _event(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_an_event_goes_to_every_rule_whose_input_it_has(router: IngestRouter) -> None:
+    outputs = router.route(_event(id="e1", type="review", text="great", features={"stars": 5}))
+    assert [o.topic for o in outputs] == ["p.requests.minilm.1", "p.requests.sentiment.2"]
+    embedding = codec_for(EmbeddingRequest).decode(outputs[0].value, headers=outputs[0].headers)
+    inference = codec_for(InferenceRequest).decode(outputs[1].value, headers=outputs[1].headers)
+    assert (embedding.document_id, embedding.text, embedding.source_event_id) == ("e1", "great", "e1")
+    assert inference.inputs == {"stars": 5}
+    assert outputs[0].key == embedding.request_id.encode()
+    # Only the text: only the embedder's rule applies.
+    assert [o.topic for o in router.route(_event(id="e2", type="review", text="ok"))] == ["p.requests.minilm.1"]
+
+
+def test_request_ids_are_the_same_on_every_replay_and_differ_per_target(router: IngestRouter) -> None:
+    event = _event(id="e1", type="review", text="great", features={"stars": 5})
+    first, again = router.route(event), router.route(event)
+    assert [o.key for o in first] == [o.key for o in again]
+    assert first[0].key != first[1].key
+    assert first[0].key == request_id_for("e1", "minilm", "1").encode()
+
+
+def test_what_cannot_be_routed_says_why(router: IngestRouter) -> None:
+    with pytest.raises(RoutingError, match="no ingest rule for event type 'click'"):
+        router.route(_event(id="c1", type="click", text="x"))
+    with pytest.raises(RoutingError, match="has no features"):
+        router.route(_event(id="t1", type="transaction", text="x"))
+    with pytest.raises(RecordValidationError, match="type: required field is missing"):
+        router.route(_event(id="n1", text="x"))
+    with pytest.raises(RecordValidationError, match="malformed JSON"):
+        router.route(b"\x00not json")
+    with pytest.raises(RecordValidationError, match="an event needs `text` or `features`"):
+        router.route(_event(id="x1", type="review"))
