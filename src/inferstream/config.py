@@ -306,7 +306,6 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 
-
     gateway: GatewaySettings = GatewaySettings()
     ingest: IngestSettings = IngestSettings()
     state_dir: Path = Path(".inferstream")
