@@ -269,7 +269,9 @@ class IngestRule(_Frozen):
 
     type: str = Field(min_length=1, description="Event type this rule applies to.")
     model: str = Field(min_length=1)
-    version: str = Field(min_length=1)
+    version: str | None = Field(
+        default=None, min_length=1, description="None: the version the model's route picks for each request."
+    )
     input: Literal["text", "features"] = Field(
         description="`text`: an embedding request of the event's text; `features`: an inference request."
     )

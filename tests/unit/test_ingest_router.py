@@ -56,3 +56,25 @@ def test_what_cannot_be_routed_says_why(router: IngestRouter) -> None:
         router.route(b"\x00not json")
     with pytest.raises(RecordValidationError, match="an event needs `text` or `features`"):
         router.route(_event(id="x1", type="review"))
+
+
+def test_a_rule_without_a_version_follows_the_models_route() -> None:
+    from inferstream.schemas import Route
+    from inferstream.schemas.records import RouteVersion
+    from inferstream.serving.routes import RouteTable
+
+    settings = Settings.load(
+        ingest={"rules": [{"type": "transaction", "model": "scorer", "input": "features"}]}, topics={"prefix": "p."}
+    )
+    routes = RouteTable(settings)  # not started: the route is given here instead of read from Kafka
+    routes.put(
+        Route(model="scorer", versions=[RouteVersion(version="1", weight=1), RouteVersion(version="2", weight=1)])
+    )
+    router = IngestRouter(settings, routes)
+    topics = [router.route(_event(id=f"e{i}", type="transaction", features={"a": 1}))[0].topic for i in range(200)]
+    assert set(topics) == {"p.requests.scorer.1", "p.requests.scorer.2"}
+    again = [router.route(_event(id=f"e{i}", type="transaction", features={"a": 1}))[0].topic for i in range(200)]
+    assert again == topics  # a replay lands each event on the same version
+    assert router.topics() == ["p.requests.scorer.1", "p.requests.scorer.2"]
+    with pytest.raises(RoutingError, match="no route"):
+        IngestRouter(settings, RouteTable(settings)).route(_event(id="x", type="transaction", features={"a": 1}))

@@ -146,6 +146,12 @@ class RouteTable:
             self.updates += 1
             self._changed.notify_all()
 
+    def put(self, route: Route) -> None:
+        """Use ``route`` until the control topic says otherwise (tests; a route known another way)."""
+        with self._changed:
+            self._routes[route.model] = route
+            self._changed.notify_all()
+
     def get(self, model: str) -> Route | None:
         """The current route of a model, or None when it has none."""
         with self._lock:

@@ -45,6 +45,7 @@ from inferstream.errors import ConfigError, ContractError, DeliveryError, Infers
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, Headers, codec_for
 from inferstream.schemas.records import EmbeddingRequest, Event, InferenceRequest
+from inferstream.serving.routes import RouteTable
 
 if TYPE_CHECKING:
     import faust
@@ -73,8 +74,10 @@ def request_id_for(event_id: str, model: str, version: str) -> str:
 class IngestRouter:
     """Turns an event record's bytes into requests by the routing rules (no I/O)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, routes: RouteTable | None = None) -> None:
         self.settings = settings
+        #: Resolves rules without a version (the model's route on the control topic).
+        self.routes = routes
         self.rules: dict[str, list[IngestRule]] = {}
         for rule in settings.ingest.rules:
             self.rules.setdefault(rule.type, []).append(rule)
@@ -82,10 +85,19 @@ class IngestRouter:
         self._embedding: Codec[EmbeddingRequest] = codec_for(EmbeddingRequest)
         self._inference: Codec[InferenceRequest] = codec_for(InferenceRequest)
 
+    def targets(self) -> set[tuple[str, str]]:
+        """The (model, version) pairs the rules write to now (routed ones by their current route)."""
+        found: set[tuple[str, str]] = set()
+        for rule in (r for rs in self.rules.values() for r in rs):
+            if rule.version is not None:
+                found.add((rule.model, rule.version))
+            elif self.routes is not None and (route := self.routes.get(rule.model)) is not None:
+                found.update((rule.model, v.version) for v in route.versions)
+        return found
+
     def topics(self) -> list[str]:
         """The request topics the rules write to."""
-        topics = self.settings.topics
-        return sorted({topics.request_topic(r.model, r.version) for rs in self.rules.values() for r in rs})
+        return sorted(self.settings.topics.request_topic(m, v) for m, v in self.targets())
 
     def route(self, value: bytes | None, headers: Headers | None = None) -> list[Output]:
         """The requests an event record makes.
@@ -110,15 +122,26 @@ class IngestRouter:
         return outputs
 
     def _request(self, event: Event, rule: IngestRule) -> Output | None:
+        if rule.version is not None:
+            version = rule.version
+            request_id = request_id_for(event.id, rule.model, version)
+        else:  # routed: the id does not depend on the version, the version on the id
+            if self.routes is None:
+                raise RoutingError(f"the rule for {event.type!r} has no version and no routes were given")
+            request_id = request_id_for(event.id, rule.model, "")
+            try:
+                version = self.routes.resolve(rule.model, request_id)
+            except ConfigError as exc:
+                raise RoutingError(str(exc)) from None
         common = {
-            "request_id": request_id_for(event.id, rule.model, rule.version),
+            "request_id": request_id,
             "event_time": event.event_time,
             "model": rule.model,
-            "version": rule.version,
+            "version": version,
             "source_event_id": event.id,
             "attributes": event.attributes,
         }
-        topic = self.settings.topics.request_topic(rule.model, rule.version)
+        topic = self.settings.topics.request_topic(rule.model, version)
         if rule.input == "text":
             if not event.text:
                 return None
@@ -150,7 +173,9 @@ class IngestProcessor:
 
     def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.router = IngestRouter(settings)
+        routed = any(rule.version is None for rule in settings.ingest.rules)
+        self._routes = RouteTable(settings).start() if routed else None
+        self.router = IngestRouter(settings, self._routes)
         self.metrics = metrics
         self.events_topic = settings.topics.platform_topics()["events"]
         self.producer = Producer(settings, metrics=metrics, stage=STAGE)
@@ -166,8 +191,8 @@ class IngestProcessor:
             raise ConfigError(
                 f"topic {self.events_topic} does not exist: create it with `inferstream topics create --platform`"
             )
-        for rule in {(r.model, r.version) for rs in self.router.rules.values() for r in rs}:
-            admin.ensure_request_topic(*rule)
+        for model, version in self.router.targets():
+            admin.ensure_request_topic(model, version)
 
     def handle(
         self,
@@ -240,9 +265,11 @@ class IngestProcessor:
             )
 
     def close(self) -> None:
-        """Deliver what is queued and release the producer."""
+        """Deliver what is queued and release the producer (and the routes)."""
         self.deliver()
         self.producer.close()
+        if self._routes is not None:
+            self._routes.close()
 
 
 def build_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[faust.App, IngestProcessor]:
