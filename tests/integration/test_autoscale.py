@@ -1,0 +1,74 @@
+"""The worker supervisor follows the lag: more processes while it grows, fewer once it drains."""
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from inferstream import Client, Settings
+from inferstream.demo import sample_texts
+from inferstream.schemas import Embedding
+from inferstream.serving.demo_models import EMBEDDER_NAME, build_embedder
+from inferstream.serving.supervisor import ScalePolicy, Supervisor, serve_command
+
+
+@pytest.fixture
+def env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    models = tmp_path / "models"
+    build_embedder(models)
+    # The worker processes the supervisor starts read their settings from the environment.
+    monkeypatch.setenv("INFERSTREAM_TOPICS__PREFIX", settings.topics.prefix)
+    monkeypatch.setenv("INFERSTREAM_MODELS_DIR", str(models))
+    return settings.model_copy(update={"models_dir": models})
+
+
+def test_autoscale_adds_processes_under_lag_and_removes_them_when_drained(env: Settings) -> None:
+    settings = env
+    texts = sample_texts()[:600]  # the embedder serves ~50 texts/s a process here: a backlog of seconds
+    topic = settings.topics.request_topic(EMBEDDER_NAME, "1")
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        client.topics.ensure_request_topic(EMBEDDER_NAME, "1")
+        client.produce(
+            topic,
+            [
+                {"request_id": f"t{i}", "model": EMBEDDER_NAME, "version": "1", "document_id": f"d{i}", "text": t}
+                for i, t in enumerate(texts)
+            ],
+            schema="embedding-request",
+        )
+    supervisor = Supervisor(
+        settings,
+        serve_command(None, settings.kafka.bootstrap_servers, f"{EMBEDDER_NAME}:1"),
+        topics=[topic],
+        group_id=f"inferstream-serve-{EMBEDDER_NAME}-1",
+        policy=ScalePolicy(max_replicas=3, scale_up_lag=100, scale_down_lag=0, drained_samples=2, interval_s=1.0),
+    )
+    thread = threading.Thread(target=supervisor.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            scaled_up = max((e.replicas for e in supervisor.events), default=0) > 1
+            if scaled_up and supervisor.lag == 0 and supervisor.running == 1:
+                break
+            time.sleep(0.5)
+    finally:
+        supervisor.stop()
+        thread.join(120)
+    assert not thread.is_alive()
+    counts = [e.replicas for e in supervisor.events]
+    assert max(counts) > 1, supervisor.events  # it added processes while the lag was high
+    assert max(counts) <= 3  # never above --max-replicas (nor the 3 partitions)
+    assert supervisor.lag == 0
+    assert counts[-1] == 1, supervisor.events  # and removed them once it drained
+    with Client(settings) as client:
+        ids = {
+            m.record.id
+            for m in client.subscribe("embeddings", from_beginning=True, idle_timeout=5)
+            if isinstance(m.record, Embedding)
+        }
+    assert ids == {f"d{i}" for i in range(len(texts))}
+    print(" → ".join(f"{e.replicas} ({e.reason}, lag {e.lag})" for e in supervisor.events), file=sys.stderr)
