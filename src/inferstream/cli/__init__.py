@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from inferstream.cli import demo, dlq, models, produce, schemas, serve, stack, subscribe, topics  # noqa: F401  (register commands)
+from inferstream.cli import demo, dlq, models, produce, schemas, search, serve, stack, stream, subscribe, topics  # noqa: F401  (register commands)
 from inferstream.cli._app import app
 from inferstream.cli._common import console
 from inferstream.errors import InferstreamError
