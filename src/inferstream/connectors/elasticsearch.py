@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 #: Key under the mapping's ``_meta`` that holds what the index was built for.
 META_KEY = "inferstream"
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+_MAX_REASON = 300
 _SOURCE_FIELDS = {"includes": ["text", "model", "version", "event_time", "attributes"]}
 
 
@@ -237,7 +238,8 @@ class ElasticsearchStore:
             if status < 300 or (status == 404 and isinstance(op, Delete)):
                 continue
             error = result.get("error") or {}
-            reason = f"{error.get('type', 'error')}: {error.get('reason', status)}"
+            # The server quotes the offending value, which may be huge: keep the start.
+            reason = f"{error.get('type', 'error')}: {str(error.get('reason', status))[:_MAX_REASON]}"
             if status in _RETRY_STATUSES:
                 retry.append((position, op))
                 reasons.append(reason)

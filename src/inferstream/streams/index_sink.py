@@ -186,7 +186,9 @@ class IndexSink:
                     or now - self._first_uncommitted >= interval
                 ):
                     self._flush()
-                if idle_timeout is not None and not self._uncommitted and now - idle_since >= idle_timeout:
+                if not consumer.assignment():
+                    idle_since = now  # idle counts from the first assignment (joining the group takes a while)
+                elif idle_timeout is not None and not self._uncommitted and now - idle_since >= idle_timeout:
                     break
         finally:
             self.close()
@@ -255,6 +257,11 @@ class IndexSink:
             )
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Records consumed and not yet written (or dead-lettered) and committed."""
+        return len(self._uncommitted)
+
     def _dead_letter(self, message: confluent_kafka.Message, reason: str, error_class: str) -> None:
         assert self._dlq is not None
         self._dlq.send(
@@ -283,14 +290,15 @@ class IndexSink:
         if not self._retrying(flush, f"writing {self.store.pending} records"):
             return  # stopping: nothing committed, the records come again
         rejected = {r.position: r for r in refused}
+        upserts = deletes = 0
         for position, (op, message) in enumerate(zip(self._ops, self._op_messages, strict=True)):
             rejection = rejected.get(position)
             if rejection is not None:
                 self._dead_letter(message, rejection.reason, rejection.error_class)
             elif isinstance(op, Delete):
-                self.stats.deletes += 1
+                deletes += 1
             else:
-                self.stats.upserts += 1
+                upserts += 1
         self._dlq.flush()
         written = len(self._ops) - len(rejected)
         if written:
@@ -302,6 +310,9 @@ class IndexSink:
             # re-reads these records and writes them again, which overwrites, never duplicates.
             self.stats.commit_failures += 1
             log.warning("%s", exc)
+        # Counted once written and committed: stats.reconciles means nothing is in flight.
+        self.stats.upserts += upserts
+        self.stats.deletes += deletes
         self.stats.flushes += 1
         self.metrics.stage_seconds.labels(STAGE, "flush").observe(time.monotonic() - started)
         self._uncommitted, self._ops, self._op_messages = [], [], []
