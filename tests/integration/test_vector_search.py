@@ -322,8 +322,6 @@ def test_embedded_store_indexes_searches_deletes_and_dead_letters(
 ) -> None:
     settings = settings.model_copy(update={"models_dir": models_dir})
     assert settings.elasticsearch.url is None  # the default: the embedded store
-    codec = codec_for(Embedding)
-    topic = settings.topics.platform_topics()["embeddings"]
     short = corpus[5].model_copy(update={"id": "short", "vector": np.ones(8, dtype=np.float32)})
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
