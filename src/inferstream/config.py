@@ -255,6 +255,9 @@ class ElasticsearchSettings(_Frozen):
     hnsw_m: int = Field(default=16, ge=2)
     hnsw_ef_construction: int = Field(default=100, ge=2)
     num_candidates: int = Field(default=100, ge=1)
+    # Quantized index types lose recall to rounding (int8: ~0.88 recall@10 on clustered 384-dim
+    # vectors); re-scoring oversample x k candidates with the float vectors brings it back (~0.97).
+    rescore_oversample: float = Field(default=2.0, ge=0, description="0: no rescoring.")
     refresh_interval: str = "1s"
     shards: int = Field(default=1, ge=1)
     replicas: int = Field(default=0, ge=0)
@@ -266,6 +269,8 @@ class ElasticsearchSettings(_Frozen):
     retry_backoff_max_ms: int = Field(default=5000, ge=1)
     group_id: str | None = Field(default=None, description="Consumer group of the index sink (default per index).")
     embedded_dir: Path | None = None
+    # The embedded store's IVF index: partitions searched per query (more: better recall, slower).
+    embedded_nprobes: int = Field(default=32, ge=1)
     local: LocalElasticsearchSettings = LocalElasticsearchSettings()
 
     def client_options(self) -> dict[str, Any]:

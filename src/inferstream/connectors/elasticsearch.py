@@ -268,13 +268,19 @@ class ElasticsearchStore:
     def knn(
         self, vector: FloatArray, k: int, *, num_candidates: int, filters: Mapping[str, Sequence[str]]
     ) -> list[Hit]:
-        """Approximate nearest neighbours (the index's HNSW graph), ``num_candidates`` per shard."""
+        """Approximate nearest neighbours (the index's HNSW graph), ``num_candidates`` per shard.
+
+        On a quantized index the best ``rescore_oversample × k`` are re-scored with the
+        float vectors, which recovers most of the recall the quantization costs.
+        """
         knn: dict[str, Any] = {
             "field": "vector",
             "query_vector": np.asarray(vector, dtype=np.float32).tolist(),
             "k": k,
             "num_candidates": max(num_candidates, k),
         }
+        if self.settings.rescore_oversample >= 1 and self.settings.index_type not in ("hnsw", "flat"):
+            knn["rescore_vector"] = {"oversample": self.settings.rescore_oversample}
         clauses = filter_clauses(filters)
         if clauses:
             knn["filter"] = clauses

@@ -13,8 +13,11 @@ takes an exclusive lock file beside the table and a second copy refuses to start
 search meanwhile; they read the latest committed version.
 
 Indexes (LanceDB's own, no hand-written ANN): a full-text index on ``text`` from the
-first write, and an IVF-HNSW (scalar-quantized) vector index once the table holds
-``ANN_MIN_ROWS`` rows (below that, exact search is fast and needs no training).
+first write, and an IVF_FLAT vector index once the table holds ``ANN_MIN_ROWS`` rows
+(below that, exact search is fast and needs no training). IVF_FLAT keeps the float
+vectors: measured on 100k clustered 384-dim vectors it builds in ~3 s and gives
+recall@10 0.98 at 20 probes, where IVF_HNSW_SQ took 74 s and gave 0.62-0.89 and
+IVF_PQ under 0.2 (quantization).
 Rows written after an index was built are searched exactly until the periodic
 ``optimize()`` folds them in, so a write is searchable at once.
 """
@@ -56,6 +59,7 @@ META_KEY = b"inferstream.meta"
 ANN_MIN_ROWS = 20_000
 #: Fold new rows into the indexes (and compact small writes) this often.
 OPTIMIZE_EVERY_S = 60.0
+_HIT_COLUMNS = ["id", "text", "model", "version", "event_time", "attributes"]
 Distance = Literal["l2", "cosine", "dot"]
 _DISTANCE: dict[str, Distance] = {"cosine": "cosine", "dot_product": "dot", "max_inner_product": "dot", "l2_norm": "l2"}
 
@@ -278,7 +282,7 @@ class EmbeddedStore:
         return rejected
 
     def _maintain(self) -> None:
-        from lancedb.index import FTS, IvfHnswSq
+        from lancedb.index import FTS, IvfFlat
 
         table = self._table
         assert self._meta is not None
@@ -286,8 +290,8 @@ class EmbeddedStore:
             table.create_index("text", config=FTS(), replace=True)
             self._has_fts = True
         if not self._has_ann and table.count_rows() >= ANN_MIN_ROWS:
-            log.info("%s: building the vector index (IVF-HNSW-SQ) over %d rows", self.location, table.count_rows())
-            table.create_index("vector", config=IvfHnswSq(distance_type=_DISTANCE[self._meta.similarity]))
+            log.info("%s: building the vector index (IVF_FLAT) over %d rows", self.location, table.count_rows())
+            table.create_index("vector", config=IvfFlat(distance_type=_DISTANCE[self._meta.similarity]))
             self._has_ann = True
             self._last_optimize = time.monotonic()
         elif time.monotonic() - self._last_optimize >= OPTIMIZE_EVERY_S:
@@ -313,7 +317,10 @@ class EmbeddedStore:
     def knn(
         self, vector: FloatArray, k: int, *, num_candidates: int, filters: Mapping[str, Sequence[str]]
     ) -> list[Hit]:
-        """Nearest neighbours: the HNSW graph once built (``num_candidates`` as ef), exact before."""
+        """Nearest neighbours: the IVF index's ``embedded_nprobes`` nearest partitions once built, exact before.
+
+        ``num_candidates`` is Elasticsearch's knob; the IVF index has ``embedded_nprobes`` instead.
+        """
         table = self._require()
         meta = self.meta()
         assert meta is not None
@@ -321,12 +328,12 @@ class EmbeddedStore:
             table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
             .distance_type(_DISTANCE[meta.similarity])
             .limit(k)
-            .ef(max(num_candidates, k))
+            .nprobes(self.settings.embedded_nprobes)
         )
         where = filter_sql(filters)
         if where:
             query = query.where(where, prefilter=True)
-        rows = query.to_arrow().to_pylist()
+        rows = query.select([*_HIT_COLUMNS, "_distance"]).to_arrow().to_pylist()
         return [_hit(row, _score(meta.similarity, float(row["_distance"]))) for row in rows]
 
     def text_search(self, query: str, k: int, *, filters: Mapping[str, Sequence[str]]) -> list[Hit]:
@@ -338,7 +345,9 @@ class EmbeddedStore:
         where = filter_sql(filters)
         if where:
             search = search.where(where, prefilter=True)
-        return [_hit(row, float(row["_score"])) for row in search.to_arrow().to_pylist()]
+        return [
+            _hit(row, float(row["_score"])) for row in search.select([*_HIT_COLUMNS, "_score"]).to_arrow().to_pylist()
+        ]
 
     def count(self) -> int:
         """Rows in the table."""
