@@ -2,7 +2,7 @@
 
 For each store (a real Elasticsearch, started here unless ``--elasticsearch URL`` is
 given, and the embedded LanceDB store), on synthetic clustered 384-dim unit
-vectors (``--quick``: 5k, full: 100k):
+vectors (``--quick``: 3k, full: 100k):
 
 1. Indexing throughput. N embeddings already on the embeddings topic; the
    pipeline is ``IndexSink`` (consume, decode, check, bulk write, commit), timed
@@ -11,8 +11,8 @@ vectors (``--quick``: 5k, full: 100k):
    ``bulk`` with the same bodies; LanceDB ``merge_insert`` of the same Arrow
    batches), into a second index, same run. Ratio = pipeline / raw.
 2. Freshness at 50% of the pipeline's measured capacity: embeddings produced at
-   that steady rate while the sink runs; for each, the time from produce to the
-   first search that returns it (polled every 20 ms). Goal p95 <= 2 s.
+   that steady rate while the sink runs; for a sample of them, the time from
+   produce to the first search that returns it (polled every 50 ms). Goal p95 <= 2 s.
 3. Recall@10 of the store's kNN (HNSW; Elasticsearch int8_hnsw with the configured
    num_candidates and rescoring, LanceDB IVF_FLAT with embedded_nprobes) against exact brute force in numpy over
    every indexed vector, and the query latency p50/p99 of ``store.knn``.
@@ -230,7 +230,11 @@ def visible_ids_function(store: VectorStore) -> Any:
 def freshness(
     settings: Settings, reader: VectorStore, ids: list[str], vectors: np.ndarray[Any, Any], rate: float
 ) -> list[float]:
-    """Seconds from produce to searchable for each id, produced at ``rate`` per second."""
+    """Seconds from produce to searchable for a sample of ids (up to 500), all produced at ``rate`` per second.
+
+    Only a sample is polled for: asking for thousands of ids every few milliseconds
+    would load the server being measured.
+    """
     codec = codec_for(Embedding)
     topic = settings.topics.platform_topics()["embeddings"]
     produced: dict[str, float] = {}
@@ -238,9 +242,10 @@ def freshness(
     lock = threading.Lock()
     done = threading.Event()
     visible = visible_ids_function(reader)
+    sampled = set(ids[:: max(1, len(ids) // 500)])
 
     def poll() -> None:
-        while not (done.is_set() and len(seen) == len(ids)):
+        while not (done.is_set() and len(seen) == len(sampled)):
             with lock:
                 waiting = [i for i in produced if i not in seen][:5000]
             if waiting:
@@ -248,7 +253,7 @@ def freshness(
                 now = time.time()
                 for doc_id in found:
                     seen[doc_id] = now
-            time.sleep(0.02)
+            time.sleep(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
@@ -262,15 +267,16 @@ def freshness(
             now = time.time()
             value = codec.encode(_embedding(doc_id, vector, datetime.fromtimestamp(now, UTC)))
             producer.produce(topic, value, doc_id.encode(), [codec.header])
-            with lock:
-                produced[doc_id] = now
+            if doc_id in sampled:
+                with lock:
+                    produced[doc_id] = now
             producer.poll(0)
         producer.flush()
     done.set()
     poller.join(120)
-    if len(seen) != len(ids):
-        raise RuntimeError(f"only {len(seen)} of {len(ids)} documents became searchable")
-    return [seen[i] - produced[i] for i in ids]
+    if len(seen) != len(sampled):
+        raise RuntimeError(f"only {len(seen)} of {len(sampled)} sampled documents became searchable")
+    return [seen[i] - produced[i] for i in sampled]
 
 
 # -- recall and latency -------------------------------------------------------------------------

@@ -26,8 +26,9 @@ operations stay buffered for the next ``flush()``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -147,6 +148,8 @@ class ElasticsearchStore:
 
     def setup(self, meta: IndexMeta) -> None:
         """Put the index template and create the index, or check the existing one holds ``meta``."""
+        from elasticsearch import BadRequestError
+
         mapping = render_mapping(meta, self.settings)
         index_settings = render_settings(self.settings)
         with self._transient("setting up"):
@@ -158,10 +161,12 @@ class ElasticsearchStore:
                 meta={"managed_by": "inferstream"},
             )
             if not self.client.indices.exists(index=self.index):
-                self.client.options(ignore_status=400).indices.create(
-                    index=self.index, settings=index_settings, mappings=mapping
-                )
-            existing = self.meta()
+                try:
+                    self.client.indices.create(index=self.index, settings=index_settings, mappings=mapping)
+                except BadRequestError as exc:
+                    if exc.error != "resource_already_exists_exception":  # another copy made it first
+                        raise
+            existing = self._meta()
         if existing is None:
             raise SinkError(
                 f"Elasticsearch index {self.index} exists but was not made by inferstream (no _meta.{META_KEY}); "
@@ -176,6 +181,10 @@ class ElasticsearchStore:
 
     def meta(self) -> IndexMeta | None:
         """What the index holds, from its mapping's ``_meta`` (None when there is no index)."""
+        with _searching(self):
+            return self._meta()
+
+    def _meta(self) -> IndexMeta | None:
         from elasticsearch import NotFoundError
 
         try:
@@ -292,18 +301,8 @@ class ElasticsearchStore:
         return self._search(query=body, size=k)
 
     def _search(self, **request: Any) -> list[Hit]:
-        from elastic_transport import TransportError
-        from elasticsearch import ApiError, NotFoundError
-
-        try:
+        with _searching(self):
             response = self.client.search(index=self.index, source=_SOURCE_FIELDS, **request)
-        except NotFoundError:
-            raise SearchError(
-                f"there is no index {self.index} at {self.settings.url} yet: run the index sink "
-                "(`inferstream stream index`) on the embeddings topic first"
-            ) from None
-        except (ApiError, TransportError) as exc:
-            raise SearchError(f"search on {self.location} failed: {exc}") from exc
         hits = []
         for raw in response["hits"]["hits"]:
             source = raw.get("_source", {})
@@ -323,11 +322,13 @@ class ElasticsearchStore:
 
     def count(self) -> int:
         """Documents in the index (as of the last refresh)."""
-        return int(self.client.count(index=self.index)["count"])
+        with _searching(self):
+            return int(self.client.count(index=self.index)["count"])
 
     def refresh(self) -> None:
         """Make every write so far searchable now."""
-        self.client.indices.refresh(index=self.index)
+        with _searching(self):
+            self.client.indices.refresh(index=self.index)
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -368,3 +369,22 @@ class _Transient:
                 f"{exc} (check elasticsearch.* settings and the credentials' privileges)"
             ) from exc
         return False
+
+
+@contextlib.contextmanager
+def _searching(store: ElasticsearchStore) -> Iterator[None]:
+    """Turns the client's errors on the read side into ``SearchError`` saying where and what."""
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError, NotFoundError
+
+    try:
+        yield
+    except NotFoundError:
+        raise SearchError(
+            f"there is no index {store.index} at {store.settings.url} yet: run the index sink "
+            "(`inferstream stream index`) on the embeddings topic first"
+        ) from None
+    except TransportError as exc:
+        raise SearchError(f"Elasticsearch at {store.settings.url} is unreachable ({exc}): is it running?") from exc
+    except ApiError as exc:
+        raise SearchError(f"Elasticsearch at {store.settings.url} refused a request on {store.index}: {exc}") from exc

@@ -14,7 +14,8 @@ search meanwhile; they read the latest committed version.
 
 Indexes (LanceDB's own, no hand-written ANN): a full-text index on ``text`` from the
 first write, and an IVF_FLAT vector index once the table holds ``ANN_MIN_ROWS`` rows
-(below that, exact search is fast and needs no training). IVF_FLAT keeps the float
+(below that, exact search is fast and needs no training), retrained with ~sqrt(rows)
+partitions each time the table doubles. IVF_FLAT keeps the float
 vectors: measured on 100k clustered 384-dim vectors it builds in ~3 s and gives
 recall@10 0.98 at 20 probes, where IVF_HNSW_SQ took 74 s and gave 0.62-0.89 and
 IVF_PQ under 0.2 (quantization).
@@ -28,6 +29,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -125,7 +127,7 @@ class EmbeddedStore:
         self._next_position = 0
         self._last_optimize = time.monotonic()
         self._has_fts = False
-        self._has_ann = False
+        self._ann_rows = 0  # rows the vector index was last trained on (0: none yet)
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -150,7 +152,7 @@ class EmbeddedStore:
             )
         indices = {tuple(i.columns): i.index_type for i in self._table.list_indices()}
         self._has_fts = ("text",) in indices
-        self._has_ann = ("vector",) in indices
+        self._ann_rows = self._table.count_rows() if ("vector",) in indices else 0
 
     def _take_lock(self) -> None:
         if self._lock is not None:
@@ -289,10 +291,19 @@ class EmbeddedStore:
         if not self._has_fts:
             table.create_index("text", config=FTS(), replace=True)
             self._has_fts = True
-        if not self._has_ann and table.count_rows() >= ANN_MIN_ROWS:
-            log.info("%s: building the vector index (IVF_FLAT) over %d rows", self.location, table.count_rows())
-            table.create_index("vector", config=IvfFlat(distance_type=_DISTANCE[self._meta.similarity]))
-            self._has_ann = True
+        rows = table.count_rows()
+        if rows >= ANN_MIN_ROWS and rows >= 2 * self._ann_rows:
+            # IVF partitions are trained once; as the table doubles they are retrained to ~sqrt(rows)
+            # (amortized O(1) a row), or every query would end up scanning a few huge partitions.
+            partitions = max(int(math.sqrt(rows)), 1)
+            log.info(
+                "%s: building the vector index (IVF_FLAT, %d partitions) over %d rows", self.location, partitions, rows
+            )
+            distance = _DISTANCE[self._meta.similarity]
+            table.create_index(
+                "vector", config=IvfFlat(distance_type=distance, num_partitions=partitions), replace=True
+            )
+            self._ann_rows = rows
             self._last_optimize = time.monotonic()
         elif time.monotonic() - self._last_optimize >= OPTIMIZE_EVERY_S:
             self.optimize()
