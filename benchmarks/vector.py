@@ -24,6 +24,7 @@ vectors (``--quick``: 3k, full: 100k):
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import threading
 import time
@@ -56,11 +57,28 @@ META = IndexMeta("bench", "1", DIMS, "cosine")
 BATCH = 2000
 
 
-def clustered_vectors(count: int, *, clusters: int = 256, seed: int = 7) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Unit vectors around random centres: nearest-neighbour structure like real embeddings."""
+LATENT = 64
+
+
+def clustered_vectors(
+    count: int, *, clusters: int = 256, latent: int = LATENT, seed: int = 7
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Unit vectors in clusters, lying near a ``latent``-dim subspace of the 384 dims.
+
+    Text embeddings are not isotropic: they fill a space of far fewer effective
+    dimensions than they have. Clusters in a 64-dim subspace (one fixed random
+    projection, the same for every seed) plus a little full-rank noise give that
+    shape. ``latent=384`` gives isotropic clusters, where every neighbour is at
+    nearly the same distance and any ANN index (and exact ranking) is a coin toss.
+    """
+    # The projection and the centres are fixed; ``seed`` draws the points (documents and
+    # queries come from the same clusters, as queries about indexed topics do).
+    fixed = np.random.default_rng(1)
+    projection = fixed.standard_normal((latent, DIMS)).astype(np.float32) / np.sqrt(latent)
+    centres = fixed.standard_normal((clusters, latent)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, DIMS)).astype(np.float32)
-    vectors = centres[rng.integers(0, clusters, count)] + 0.6 * rng.standard_normal((count, DIMS)).astype(np.float32)
+    points = centres[rng.integers(0, clusters, count)] + 0.6 * rng.standard_normal((count, latent)).astype(np.float32)
+    vectors = points @ projection + 0.05 * rng.standard_normal((count, DIMS)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -372,6 +390,7 @@ def run_store(
         from elasticsearch import Elasticsearch
 
         Elasticsearch(es_url or "").options(ignore_status=404).indices.delete(index=index)
+    shutil.rmtree(state_dir, ignore_errors=True)
     return out
 
 
@@ -386,9 +405,12 @@ def elasticsearch_url(given: str | None) -> Iterator[str]:
     state = Path(tempfile.mkdtemp(prefix="inferstream-bench-es-"))
     state.chmod(0o755)  # as root, Elasticsearch runs as its own user, which must reach its data
     started = time.perf_counter()
-    with ephemeral_elasticsearch(state, version=version, cache_dir=cache_dir) as server:
-        note(f"started Elasticsearch {version} at {server.url} in {time.perf_counter() - started:.1f}s")
-        yield server.url
+    try:
+        with ephemeral_elasticsearch(state, version=version, cache_dir=cache_dir) as server:
+            note(f"started Elasticsearch {version} at {server.url} in {time.perf_counter() - started:.1f}s")
+            yield server.url
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def main() -> None:
@@ -396,6 +418,9 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--elasticsearch", metavar="URL", help="Use this Elasticsearch; default: start one.")
     parser.add_argument("--stores", default="elasticsearch,embedded", help="Which stores, comma-separated.")
+    parser.add_argument(
+        "--latent", type=int, default=LATENT, help="Effective dims of the synthetic vectors (384: isotropic)."
+    )
     args = parser.parse_args()
     sizes = (
         {"docs": 3_000, "fresh": 600, "queries": 100}
@@ -405,8 +430,8 @@ def main() -> None:
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     note(f"generating {sizes['docs'] + sizes['fresh']} clustered {DIMS}-dim vectors")
     data = {
-        "vectors": clustered_vectors(sizes["docs"] + sizes["fresh"]),
-        "queries": clustered_vectors(sizes["queries"], seed=11),
+        "vectors": clustered_vectors(sizes["docs"] + sizes["fresh"], latent=args.latent),
+        "queries": clustered_vectors(sizes["queries"], latent=args.latent, seed=11),
     }
     results: dict[str, dict[str, float]] = {}
     with broker(args.bootstrap_servers) as bootstrap:

@@ -28,6 +28,9 @@ from inferstream.config import Settings
 from inferstream.connectors.vectors import FloatArray, Hit, IndexMeta, VectorStore, normalize_filters, open_store
 from inferstream.errors import ModelError, SearchError
 
+#: How long a searcher trusts the index's recorded model before asking again (an index rebuilt
+#: for another model is noticed within this time).
+META_TTL_S = 30.0
 #: RRF's rank constant: 60, as in the original paper and in Elasticsearch's retriever.
 RRF_K = 60
 
@@ -150,11 +153,14 @@ class Searcher:
         self.settings = settings or Settings.load()
         self.store = store or open_store(self.settings)
         self._embedder: QueryEmbedder | None = None
+        self._checked = 0.0
         self._lock = threading.Lock()
 
     def embedder(self) -> QueryEmbedder:
-        """The query embedder for the model the index was built with (loaded once)."""
+        """The query embedder for the model the index was built with (loaded once, re-checked every 30 s)."""
         with self._lock:
+            if self._embedder is not None and time.monotonic() - self._checked < META_TTL_S:
+                return self._embedder
             meta = self.store.meta()
             if meta is None:
                 raise SearchError(
@@ -163,6 +169,7 @@ class Searcher:
                 )
             if self._embedder is None or self._embedder.meta != meta:
                 self._embedder = QueryEmbedder(self.settings, meta)
+            self._checked = time.monotonic()
             return self._embedder
 
     def search(
