@@ -43,7 +43,7 @@ from _harness import REPO_ROOT, add_common_args, broker, note, result_line
 from inferstream.client import Client
 from inferstream.config import ElasticsearchSettings, Settings
 from inferstream.connectors.elasticsearch import ElasticsearchStore, encode_vector, render_mapping, render_settings
-from inferstream.connectors.embedded import ANN_MIN_ROWS, EmbeddedStore
+from inferstream.connectors.embedded import EmbeddedStore, build_vector_index, needs_vector_index
 from inferstream.connectors.kafka import Producer
 from inferstream.connectors.vectors import Document, IndexMeta, Upsert, VectorStore
 from inferstream.schemas import Embedding
@@ -189,9 +189,10 @@ def raw_embedded(directory: Path, ids: list[str], vectors: np.ndarray[Any, Any])
     """Seconds for LanceDB to merge_insert the same documents (same upsert semantics), same batch size.
 
     With the same index upkeep as the store: the full-text index after the first batch,
-    the vector index once ANN_MIN_ROWS rows are in (so both end up equally searchable).
+    the vector index from ANN_MIN_ROWS rows and again as the table doubles (so both end
+    up equally searchable).
     """
-    from lancedb.index import FTS, IvfFlat
+    from lancedb.index import FTS
 
     store = EmbeddedStore(directory, ElasticsearchSettings(index="raw"))
     store.setup(META)
@@ -205,15 +206,17 @@ def raw_embedded(directory: Path, ids: list[str], vectors: np.ndarray[Any, Any])
         batches.append(store._arrow(upserts, META))
     table = store._table
     started = time.perf_counter()
-    fts = ann = False
+    fts = False
+    trained_on = 0
     for batch in batches:
         table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(batch)
         if not fts:
             table.create_index("text", config=FTS(), replace=True)
             fts = True
-        if not ann and table.count_rows() >= ANN_MIN_ROWS:
-            table.create_index("vector", config=IvfFlat(distance_type="cosine"))
-            ann = True
+        rows = table.count_rows()
+        if needs_vector_index(rows, trained_on):
+            build_vector_index(table, rows, META.similarity)
+            trained_on = rows
     elapsed = time.perf_counter() - started
     store.close()
     return elapsed

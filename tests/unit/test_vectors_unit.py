@@ -257,3 +257,16 @@ def test_local_elasticsearch_config_is_single_node_on_loopback(tmp_path: Path) -
     assert not server.running
     with pytest.raises(Exception, match="JVM size"):
         ElasticsearchServer(tmp_path, heap="lots")
+
+
+def test_elasticsearch_credentials_reach_the_client_only() -> None:
+    settings = Settings(
+        elasticsearch={"url": "https://es:9200", "api_key": "k3y", "ca_certs": "/etc/ca.pem", "verify_certs": True}
+    )
+    options = settings.elasticsearch.client_options()
+    assert options["api_key"] == "k3y"
+    assert options["ca_certs"] == "/etc/ca.pem"
+    assert "k3y" not in repr(settings)
+    basic = ElasticsearchSettings(url="https://es:9200", username="svc", password="pw").client_options()
+    assert basic["basic_auth"] == ("svc", "pw")
+    assert "api_key" not in basic
