@@ -137,6 +137,9 @@ class EmbeddedStore:
         *,
         max_buffered: int | None = None,
     ) -> None:
+        # Lance's native logger prints notes such as empty IVF partitions as warnings on stderr;
+        # LANCE_LOG is read once, when lancedb is first imported (set it yourself to see them).
+        os.environ.setdefault("LANCE_LOG", "error")
         import lancedb
 
         self.directory = Path(directory)
