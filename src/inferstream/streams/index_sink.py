@@ -171,8 +171,9 @@ class IndexSink:
         try:
             while not consumer.stopping:
                 room = max(min(self.config.flush_max_records, self.store.max_buffered - self.store.pending), 1)
-                wait = interval if self._uncommitted else 0.5
-                batch = consumer.consume(room, max(wait, 0.01))
+                # Wait for the next record no longer than until the pending ones are due.
+                wait = self._first_uncommitted + interval - time.monotonic() if self._uncommitted else 0.5
+                batch = consumer.consume(room, max(wait, 0.005))
                 now = time.monotonic()
                 if batch:
                     idle_since = now
