@@ -192,8 +192,8 @@ class Searcher:
             raise SearchError("the query text is empty")
         wanted = normalize_filters(filters)
         candidates = num_candidates or self.settings.elasticsearch.num_candidates
+        embedder = self.embedder()  # loading the model (first query only) is not the query's latency
         started = time.perf_counter()
-        embedder = self.embedder()
         vector = embedder.embed([text])[0]
         embedded = time.perf_counter()
         if hybrid:
