@@ -43,7 +43,7 @@ from inferstream.client import Client
 from inferstream.schemas import Prediction
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.repository import ModelRepository
-from inferstream.serving.worker import InferenceWorker
+from inferstream.serving.worker import InferenceWorker, WorkerOptions
 
 
 def _requests(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -104,6 +104,22 @@ def pipeline(client: Client, worker: InferenceWorker, count: int) -> float:
         time.sleep(0.002)
     assert started is not None
     return time.perf_counter() - started
+
+
+def exactly_once(client: Client, settings: Any, version: Any, count: int) -> tuple[float, float]:
+    """Records/s of the worker without and with ``--exactly-once``, each on its own copy of the requests."""
+    rates = []
+    for eos in (False, True):
+        topics = settings.topics.model_copy(update={"prefix": f"{settings.topics.prefix}eos{int(eos)}."})
+        own = settings.model_copy(update={"topics": topics})
+        with Client(own) as eos_client:
+            eos_client.topics.ensure_platform_topics()
+            eos_client.topics.ensure_request_topic(TABULAR_NAME, "1")
+            eos_client.produce(own.topics.request_topic(TABULAR_NAME, "1"), _requests(count))
+        worker = InferenceWorker(own, version, options=WorkerOptions(exactly_once=eos))
+        rates.append(count / pipeline(client, worker, count))
+        worker.stop()
+    return rates[0], rates[1]
 
 
 def latency_at(client: Client, worker: InferenceWorker, rate: float, seconds: float, offset: int) -> list[Prediction]:
@@ -222,6 +238,8 @@ def main() -> None:
             note(f"latency at {rate:.0f} requests/s (50% of capacity, capped at 2000/s for the paced sender) ...")
             predictions = latency_at(client, worker, rate, seconds, offset=count)
             worker.stop()
+            note("the same worker without and with --exactly-once ...")
+            plain_rps, eos_rps = exactly_once(client, settings, version, count // 2)
             from inferstream.demo import sample_texts
             from inferstream.serving.demo_models import EMBEDDER_NAME
 
@@ -252,6 +270,10 @@ def main() -> None:
         f"mean batch size under load: {mean_batch:.1f}; tabular ratio goal ≥ 0.5: "
         f"{'met' if pipe_rps / raw_rps >= 0.5 else 'NOT met'}"
     )
+    print(
+        f"exactly-once: {eos_rps:,.0f} records/s against {plain_rps:,.0f} without, same run "
+        f"(ratio {eos_rps / plain_rps:.2f})"
+    )
     raw_best = max(raw_text_rps, sorted_rps)
     print(
         f"embedder: raw ONNX Runtime {raw_text_rps:.0f} texts/s at batch {best_size} "
@@ -269,6 +291,8 @@ def main() -> None:
                 "p99_total_ms": float(p99),
                 "p99_added_ms": float(a99),
                 "mean_batch": mean_batch,
+                "exactly_once_rps": eos_rps,
+                "ratio_exactly_once": eos_rps / plain_rps,
                 "embedder_rps": text_rps,
                 "raw_embedder_rps": raw_best,
                 "ratio_embedder": text_rps / raw_best,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import confluent_kafka
 
@@ -56,6 +56,9 @@ from inferstream.schemas.records import (
     contract_named,
 )
 from inferstream.serving.routes import RouteTable
+
+if TYPE_CHECKING:
+    from inferstream.search import Filters, Passage, Searcher, SearchResult
 
 OnError = Literal["fail", "skip", "dlq"]
 Progress = Callable[[int], None]
@@ -132,6 +135,7 @@ class Client:
         self._replies: ReplyListener | None = None
         self._replies_lock = threading.Lock()
         self._routes: RouteTable | None = None
+        self._searcher: Searcher | None = None
 
     # -- topics -----------------------------------------------------------------------
 
@@ -522,11 +526,45 @@ class Client:
         if self._producer is not None:
             self._producer.flush()
 
+    # -- search ---------------------------------------------------------------------------
+
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        filters: Filters | None = None,
+        hybrid: bool = False,
+        num_candidates: int | None = None,
+    ) -> SearchResult:
+        """Search the vector index (Elasticsearch, or the embedded store) for ``text``.
+
+        The query is embedded with the model version that built the index; ``hybrid``
+        fuses kNN with BM25 on the text (reciprocal rank fusion). See :mod:`inferstream.search`.
+        """
+        return self.searcher.search(text, k, filters=filters, hybrid=hybrid, num_candidates=num_candidates)
+
+    def retrieve(self, question: str, k: int = 5, *, filters: Filters | None = None) -> list[Passage]:
+        """Passages (text + source) for a RAG prompt: hybrid search over the index."""
+        return self.searcher.retrieve(question, k, filters=filters)
+
+    @property
+    def searcher(self) -> Searcher:
+        """The client's searcher (opens the index on first use)."""
+        if self._searcher is None:
+            from inferstream.search import Searcher
+
+            self._searcher = Searcher(self.settings)
+        return self._searcher
+
     def close(self) -> None:
-        """Flush and release the producer (and the reply listener and routes)."""
+        """Flush and release the producer (and the reply listener, routes and searcher)."""
         if self._routes is not None:
             routes, self._routes = self._routes, None
             routes.close()
+        if self._searcher is not None:
+            searcher, self._searcher = self._searcher, None
+            searcher.close()
         if self._replies is not None:
             replies, self._replies = self._replies, None
             replies.close()

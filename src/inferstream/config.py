@@ -291,6 +291,79 @@ class IngestSettings(_Frozen):
     commit_interval_s: float = Field(default=1.0, gt=0)
 
 
+class LocalElasticsearchSettings(_Frozen):
+    """The local Elasticsearch started by ``inferstream up --with-elasticsearch`` (and the tests)."""
+
+    # The minimal distribution on Maven Central (integ-test-zip); 9.3.0 is not published there.
+    version: str = "9.3.2"
+    port: int = Field(default=9200, ge=1, le=65535)
+    transport_port: int = Field(default=9300, ge=1, le=65535)
+    heap: str = "512m"
+    # Elasticsearch 9 needs Java 21+; None: look for one (JAVA_HOME, /usr/lib/jvm, PATH).
+    java_home: Path | None = None
+    # Elasticsearch refuses to run as root: as root it runs as this system user (created if absent).
+    user: str = "inferstream-es"
+
+
+class ElasticsearchSettings(_Frozen):
+    """The vector index: a real Elasticsearch at ``url``, or (``url`` None) the embedded store.
+
+    The embedded store (LanceDB) lives under ``embedded_dir`` (default
+    ``<state_dir>/vectors``) and has the same upsert/delete/search behaviour.
+    """
+
+    url: str | None = None
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    index: str = Field(default="inferstream-documents", pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
+    # The embedder whose vectors the index holds: its dims come from the model repository.
+    model: str = "minilm:1"
+    dims: int | None = Field(default=None, ge=1, description="Vector dims when the model is not in the repository.")
+    similarity: Literal["cosine", "dot_product", "l2_norm", "max_inner_product"] = "cosine"
+    # Recent servers default 384+ dims to bbq_hnsw (1-bit); int8 keeps recall high at 4x less memory.
+    index_type: Literal["hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat"] = "int8_hnsw"
+    hnsw_m: int = Field(default=16, ge=2)
+    hnsw_ef_construction: int = Field(default=100, ge=2)
+    num_candidates: int = Field(default=100, ge=1)
+    # Quantized index types lose recall to rounding (int8: ~0.88 recall@10 on clustered 384-dim
+    # vectors); re-scoring oversample x k candidates with the float vectors brings it back (~0.97).
+    rescore_oversample: float = Field(default=2.0, ge=0, description="0: no rescoring.")
+    refresh_interval: str = "1s"
+    shards: int = Field(default=1, ge=1)
+    replicas: int = Field(default=0, ge=0)
+    # The index sink writes when it holds this many records, or its oldest waited this long.
+    flush_max_records: int = Field(default=2000, ge=1)
+    flush_interval_ms: int = Field(default=200, ge=0)
+    # Backoff while the index is unreachable or overloaded: doubles from min to max.
+    retry_backoff_min_ms: int = Field(default=200, ge=1)
+    retry_backoff_max_ms: int = Field(default=5000, ge=1)
+    group_id: str | None = Field(default=None, description="Consumer group of the index sink (default per index).")
+    embedded_dir: Path | None = None
+    # The embedded store's IVF index: partitions searched per query (more: better recall, slower).
+    embedded_nprobes: int = Field(default=32, ge=1)
+    local: LocalElasticsearchSettings = LocalElasticsearchSettings()
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``elasticsearch.Elasticsearch`` (secrets revealed only here)."""
+        options: dict[str, Any] = {
+            "hosts": [self.url],
+            "request_timeout": self.request_timeout_s,
+            "verify_certs": self.verify_certs,
+        }
+        if self.api_key is not None:
+            options["api_key"] = self.api_key.get_secret_value()
+        elif self.username is not None:
+            password = self.password.get_secret_value() if self.password is not None else ""
+            options["basic_auth"] = (self.username, password)
+        if self.ca_certs is not None:
+            options["ca_certs"] = str(self.ca_certs)
+        return options
+
+
 class Settings(BaseSettings):
     """Everything an inferstream process needs to know, frozen once built."""
 
@@ -310,6 +383,7 @@ class Settings(BaseSettings):
 
     gateway: GatewaySettings = GatewaySettings()
     ingest: IngestSettings = IngestSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     state_dir: Path = Path(".inferstream")
     models_dir: Path = Path("models")
 

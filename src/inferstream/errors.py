@@ -16,7 +16,10 @@ can catch ``InferstreamError`` and know it came from here::
     ├── ModelError                  a model in the repository cannot be loaded or run
     │   └── ProviderUnavailableError  the configured execution provider (GPU) is not there
     ├── StackError                  the local stack (Kafka from Maven) failed to start/stop
-    └── RequestTimeoutError              a request/reply call ran past its timeout
+    ├── RequestTimeoutError              a request/reply call ran past its timeout
+    ├── SinkError                   a sink cannot write (its target is misconfigured)
+    │   └── SinkBackpressureError   the target is down or overloaded: retry after ``retry_after`` s
+    └── SearchError                 a search cannot run (no index, another model, a bad query)
 
 Messages say what was wrong, where (topic, partition, offset, line, field) and
 what to do about it.
@@ -137,3 +140,19 @@ class StackError(InferstreamError):
 
 class RequestTimeoutError(InferstreamError, TimeoutError):
     """A request/reply call got no answer within its timeout."""
+
+
+class SinkError(InferstreamError):
+    """A sink cannot write: its target is misconfigured (an index of another shape, a locked store)."""
+
+
+class SinkBackpressureError(SinkError):
+    """The sink's target is down or overloaded: nothing was lost, pause and retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class SearchError(InferstreamError):
+    """A search cannot run: no index yet, an index of another model, an unknown filter field."""

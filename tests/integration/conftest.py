@@ -12,6 +12,7 @@ to the real thing.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -20,11 +21,13 @@ import pytest
 
 from inferstream.config import Settings
 from inferstream.stack import KafkaServer
+from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KAFKA_LIB_ENV
-from inferstream.stack.testing import Broker, ephemeral_kafka
+from inferstream.stack.testing import Broker, SearchServer, ephemeral_elasticsearch, ephemeral_kafka
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_BOOTSTRAP_ENV = "INFERSTREAM_TEST_BOOTSTRAP"
+EXTERNAL_ELASTICSEARCH_ENV = "INFERSTREAM_TEST_ELASTICSEARCH"
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +56,32 @@ def kafka(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     lib_dir: Path = request.getfixturevalue("kafka_lib_dir")
     with ephemeral_kafka(tmp_path_factory.mktemp("kafka-state"), version=version, lib_dir=lib_dir) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def elasticsearch() -> Iterator[SearchServer]:
+    """A running single-node Elasticsearch for the session (``INFERSTREAM_TEST_ELASTICSEARCH=url`` to bring one).
+
+    Its distribution is cached beside the Kafka jars; its data lives in a fresh folder
+    under the system's temporary directory, which the server's own user can reach
+    (Elasticsearch refuses to run as root, so as root it runs as another user).
+    """
+    external = os.environ.get(EXTERNAL_ELASTICSEARCH_ENV)
+    if external:
+        yield SearchServer(url=external)
+        return
+    version = Settings.load().elasticsearch.local.version
+    cache_dir = REPO_ROOT / ".inferstream" / "cache" / f"elasticsearch-{version}"
+    ElasticsearchServer(REPO_ROOT / ".inferstream", version=version, cache_dir=cache_dir).fetch()
+    state_dir = Path(tempfile.mkdtemp(prefix="inferstream-es-"))
+    state_dir.chmod(0o755)
+    try:
+        with ephemeral_elasticsearch(state_dir, version=version, cache_dir=cache_dir) as server:
+            yield server
+    finally:
+        import shutil
+
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from inferstream.cli import (  # noqa: F401  (register commands)
     produce,
     reports,
     schemas,
+    search,
     serve,
     stack,
     stream,

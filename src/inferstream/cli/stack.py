@@ -1,4 +1,4 @@
-"""``inferstream up | down | status``: the local single-node Kafka under the state directory."""
+"""``inferstream up | down | status``: the local single-node Kafka (and Elasticsearch) under the state directory."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
 from inferstream.stack import KafkaServer
+from inferstream.stack.elasticsearch import ElasticsearchServer
 
 # Results go to stdout (scripts read them); progress and hints go to stderr.
 _stdout = Console(highlight=False)
@@ -26,6 +27,10 @@ def up(
         float,
         typer.Option(help="Seconds to wait for the broker to serve metadata.", min=1),
     ] = 90.0,
+    with_elasticsearch: Annotated[
+        bool,
+        typer.Option("--with-elasticsearch", help="Also start a local Elasticsearch (Java 21+) for the vector index."),
+    ] = False,
 ) -> None:
     """Start a local Kafka (KRaft, single node) and print its bootstrap servers.
 
@@ -50,6 +55,26 @@ def up(
         )
     console.print("  stop it with: [bold]inferstream down[/]")
     _stdout.print(status.bootstrap_servers)
+    if with_elasticsearch:
+        _up_elasticsearch(ElasticsearchServer.from_settings(settings), settings.elasticsearch.url, timeout)
+
+
+def _up_elasticsearch(server: ElasticsearchServer, configured_url: str | None, timeout: float) -> None:
+    if server.running:
+        console.print(f"Elasticsearch {server.version} is already running (pid {server.pid}).")
+    elif not server.fetched:
+        with console.status(f"Fetching Elasticsearch {server.version} into {server.cache_dir} ..."):
+            server.fetch()
+    with console.status(f"Starting Elasticsearch {server.version} on {server.url} ..."):
+        status = server.start(timeout=max(timeout, 120.0))
+    console.print(f"[green]Elasticsearch {status.version} is up[/] on [bold]{status.url}[/] (pid {status.pid})")
+    console.print(f"  data: {status.data_dir}\n  logs: {status.log_file}")
+    if configured_url != status.url:
+        console.print(
+            f"  [yellow]the index is configured for {configured_url or 'the embedded store'}[/]: "
+            f"export INFERSTREAM_ELASTICSEARCH__URL={status.url}"
+        )
+    _stdout.print(status.url)
 
 
 @app.command()
@@ -57,7 +82,13 @@ def down(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.", min=1)] = 30.0,
 ) -> None:
-    """Stop the Kafka that `inferstream up` started (its data is kept)."""
+    """Stop the Kafka (and Elasticsearch) that `inferstream up` started (their data is kept)."""
+    search = ElasticsearchServer.from_settings(settings_of(ctx))
+    if search.running:
+        search_pid = search.pid
+        with console.status(f"Stopping Elasticsearch {search.version} ..."):
+            search.stop(timeout=timeout)
+        console.print(f"[green]Elasticsearch {search.version} stopped[/] (was pid {search_pid}).")
     server = KafkaServer.from_settings(settings_of(ctx))
     pid = server.pid
     with console.status(f"Stopping Kafka {server.version} ..."):
@@ -86,6 +117,10 @@ def status(ctx: typer.Context) -> None:
     table.add_row("data dir", str(info.data_dir))
     table.add_row("log", str(info.log_file))
     table.add_row("jars", f"{info.lib_dir}{'' if server.fetched else ' (not fetched yet)'}")
+    search = ElasticsearchServer.from_settings(settings_of(ctx)).status()
+    if search.running:
+        table.add_row("elasticsearch", f"[green]running[/] (version {search.version}, pid {search.pid})")
+        table.add_row("url", search.url)
     _stdout.print(table)
     if not info.running:
         raise typer.Exit(EXIT_STOPPED)

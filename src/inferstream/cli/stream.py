@@ -1,7 +1,9 @@
-"""``inferstream stream ...``: the stream processors (``stream ingest``)."""
+"""``inferstream stream ingest|index``: the stream processors (events → requests; embeddings → the vector index)."""
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -9,12 +11,52 @@ import typer
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
 from inferstream.metrics import Metrics
+from inferstream.streams.index_sink import IndexSink
 
-stream = typer.Typer(help="Stream processors: ingest (events → requests).", no_args_is_help=True)
-app.add_typer(stream, name="stream")
+stream_app = typer.Typer(
+    help="Stream processors: ingest (events → requests), index (embeddings → the vector index).", no_args_is_help=True
+)
+app.add_typer(stream_app, name="stream")
 
 
-@stream.command()
+@stream_app.command("index")
+def index(
+    ctx: typer.Context,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option("--idle-timeout", help="Stop after this many seconds without a record.", min=0)
+    ] = None,
+) -> None:
+    """Index the embeddings topic into Elasticsearch (elasticsearch.url) or the embedded store, until Ctrl-C.
+
+    The embedded store takes one writer: run one copy. Elasticsearch takes several
+    copies (one consumer group, partitions shared).
+    """
+    settings = settings_of(ctx)
+    metrics = Metrics(namespace=settings.metrics.namespace)
+    port = metrics_port if metrics_port is not None else settings.metrics.port
+    if port:
+        console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
+    sink = IndexSink(settings, metrics=metrics)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        sink.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    if not settings.elasticsearch.url:
+        console.print("embedded vector store: one writer, so run a single copy of `stream index`")
+    console.print(f"indexing {sink.topic} ({sink.meta.ref}) into {sink.store.location}")
+    stats = sink.run(idle_timeout=idle_timeout)
+    console.print(
+        f"indexed {stats.records} records: {stats.upserts} upserts, {stats.deletes} deletes, "
+        f"{stats.dead_letters} dead letters ({stats.retries} retries while the index was unavailable)"
+    )
+
+
+@stream_app.command("ingest")
 def ingest(
     ctx: typer.Context,
     metrics_port: Annotated[

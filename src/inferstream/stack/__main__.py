@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where the jars go (default: $INFERSTREAM_KAFKA_LIB or the cache)",
     )
+    fetch.add_argument(
+        "--elasticsearch",
+        action="store_true",
+        help="also fetch and unpack the Elasticsearch distribution (elasticsearch.local.version)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -47,6 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     jars = sum(1 for _ in lib_dir.glob("*.jar"))
     how = "already there" if already else f"fetched in {time.monotonic() - started:.1f}s"
     print(f"Kafka {server.version}: {jars} jars in {lib_dir} ({how})")
+    if args.elasticsearch:
+        from inferstream.stack.elasticsearch import ElasticsearchServer
+
+        try:
+            search = ElasticsearchServer.from_settings(Settings.load(**overrides))
+            started = time.monotonic()
+            already = search.fetched
+            dist = search.fetch()
+        except InferstreamError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        how = "already there" if already else f"fetched in {time.monotonic() - started:.1f}s"
+        print(f"Elasticsearch {search.version}: {dist} ({how})")
     return 0
 
 

@@ -139,3 +139,32 @@ def copy_dependencies(
                 raise StackError(
                     f"could not move the fetched jars into {dest}: {exc}; remove {dest} and retry"
                 ) from exc
+
+
+def copy_artifact(artifact: Artifact, packaging: str, dest_dir: Path, *, timeout: float = 900.0) -> Path:
+    """Copy one artifact of ``packaging`` (``zip``, ...) into ``dest_dir``; returns the file.
+
+    No dependencies are resolved: this is for distributions published as archives.
+    """
+    mvn = find_mvn()
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    coordinate = f"{artifact.group}:{artifact.artifact}:{artifact.version}:{packaging}"
+    command = [mvn, "-q", "-B", "dependency:copy", f"-Dartifact={coordinate}", f"-DoutputDirectory={dest_dir}"]
+    try:
+        with tempfile.TemporaryDirectory(prefix="inferstream-mvn-") as cwd:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        raise StackError(
+            f"mvn ran past {timeout:.0f}s fetching {coordinate}; check that Maven Central is reachable"
+        ) from exc
+    except OSError as exc:
+        raise StackError(f"could not run {mvn}: {exc}") from exc
+    path = dest_dir / f"{artifact.artifact}-{artifact.version}.{packaging}"
+    if result.returncode != 0 or not path.is_file():
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        raise StackError(
+            f"mvn could not fetch {coordinate} (exit {result.returncode}); check the version and that "
+            f"Maven Central is reachable. mvn said:\n{tail}"
+        )
+    return path

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KafkaServer
 
 
@@ -62,5 +63,37 @@ def ephemeral_kafka(
     server.start(timeout=timeout)
     try:
         yield Broker(bootstrap_servers=server.bootstrap_servers, server=server)
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchServer:
+    """An Elasticsearch tests talk to; ``server`` is None when it was started elsewhere."""
+
+    url: str
+    server: ElasticsearchServer | None = None
+
+
+@contextmanager
+def ephemeral_elasticsearch(
+    state_dir: Path,
+    *,
+    version: str = "9.3.2",
+    cache_dir: Path | None = None,
+    heap: str = "512m",
+    timeout: float = 180.0,
+) -> Iterator[SearchServer]:
+    """A fresh single-node Elasticsearch on free ports with its data in ``state_dir``, stopped on exit.
+
+    As root the server runs as another user, so ``state_dir`` must be reachable by every user.
+    """
+    port, transport_port = free_ports(2)
+    server = ElasticsearchServer(
+        state_dir, port=port, transport_port=transport_port, version=version, heap=heap, cache_dir=cache_dir
+    )
+    server.start(timeout=timeout)
+    try:
+        yield SearchServer(url=server.url, server=server)
     finally:
         server.stop()

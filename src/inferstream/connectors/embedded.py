@@ -1,0 +1,420 @@
+"""The embedded vector store: LanceDB tables under the state directory, no server to run.
+
+The default when ``elasticsearch.url`` is not set. Same semantics as the
+Elasticsearch index: documents keyed by id (``merge_insert`` on ``id``: writing one
+twice leaves one row), tombstones delete, vectors of the model's dims only, kNN
+with the model's similarity, BM25 full-text search on the text field, filters on
+id, model, version and ``attributes.<key>``.
+
+One writer at a time: LanceDB resolves concurrent appends, but two index sinks
+merging into one table would race each other's upserts and deletes, so the sink
+takes an exclusive lock file beside the table and a second copy refuses to start
+(run one copy, or use Elasticsearch for several). Any number of processes may
+search meanwhile; they read the latest committed version.
+
+Indexes (LanceDB's own, no hand-written ANN): a full-text index on ``text`` from the
+first write, and an IVF_FLAT vector index once the table holds ``ANN_MIN_ROWS`` rows
+(below that, exact search is fast and needs no training), retrained with ~sqrt(rows)
+partitions each time the table doubles. IVF_FLAT keeps the float
+vectors: measured on 100k clustered 384-dim vectors it builds in ~3 s and gives
+recall@10 0.98 at 20 probes, where IVF_HNSW_SQ took 74 s and gave 0.62-0.89 and
+IVF_PQ under 0.2 (quantization).
+Rows written after an index was built are searched exactly until the periodic
+``optimize()`` folds them in, so a write is searchable at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from inferstream.config import ElasticsearchSettings
+from inferstream.connectors.vectors import (
+    Delete,
+    FloatArray,
+    Hit,
+    IndexMeta,
+    Op,
+    Rejection,
+    Upsert,
+    attribute_pairs,
+    attributes_json,
+)
+from inferstream.errors import SearchError, SinkBackpressureError, SinkError
+
+log = logging.getLogger(__name__)
+
+META_KEY = b"inferstream.meta"
+#: Rows from which the vector index is built (IVF training wants enough of them).
+ANN_MIN_ROWS = 20_000
+#: Fold new rows into the indexes (and compact small writes) this often.
+OPTIMIZE_EVERY_S = 60.0
+_HIT_COLUMNS = ["id", "text", "model", "version", "event_time", "attributes"]
+Distance = Literal["l2", "cosine", "dot"]
+_DISTANCE: dict[str, Distance] = {"cosine": "cosine", "dot_product": "dot", "max_inner_product": "dot", "l2_norm": "l2"}
+
+
+def needs_vector_index(rows: int, trained_on: int) -> bool:
+    """Whether to (re)build the vector index: from ANN_MIN_ROWS rows, then each time the table doubles.
+
+    IVF partitions are trained once; new rows only join existing ones, so without
+    retraining a growing table ends up in a few huge partitions that every query scans.
+    Retraining on doubling costs O(1) amortized per row.
+    """
+    return rows >= ANN_MIN_ROWS and rows >= 2 * trained_on
+
+
+def build_vector_index(table: Any, rows: int, similarity: str) -> None:
+    """(Re)build the IVF_FLAT index with ~sqrt(rows) partitions (k-means on a sample, 10 rounds).
+
+    Measured on 80k clustered 384-dim vectors: 2.4 s to build, recall@10 1.0 at 32
+    probes, 4.7 ms a query (LanceDB's default, a few big partitions: 14.7 ms).
+    """
+    from lancedb.index import IvfFlat
+
+    config = IvfFlat(
+        distance_type=_DISTANCE[similarity],
+        num_partitions=max(int(math.sqrt(rows)), 1),
+        sample_rate=64,
+        max_iterations=10,
+    )
+    table.create_index("vector", config=config, replace=True)
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def filter_sql(filters: Mapping[str, Sequence[str]]) -> str | None:
+    """A SQL predicate for normalized filters (every field must match one of its values)."""
+    parts = []
+    for name, values in filters.items():
+        if name.startswith("attributes."):
+            key = name[len("attributes.") :]
+            options = " OR ".join(f"array_has(attribute_pairs, {_sql_string(f'{key}={v}')})" for v in values)
+            parts.append(f"({options})")
+        else:
+            parts.append(f"{name} IN ({', '.join(_sql_string(v) for v in values)})")
+    return " AND ".join(parts) or None
+
+
+def _schema(meta: IndexMeta) -> pa.Schema:
+    info = {"model": meta.model, "version": meta.version, "dims": meta.dims, "similarity": meta.similarity}
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), meta.dims)),
+            pa.field("text", pa.string()),
+            pa.field("model", pa.string()),
+            pa.field("version", pa.string()),
+            pa.field("event_time", pa.timestamp("us", tz="UTC")),
+            pa.field("attributes", pa.string()),
+            pa.field("attribute_pairs", pa.list_(pa.string())),
+        ],
+        metadata={META_KEY: json.dumps(info).encode()},
+    )
+
+
+class EmbeddedStore:
+    """The vector index in a LanceDB table under ``directory``; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: Path,
+        settings: ElasticsearchSettings,
+        *,
+        max_buffered: int | None = None,
+    ) -> None:
+        # Lance's native logger prints notes such as empty IVF partitions as warnings on stderr;
+        # LANCE_LOG is read once, when lancedb is first imported (set it yourself to see them).
+        os.environ.setdefault("LANCE_LOG", "error")
+        import lancedb
+
+        self.directory = Path(directory)
+        self.settings = settings
+        self.table_name = settings.index
+        self.location = f"embedded store {self.directory} table {self.table_name}"
+        self.max_buffered = max_buffered or max(settings.flush_max_records * 2, 1000)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Reads always see the latest committed version (another process may be writing).
+        self._db = lancedb.connect(str(self.directory), read_consistency_interval=timedelta(0))
+        self._table: Any = None
+        self._meta: IndexMeta | None = None
+        self._lock: IO[str] | None = None
+        self._ops: list[tuple[int, Op]] = []
+        self._next_position = 0
+        self._last_optimize = time.monotonic()
+        self._has_fts = False
+        self._ann_rows = 0  # rows the vector index was last trained on (0: none yet)
+
+    # -- setup ----------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file the single writer holds."""
+        return self.directory / f"{self.table_name}.writer.lock"
+
+    def setup(self, meta: IndexMeta) -> None:
+        """Take the writer lock, create the table for ``meta`` or check the existing one."""
+        self._take_lock()
+        if self._open() is None:
+            self._table = self._db.create_table(self.table_name, schema=_schema(meta), exist_ok=True)
+            self._meta = meta
+        existing = self.meta()
+        if existing != meta:
+            held = f"{existing.ref} vectors ({existing.dims} dims, {existing.similarity})" if existing else "other data"
+            raise SinkError(
+                f"{self.location} holds {held}; this sink writes {meta.ref} ({meta.dims} dims, "
+                f"{meta.similarity}): set elasticsearch.index to another name, or remove "
+                f"{self.directory / (self.table_name + '.lance')} to rebuild it"
+            )
+        indices = {tuple(i.columns): i.index_type for i in self._table.list_indices()}
+        self._has_fts = ("text",) in indices
+        self._ann_rows = self._table.count_rows() if ("vector",) in indices else 0
+
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        handle = self.lock_path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise SinkError(
+                f"the embedded vector store takes one writer and {holder} holds {self.lock_path}: "
+                "run a single copy of the index sink, or set elasticsearch.url to index into "
+                "Elasticsearch with several"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def _open(self) -> Any:
+        if self._table is None:
+            try:
+                self._table = self._db.open_table(self.table_name)
+            except (FileNotFoundError, ValueError):
+                return None
+        return self._table
+
+    def meta(self) -> IndexMeta | None:
+        """What the table holds, from its schema metadata (None when there is no table)."""
+        if self._meta is not None:
+            return self._meta
+        table = self._open()
+        if table is None:
+            return None
+        raw = (table.schema.metadata or {}).get(META_KEY)
+        if raw is None:
+            return None
+        info = json.loads(raw)
+        self._meta = IndexMeta(
+            model=info["model"], version=info["version"], dims=int(info["dims"]), similarity=info["similarity"]
+        )
+        return self._meta
+
+    # -- writing --------------------------------------------------------------------------
+
+    def add(self, op: Op) -> None:
+        """Buffer one upsert or delete."""
+        if len(self._ops) >= self.max_buffered:
+            raise SinkError(f"{len(self._ops)} operations buffered for {self.location}: flush() first")
+        self._ops.append((self._next_position, op))
+        self._next_position += 1
+
+    @property
+    def pending(self) -> int:
+        """Operations buffered and not yet written."""
+        return len(self._ops)
+
+    def flush(self) -> list[Rejection]:
+        """Merge the upserts, apply the deletes; refusals come back, I/O failures raise to retry."""
+        if not self._ops:
+            return self._done([])
+        meta = self._meta
+        if meta is None or self._table is None:
+            raise SinkError(f"{self.location}: setup() before flush()")
+        last: dict[str, tuple[int, Op]] = {}
+        for position, op in self._ops:
+            last[op.id] = (position, op)
+        rejected: list[Rejection] = []
+        upserts: list[Upsert] = []
+        deletes: list[str] = []
+        for position, op in last.values():
+            if isinstance(op, Delete):
+                deletes.append(op.id)
+                continue
+            reason = self._refusal(op.document.vector, meta)
+            if reason:
+                rejected.append(Rejection(position, f"document {op.id}: {reason}", "IndexRejected"))
+            else:
+                upserts.append(op)
+        try:
+            if upserts:
+                (
+                    self._table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute(self._arrow(upserts, meta))
+                )
+            if deletes:
+                self._table.delete(f"id IN ({', '.join(_sql_string(i) for i in deletes)})")
+        except (OSError, RuntimeError) as exc:
+            # Disk full, a commit conflict, a file system hiccup: keep everything, retry.
+            raise SinkBackpressureError(
+                f"{self.location}: write failed ({exc}); retrying, nothing is committed meanwhile",
+                retry_after=self.settings.retry_backoff_min_ms / 1000,
+            ) from exc
+        self._maintain()
+        return self._done(rejected)
+
+    def _refusal(self, vector: FloatArray, meta: IndexMeta) -> str | None:
+        if vector.shape != (meta.dims,):
+            return f"vector has {vector.shape[0]} dims; the index holds {meta.dims}-dim vectors of {meta.ref}"
+        if meta.similarity == "cosine" and not np.any(vector):
+            return "cosine similarity cannot take a zero-magnitude vector"
+        return None
+
+    def _arrow(self, upserts: list[Upsert], meta: IndexMeta) -> pa.Table:
+        docs = [u.document for u in upserts]
+        flat = np.stack([d.vector for d in docs]).astype(np.float32, copy=False).ravel()
+        return pa.table(
+            {
+                "id": pa.array([d.id for d in docs], pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat), meta.dims),
+                "text": pa.array([d.text for d in docs], pa.string()),
+                "model": pa.array([d.model for d in docs], pa.string()),
+                "version": pa.array([d.version for d in docs], pa.string()),
+                "event_time": pa.array([d.event_time.astimezone(UTC) for d in docs], pa.timestamp("us", tz="UTC")),
+                "attributes": pa.array([attributes_json(d.attributes) for d in docs], pa.string()),
+                "attribute_pairs": pa.array([attribute_pairs(d.attributes) for d in docs], pa.list_(pa.string())),
+            },
+            schema=_schema(meta),
+        )
+
+    def _done(self, rejected: list[Rejection]) -> list[Rejection]:
+        self._ops = []
+        self._next_position = 0
+        return rejected
+
+    def _maintain(self) -> None:
+        from lancedb.index import FTS
+
+        table = self._table
+        assert self._meta is not None
+        if not self._has_fts:
+            table.create_index("text", config=FTS(), replace=True)
+            self._has_fts = True
+        rows = table.count_rows()
+        if needs_vector_index(rows, self._ann_rows):
+            log.info("%s: building the vector index (IVF_FLAT) over %d rows", self.location, rows)
+            build_vector_index(table, rows, self._meta.similarity)
+            self._ann_rows = rows
+            self._last_optimize = time.monotonic()
+        elif time.monotonic() - self._last_optimize >= OPTIMIZE_EVERY_S:
+            self.optimize()
+
+    def optimize(self) -> None:
+        """Compact small writes and fold new rows into the indexes (also runs every minute)."""
+        if self._table is not None:
+            self._table.optimize(cleanup_older_than=timedelta(minutes=10))
+        self._last_optimize = time.monotonic()
+
+    # -- searching ------------------------------------------------------------------------
+
+    def _require(self) -> Any:
+        table = self._open()
+        if table is None:
+            raise SearchError(
+                f"there is no table {self.table_name} in {self.directory} yet: run the index sink "
+                "(`inferstream stream index`) on the embeddings topic first"
+            )
+        return table
+
+    def knn(
+        self, vector: FloatArray, k: int, *, num_candidates: int, filters: Mapping[str, Sequence[str]]
+    ) -> list[Hit]:
+        """Nearest neighbours: the IVF index's ``embedded_nprobes`` nearest partitions once built, exact before.
+
+        ``num_candidates`` is Elasticsearch's knob; the IVF index has ``embedded_nprobes`` instead.
+        """
+        table = self._require()
+        meta = self.meta()
+        assert meta is not None
+        query = (
+            table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            .distance_type(_DISTANCE[meta.similarity])
+            .limit(k)
+            .nprobes(self.settings.embedded_nprobes)
+        )
+        where = filter_sql(filters)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.select([*_HIT_COLUMNS, "_distance"]).to_arrow().to_pylist()
+        return [_hit(row, _score(meta.similarity, float(row["_distance"]))) for row in rows]
+
+    def text_search(self, query: str, k: int, *, filters: Mapping[str, Sequence[str]]) -> list[Hit]:
+        """BM25 matches of ``query`` on the text field (none before the first write)."""
+        table = self._require()
+        if not any(tuple(i.columns) == ("text",) for i in table.list_indices()):
+            return []
+        search = table.search(query, query_type="fts").limit(k)
+        where = filter_sql(filters)
+        if where:
+            search = search.where(where, prefilter=True)
+        return [
+            _hit(row, float(row["_score"])) for row in search.select([*_HIT_COLUMNS, "_score"]).to_arrow().to_pylist()
+        ]
+
+    def count(self) -> int:
+        """Rows in the table."""
+        table = self._open()
+        return 0 if table is None else int(table.count_rows())
+
+    def refresh(self) -> None:
+        """Nothing to do: a committed write is visible to the next read."""
+
+    def close(self) -> None:
+        """Release the writer lock."""
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+
+def _score(similarity: str, distance: float) -> float:
+    # The same scale as Elasticsearch's scores for each similarity, so hits compare across stores.
+    if similarity == "l2_norm":
+        return 1.0 / (1.0 + distance)
+    if similarity == "cosine":
+        return 1.0 - distance / 2.0
+    return (1.0 - distance + 1.0) / 2.0  # dot: LanceDB's distance is 1 - dot
+
+
+def _hit(row: Mapping[str, Any], score: float) -> Hit:
+    return Hit(
+        id=row["id"],
+        score=score,
+        text=row.get("text"),
+        model=row.get("model") or "",
+        version=row.get("version") or "",
+        event_time=row.get("event_time"),
+        attributes=json.loads(row["attributes"]) if row.get("attributes") else {},
+    )

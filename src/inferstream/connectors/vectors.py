@@ -1,0 +1,316 @@
+"""The vector index contract: a sink that keeps documents in sync, and the searches run on it.
+
+Every sink has one lifecycle (``setup() → add(op) → flush()`` on commit)::
+
+    store.setup()                      # index/mapping created, or checked against the model
+    store.add(Upsert(document))        # buffered, nothing written yet
+    store.add(Delete("doc-7"))         # a tombstone
+    rejected = store.flush()           # written; per-record refusals come back by position
+    consumer.commit(...)               # only now
+
+``flush()`` raises :class:`~inferstream.errors.SinkBackpressureError` (with
+``retry_after``) when the target is down or overloaded: what was added stays
+buffered, the caller pauses consumption and calls ``flush()`` again; nothing is
+committed meanwhile, so nothing is lost. ``add()`` refuses more than
+``max_buffered`` operations (the caller flushes first): the buffer is bounded.
+
+Two stores implement it: :mod:`inferstream.connectors.elasticsearch` (a real
+Elasticsearch) and :mod:`inferstream.connectors.embedded` (LanceDB, in-process).
+:class:`MemoryStore` here is the test double (exact search over a dict).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from inferstream.errors import SearchError, SinkBackpressureError, SinkError
+
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+
+FloatArray = npt.NDArray[np.float32]
+
+#: Filter fields a search accepts besides ``attributes.<key>``.
+FILTER_FIELDS = ("id", "model", "version")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMeta:
+    """What an index holds: which embedder's vectors, how many dims, compared how."""
+
+    model: str
+    version: str
+    dims: int
+    similarity: str
+
+    @property
+    def ref(self) -> str:
+        """``model:version``."""
+        return f"{self.model}:{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One indexed document: the embedding's id, vector, text and metadata."""
+
+    id: str
+    vector: FloatArray
+    model: str
+    version: str
+    event_time: datetime
+    text: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Insert or replace a document (keyed by its id: writing twice is writing once)."""
+
+    document: Document
+
+    @property
+    def id(self) -> str:
+        """The document id."""
+        return self.document.id
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete a document (a tombstone on the embeddings topic); deleting a missing one is fine."""
+
+    id: str
+
+
+Op = Upsert | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An operation the store refused for good (retrying the same bytes cannot help)."""
+
+    position: int  # index of the operation among those added since the last flush
+    reason: str
+    error_class: str = "IndexRejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    text: str | None
+    model: str
+    version: str
+    event_time: datetime | None
+    attributes: dict[str, str]
+
+
+@runtime_checkable
+class VectorSink(Protocol):
+    """The sink lifecycle: ``setup() → add(op) → flush()`` on commit; backpressure as an exception."""
+
+    #: Where the sink writes, for log lines and errors (a URL, a directory).
+    location: str
+    #: Most operations ``add()`` takes before a ``flush()``.
+    max_buffered: int
+
+    def setup(self, meta: IndexMeta) -> None:
+        """Create the index for ``meta`` or check that the existing one matches it."""
+
+    def add(self, op: Op) -> None:
+        """Buffer one operation (raises SinkError when the buffer is full: flush first)."""
+
+    @property
+    def pending(self) -> int:
+        """Operations buffered and not yet written."""
+
+    def flush(self) -> list[Rejection]:
+        """Write what was added; refusals by position. Raises SinkBackpressureError to retry."""
+
+    def close(self) -> None:
+        """Release connections, locks and files."""
+
+
+@runtime_checkable
+class VectorStore(VectorSink, Protocol):
+    """A vector index that the index sink writes to and searches read from."""
+
+    def meta(self) -> IndexMeta | None:
+        """What the index holds, or None when there is no index yet."""
+
+    def knn(
+        self, vector: FloatArray, k: int, *, num_candidates: int, filters: Mapping[str, Sequence[str]]
+    ) -> list[Hit]:
+        """The ``k`` nearest documents (approximate where the store has an ANN index)."""
+
+    def text_search(self, query: str, k: int, *, filters: Mapping[str, Sequence[str]]) -> list[Hit]:
+        """The ``k`` best BM25 matches of ``query`` on the text field."""
+
+    def count(self) -> int:
+        """Documents in the index (after the writes so far are visible)."""
+
+    def refresh(self) -> None:
+        """Make everything written so far searchable now (tests, benchmarks)."""
+
+
+def normalize_filters(filters: Mapping[str, str | Sequence[str]] | None) -> dict[str, list[str]]:
+    """Filters as ``field → accepted values``; a clear error for fields no store can filter on.
+
+    A field is ``id``, ``model``, ``version`` or ``attributes.<key>``; a value is one
+    string or a list of them (any of which matches).
+    """
+    normalized: dict[str, list[str]] = {}
+    for name, value in (filters or {}).items():
+        if name not in FILTER_FIELDS and not (name.startswith("attributes.") and len(name) > len("attributes.")):
+            raise SearchError(f"cannot filter on {name!r}: use one of {', '.join(FILTER_FIELDS)} or attributes.<key>")
+        values = [value] if isinstance(value, str) else [str(v) for v in value]
+        if not values:
+            raise SearchError(f"filter {name!r} has no values")
+        normalized[name] = values
+    return normalized
+
+
+def attribute_pairs(attributes: Mapping[str, str]) -> list[str]:
+    """``key=value`` strings: how stores without a map type filter on attributes."""
+    return [f"{key}={value}" for key, value in sorted(attributes.items())]
+
+
+def attributes_json(attributes: Mapping[str, str]) -> str:
+    """Attributes as compact JSON (for stores that keep them as one string)."""
+    return json.dumps(dict(attributes), separators=(",", ":"), sort_keys=True)
+
+
+class MemoryStore:
+    """The test double of :class:`VectorStore`: a dict and exact (brute-force) search.
+
+    It follows the same rules as the real stores (buffered until ``flush()``,
+    dims checked, deletes of missing ids accepted) and can play a store that is
+    down (``down = True``: ``flush()`` raises backpressure, nothing is written).
+    """
+
+    def __init__(self, *, max_buffered: int = 10_000) -> None:
+        self.location = "memory"
+        self.max_buffered = max_buffered
+        self.documents: dict[str, Document] = {}
+        self.down = False
+        self.writes = 0
+        self._meta: IndexMeta | None = None
+        self._ops: list[Op] = []
+
+    def setup(self, meta: IndexMeta) -> None:
+        """Remember the index's shape (an existing one must match)."""
+        if self._meta is not None and self._meta != meta:
+            raise SinkError(f"memory index holds {self._meta}, not {meta}")
+        self._meta = meta
+
+    def add(self, op: Op) -> None:
+        """Buffer one operation."""
+        if len(self._ops) >= self.max_buffered:
+            raise SinkError(f"{len(self._ops)} operations buffered: flush() first")
+        self._ops.append(op)
+
+    @property
+    def pending(self) -> int:
+        """Operations buffered."""
+        return len(self._ops)
+
+    def flush(self) -> list[Rejection]:
+        """Apply the buffered operations in order."""
+        if self.down:
+            raise SinkBackpressureError("memory store is down", retry_after=0.01)
+        assert self._meta is not None, "setup() first"
+        rejected = []
+        for position, op in enumerate(self._ops):
+            if isinstance(op, Delete):
+                self.documents.pop(op.id, None)
+            elif op.document.vector.shape != (self._meta.dims,):
+                dims = op.document.vector.shape[0]
+                rejected.append(Rejection(position, f"vector has {dims} dims, not {self._meta.dims}"))
+            else:
+                self.documents[op.id] = op.document
+                self.writes += 1
+        self._ops = []
+        return rejected
+
+    def meta(self) -> IndexMeta | None:
+        """The index's shape once set up."""
+        return self._meta
+
+    def _matching(self, filters: Mapping[str, Sequence[str]]) -> list[Document]:
+        def keep(doc: Document) -> bool:
+            for name, values in filters.items():
+                if name.startswith("attributes."):
+                    value = doc.attributes.get(name[len("attributes.") :])
+                else:
+                    value = getattr(doc, name)
+                if value not in values:
+                    return False
+            return True
+
+        return [doc for doc in self.documents.values() if keep(doc)]
+
+    def knn(
+        self, vector: FloatArray, k: int, *, num_candidates: int, filters: Mapping[str, Sequence[str]]
+    ) -> list[Hit]:
+        """Exact cosine similarity over every matching document."""
+        docs = self._matching(filters)
+        if not docs:
+            return []
+        matrix = np.stack([doc.vector for doc in docs])
+        norms = np.linalg.norm(matrix, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+        scores = (matrix @ vector) / np.maximum(norms, 1e-12)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [_hit(docs[i], float(scores[i])) for i in order]
+
+    def text_search(self, query: str, k: int, *, filters: Mapping[str, Sequence[str]]) -> list[Hit]:
+        """Documents holding query words, by how many they hold (a stand-in for BM25)."""
+        words = set(query.lower().split())
+        scored = []
+        for doc in self._matching(filters):
+            found = len(words & set((doc.text or "").lower().split()))
+            if found:
+                scored.append((found, doc))
+        scored.sort(key=lambda pair: -pair[0])
+        return [_hit(doc, float(score)) for score, doc in scored[:k]]
+
+    def count(self) -> int:
+        """Documents held."""
+        return len(self.documents)
+
+    def refresh(self) -> None:
+        """Nothing to do: writes are visible at once."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _hit(doc: Document, score: float) -> Hit:
+    return Hit(
+        id=doc.id,
+        score=score,
+        text=doc.text,
+        model=doc.model,
+        version=doc.version,
+        event_time=doc.event_time,
+        attributes=dict(doc.attributes),
+    )
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The configured vector index: Elasticsearch at ``elasticsearch.url``, else the embedded store."""
+    config = settings.elasticsearch
+    if config.url:
+        from inferstream.connectors.elasticsearch import ElasticsearchStore
+
+        return ElasticsearchStore(config)
+    from inferstream.connectors.embedded import EmbeddedStore
+
+    return EmbeddedStore(config.embedded_dir or settings.state_dir / "vectors", config)

@@ -1,0 +1,468 @@
+"""A single-node Elasticsearch run from the minimal distribution on Maven Central.
+
+>>> server = ElasticsearchServer(Path(".inferstream"), port=9200)
+>>> server.start()            # fetches and unpacks the distribution once
+>>> server.url
+'http://127.0.0.1:9200'
+>>> server.stop()
+
+The distribution is ``org.elasticsearch.distribution.integ-test-zip:elasticsearch``
+(packaging zip): the server, its transport and x-pack core/security modules, no
+JDK, no language analyzers (``standard`` works), no rank or ingest modules. It
+runs on Java 21+ (Elasticsearch 9), found through ``java_home``, ``ES_JAVA_HOME``,
+``JAVA_HOME``, the JDKs in ``/usr/lib/jvm`` and ``PATH``, newest first.
+
+It is configured as a single node on 127.0.0.1 with security off, an explicit heap
+(512m by default) and the disk watermarks off (small CI disks). Elasticsearch
+refuses to run as root: as root it runs as ``user`` (a system user created on
+first use) through ``runuser``, and that user owns the server's home.
+
+Layout under the state directory::
+
+    cache/elasticsearch-<version>/elasticsearch-<version>/   the unpacked distribution (shared)
+    elasticsearch/<version>/                                 one server
+        config/    elasticsearch.yml, jvm.options, log4j2.properties (rewritten on every start)
+        data/ logs/ tmp/
+        elasticsearch.out   the launcher's stdout/stderr
+        elasticsearch.pid
+
+Readiness is ``GET /_cluster/health?wait_for_status=yellow`` (the minimal
+distribution may not answer ``GET /``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inferstream.errors import StackError
+from inferstream.stack import maven
+from inferstream.stack.java import JavaRuntime, find_java
+from inferstream.stack.process import (
+    file_size,
+    port_in_use,
+    process_alive,
+    read_pid,
+    spawn_detached,
+    tail,
+    terminate,
+)
+
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+
+GROUP = "org.elasticsearch.distribution.integ-test-zip"
+MINIMUM_JAVA = 21
+_HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
+_LOG_LINES = 40
+_JVM_DIR = Path("/usr/lib/jvm")
+
+
+@dataclass(frozen=True, slots=True)
+class ElasticsearchStatus:
+    """What ``inferstream status`` reports about the local Elasticsearch."""
+
+    running: bool
+    pid: int | None
+    version: str
+    url: str
+    home: Path
+    data_dir: Path
+    log_file: Path
+
+
+def find_java_21(java_home: Path | None = None) -> JavaRuntime:
+    """A Java 21+ runtime for Elasticsearch 9; the default ``java`` is often 17."""
+    if java_home is not None:
+        return find_java(java_home, minimum=MINIMUM_JAVA, purpose="Elasticsearch 9")
+    candidates: list[Path] = [Path(os.environ[name]) for name in ("ES_JAVA_HOME", "JAVA_HOME") if os.environ.get(name)]
+    if _JVM_DIR.is_dir():
+        # Newest first: directory names carry the feature release (temurin-25-jdk-amd64, java-21-openjdk-amd64).
+        def release(path: Path) -> int:
+            found = re.search(r"(\d+)", path.name)
+            return int(found.group(1)) if found else 0
+
+        installed = [p for p in _JVM_DIR.iterdir() if (p / "bin" / "java").is_file()]
+        candidates += sorted(installed, key=release, reverse=True)
+    for home in candidates:
+        try:
+            return find_java(home, minimum=MINIMUM_JAVA, purpose="Elasticsearch 9")
+        except StackError:
+            continue
+    found = shutil.which("java")
+    if found is not None:
+        try:
+            return find_java(Path(found).resolve().parent.parent, minimum=MINIMUM_JAVA, purpose="Elasticsearch 9")
+        except StackError:
+            pass
+    raise StackError(
+        "Elasticsearch 9 needs Java 21+ and none was found (ES_JAVA_HOME, JAVA_HOME, /usr/lib/jvm, PATH); "
+        "install one (e.g. `apt-get install openjdk-21-jre-headless`) or set "
+        "INFERSTREAM_ELASTICSEARCH__LOCAL__JAVA_HOME"
+    )
+
+
+def _unzip(archive: Path, dest: Path) -> None:
+    """Unpack keeping the executable bits (``zipfile`` alone drops them)."""
+    with zipfile.ZipFile(archive) as zipped:
+        for info in zipped.infolist():
+            target = Path(zipped.extract(info, dest))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                target.chmod(mode)
+
+
+class ElasticsearchServer:
+    """One local Elasticsearch node: fetch, configure, start, probe, stop."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = 9200,
+        transport_port: int = 9300,
+        version: str = "9.3.2",
+        heap: str = "512m",
+        java_home: Path | None = None,
+        user: str = "inferstream-es",
+        cache_dir: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if not _HEAP.match(heap):
+            raise StackError(f"Elasticsearch heap {heap!r} is not a JVM size such as 512m (elasticsearch.local.heap)")
+        if port == transport_port:
+            raise StackError(f"the Elasticsearch HTTP and transport ports are both {port}; pick two ports")
+        self.state_dir = Path(state_dir).absolute()
+        self.port = port
+        self.transport_port = transport_port
+        self.version = version
+        self.heap = heap
+        self.java_home = java_home
+        self.user = user
+        self.host = host
+        default_cache = self.state_dir / "cache" / f"elasticsearch-{version}"
+        self.cache_dir = Path(cache_dir).absolute() if cache_dir else default_cache
+        self.home = self.state_dir / "elasticsearch" / version
+        self._log_marks: dict[Path, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, cache_dir: Path | None = None) -> ElasticsearchServer:
+        """The server ``inferstream up --with-elasticsearch`` runs for these settings."""
+        local = settings.elasticsearch.local
+        return cls(
+            settings.state_dir,
+            port=local.port,
+            transport_port=local.transport_port,
+            version=local.version,
+            heap=local.heap,
+            java_home=local.java_home,
+            user=local.user,
+            cache_dir=cache_dir,
+        )
+
+    # -- where things are ---------------------------------------------------------------
+
+    @property
+    def dist_dir(self) -> Path:
+        """The unpacked distribution in the cache."""
+        return self.cache_dir / f"elasticsearch-{self.version}"
+
+    @property
+    def config_dir(self) -> Path:
+        """``ES_PATH_CONF``: the configuration written for this server."""
+        return self.home / "config"
+
+    @property
+    def data_dir(self) -> Path:
+        """``path.data``."""
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        """``path.logs``: the server's own logs."""
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's main log."""
+        return self.logs_dir / "inferstream.log"
+
+    @property
+    def out_file(self) -> Path:
+        """The launcher's stdout and stderr (start-up failures land here)."""
+        return self.home / "elasticsearch.out"
+
+    @property
+    def pid_file(self) -> Path:
+        """Holds the launcher's pid while it runs."""
+        return self.home / "elasticsearch.pid"
+
+    @property
+    def url(self) -> str:
+        """The HTTP endpoint for clients."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def fetched(self) -> bool:
+        """Whether the distribution is unpacked in the cache."""
+        return (self.dist_dir / "bin" / "elasticsearch").is_file() and (self.dist_dir / "lib").is_dir()
+
+    @property
+    def as_root(self) -> bool:
+        """Whether the server must run as another user (this process is root)."""
+        return os.geteuid() == 0
+
+    def render_config(self) -> str:
+        """``elasticsearch.yml`` of a single node on loopback, security and disk watermarks off."""
+        settings = {
+            "cluster.name": "inferstream",
+            "node.name": "inferstream-1",
+            "path.logs": str(self.logs_dir),
+            "network.host": self.host,
+            "http.port": str(self.port),
+            "transport.port": str(self.transport_port),
+            "discovery.type": "single-node",
+            "xpack.security.enabled": "false",
+            # Small CI disks would otherwise turn indices read-only at 95% use.
+            "cluster.routing.allocation.disk.threshold_enabled": "false",
+            "action.destructive_requires_name": "false",
+        }
+        lines = ["# Written by inferstream on every start; edits are overwritten."]
+        lines += [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
+        return "\n".join(lines) + "\n"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def fetch(self, *, timeout: float = 900.0) -> Path:
+        """Fetch the zip with ``mvn`` and unpack it into the cache unless it is there; returns it."""
+        if self.fetched:
+            return self.dist_dir
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        artifact = maven.Artifact(GROUP, "elasticsearch", self.version)
+        staging = self.cache_dir / f".staging-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            archive = maven.copy_artifact(artifact, "zip", staging, timeout=timeout)
+            _unzip(archive, staging)
+            unpacked = staging / f"elasticsearch-{self.version}"
+            if not (unpacked / "bin" / "elasticsearch").is_file():
+                raise StackError(f"{archive} holds no elasticsearch-{self.version}/bin/elasticsearch")
+            try:
+                os.replace(unpacked, self.dist_dir)
+            except OSError:
+                if not self.fetched:  # another process may have put a complete one there first
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        # The server runs as another user when this is root: it must read the distribution.
+        for path in (self.cache_dir, self.dist_dir):
+            path.chmod(0o755)
+        return self.dist_dir
+
+    def java(self) -> JavaRuntime:
+        """The Java runtime the server runs on (21+)."""
+        return find_java_21(self.java_home)
+
+    @property
+    def pid(self) -> int | None:
+        """The launcher's pid while it runs, else None."""
+        pid = read_pid(self.pid_file)
+        if pid is None or not process_alive(pid, cmdline_contains=self._signature()):
+            return None
+        return pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the server's process runs (it may still be starting)."""
+        return self.pid is not None
+
+    def status(self) -> ElasticsearchStatus:
+        """A snapshot of where the server is and whether it runs."""
+        pid = self.pid
+        return ElasticsearchStatus(
+            running=pid is not None,
+            pid=pid,
+            version=self.version,
+            url=self.url,
+            home=self.home,
+            data_dir=self.data_dir,
+            log_file=self.log_file,
+        )
+
+    def start(self, *, wait: bool = True, timeout: float = 120.0) -> ElasticsearchStatus:
+        """Start the server unless it runs; with ``wait``, return once the cluster is yellow.
+
+        Raises :class:`StackError` when a port is taken, Java 21+ is missing, or the
+        server exits or is not ready within ``timeout`` (with the tail of its logs).
+        """
+        if self.running:
+            if wait:
+                self._wait_ready(timeout, started=None)
+            return self.status()
+        self.pid_file.unlink(missing_ok=True)
+        for name, port in (("HTTP", self.port), ("transport", self.transport_port)):
+            if port_in_use(self.host, port):
+                raise StackError(
+                    f"the Elasticsearch {name} port {self.host}:{port} is taken by another process; stop it "
+                    f"(`ss -ltnp 'sport = :{port}'` names it) or pick another port with "
+                    f"INFERSTREAM_ELASTICSEARCH__LOCAL__{'PORT' if name == 'HTTP' else 'TRANSPORT_PORT'}"
+                )
+        java = self.java()
+        self.fetch()
+        self._write_config()
+        env = {
+            "ES_JAVA_HOME": str(java.executable.parent.parent),
+            "ES_PATH_CONF": str(self.config_dir),
+            "ES_TMPDIR": str(self.home / "tmp"),
+            "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
+        }
+        dist = self._prepare_user() if self.as_root else self.dist_dir
+        launcher = [str(dist / "bin" / "elasticsearch"), f"-Epath.data={self.data_dir}"]
+        if self.as_root:
+            argv = [
+                _which("runuser"),
+                "-u",
+                self.user,
+                "--",
+                _which("env"),
+                *(f"{k}={v}" for k, v in env.items()),
+                *launcher,
+            ]
+            process_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        else:
+            argv = launcher
+            process_env = {**os.environ, **env}
+        self._log_marks = {path: file_size(path) for path in (self.out_file, self.log_file)}
+        with self.out_file.open("a", encoding="utf-8") as out:
+            out.write(f"\n--- inferstream: starting Elasticsearch {self.version} at {time.strftime('%F %T')}\n")
+        pid = spawn_detached(argv, log_file=self.out_file, env=process_env)
+        self.pid_file.write_text(f"{pid}\n", encoding="utf-8")
+        if wait:
+            self._wait_ready(timeout, started=pid)
+        return self.status()
+
+    def stop(self, *, timeout: float = 60.0) -> bool:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``); False if it was not running."""
+        pid = self.pid
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        terminate(pid, timeout=timeout, cmdline_contains=self._signature())
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def health(self, *, wait_s: float = 1.0) -> str | None:
+        """The cluster status (green/yellow/red) once it is at least yellow within ``wait_s``, else None."""
+        url = f"{self.url}/_cluster/health?wait_for_status=yellow&timeout={max(int(wait_s), 1)}s"
+        try:
+            with urllib.request.urlopen(url, timeout=wait_s + 5) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        if body.get("timed_out"):
+            return None
+        return str(body.get("status"))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _signature(self) -> tuple[str, ...]:
+        # The data path is on the launcher's command line (and runuser's): unique per server.
+        return (f"-Epath.data={self.data_dir}",)
+
+    def _write_config(self) -> None:
+        for directory in (self.config_dir, self.data_dir, self.logs_dir, self.home / "tmp"):
+            directory.mkdir(parents=True, exist_ok=True)
+        source = self.dist_dir / "config"
+        for name in ("jvm.options", "log4j2.properties"):
+            shutil.copyfile(source / name, self.config_dir / name)
+        (self.config_dir / "jvm.options.d").mkdir(exist_ok=True)
+        (self.config_dir / "elasticsearch.yml").write_text(self.render_config(), encoding="utf-8")
+
+    def _prepare_user(self) -> Path:
+        """Create the user if needed, give it the home; returns a distribution it can read."""
+        try:
+            account = pwd.getpwnam(self.user)
+        except KeyError:
+            useradd = _which("useradd")
+            result = subprocess.run(
+                [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", self.user],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0 and "already exists" not in result.stderr:
+                raise StackError(
+                    f"Elasticsearch refuses to run as root and the user {self.user!r} could not be created: "
+                    f"{result.stderr.strip()} (create it, or set INFERSTREAM_ELASTICSEARCH__LOCAL__USER)"
+                ) from None
+            account = pwd.getpwnam(self.user)
+        if not self._reachable(self.home):
+            raise StackError(
+                f"Elasticsearch runs as {self.user!r} (it refuses root), and that user cannot reach {self.home}: "
+                "a folder above it is private. Put the state directory somewhere every user can "
+                "traverse (INFERSTREAM_STATE_DIR), or run as a user other than root"
+            )
+        dist = self.dist_dir
+        if not self._reachable(dist / "bin" / "elasticsearch"):
+            # The shared cache lies in a private folder: the server gets its own copy.
+            dist = self.home / "dist"
+            if not (dist / "bin" / "elasticsearch").is_file():
+                shutil.rmtree(dist, ignore_errors=True)
+                shutil.copytree(self.dist_dir, dist, symlinks=True)
+        for root, dirs, files in os.walk(self.home):
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(root, name), account.pw_uid, account.pw_gid)
+        os.chown(self.home, account.pw_uid, account.pw_gid)
+        return dist
+
+    def _reachable(self, path: Path) -> bool:
+        check = subprocess.run(
+            [_which("runuser"), "-u", self.user, "--", _which("test"), "-r", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        return check.returncode == 0
+
+    def _log_tail(self) -> str:
+        parts = []
+        for path in (self.out_file, self.log_file):
+            text = tail(path, _LOG_LINES, since=self._log_marks.get(path, 0))
+            if text.strip():
+                parts.append(f"--- {path} (last lines)\n{text}")
+        return "\n".join(parts) or f"(nothing in {self.home})"
+
+    def _wait_ready(self, timeout: float, *, started: int | None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                self.pid_file.unlink(missing_ok=True)
+                what = "exited while starting" if started is not None else "is not running"
+                raise StackError(f"Elasticsearch {self.version} on {self.url} {what}\n{self._log_tail()}")
+            if self.health(wait_s=1.0) is not None:
+                return
+            time.sleep(0.5)
+        if started is not None:
+            terminate(started, timeout=20, cmdline_contains=self._signature())
+            self.pid_file.unlink(missing_ok=True)
+        raise StackError(
+            f"Elasticsearch {self.version} on {self.url} was not ready (cluster yellow) within {timeout:.0f}s; "
+            f"{'it was stopped. ' if started is not None else ''}Its log:\n{self._log_tail()}"
+        )
+
+
+def _which(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise StackError(f"{name} is not on PATH; the local Elasticsearch needs it (util-linux / coreutils / passwd)")
+    return found
