@@ -351,10 +351,19 @@ class Client:
         )
         future = replies.expect(request.request_id)
         topic = self.settings.topics.request_topic(name, chosen)
+        deadline = time.monotonic() + timeout
         try:
             self.producer.produce(topic, codec.encode(request), request.key(), [codec.header])
-            self.producer.flush(timeout)
-            return future.result(timeout=timeout)
+            try:
+                self.producer.flush(timeout)
+            except DeliveryError as exc:
+                if not exc.retriable or time.monotonic() < deadline:
+                    raise
+                raise RequestTimeoutError(
+                    f"request {request.request_id} to {name}:{chosen} was not even acknowledged by the broker "
+                    f"within {timeout:g}s: is the broker reachable and not overloaded?"
+                ) from None
+            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
         except concurrent.futures.TimeoutError:
             raise RequestTimeoutError(
                 f"no answer to request {request.request_id} from {name}:{chosen} within {timeout:g}s: "

@@ -24,6 +24,7 @@ clients (:mod:`inferstream.connectors.kafka.fanout`). Errors come back as
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -48,12 +49,14 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout, FanoutSubscriber
 from inferstream.errors import (
+    ConfigError,
     ContractError,
     InferstreamError,
     KafkaError,
     ModelError,
     RecordValidationError,
     RequestTimeoutError,
+    SearchError,
     TopicError,
 )
 from inferstream.metrics import Metrics
@@ -74,6 +77,20 @@ _SEND_TIMEOUT_S = 60.0
 _PING_S = 15.0
 # Open connections get this long to finish when the gateway stops.
 _GRACE_S = 10
+
+
+class SearchBody(BaseModel):
+    """The body of ``POST /v1/search``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=10_000, description="What to look for (embedded like the index).")
+    k: int = Field(default=10, ge=1, le=1000, description="How many hits.")
+    filters: dict[str, str | list[str]] | None = Field(
+        default=None, description="Field → value(s) the hits must have (e.g. `attributes.lang`)."
+    )
+    hybrid: bool = Field(default=False, description="Fuse kNN with BM25 on the text (reciprocal rank fusion).")
+    num_candidates: int | None = Field(default=None, ge=1, le=10_000, description="kNN candidates per shard.")
 
 
 class PredictBody(BaseModel):
@@ -195,7 +212,7 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     _predict_routes(v1, state)
     _stream_routes(v1, state)
     _event_routes(v1, state)
-    # Seam: POST /v1/search goes on `v1` here (a module of its own that calls Client.search).
+    _search_routes(v1, state)
     app.include_router(v1)
     _operations_routes(app, state)
     app.add_middleware(_Observe, metrics=gateway_metrics)
@@ -263,11 +280,32 @@ def _predict_routes(router: APIRouter, state: Gateway) -> None:
             raise ApiError(422, "invalid_request", str(exc), problems=problems) from None
         except ModelError as exc:
             raise ApiError(404, "unknown_model", str(exc), model=model) from None
+        except ConfigError as exc:  # a bare model name without a route on the control topic
+            raise ApiError(404, "no_route", str(exc), model=model) from None
         except ContractError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
         except KafkaError as exc:
             raise ApiError(503, "kafka_unavailable", str(exc)) from None
         return Response(codec_for(Prediction).encode(prediction), media_type="application/json")
+
+
+def _search_routes(router: APIRouter, state: Gateway) -> None:
+    @router.post("/search", summary="Search the vector index (kNN, optionally hybrid with BM25)")
+    async def search(body: SearchBody) -> dict[str, Any]:
+        try:
+            result = await run_in_threadpool(
+                state.client.search,
+                body.query,
+                body.k,
+                filters=body.filters,
+                hybrid=body.hybrid,
+                num_candidates=body.num_candidates,
+            )
+        except SearchError as exc:
+            raise ApiError(503, "search_unavailable", str(exc)) from None
+        except InferstreamError as exc:
+            raise ApiError(400, "search_failed", str(exc)) from None
+        return dataclasses.asdict(result)
 
 
 async def _require_model(state: Gateway, model: str, version: str) -> None:

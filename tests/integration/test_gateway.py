@@ -117,9 +117,10 @@ def test_predict_errors_unknown_model_invalid_input_and_timeout(platform: Settin
     assert not_an_object.status_code == 422
     assert not_an_object.json()["detail"][0]["loc"] == ["body", "inputs"]
     assert unknown_field.status_code == 422
-    assert no_version.status_code == 422
-    assert "which version" in no_version.json()["detail"]
-    assert timed_out.status_code == 504
+    assert no_version.status_code == 404  # a bare name is routed: this model has no route
+    assert no_version.json()["error"] == "no_route"
+    assert "has no route" in no_version.json()["detail"]
+    assert timed_out.status_code == 504, timed_out.text
     body = timed_out.json()
     assert body["error"] == "timeout"
     assert body["timeout_s"] == 1.0

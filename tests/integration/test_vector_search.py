@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 import pytest
 from elasticsearch import Elasticsearch
@@ -26,6 +27,7 @@ from inferstream.config import ElasticsearchSettings
 from inferstream.connectors.kafka import Producer
 from inferstream.connectors.vectors import IndexMeta, open_store
 from inferstream.demo import sample_texts
+from inferstream.gateway import BackgroundGateway
 from inferstream.schemas import Embedding
 from inferstream.schemas.codec import codec_for
 from inferstream.search import QueryEmbedder
@@ -351,6 +353,15 @@ def test_embedded_store_indexes_searches_deletes_and_dead_letters(
     assert [hit["id"] for hit in hits][:1] == ["doc-0"]
     assert hits[0]["attributes"] == {"source": "pydoc#0", "part": "even"}
 
+    with BackgroundGateway(settings) as gateway:  # the HTTP gateway's POST /v1/search, same index
+        answer = httpx.post(
+            f"{gateway.url}/v1/search", json={"query": ASSERT_QUERY, "k": 3, "hybrid": True}, timeout=60
+        )
+        empty = httpx.post(f"{gateway.url}/v1/search", json={"query": ""}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert [hit["id"] for hit in answer.json()["hits"]][:1] == ["doc-0"]
+    assert answer.json()["latency"]["total_ms"] > 0
+    assert empty.status_code == 422
     with Client(settings) as client:
         result = client.search(ASSERT_QUERY, k=3, hybrid=True)
         assert result.hits[0].id == "doc-0"
