@@ -98,7 +98,10 @@ def pipeline(client: Client, worker: InferenceWorker, count: int) -> float:
     thread.start()
     worker.ready.wait(60)
     started = None
+    deadline = time.monotonic() + 300
     while worker.stats.requests < count:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the worker served {worker.stats.requests} of {count} requests: {worker.failure}")
         if started is None and worker.stats.batches:
             started = time.perf_counter()
         time.sleep(0.002)

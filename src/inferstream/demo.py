@@ -1,17 +1,23 @@
-"""The end-to-end demo behind ``inferstream demo``: what the platform does today, live.
+"""The end-to-end demo behind ``inferstream demo``: the whole platform, live, on this machine.
 
-It starts what it needs (a local Kafka from Maven unless one is reachable),
-produces a stream of sample events (texts from Python's own documentation and
-tabular rows whose distribution shifts half-way) and a few bad records that land
-on the dead-letter topic, reads the stream back, builds the demo classifier,
-serves it with an inference worker, streams requests through it (measurements
-shifting half-way), reads the predictions, asks for one with ``predict()``, and
-stops what it started. The stages that later components add (routing events to
-requests, vector search, drift alerts) are listed as such.
+It starts what it needs (a local Kafka from Maven unless one is reachable), builds
+the demo models, and runs the platform: the ingest processor (faust, a process of
+its own) routes events to model requests, an embedding worker and a classifier
+worker serve them, the index sink keeps the vector index (embedded store, or
+Elasticsearch when configured) in sync, and a drift monitor watches the
+predictions against a reference. It produces documentation passages and clinical
+measurements that grow 30% half-way, plus a few bad records (dead-lettered), then
+shows the predictions, a search, the drift alert with its report, a ``predict()``
+round trip, and stops everything it started (also on Ctrl-C).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,13 +32,6 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.errors import KafkaError
 from inferstream.stack.kafka import KafkaServer
-
-#: Stages of the full pipeline that are not part of the platform yet.
-NOT_YET_BUILT = (
-    "the ingest processor (events routed to model requests)",
-    "embedding workers and the vector index sink (search)",
-    "drift monitors (alerts and reports)",
-)
 
 Say = Callable[[str], None]
 
@@ -59,15 +58,28 @@ class DemoSummary:
     malignant_share_after: float = 0.0
     predict_round_trip_ms: float = 0.0
     elapsed_s: float = 0.0
+    planned_events: int = 0
+    indexed: int = 0
+    alerts: int = 0
+    alert: dict[str, Any] | None = None
+    report_path: str | None = None
+    search_query: str = ""
+    search_hits: list[str] = field(default_factory=list)
+    search_ms: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list)
-    not_yet_built: tuple[str, ...] = NOT_YET_BUILT
+
+    @property
+    def documents(self) -> int:
+        """Documentation events (every other event): each one should be in the index."""
+        return self.events_produced - self.events_produced // 2
 
     @property
     def accounted(self) -> bool:
-        """True when every event was read back, every request answered, every bad record dead-lettered."""
+        """True when every event was read back and answered or indexed, every bad record dead-lettered."""
         return (
             self.events_read == self.events_produced
             and self.predictions + self.request_dead_letters == self.requests
+            and self.indexed == self.documents
             and self.dead_letters == self.bad_records + self.request_dead_letters
         )
 
@@ -86,30 +98,20 @@ def sample_texts() -> list[str]:
 
 
 def sample_events(count: int, *, seed: int = 7, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
-    """Alternating text and tabular events; tabular features drift after ``shift_after``."""
-    rng = np.random.default_rng(seed)
+    """Alternating documentation passages and clinical measurements; the measurements shift after ``shift_after``."""
     texts = sample_texts()
-    countries = np.array(["FR", "DE", "ES", "IT", "NL"])
+    rows = clinical_rows(count // 2, shift_after=shift_after)
     for i in range(count):
-        drifted = i >= count * shift_after
         if i % 2 == 0:
-            yield {
-                "id": f"doc-{i}",
-                "type": "doc",
-                "source": "pydoc",
-                "text": texts[(i // 2) % len(texts)],
-            }
+            yield {"id": f"doc-{i}", "type": "doc", "source": "pydoc", "text": texts[(i // 2) % len(texts)]}
         else:
-            amount = float(rng.lognormal(3.0 + (0.8 if drifted else 0.0), 0.5))
+            features, shifted = next(rows)
             yield {
-                "id": f"txn-{i}",
-                "type": "transaction",
+                "id": f"patient-{i}",
+                "type": "clinical",
                 "source": "demo",
-                "features": {
-                    "amount": round(amount, 2),
-                    "items": int(rng.poisson(6 if drifted else 3)),
-                    "country": str(rng.choice(countries, p=[0.1, 0.1, 0.1, 0.1, 0.6] if drifted else None)),
-                },
+                "features": features,
+                "attributes": {"phase": "shifted" if shifted else "baseline"},
             }
 
 
@@ -132,7 +134,7 @@ def run_demo(settings: Settings, *, events: int = 2000, say: Say = print) -> Dem
     """Run the demo against the configured Kafka, starting a local one if none answers."""
     started = time.perf_counter()
     server: KafkaServer | None = None
-    summary = DemoSummary(settings.kafka.bootstrap_servers, "", started_kafka=False)
+    summary = DemoSummary(settings.kafka.bootstrap_servers, "", started_kafka=False, planned_events=events)
     try:
         if not _reachable(settings):
             server = KafkaServer.from_settings(settings)
@@ -158,87 +160,220 @@ def run_demo(settings: Settings, *, events: int = 2000, say: Say = print) -> Dem
 
 
 def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say) -> None:
-    with Client(settings) as client:
+    # Files of this run (vector store, references, reports) under the state dir, apart from other runs.
+    settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo" / summary.prefix.rstrip(".")})
+    with Client(settings) as client, _Platform(settings, say) as platform:
         say(f"creating the platform topics under the prefix {summary.prefix!r} ...")
         client.topics.ensure_platform_topics()
-        say(f"producing {events} sample events (texts and transactions; transactions shift half-way) ...")
+        platform.start(summary)
+        say(
+            f"producing {events} sample events: documentation passages (→ embeddings → the vector index) and "
+            "clinical measurements (→ predictions → the drift monitor), 30% larger after the half-way point ..."
+        )
         report = client.produce("events", sample_events(events))
         summary.events_produced = report.produced
         summary.produce_rps = report.records_per_s
         say(f"producing {len(BAD_RECORDS)} bad records: they go to the dead-letter topic with the reason ...")
         bad = client.produce("events", BAD_RECORDS, on_error="dlq")
         summary.bad_records = len(bad.rejected)
-        say("reading the stream back ...")
-        # `with`: on Ctrl-C the consumer leaves its group before the broker goes away.
         with client.subscribe("events", from_beginning=True, max_records=events, idle_timeout=15) as stream:
             for message in stream:
                 summary.events_read += 1
-                if message.record is not None and len(summary.samples) < 4 and summary.events_read % 97 == 1:
+                if message.record is not None and len(summary.samples) < 2 and summary.events_read % 97 == 1:
                     summary.samples.append(message.record.model_dump(mode="json", exclude_none=True))
-        _serve_predictions(client, settings, summary, say)
+        platform.follow(client, summary)
+        _ask(client, summary, say)
         summary.dead_letters = sum(1 for _ in client.dead_letters())
 
 
-def clinical_requests(count: int, *, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
-    """Inference requests from the breast cancer data set; measurements grow 30% after the shift."""
-    from inferstream.serving.demo_models import TABULAR_NAME, TABULAR_VERSION, tabular_rows
+def clinical_rows(count: int, *, shift_after: float = 0.5) -> Iterator[tuple[dict[str, float], bool]]:
+    """Breast cancer measurements; after the shift the same patients measure 30% larger."""
+    from inferstream.serving.demo_models import tabular_rows
 
     before, _ = tabular_rows()
     after, _ = tabular_rows(scale=1.3)
     shift_at = max(int(count * shift_after), 1)
     for i in range(count):
-        # The same patients after the shift, measured 30% larger: only the shift differs.
-        rows = after if i >= shift_at else before
-        yield {
-            "request_id": f"req-{i}",
-            "model": TABULAR_NAME,
-            "version": TABULAR_VERSION,
-            "inputs": rows[(i % shift_at) % len(rows)],
-        }
+        shifted = i >= shift_at
+        yield (after if shifted else before)[(i % shift_at) % len(before)], shifted
 
 
-def _serve_predictions(client: Client, settings: Settings, summary: DemoSummary, say: Say) -> None:
-    from inferstream.schemas.records import Prediction
-    from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models
-    from inferstream.serving.repository import ModelRepository
-    from inferstream.serving.worker import InferenceWorker
+def clinical_requests(count: int, *, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
+    """Inference requests for the demo classifier (measurements grow 30% after the shift)."""
+    from inferstream.serving.demo_models import TABULAR_NAME, TABULAR_VERSION
 
-    repository = ModelRepository(settings.models_dir)
-    if TABULAR_NAME not in repository.names():
-        say(f"building the demo models into {settings.models_dir} (reproducible, no model hub) ...")
-        build_demo_models(settings.models_dir)
-    worker = InferenceWorker(settings, repository.resolve(TABULAR_NAME))
-    thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
-    thread.start()
-    try:
-        if not worker.ready.wait(60):
-            raise KafkaError("the inference worker did not start within 60 s")
-        count = max(summary.events_produced // 2, 10)
-        say(f"sending {count} requests to {worker.request_topic}; measurements grow 30% half-way ...")
-        summary.requests = client.produce(worker.request_topic, clinical_requests(count)).produced
-        say(f"reading predictions from {worker.output_topic} ...")
+    for i, (row, _) in enumerate(clinical_rows(count, shift_after=shift_after)):
+        yield {"request_id": f"req-{i}", "model": TABULAR_NAME, "version": TABULAR_VERSION, "inputs": row}
+
+
+#: What the ingest processor does with the demo's events.
+INGEST_RULES = [
+    {"type": "doc", "model": "minilm", "version": "1", "input": "text"},
+    {"type": "clinical", "model": "breast-cancer", "version": "1", "input": "features"},
+]
+#: Features the demo's drift monitor watches (and the predicted label).
+MONITORED = ["mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean_smoothness"]
+
+
+class _Platform:
+    """Everything the demo runs besides Kafka, started and stopped together (also on Ctrl-C)."""
+
+    def __init__(self, settings: Settings, say: Say) -> None:
+        self.settings = settings
+        self.say = say
+        self._threads: list[tuple[Any, threading.Thread]] = []
+        self._ingest: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, Any] = {}
+        self.sink: Any = None
+        self.monitor: Any = None
+
+    def __enter__(self) -> _Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.say("stopping the ingest processor, the workers, the index sink and the monitor ...")
+        if self._ingest is not None and self._ingest.poll() is None:
+            self._ingest.send_signal(signal.SIGTERM)
+            try:
+                self._ingest.wait(60)
+            except subprocess.TimeoutExpired:
+                self._ingest.kill()
+        for component, _ in self._threads:
+            component.stop()
+        for _, thread in self._threads:
+            thread.join(60)
+
+    def _run(self, name: str, component: Any) -> None:
+        thread = threading.Thread(target=component.run, name=f"demo-{name}", daemon=True)
+        thread.start()
+        self._threads.append((component, thread))
+
+    def start(self, summary: DemoSummary) -> None:
+        from inferstream.monitoring.reference import build_reference, references_dir
+        from inferstream.monitoring.spec import MonitorSpec
+        from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, build_demo_models
+        from inferstream.serving.repository import ModelRepository
+        from inferstream.serving.worker import InferenceWorker
+        from inferstream.streams.drift_monitor import DriftMonitor
+        from inferstream.streams.index_sink import IndexSink
+
+        settings = self.settings
+        repository = ModelRepository(settings.models_dir)
+        if not {TABULAR_NAME, EMBEDDER_NAME} <= set(repository.names()):
+            self.say(f"building the demo models into {settings.models_dir} (reproducible, no model hub) ...")
+            build_demo_models(settings.models_dir)
+        for name in (TABULAR_NAME, EMBEDDER_NAME):
+            worker = InferenceWorker(settings, repository.resolve(name))
+            self.workers[name] = worker
+            self._run(name, worker)
+        for worker in self.workers.values():
+            if not worker.ready.wait(120):
+                raise KafkaError(f"the {worker.config.ref} worker did not start within 120 s")
+        store = settings.elasticsearch.url or f"the embedded vector store in {settings.state_dir / 'vectors'}"
+        self.say(f"workers serve breast-cancer:1 and minilm:1; the index sink writes to {store} ...")
+        self.sink = IndexSink(settings)
+        self._run("index", self.sink)
+        spec = MonitorSpec.model_validate(
+            {
+                "name": "demo-clinical",
+                "model": TABULAR_NAME,
+                "version": "1",
+                "columns": [{"name": f} for f in MONITORED],
+                "window": {"kind": "count", "size": max(summary_window(summary), 10)},
+                "alerting": {"alert_after": 1, "alert_window": 1, "resolve_after": 2},
+            }
+        )
+        # The reference: the measurements as they were (before the shift), profiled once.
+        records = [
+            {"model": TABULAR_NAME, "version": "1", "inputs": row} for row, _ in clinical_rows(569, shift_after=1)
+        ]
+        build_reference(spec, records, root=references_dir(settings), source="the breast cancer data set")
+        self.monitor = DriftMonitor(settings, spec)
+        self._run("monitor", self.monitor)
+        self.say(f"drift monitor {spec.name!r} watches {', '.join(MONITORED)} in windows of {spec.window.size} ...")
+        self._ingest = _start_ingest(settings)
+        self.say("the ingest processor (faust) routes events: docs → minilm:1, clinical → breast-cancer:1 ...")
+
+    def follow(self, client: Client, summary: DemoSummary) -> None:
+        from inferstream.schemas.records import Prediction
+        from inferstream.serving.demo_models import TABULAR_NAME
+
+        clinical = summary.events_produced // 2
+        docs = summary.events_produced - clinical
+        summary.requests = clinical
+        self.say(f"reading {clinical} predictions as they flow ...")
         latencies: list[float] = []
         malignant = [0, 0]
-        with client.subscribe("predictions", from_beginning=True, max_records=count, idle_timeout=30) as stream:
+        with client.subscribe("predictions", from_beginning=True, max_records=clinical, idle_timeout=90) as stream:
             for message in stream:
-                if isinstance(message.record, Prediction):
+                record = message.record
+                if isinstance(record, Prediction) and record.model == TABULAR_NAME:
                     summary.predictions += 1
-                    latencies.append(message.record.latency.total_ms)
-                    after = int(message.record.request_id.split("-")[1]) >= count / 2
-                    malignant[after] += message.record.outputs.get("label") == "malignant"
-        inputs = next(clinical_requests(1))["inputs"]
-        client.predict(f"{TABULAR_NAME}:1", inputs, timeout=30)  # the first call creates the reply topic
-        started = time.perf_counter()
-        answer = client.predict(f"{TABULAR_NAME}:1", inputs, timeout=30)
-        summary.predict_round_trip_ms = (time.perf_counter() - started) * 1000
-        say(f"predict() round trip: {answer.outputs['label']} in {summary.predict_round_trip_ms:.1f} ms")
+                    latencies.append(record.latency.total_ms)
+                    malignant[record.attributes.get("phase") == "shifted"] += record.outputs.get("label") == "malignant"
+                    if summary.predictions % max(clinical // 4, 1) == 0:
+                        self.say(f"  {summary.predictions}/{clinical} predictions")
         if latencies:
             summary.latency_p50_ms, summary.latency_p99_ms = (float(v) for v in np.percentile(latencies, [50, 99]))
-        half = max(count // 2, 1)
+        half = max(clinical // 2, 1)
         summary.malignant_share_before = malignant[0] / half
-        summary.malignant_share_after = malignant[1] / max(count - half, 1)
-    finally:
-        worker.stop()
-        thread.join(60)
-    summary.request_dead_letters = worker.stats.dead_letters
-    summary.mean_batch_size = worker.stats.mean_batch_size
+        summary.malignant_share_after = malignant[1] / max(clinical - half, 1)
+        self.say(f"waiting for the index sink to hold the {docs} documents ...")
+        deadline = time.monotonic() + 300
+        while self.sink.stats.upserts < docs and time.monotonic() < deadline:
+            time.sleep(0.5)
+        summary.indexed = self.sink.stats.upserts
+        self.say("waiting for the drift monitor to close its windows ...")
+        deadline = time.monotonic() + 60
+        while self.monitor.stats.predictions < clinical and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for alert in client.alerts(from_beginning=True, idle_timeout=5):
+            if alert.status == "drift":
+                summary.alerts += 1
+                if summary.alert is None:
+                    summary.alert = alert.model_dump(mode="json", include={"monitor", "window_count", "severity"})
+                    summary.alert["drifted"] = [c.column for c in alert.columns if c.drifted]
+                    summary.report_path = alert.report_path
+        worker = self.workers[TABULAR_NAME]
+        summary.request_dead_letters = worker.stats.dead_letters
+        summary.mean_batch_size = worker.stats.mean_batch_size
+
+
+def summary_window(summary: DemoSummary) -> int:
+    """Rows per drift window: eight windows over the clinical half of the events."""
+    return max(summary.planned_events // 2 // 8, 10)
+
+
+def _start_ingest(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+        "INFERSTREAM_STATE_DIR": str(settings.state_dir),
+        "INFERSTREAM_INGEST__RULES": json.dumps(INGEST_RULES),
+        "INFERSTREAM_INGEST__GROUP": f"{settings.topics.prefix}ingest",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "inferstream", "stream", "ingest"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _ask(client: Client, summary: DemoSummary, say: Say) -> None:
+    from inferstream.serving.demo_models import TABULAR_NAME
+
+    texts = sample_texts()
+    query = texts[4]  # a passage the stream indexed (doc-8): the search must find it first
+    summary.search_query = " ".join(query.split()[:12])
+    result = client.search(summary.search_query, k=3)
+    summary.search_hits = [hit.id for hit in result.hits]
+    summary.search_ms = result.latency.total_ms
+    say(f"search {summary.search_query!r}: {', '.join(summary.search_hits)} in {summary.search_ms:.1f} ms")
+    row, _ = next(clinical_rows(1))
+    client.predict(f"{TABULAR_NAME}:1", row, timeout=30)  # the first call creates the reply topic
+    started = time.perf_counter()
+    answer = client.predict(f"{TABULAR_NAME}:1", row, timeout=30)
+    summary.predict_round_trip_ms = (time.perf_counter() - started) * 1000
+    say(f"predict() round trip: {answer.outputs['label']} in {summary.predict_round_trip_ms:.1f} ms")

@@ -43,7 +43,7 @@ def test_autoscale_adds_processes_under_lag_and_removes_them_when_drained(env: S
         settings,
         serve_command(None, settings.kafka.bootstrap_servers, f"{EMBEDDER_NAME}:1"),
         topics=[topic],
-        group_id=f"inferstream-serve-{EMBEDDER_NAME}-1",
+        group_id=settings.topics.worker_group(EMBEDDER_NAME, "1"),
         policy=ScalePolicy(max_replicas=3, scale_up_lag=100, scale_down_lag=0, drained_samples=2, interval_s=1.0),
     )
     thread = threading.Thread(target=supervisor.run, daemon=True)

@@ -120,7 +120,7 @@ def test_a_shadow_sees_every_request_and_users_never_see_it(control: Settings) -
             for m in client.subscribe("predictions-shadow", from_beginning=True, max_records=200, idle_timeout=30)
             if isinstance(m.record, Prediction)
         ]
-        assert shadow.group_id != "inferstream-serve-breast-cancer-1"
+        assert shadow.group_id == control.topics.worker_group(TABULAR_NAME, "2", shadow=True)
     assert {p.request_id for p in shadowed} == asked
     assert all(p.shadow and p.version == "2" for p in shadowed)
     with Client(control) as client:

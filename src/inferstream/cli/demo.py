@@ -34,18 +34,22 @@ def demo(
     table.add_row("events read back", str(summary.events_read))
     table.add_row("bad records → dead letters", f"{summary.bad_records} → {summary.dead_letters}")
     table.add_row("produce throughput", f"{summary.produce_rps:,.0f} events/s")
-    table.add_row("requests → predictions", f"{summary.requests} → {summary.predictions}")
+    table.add_row("clinical events → predictions", f"{summary.requests} → {summary.predictions}")
+    table.add_row("documents → indexed", f"{summary.documents} → {summary.indexed}")
     table.add_row("latency p50 / p99 (end to end)", f"{summary.latency_p50_ms:.1f} / {summary.latency_p99_ms:.1f} ms")
     table.add_row("mean batch size", f"{summary.mean_batch_size:.1f}")
     table.add_row(
         "predicted malignant, before → after the shift",
         f"{summary.malignant_share_before:.0%} → {summary.malignant_share_after:.0%}",
     )
+    table.add_row("drift alerts", str(summary.alerts))
+    if summary.alert is not None:
+        table.add_row("first alert", f"{summary.alert['severity']}: {', '.join(summary.alert['drifted'])} drifted")
+        table.add_row("its report", summary.report_path or "-")
+    table.add_row("search", f"{summary.search_query!r} → {', '.join(summary.search_hits)} ({summary.search_ms:.1f} ms)")
     table.add_row("predict() round trip", f"{summary.predict_round_trip_ms:.1f} ms")
     table.add_row("wall time", f"{summary.elapsed_s:.1f} s")
     console.print(table)
-    for stage in summary.not_yet_built:
-        console.print(f"[yellow]not built yet:[/] {stage}")
     if not summary.accounted:
         console.print("[bold red]some events are unaccounted for[/]")
         raise typer.Exit(1)

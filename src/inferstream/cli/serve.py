@@ -92,12 +92,11 @@ def _supervise(
     root = ctx.find_root().params
     extra = [*(["--exactly-once"] if options.exactly_once else []), *(["--shadow"] if options.shadow_of else [])]
     name, _, version = ref.partition(":")
-    role = "shadow" if options.shadow_of else "serve"
     supervisor = Supervisor(
         settings,
         serve_command(str(root["config"]) if root.get("config") else None, root.get("bootstrap_servers"), ref, *extra),
         topics=[settings.topics.request_topic(name, v) for v in options.shadow_of or (version,)],
-        group_id=f"inferstream-{role}-{name}-{version}",
+        group_id=settings.topics.worker_group(name, version, shadow=bool(options.shadow_of)),
         replicas=replicas,
         policy=ScalePolicy(min_replicas=1, max_replicas=max_replicas) if autoscale else None,
         on_event=_print_event,

@@ -181,8 +181,7 @@ class InferenceWorker:
         self.request_topics = [topics.request_topic(config.name, v) for v in served]
         self.request_topic = self.request_topics[0]
         self.output_topic = topics.platform_topics()["predictions-shadow" if self.shadow else config.output_topic]
-        role = "shadow" if self.shadow else "serve"
-        self.group_id = f"inferstream-{role}-{config.name}-{config.version}"
+        self.group_id = topics.worker_group(config.name, config.version, shadow=self.shadow)
         #: Exactly-once: this copy's transactional id, new each start as Kafka Streams does under
         #: exactly-once v2 (the group generation sent with the offsets fences zombies).
         self.transactional_id = f"{self.group_id}-{options.instance}-{uuid.uuid4().hex[:8]}"
