@@ -60,6 +60,7 @@ class DemoSummary:
     elapsed_s: float = 0.0
     planned_events: int = 0
     indexed: int = 0
+    embedding_dead_letters: int = 0
     alerts: int = 0
     alert: dict[str, Any] | None = None
     report_path: str | None = None
@@ -79,8 +80,8 @@ class DemoSummary:
         return (
             self.events_read == self.events_produced
             and self.predictions + self.request_dead_letters == self.requests
-            and self.indexed == self.documents
-            and self.dead_letters == self.bad_records + self.request_dead_letters
+            and self.indexed + self.embedding_dead_letters == self.documents
+            and self.dead_letters == self.bad_records + self.request_dead_letters + self.embedding_dead_letters
         )
 
 
@@ -130,7 +131,7 @@ def _reachable(settings: Settings) -> bool:
     return True
 
 
-def run_demo(settings: Settings, *, events: int = 2000, say: Say = print) -> DemoSummary:
+def run_demo(settings: Settings, *, events: int = 1000, say: Say = print) -> DemoSummary:
     """Run the demo against the configured Kafka, starting a local one if none answers."""
     started = time.perf_counter()
     server: KafkaServer | None = None
@@ -296,7 +297,7 @@ class _Platform:
 
     def follow(self, client: Client, summary: DemoSummary) -> None:
         from inferstream.schemas.records import Prediction
-        from inferstream.serving.demo_models import TABULAR_NAME
+        from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME
 
         clinical = summary.events_produced // 2
         docs = summary.events_produced - clinical
@@ -319,10 +320,17 @@ class _Platform:
         summary.malignant_share_before = malignant[0] / half
         summary.malignant_share_after = malignant[1] / max(clinical - half, 1)
         self.say(f"waiting for the index sink to hold the {docs} documents ...")
-        deadline = time.monotonic() + 300
-        while self.sink.stats.upserts < docs and time.monotonic() < deadline:
+        deadline = time.monotonic() + 600
+        shown = time.monotonic()
+        embedder = self.workers[EMBEDDER_NAME]
+        # A passage longer than the tokenizer's limit is dead-lettered by the embedder, not indexed.
+        while self.sink.stats.upserts + embedder.stats.dead_letters < docs and time.monotonic() < deadline:
             time.sleep(0.5)
+            if time.monotonic() - shown >= 10:
+                self.say(f"  {self.sink.stats.upserts}/{docs} documents indexed")
+                shown = time.monotonic()
         summary.indexed = self.sink.stats.upserts
+        summary.embedding_dead_letters = embedder.stats.dead_letters
         self.say("waiting for the drift monitor to close its windows ...")
         deadline = time.monotonic() + 60
         while self.monitor.stats.predictions < clinical and time.monotonic() < deadline:
