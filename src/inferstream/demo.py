@@ -294,6 +294,7 @@ class _Platform:
         self.say(f"drift monitor {spec.name!r} watches {', '.join(MONITORED)} in windows of {spec.window.size} ...")
         self._ingest = _start_ingest(settings)
         self.say("the ingest processor (faust) routes events: docs → minilm:1, clinical → breast-cancer:1 ...")
+        _wait_for_group(settings, f"{settings.topics.prefix}ingest", self._ingest)
 
     def follow(self, client: Client, summary: DemoSummary) -> None:
         from inferstream.schemas.records import Prediction
@@ -350,6 +351,25 @@ class _Platform:
 def summary_window(summary: DemoSummary) -> int:
     """Rows per drift window: eight windows over the clinical half of the events."""
     return max(summary.planned_events // 2 // 8, 10)
+
+
+def _wait_for_group(settings: Settings, group: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Wait until ``group`` has members with partitions (the ingest processor is consuming)."""
+    import confluent_kafka.admin
+
+    admin = confluent_kafka.admin.AdminClient(settings.kafka.base_config())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise KafkaError(f"the ingest processor exited with {process.returncode} before it joined {group}")
+        try:
+            description: Any = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            if description.members and any(m.assignment.topic_partitions for m in description.members):
+                return
+        except confluent_kafka.KafkaException:
+            pass  # the group does not exist yet
+        time.sleep(0.5)
+    raise KafkaError(f"the ingest processor did not join its group {group} within {timeout:.0f} s")
 
 
 def _start_ingest(settings: Settings) -> subprocess.Popen[bytes]:
