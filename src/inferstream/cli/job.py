@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, settings_of
+from inferstream.cli._common import console, parse_pairs, settings_of
 
 if TYPE_CHECKING:
     from inferstream.jobs._pipeline import JobResult
@@ -71,3 +71,43 @@ def score(
 
     settings = settings_of(ctx)
     _report(run_score(settings, inputs, model=model, table_dir=table_dir, flags=ctx.args, file_format=file_format))
+
+
+@job_app.command("export", context_settings=_PASS_THROUGH)
+def export(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic: a platform name (predictions) or a full name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file of the records.")],
+    since: Annotated[str | None, typer.Option("--since", help="From this record time (ISO 8601).")] = None,
+    offsets: Annotated[
+        list[str] | None, typer.Option("--offset", help="PARTITION=OFFSET to start from (repeatable).")
+    ] = None,
+) -> None:
+    """Write a topic from a start (beginning, --since, --offset) to its end offsets now into Parquet."""
+    from inferstream.jobs.topics import export_topic
+    from inferstream.monitoring.table import parse_time
+
+    settings = settings_of(ctx)
+    pairs = parse_pairs(offsets or [], what="--offset")
+    try:
+        starts = {int(p): int(o) for p, o in pairs.items()}
+    except ValueError:
+        raise typer.BadParameter("--offset expects PARTITION=OFFSET, both numbers") from None
+    _report(export_topic(settings, topic, out, since=parse_time(since), start_offsets=starts, flags=ctx.args))
+
+
+@job_app.command("replay", context_settings=_PASS_THROUGH)
+def replay(
+    ctx: typer.Context,
+    inputs: Annotated[list[Path], typer.Argument(help="Parquet files of `inferstream job export`.")],
+    topic: Annotated[str, typer.Option("--topic", "-t", help="Topic to produce to (platform or full name).")],
+    rate: Annotated[float | None, typer.Option("--rate", help="Records a second at most (per worker).")] = None,
+    keep_partitions: Annotated[
+        bool, typer.Option("--keep-partitions", help="Produce to each record's original partition.")
+    ] = False,
+) -> None:
+    """Produce exported records to a topic with their keys, headers and timestamps."""
+    from inferstream.jobs.topics import replay as run_replay
+
+    settings = settings_of(ctx)
+    _report(run_replay(settings, inputs, topic, rate=rate, keep_partitions=keep_partitions, flags=ctx.args))
