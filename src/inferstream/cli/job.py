@@ -111,3 +111,17 @@ def replay(
 
     settings = settings_of(ctx)
     _report(run_replay(settings, inputs, topic, rate=rate, keep_partitions=keep_partitions, flags=ctx.args))
+
+
+@job_app.command("reference", context_settings=_PASS_THROUGH)
+def reference(
+    ctx: typer.Context,
+    monitor: Annotated[str, typer.Argument(help="Monitor name (declared in the settings).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Parquet files of predictions (inference table, exports).")],
+) -> None:
+    """Build the monitor's next drift reference from Parquet predictions."""
+    from inferstream.jobs.reference import build
+
+    settings = settings_of(ctx)
+    built = build(settings, monitor, inputs, flags=ctx.args)
+    console.print(f"reference {built.path} from {built.count} predictions: columns {', '.join(built.profiles)}")

@@ -13,7 +13,9 @@ from inferstream.config import Settings
 from inferstream.demo import sample_texts
 from inferstream.errors import ConfigError
 from inferstream.jobs.backfill import backfill
+from inferstream.jobs.reference import build as build_reference_job
 from inferstream.jobs.score import score
+from inferstream.monitoring import reference as references
 from inferstream.monitoring import table as inference_table
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.onnx import OnnxModel
@@ -126,3 +128,49 @@ def test_score_writes_the_inference_table(settings: Settings, tmp_path: Path) ->
     again = score(settings, [source], model=TABULAR_NAME)  # a rerun rewrites the same files
     assert again.rows_out == 149
     assert inference_table.read_table(inference_table.table_dir(settings), model=TABULAR_NAME).num_rows == 149
+
+
+MONITORS = """
+[[monitors]]
+name = "bc"
+model = "breast-cancer"
+version = "1"
+columns = [{ name = "mean_radius" }, { name = "label", kind = "prediction" }]
+"""
+
+
+def test_reference_from_scored_files_matches_the_monitor_command(settings: Settings, tmp_path: Path) -> None:
+    rows, _ = tabular_rows()
+    source = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), source)
+    score(settings, [source], model=TABULAR_NAME)
+    files = [f.path for f in inference_table.table_files(inference_table.table_dir(settings))]
+    monitors = tmp_path / "monitors.toml"
+    monitors.write_text(MONITORS)
+    settings = settings.model_copy(
+        update={"monitoring": settings.monitoring.model_copy(update={"monitors_file": monitors})}
+    )
+
+    built = build_reference_job(settings, "bc", files)
+
+    assert built.path.name == "v0001"
+    assert built.count == len(rows)
+    assert set(built.profiles) == {"mean_radius", "label"}
+    assert built.profiles["mean_radius"].kind == "numerical"
+    assert built.profiles["label"].kind == "categorical"
+    # The same profile `inferstream monitor reference --parquet` builds from the same rows.
+    table = inference_table.read_table(inference_table.table_dir(settings))
+    export = inference_table.export(table, tmp_path / "export.parquet")
+    spec = settings.monitoring.monitor("bc")
+    direct = references.build_reference(
+        spec, references.records_from_parquet(export), root=tmp_path / "direct", source="export"
+    )
+    for name, profile in built.profiles.items():
+        mine, theirs = profile.to_json(), direct.profiles[name].to_json()
+        # Rows arrive in another order: sums differ in the last bits, nothing more.
+        for key, value in mine.items():
+            if isinstance(value, float) or (isinstance(value, list) and value and isinstance(value[0], float)):
+                assert value == pytest.approx(theirs[key]), key
+            else:
+                assert value == theirs[key], key
+    assert references.reference_for(settings, spec).path == built.path  # what the monitor will use
