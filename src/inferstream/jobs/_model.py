@@ -74,16 +74,18 @@ class OnnxBatchHandler(ModelHandler[pa.Table, Scored, LoadedModel]):
     >>> rows | RunInference(handler)                              # doctest: +SKIP
     """
 
-    def __init__(self, models_dir: Path, ref: str, *, pool_batches: int = 8) -> None:
+    def __init__(self, models_dir: Path, ref: str, *, pool_batches: int = 16) -> None:
         version = ModelRepository(models_dir).resolve(ref)
         self.models_dir = models_dir
         self.ref = version.config.ref
         self.config: ModelConfig = version.config
         self.max_batch_size = self.config.batching.max_batch_size
-        # BatchElements weighs elements by their rows: a batch holds up to pool_batches model batches.
+        # BatchElements weighs elements by their rows. A fixed size (no ramp from small batches):
+        # pool_batches model batches, so the texts of a pool are bucketed by length together.
+        pool_rows = pool_batches * self.max_batch_size
         super().__init__(
-            min_batch_size=self.max_batch_size,
-            max_batch_size=pool_batches * self.max_batch_size,
+            min_batch_size=pool_rows,
+            max_batch_size=pool_rows,
             element_size_fn=element_rows,
         )
 
