@@ -1,7 +1,8 @@
 """``inferstream job backfill|score|export|replay|reference``: batch jobs on Apache Beam.
 
 Options the command does not know are Beam pipeline options, passed through
-(``--runner FlinkRunner --flink_master=host:8081``, ``--direct_num_workers 2``).
+(``--runner FlinkRunner --flink_master=host:8081``, ``--direct_num_workers 2``);
+with a list of input files, they come after the files.
 Beam is imported when a job runs, not when the CLI starts.
 """
 
@@ -27,6 +28,19 @@ app.add_typer(job_app, name="job")
 # Unknown options go to Beam: typer leaves them in ctx.args.
 _PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True}
 Format = Annotated[str | None, typer.Option("--format", help="jsonl, csv or parquet (default: by suffix).")]
+
+
+def _split(values: list[Path], ctx: typer.Context) -> tuple[list[Path], list[str]]:
+    """Input files, and the Beam options given after them.
+
+    Unknown options land in a variadic argument in the order given: the files are what
+    comes before the first one, and everything from there on goes to Beam.
+    """
+    texts = [str(v) for v in values]
+    first = next((i for i, t in enumerate(texts) if t.startswith("-")), len(texts))
+    if first == 0:
+        raise typer.BadParameter("give the input files before any Beam option")
+    return [Path(t) for t in texts[:first]], [*texts[first:], *ctx.args]
 
 
 def _report(result: JobResult) -> None:
@@ -55,7 +69,8 @@ def backfill(
         raise typer.BadParameter(f"--to is parquet or index, not {to!r}")
     settings = settings_of(ctx)
     target: Any = to
-    _report(run_backfill(settings, corpus, out, model=model, to=target, flags=ctx.args, file_format=file_format))
+    files, flags = _split(corpus, ctx)
+    _report(run_backfill(settings, files, out, model=model, to=target, flags=flags, file_format=file_format))
 
 
 @job_app.command("score", context_settings=_PASS_THROUGH)
@@ -70,7 +85,8 @@ def score(
     from inferstream.jobs.score import score as run_score
 
     settings = settings_of(ctx)
-    _report(run_score(settings, inputs, model=model, table_dir=table_dir, flags=ctx.args, file_format=file_format))
+    files, flags = _split(inputs, ctx)
+    _report(run_score(settings, files, model=model, table_dir=table_dir, flags=flags, file_format=file_format))
 
 
 @job_app.command("export", context_settings=_PASS_THROUGH)
@@ -110,7 +126,8 @@ def replay(
     from inferstream.jobs.topics import replay as run_replay
 
     settings = settings_of(ctx)
-    _report(run_replay(settings, inputs, topic, rate=rate, keep_partitions=keep_partitions, flags=ctx.args))
+    files, flags = _split(inputs, ctx)
+    _report(run_replay(settings, files, topic, rate=rate, keep_partitions=keep_partitions, flags=flags))
 
 
 @job_app.command("reference", context_settings=_PASS_THROUGH)
@@ -123,5 +140,6 @@ def reference(
     from inferstream.jobs.reference import build
 
     settings = settings_of(ctx)
-    built = build(settings, monitor, inputs, flags=ctx.args)
+    files, flags = _split(inputs, ctx)
+    built = build(settings, monitor, files, flags=flags)
     console.print(f"reference {built.path} from {built.count} predictions: columns {', '.join(built.profiles)}")

@@ -2,6 +2,9 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +177,18 @@ def test_reference_from_scored_files_matches_the_monitor_command(settings: Setti
             else:
                 assert value == theirs[key], key
     assert references.reference_for(settings, spec).path == built.path  # what the monitor will use
+
+
+def test_cli_backfill_takes_beam_options_after_the_files(settings: Settings, tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(sample_texts()[:20])))
+    out = tmp_path / "e.parquet"
+    env = {**os.environ, "INFERSTREAM_MODELS_DIR": str(settings.models_dir), "COLUMNS": "300"}
+    done = subprocess.run(
+        [sys.executable, "-m", "inferstream", "job", "backfill", str(corpus), "--direct_num_workers", "2",
+         "--direct_running_mode", "multi_threading", "--out", str(out)],
+        capture_output=True, env=env, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert "backfill: read 20, written 20, rejected 0" in done.stderr.decode()
+    assert pq.read_table(out).num_rows == 20
