@@ -74,7 +74,7 @@ class OnnxBatchHandler(ModelHandler[pa.Table, Scored, LoadedModel]):
     >>> rows | RunInference(handler)                              # doctest: +SKIP
     """
 
-    def __init__(self, models_dir: Path, ref: str, *, pool_batches: int = 16) -> None:
+    def __init__(self, models_dir: Path, ref: str, *, pool_batches: int = 32) -> None:
         version = ModelRepository(models_dir).resolve(ref)
         self.models_dir = models_dir
         self.ref = version.config.ref
