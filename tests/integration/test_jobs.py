@@ -1,4 +1,4 @@
-"""Beam jobs that touch Kafka: export a topic range to Parquet, replay it to another topic."""
+"""Beam jobs that touch Kafka: export a topic range to Parquet, replay it, rejected rows to dead letters."""
 
 import os
 import subprocess
@@ -10,9 +10,12 @@ import pyarrow.parquet as pq
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.connectors.kafka.dlq import from_message
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.jobs.backfill import backfill
 from inferstream.jobs.topics import export_topic, replay
+from inferstream.serving.demo_models import build_embedder
 
 _BASE = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -104,3 +107,26 @@ def test_cli_export_passes_beam_options_through(settings: Settings, tmp_path: Pa
     )  # fmt: skip
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr.decode()
+
+
+def test_backfill_sends_rejected_rows_to_the_dead_letter_topic(settings: Settings, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    build_embedder(models)
+    settings = settings.model_copy(update={"models_dir": models})
+    TopicAdmin(settings).ensure_platform_topics()
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a", "text": "a passage about lists"}\nnot json\n{"id": "b", "text": ""}\n')
+
+    result = backfill(settings, [corpus], tmp_path / "e.parquet", dead_letters=True)
+
+    assert (result.rows_in, result.rows_out, result.rejected) == (3, 1, 2)
+    dead_letters_topic = settings.topics.platform_topics()["dead-letters"]
+    letters = sorted(
+        (from_message(m) for m in read_bounded(settings, dead_letters_topic, idle_timeout=20)),
+        key=lambda letter: letter.source_offset or 0,
+    )
+    assert [(d.source_topic, d.source_offset, d.stage, d.payload) for d in letters] == [
+        (str(corpus), 2, "backfill", b"not json"),
+        (str(corpus), 3, "backfill", b'{"id":"b","text":""}'),
+    ]
+    assert letters[1].error_message == "text is empty"

@@ -28,6 +28,9 @@ app.add_typer(job_app, name="job")
 # Unknown options go to Beam: typer leaves them in ctx.args.
 _PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True}
 Format = Annotated[str | None, typer.Option("--format", help="jsonl, csv or parquet (default: by suffix).")]
+DeadLetters = Annotated[
+    bool, typer.Option("--dead-letters", help="Also send rejected rows to the dead-letter topic (needs Kafka).")
+]
 
 
 def _split(values: list[Path], ctx: typer.Context) -> tuple[list[Path], list[str]]:
@@ -61,6 +64,7 @@ def backfill(
     model: Annotated[str, typer.Option("--model", "-m", help="Embedder NAME[:VERSION].")] = "minilm:1",
     to: Annotated[str, typer.Option("--to", help="parquet (index: coming with the vector index sink).")] = "parquet",
     file_format: Format = None,
+    dead_letters: DeadLetters = False,
 ) -> None:
     """Embed a corpus with the ONNX embedder into Parquet."""
     from inferstream.jobs.backfill import backfill as run_backfill
@@ -70,7 +74,18 @@ def backfill(
     settings = settings_of(ctx)
     target: Any = to
     files, flags = _split(corpus, ctx)
-    _report(run_backfill(settings, files, out, model=model, to=target, flags=flags, file_format=file_format))
+    _report(
+        run_backfill(
+            settings,
+            files,
+            out,
+            model=model,
+            to=target,
+            flags=flags,
+            file_format=file_format,
+            dead_letters=dead_letters,
+        )
+    )
 
 
 @job_app.command("score", context_settings=_PASS_THROUGH)
@@ -80,13 +95,24 @@ def score(
     model: Annotated[str, typer.Option("--model", "-m", help="Model NAME[:VERSION].")],
     table_dir: Annotated[Path | None, typer.Option("--table-dir", help="Inference table (default: settings).")] = None,
     file_format: Format = None,
+    dead_letters: DeadLetters = False,
 ) -> None:
     """Score rows with a model into the inference table (`inferstream table query` reads them)."""
     from inferstream.jobs.score import score as run_score
 
     settings = settings_of(ctx)
     files, flags = _split(inputs, ctx)
-    _report(run_score(settings, files, model=model, table_dir=table_dir, flags=flags, file_format=file_format))
+    _report(
+        run_score(
+            settings,
+            files,
+            model=model,
+            table_dir=table_dir,
+            flags=flags,
+            file_format=file_format,
+            dead_letters=dead_letters,
+        )
+    )
 
 
 @job_app.command("export", context_settings=_PASS_THROUGH)

@@ -19,6 +19,7 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from inferstream.config import Settings
 from inferstream.connectors.files import FileFormat, detect_format, read_records
 from inferstream.errors import ConfigError
 from inferstream.jobs._model import LINE, SOURCE, rejects_table
@@ -162,3 +163,31 @@ def parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return int(pq.ParquetFile(path).metadata.num_rows) if path.is_file() else 0
+
+
+def dead_letter_rejects(settings: Settings, path: Path, stage: str) -> int:
+    """Send a job's rejects file to the dead-letter topic (source = the file, offset = the line); how many.
+
+    Raises if the broker does not acknowledge every one (the file stays, nothing is lost).
+    """
+    import pyarrow.parquet as pq
+
+    from inferstream.connectors.kafka.dlq import DeadLetterWriter
+
+    if not path.is_file():
+        return 0
+    writer = DeadLetterWriter(settings, stage=stage)
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+            for row in batch.to_pylist():
+                writer.send(
+                    payload=row["raw"],
+                    error=row["reason"],
+                    source_topic=row["source"],
+                    offset=row["line"],
+                    error_class="RejectedRow",
+                )
+        writer.flush()
+    finally:
+        writer.close()
+    return writer.sent

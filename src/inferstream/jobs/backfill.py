@@ -34,6 +34,7 @@ from inferstream.jobs._pipeline import (
     JobResult,
     ReadFiles,
     check_inputs,
+    dead_letter_rejects,
     make_pipeline,
     parquet_rows,
     rejects_path,
@@ -119,6 +120,7 @@ def backfill(
     to: Target = "parquet",
     flags: Sequence[str] = (),
     file_format: str | None = None,
+    dead_letters: bool = False,
 ) -> JobResult:
     """Embed every text of the corpus files and write the vectors to ``out`` (Parquet)."""
     if to == "index":
@@ -147,6 +149,8 @@ def backfill(
     refused = (read[REJECTS], embedded[REJECTS]) | "all rejects" >> beam.Flatten()
     write_parquet(refused, refused_path, REJECT_SCHEMA, "write rejects")
     counters = run(pipeline)
+    if dead_letters:
+        dead_letter_rejects(settings, refused_path, "backfill")
     return JobResult(
         name="backfill",
         rows_in=counters.get("rows_in", 0),

@@ -37,6 +37,7 @@ from inferstream.jobs._pipeline import (
     JobResult,
     ReadFiles,
     check_inputs,
+    dead_letter_rejects,
     make_pipeline,
     parquet_rows,
     run,
@@ -131,6 +132,7 @@ def score(
     table_dir: Path | None = None,
     flags: Sequence[str] = (),
     file_format: str | None = None,
+    dead_letters: bool = False,
 ) -> JobResult:
     """Score every row of the input files with ``model`` into the inference table."""
     paths = check_inputs(inputs)
@@ -154,6 +156,8 @@ def score(
     refused = (read[REJECTS], scored[REJECTS]) | "all rejects" >> beam.Flatten()
     write_parquet(refused, refused_path, REJECT_SCHEMA, "write rejects")
     counters = run(pipeline)
+    if dead_letters:
+        dead_letter_rejects(settings, refused_path, "score")
     return JobResult(
         name="score",
         rows_in=counters.get("rows_in", 0),
