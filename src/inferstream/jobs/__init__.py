@@ -1,1 +1,10 @@
-"""Apache Beam batch jobs: backfill, export, reference, replay, batch scoring (later issues)."""
+"""Apache Beam batch jobs: backfill, batch scoring, export, replay, reference.
+
+- :mod:`~inferstream.jobs.backfill`: a corpus → embeddings (Parquet);
+- :mod:`~inferstream.jobs.score`: rows → predictions in the inference table;
+- :mod:`~inferstream.jobs.topics`: a topic range → Parquet (export), Parquet → a topic (replay);
+- :mod:`~inferstream.jobs.reference`: Parquet predictions → a monitor's drift reference.
+
+They share the model handler (:mod:`~inferstream.jobs._model`) and the runner and file
+plumbing (:mod:`~inferstream.jobs._pipeline`). Importing this package does not import Beam.
+"""

@@ -1,0 +1,162 @@
+"""Backfill: a corpus (Parquet, JSON Lines, CSV) → embeddings with the ONNX embedder → Parquet.
+
+::
+
+    corpus files ─ReadFiles→ Arrow chunks ─RunInference(OnnxBatchHandler)→ vectors ─→ <out>.parquet
+                     └─ unreadable records ──────── texts the model refuses ─→ <out>.rejects.parquet
+
+Every row read is written or refused (``JobResult.accounted``). A document's id is
+its ``id`` (or ``document_id``) field, else ``<file name>:<line>``, so a second run
+gives the same ids. ``to="index"`` (Elasticsearch bulk with those ids as document
+ids) is the seam for the vector index sink, which is not in this tree yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics.metric import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+from inferstream.config import Settings
+from inferstream.errors import ConfigError
+from inferstream.jobs._model import LINE, REJECT_SCHEMA, SOURCE, OnnxBatchHandler, Scored, rejects_table
+from inferstream.jobs._pipeline import (
+    NAMESPACE,
+    REJECTS,
+    JobResult,
+    ReadFiles,
+    check_inputs,
+    dead_letter_rejects,
+    make_pipeline,
+    parquet_rows,
+    rejects_path,
+    run,
+    write_parquet,
+)
+from inferstream.serving.config import ModelConfig
+
+Target = Literal["parquet", "index"]
+DEFAULT_EMBEDDER = "minilm:1"
+
+
+def embedding_schema(dims: int | None) -> pa.Schema:
+    """Columns of a backfill's output: the document id, its text, the vector, the model, where it came from."""
+    vector = pa.list_(pa.float32(), dims) if dims else pa.list_(pa.float32())
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("text", pa.string()),
+            ("vector", vector),
+            ("model", pa.string()),
+            ("version", pa.string()),
+            ("source", pa.string()),
+            ("line", pa.int64()),
+        ]
+    )
+
+
+class EmbeddingRows(beam.DoFn):
+    """``Scored`` elements → tables of the embedding schema; refused rows → ``rejects``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.schema = embedding_schema(config.outputs.dims)
+        self.written = Metrics.counter(NAMESPACE, "rows_out")
+        self.refused = Metrics.counter(NAMESPACE, "rejected")
+
+    def process(self, scored: Scored) -> Iterator[Any]:
+        """One output table (and one rejects table) per element."""
+        if scored.rejects:
+            self.refused.inc(len(scored.rejects))
+            yield beam.pvalue.TaggedOutput(REJECTS, rejects_table(scored.rejects))
+        rows = scored.rows
+        if rows.num_rows == 0:
+            return
+        field = self.config.preprocessing.field if hasattr(self.config.preprocessing, "field") else "text"
+        matrix = np.stack(scored.outputs["vector"]).astype(np.float32, copy=False)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+        if not pa.types.is_fixed_size_list(self.schema.field("vector").type):
+            vectors = vectors.cast(pa.list_(pa.float32()))
+        sources = rows.column(SOURCE).cast(pa.string())
+        lines = rows.column(LINE)
+        self.written.inc(rows.num_rows)
+        yield pa.Table.from_arrays(
+            [
+                document_ids(rows),
+                rows.column(field).cast(pa.string()),
+                vectors,
+                pa.array([self.config.name] * rows.num_rows, pa.string()),
+                pa.array([self.config.version] * rows.num_rows, pa.string()),
+                sources,
+                lines,
+            ],
+            schema=self.schema,
+        )
+
+
+def document_ids(rows: pa.Table) -> pa.ChunkedArray:
+    """The rows' ``id`` (or ``document_id``) as text, else ``<file name>:<line>``."""
+    for name in ("id", "document_id"):
+        if name in rows.column_names:
+            return rows.column(name).cast(pa.string())
+    names = [Path(s).name for s in rows.column(SOURCE).cast(pa.string()).to_pylist()]
+    return pc.binary_join_element_wise(pa.array(names), rows.column(LINE).cast(pa.string()), ":")
+
+
+def backfill(
+    settings: Settings,
+    corpus: Sequence[Path],
+    out: Path,
+    *,
+    model: str = DEFAULT_EMBEDDER,
+    to: Target = "parquet",
+    flags: Sequence[str] = (),
+    file_format: str | None = None,
+    dead_letters: bool = False,
+) -> JobResult:
+    """Embed every text of the corpus files and write the vectors to ``out`` (Parquet)."""
+    if to == "index":
+        raise ConfigError(
+            "backfill --to index needs the vector index sink (connectors/elasticsearch.py), which is not in this "
+            "build yet: use --to parquet and index the file once it lands"
+        )
+    paths = check_inputs(corpus)
+    handler = OnnxBatchHandler(settings.models_dir, model)
+    if handler.config.kind != "embedder":
+        raise ConfigError(f"{handler.ref} is a {handler.config.kind}, not an embedder: use `inferstream job score`")
+    refused_path = rejects_path(out)
+    started = time.perf_counter()
+    pipeline = make_pipeline(flags)
+    read = (
+        pipeline
+        | "files" >> beam.Create(paths)
+        | "read" >> beam.ParDo(ReadFiles(handler.max_batch_size, file_format)).with_outputs(REJECTS, main="rows")
+    )
+    embedded = (
+        read.rows
+        | "embed" >> RunInference(handler)
+        | "rows" >> beam.ParDo(EmbeddingRows(handler.config)).with_outputs(REJECTS, main="out")
+    )
+    write_parquet(embedded.out, out, embedding_schema(handler.config.outputs.dims), "write")
+    refused = (read[REJECTS], embedded[REJECTS]) | "all rejects" >> beam.Flatten()
+    write_parquet(refused, refused_path, REJECT_SCHEMA, "write rejects")
+    counters = run(pipeline)
+    if dead_letters:
+        dead_letter_rejects(settings, refused_path, "backfill")
+    return JobResult(
+        name="backfill",
+        rows_in=counters.get("rows_in", 0),
+        rows_out=counters.get("rows_out", 0),
+        rejected=parquet_rows(refused_path),
+        outputs=[out],
+        rejects_path=refused_path,
+        elapsed_s=time.perf_counter() - started,
+    )

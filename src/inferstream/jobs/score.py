@@ -1,0 +1,169 @@
+"""Batch scoring: Parquet (or JSONL/CSV) rows → a model of the repository → the inference table.
+
+::
+
+    files ─ReadFiles→ Arrow chunks ─RunInference(OnnxBatchHandler)→ predictions ─write_batch→ inference table
+             └─ unreadable records ─────── rows the model refuses ─→ <table>/_rejects/<topic>.rejects.parquet
+
+Rows are written with the inference table's own writer
+(:func:`inferstream.monitoring.table.write_batch`), as if they had come from a
+topic named ``job.score.<file name>``, partition 0, with the row number as the
+offset: ``inferstream table query`` and the monitors read them like streamed
+predictions, and running the job again rewrites the same files instead of
+adding copies. A row's request id is its ``request_id`` (or ``id``) column, else
+``<file name>-<line>``; its event time is its ``event_time`` column, else the
+time the job started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.metrics.metric import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+from inferstream.config import Settings
+from inferstream.errors import ConfigError
+from inferstream.jobs._model import LINE, REJECT_SCHEMA, SOURCE, OnnxBatchHandler, Scored, rejects_table
+from inferstream.jobs._pipeline import (
+    NAMESPACE,
+    REJECTS,
+    JobResult,
+    ReadFiles,
+    check_inputs,
+    dead_letter_rejects,
+    make_pipeline,
+    parquet_rows,
+    run,
+    write_parquet,
+)
+from inferstream.monitoring import table as inference_table
+from inferstream.schemas.records import Latency, Prediction
+from inferstream.serving.config import ModelConfig, TabularPreprocessing
+
+_INTERNAL = (LINE, SOURCE)
+
+
+def score_topic(path: str | Path) -> str:
+    """The topic name a scored file's rows are filed under in the inference table."""
+    return f"job.score.{Path(path).name.removesuffix('.parquet')}"
+
+
+class WritePredictions(beam.DoFn):
+    """``Scored`` elements → inference-table files (one per element and model/date); rejects → ``rejects``."""
+
+    def __init__(self, config: ModelConfig, root: Path, started: datetime) -> None:
+        self.config = config
+        self.root = root
+        self.started = started
+        self.written = Metrics.counter(NAMESPACE, "rows_out")
+
+    def process(self, scored: Scored) -> Iterator[Any]:
+        """Write one element's predictions; emit its rejects."""
+        if scored.rejects:
+            yield beam.pvalue.TaggedOutput(REJECTS, rejects_table(scored.rejects))
+        rows = scored.rows
+        if rows.num_rows == 0:
+            return
+        source = str(rows.column(SOURCE)[0].as_py())
+        lines = rows.column(LINE).to_pylist()
+        inputs = rows.select(self._input_columns(rows)).to_pylist()
+        ids = _column(rows, ("request_id", "id"))
+        times = _column(rows, ("event_time",))
+        names = list(scored.outputs)
+        outputs = [dict(zip(names, values, strict=True)) for values in zip(*scored.outputs.values(), strict=True)]
+        now = datetime.now(UTC)
+        latency = Latency.model_construct(queue_ms=0.0, compute_ms=scored.compute_ms, total_ms=0.0)
+        name = Path(source).name
+        predictions = [
+            (
+                line,
+                Prediction.model_construct(
+                    request_id=str(ids[i]) if ids is not None else f"{name}-{line}",
+                    event_time=_utc(times[i]) if times is not None and times[i] is not None else self.started,
+                    model=self.config.name,
+                    version=self.config.version,
+                    inputs=inputs[i],
+                    outputs=outputs[i],
+                    latency=latency,
+                    predicted_at=now,
+                    shadow=False,
+                    chain=[],
+                    source_event_id=None,
+                    attributes={"job": "score", "source": name},
+                ),
+            )
+            for i, line in enumerate(lines)
+        ]
+        inference_table.write_batch(self.root, score_topic(source), 0, predictions)
+        self.written.inc(len(predictions))
+
+    def _input_columns(self, rows: pa.Table) -> list[str]:
+        preprocessing = self.config.preprocessing
+        if isinstance(preprocessing, TabularPreprocessing):
+            return list(preprocessing.features)
+        return [preprocessing.field]
+
+
+def _column(rows: pa.Table, names: Sequence[str]) -> list[Any] | None:
+    for name in names:
+        if name in rows.column_names:
+            return list(rows.column(name).to_pylist())
+    return None
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return inference_table.parse_time(str(value)) or datetime.now(UTC)
+
+
+def score(
+    settings: Settings,
+    inputs: Sequence[Path],
+    *,
+    model: str,
+    table_dir: Path | None = None,
+    flags: Sequence[str] = (),
+    file_format: str | None = None,
+    dead_letters: bool = False,
+) -> JobResult:
+    """Score every row of the input files with ``model`` into the inference table."""
+    paths = check_inputs(inputs)
+    handler = OnnxBatchHandler(settings.models_dir, model)
+    if handler.config.kind == "embedder":
+        raise ConfigError(f"{handler.ref} is an embedder: embed a corpus with `inferstream job backfill`")
+    root = table_dir or inference_table.table_dir(settings)
+    refused_path = root / "_rejects" / f"{score_topic(paths[0])}.{handler.config.name}.rejects.parquet"
+    started = time.perf_counter()
+    pipeline = make_pipeline(flags)
+    read = (
+        pipeline
+        | "files" >> beam.Create(paths)
+        | "read" >> beam.ParDo(ReadFiles(handler.max_batch_size, file_format)).with_outputs(REJECTS, main="rows")
+    )
+    scored = (
+        read.rows
+        | "score" >> RunInference(handler)
+        | "write" >> beam.ParDo(WritePredictions(handler.config, root, datetime.now(UTC))).with_outputs(REJECTS)
+    )
+    refused = (read[REJECTS], scored[REJECTS]) | "all rejects" >> beam.Flatten()
+    write_parquet(refused, refused_path, REJECT_SCHEMA, "write rejects")
+    counters = run(pipeline)
+    if dead_letters:
+        dead_letter_rejects(settings, refused_path, "score")
+    return JobResult(
+        name="score",
+        rows_in=counters.get("rows_in", 0),
+        rows_out=counters.get("rows_out", 0),
+        rejected=parquet_rows(refused_path),
+        outputs=[root],
+        rejects_path=refused_path,
+        elapsed_s=time.perf_counter() - started,
+    )

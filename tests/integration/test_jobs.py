@@ -1,0 +1,132 @@
+"""Beam jobs that touch Kafka: export a topic range to Parquet, replay it, rejected rows to dead letters."""
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from inferstream.config import Settings
+from inferstream.connectors.kafka.admin import TopicAdmin
+from inferstream.connectors.kafka.dlq import from_message
+from inferstream.connectors.kafka.producer import Producer
+from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.jobs.backfill import backfill
+from inferstream.jobs.topics import export_topic, replay
+from inferstream.serving.demo_models import build_embedder
+
+_BASE = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def _fill(settings: Settings, topic: str, count: int) -> None:
+    TopicAdmin(settings).create(topic, partitions=3)
+    with Producer(settings) as producer:
+        for i in range(count):
+            stamp = _BASE + timedelta(seconds=i)
+            producer.produce(
+                topic,
+                f"value-{i}".encode(),
+                f"key-{i}".encode(),
+                [("n", str(i).encode())],
+                partition=i % 3,
+                timestamp_ms=int(stamp.timestamp() * 1000),
+            )
+        producer.flush()
+
+
+def _records(settings: Settings, topic: str) -> dict[bytes, tuple[bytes, int, list[tuple[str, bytes]]]]:
+    return {
+        m.key(): (m.value(), m.timestamp()[1], list(m.headers() or []))
+        for m in read_bounded(settings, topic, idle_timeout=20)
+    }
+
+
+def test_export_then_replay_keeps_keys_timestamps_and_headers(settings: Settings, tmp_path: Path) -> None:
+    source = settings.topics.name("job-source")
+    _fill(settings, source, 300)
+    out = tmp_path / "export.parquet"
+
+    exported = export_topic(settings, source, out)
+
+    assert (exported.rows_in, exported.rows_out) == (300, 300)
+    table = pq.read_table(out)
+    assert table.num_rows == 300
+    rows = {r["key"]: r for r in table.to_pylist()}
+    assert rows[b"key-7"]["value"] == b"value-7"
+    assert rows[b"key-7"]["partition"] == 1
+    assert rows[b"key-7"]["timestamp"] == _BASE + timedelta(seconds=7)
+    assert rows[b"key-7"]["headers"] == [{"key": "n", "value": b"7"}]
+    assert sorted(table.column("offset").to_pylist()) == sorted(list(range(100)) * 3)
+
+    target = settings.topics.name("job-target")
+    TopicAdmin(settings).create(target, partitions=3)
+    replayed = replay(settings, [out], target, rate=2000, keep_partitions=True)
+
+    assert (replayed.rows_in, replayed.rows_out) == (300, 300)
+    assert _records(settings, target) == _records(settings, source)
+
+
+def test_export_a_range_from_offsets_or_a_time(settings: Settings, tmp_path: Path) -> None:
+    source = settings.topics.name("job-range")
+    _fill(settings, source, 60)
+
+    by_offset = export_topic(settings, source, tmp_path / "a.parquet", start_offsets={0: 15, 1: 20})
+    # Partition 0 from offset 15 (5 left), partition 1 from 20 (none), partition 2 whole (20).
+    assert by_offset.rows_out == 25
+    table = pq.read_table(tmp_path / "a.parquet")
+    assert sorted(table.column("partition").to_pylist()) == [0] * 5 + [2] * 20
+
+    by_time = export_topic(settings, source, tmp_path / "b.parquet", since=_BASE + timedelta(seconds=45))
+    assert by_time.rows_out == 15
+    keys = sorted(pq.read_table(tmp_path / "b.parquet").column("key").to_pylist())
+    assert keys == sorted(f"key-{i}".encode() for i in range(45, 60))
+
+
+def test_cli_export_passes_beam_options_through(settings: Settings, tmp_path: Path) -> None:
+    source = settings.topics.name("job-cli")
+    _fill(settings, source, 30)
+    out = tmp_path / "cli.parquet"
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "inferstream", "job", "export", source, "--out", str(out), "--offset", "0=5",
+         "--job_name", "export-test"],
+        capture_output=True, env=env, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert "export: read 25, written 25, rejected 0" in done.stderr.decode()
+    assert pq.read_table(out).num_rows == 25
+    missing = subprocess.run(
+        [sys.executable, "-m", "inferstream", "job", "export", "nope", "--out", str(tmp_path / "x.parquet")],
+        capture_output=True, env=env, timeout=180, check=False,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr.decode()
+
+
+def test_backfill_sends_rejected_rows_to_the_dead_letter_topic(settings: Settings, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    build_embedder(models)
+    settings = settings.model_copy(update={"models_dir": models})
+    TopicAdmin(settings).ensure_platform_topics()
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a", "text": "a passage about lists"}\nnot json\n{"id": "b", "text": ""}\n')
+
+    result = backfill(settings, [corpus], tmp_path / "e.parquet", dead_letters=True)
+
+    assert (result.rows_in, result.rows_out, result.rejected) == (3, 1, 2)
+    dead_letters_topic = settings.topics.platform_topics()["dead-letters"]
+    letters = sorted(
+        (from_message(m) for m in read_bounded(settings, dead_letters_topic, idle_timeout=20)),
+        key=lambda letter: letter.source_offset or 0,
+    )
+    assert [(d.source_topic, d.source_offset, d.stage, d.payload) for d in letters] == [
+        (str(corpus), 2, "backfill", b"not json"),
+        (str(corpus), 3, "backfill", b'{"id":"b","text":""}'),
+    ]
+    assert letters[1].error_message == "text is empty"
