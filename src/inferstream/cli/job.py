@@ -52,6 +52,8 @@ def _report(result: JobResult) -> None:
         f"{result.name}: read {result.rows_in}, written {result.rows_out}, rejected {result.rejected} "
         f"in {result.elapsed_s:.1f}s ({rate:,.0f} rows/s) → {', '.join(map(str, result.outputs))}"
     )
+    if result.indexed is not None:
+        console.print(f"{result.indexed} documents written to the vector index")
     if result.rejected and result.rejects_path is not None:
         console.print(f"rejected rows with their reasons: {result.rejects_path}")
 
@@ -62,7 +64,9 @@ def backfill(
     corpus: Annotated[list[Path], typer.Argument(help="Corpus files (Parquet, JSONL, CSV) with a text field.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file of the embeddings.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Embedder NAME[:VERSION].")] = "minilm:1",
-    to: Annotated[str, typer.Option("--to", help="parquet (index: coming with the vector index sink).")] = "parquet",
+    to: Annotated[
+        str, typer.Option("--to", help="parquet, or index: also load the vectors into the configured vector index.")
+    ] = "parquet",
     file_format: Format = None,
     dead_letters: DeadLetters = False,
 ) -> None:

@@ -41,6 +41,8 @@ class JobResult:
     outputs: list[Path] = field(default_factory=list)
     rejects_path: Path | None = None
     elapsed_s: float = 0.0
+    #: Documents written to the vector index (backfill --to index).
+    indexed: int | None = None
 
     @property
     def accounted(self) -> bool:

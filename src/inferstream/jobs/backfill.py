@@ -13,6 +13,7 @@ ids) is the seam for the vector index sink, which is not in this tree yet.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ from inferstream.serving.config import ModelConfig
 
 Target = Literal["parquet", "index"]
 DEFAULT_EMBEDDER = "minilm:1"
+log = logging.getLogger("inferstream.jobs")
 
 
 def embedding_schema(dims: int | None) -> pa.Schema:
@@ -111,6 +113,60 @@ def document_ids(rows: pa.Table) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(pa.array(names), rows.column(LINE).cast(pa.string()), ":")
 
 
+def index_parquet(settings: Settings, path: Path, config: ModelConfig, *, batch_rows: int = 2000) -> int:
+    """Load a backfill's Parquet output into the configured vector index (ids are document ids: idempotent).
+
+    Runs in the driver after the pipeline, in bulk batches through the same store the
+    index sink uses (Elasticsearch, or the embedded store, which takes one writer).
+    A store that pushes back is retried after its ``retry_after``; rows it refuses for
+    good are counted and logged, like the sink's dead letters.
+    """
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+
+    from inferstream.connectors.vectors import Document, Upsert, open_store
+    from inferstream.errors import SinkBackpressureError
+    from inferstream.streams.index_sink import index_meta
+
+    meta = index_meta(settings)
+    if meta.ref != config.ref:
+        raise ConfigError(
+            f"the index holds {meta.ref} vectors (elasticsearch.model) and the backfill made {config.ref} ones"
+        )
+    store = open_store(settings)
+    store.setup(meta)
+    written = refused = 0
+    now = datetime.now(UTC)
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            rows = batch.to_pydict()
+            for doc_id, text, vector in zip(rows["id"], rows["text"], rows["vector"], strict=True):
+                document = Document(
+                    id=doc_id,
+                    vector=np.asarray(vector, dtype=np.float32),
+                    model=config.name,
+                    version=config.version,
+                    event_time=now,
+                    text=text,
+                    attributes={"source": "backfill"},
+                )
+                store.add(Upsert(document))
+            while True:
+                try:
+                    rejections = store.flush()
+                    break
+                except SinkBackpressureError as exc:
+                    time.sleep(exc.retry_after)
+            refused += len(rejections)
+            written += batch.num_rows - len(rejections)
+    finally:
+        store.close()
+    if refused:
+        log.warning("the index refused %d of %d backfilled documents", refused, written + refused)
+    return written
+
+
 def backfill(
     settings: Settings,
     corpus: Sequence[Path],
@@ -123,11 +179,6 @@ def backfill(
     dead_letters: bool = False,
 ) -> JobResult:
     """Embed every text of the corpus files and write the vectors to ``out`` (Parquet)."""
-    if to == "index":
-        raise ConfigError(
-            "backfill --to index needs the vector index sink (connectors/elasticsearch.py), which is not in this "
-            "build yet: use --to parquet and index the file once it lands"
-        )
     paths = check_inputs(corpus)
     handler = OnnxBatchHandler(settings.models_dir, model)
     if handler.config.kind != "embedder":
@@ -151,8 +202,10 @@ def backfill(
     counters = run(pipeline)
     if dead_letters:
         dead_letter_rejects(settings, refused_path, "backfill")
+    indexed = index_parquet(settings, out, handler.config) if to == "index" else None
     return JobResult(
         name="backfill",
+        indexed=indexed,
         rows_in=counters.get("rows_in", 0),
         rows_out=counters.get("rows_out", 0),
         rejected=parquet_rows(refused_path),

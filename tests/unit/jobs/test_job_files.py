@@ -98,13 +98,26 @@ def test_backfill_parquet_and_csv_without_ids(settings: Settings, tmp_path: Path
     assert sorted(table.column("text").to_pylist()) == sorted(texts)
 
 
-def test_backfill_refuses_a_classifier_and_the_index_until_it_exists(settings: Settings, tmp_path: Path) -> None:
+def test_backfill_refuses_a_classifier(settings: Settings, tmp_path: Path) -> None:
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"text": "hello"}\n')
     with pytest.raises(ConfigError, match="not an embedder"):
         backfill(settings, [corpus], tmp_path / "o.parquet", model=TABULAR_NAME)
-    with pytest.raises(ConfigError, match="vector index sink"):
-        backfill(settings, [corpus], tmp_path / "o.parquet", to="index")
+
+
+def test_backfill_to_the_index_is_searchable_and_idempotent(settings: Settings, tmp_path: Path) -> None:
+    from inferstream.search import Searcher
+
+    texts = sample_texts()[:30]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    first = backfill(settings, [corpus], tmp_path / "o.parquet", to="index")  # the embedded store (no URL set)
+    again = backfill(settings, [corpus], tmp_path / "o.parquet", to="index")  # same ids: replaced, not doubled
+    assert first.indexed == again.indexed == len(texts) - first.rejected
+    with Searcher(settings) as searcher:
+        result = searcher.search(texts[7], k=50)  # the passage itself: its own vector is the nearest
+    assert result.hits[0].id == "p7"
+    assert len({hit.id for hit in result.hits}) == len(result.hits) == first.indexed
 
 
 def test_score_writes_the_inference_table(settings: Settings, tmp_path: Path) -> None:
