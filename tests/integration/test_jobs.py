@@ -1,5 +1,6 @@
-"""Beam jobs that touch Kafka: export a topic range to Parquet, replay it, rejected rows to dead letters."""
+"""Beam jobs against Kafka and Elasticsearch: export, replay, dead letters, backfill into the index."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,15 +8,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from elasticsearch import Elasticsearch
 
-from inferstream.config import Settings
+from inferstream.config import ElasticsearchSettings, Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.dlq import from_message
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.demo import sample_texts
 from inferstream.jobs.backfill import backfill
 from inferstream.jobs.topics import export_topic, replay
+from inferstream.search import Searcher
 from inferstream.serving.demo_models import build_embedder
+from inferstream.stack.testing import SearchServer
 
 _BASE = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -130,3 +135,30 @@ def test_backfill_sends_rejected_rows_to_the_dead_letter_topic(settings: Setting
         (str(corpus), 3, "backfill", b'{"id":"b","text":""}'),
     ]
     assert letters[1].error_message == "text is empty"
+
+
+def test_backfill_to_elasticsearch_indexes_every_passage_once(
+    settings: Settings, elasticsearch: SearchServer, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    build_embedder(models)
+    index = f"{settings.topics.prefix}backfill"
+    settings = settings.model_copy(
+        update={"models_dir": models, "elasticsearch": ElasticsearchSettings(url=elasticsearch.url, index=index)}
+    )
+    texts = sample_texts()[:40]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+
+    first = backfill(settings, [corpus], tmp_path / "e.parquet", to="index")
+    again = backfill(settings, [corpus], tmp_path / "e.parquet", to="index")  # same ids: replaced
+
+    assert first.indexed == again.indexed == first.rows_out == len(texts) - first.rejected
+    client = Elasticsearch(elasticsearch.url)
+    try:
+        client.indices.refresh(index=index)
+        assert client.count(index=index)["count"] == first.indexed
+    finally:
+        client.close()
+    with Searcher(settings) as searcher:
+        assert searcher.search(texts[5], k=3).hits[0].id == "p5"
