@@ -78,6 +78,11 @@ class Batching(_Part):
     max_batch_size: int = Field(default=64, ge=1)
     max_queue_delay_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=4096, ge=1, description="Requests held in memory before consuming pauses.")
+    length_buckets: int = Field(
+        default=16,
+        ge=1,
+        description="Text models: up to this many model batches are taken together and regrouped by token length.",
+    )
 
 
 class Runtime(_Part):

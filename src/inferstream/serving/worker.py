@@ -346,8 +346,9 @@ class InferenceWorker:
 
     def _next_batch(self) -> list[_Item]:
         batching = self.config.batching
-        # Texts: take up to four model batches and bucket them by length.
-        limit = batching.max_batch_size * (4 if self.embedder else 1)
+        # Texts: take several model batches at once and regroup them by length, so each is
+        # padded only to its own longest text (16 batches: 0.52 → 0.65 of raw sorted, quick run).
+        limit = batching.max_batch_size * (batching.length_buckets if self.embedder else 1)
         return self._backlog.take(limit, batching.max_queue_delay_ms / 1000, 0.05)
 
     def _infer_loop(self) -> None:
