@@ -1,5 +1,7 @@
 """The worker supervisor follows the lag: more processes while it grows, fewer once it drains."""
 
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -10,7 +12,7 @@ import pytest
 from inferstream import Client, Settings
 from inferstream.demo import sample_texts
 from inferstream.schemas import Embedding
-from inferstream.serving.demo_models import EMBEDDER_NAME, build_embedder
+from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, build_embedder, build_tabular
 from inferstream.serving.supervisor import ScalePolicy, Supervisor, serve_command
 
 
@@ -72,3 +74,40 @@ def test_autoscale_adds_processes_under_lag_and_removes_them_when_drained(env: S
         }
     assert ids == {f"d{i}" for i in range(len(texts))}
     print(" → ".join(f"{e.replicas} ({e.reason}, lag {e.lag})" for e in supervisor.events), file=sys.stderr)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in state  # exited, not reaped yet by whoever adopted it
+
+
+def test_a_copy_whose_supervisor_dies_stops_by_itself(env: Settings) -> None:
+    settings = env
+    build_tabular(settings.models_dir)
+    copy = serve_command(None, settings.kafka.bootstrap_servers, f"{TABULAR_NAME}:1", "--instance", "0", "--supervised")
+    # A stand-in supervisor: starts the copy, says its pid, then is killed without stopping it.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", STAND_IN, *copy], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    time.sleep(5)  # the copy is up and serving
+    assert not _gone(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    parent.stdout.close()
+    deadline = time.monotonic() + 60
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _gone(child), "the orphaned copy is still running"
+
+
+STAND_IN = """
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(child.pid, flush=True)
+time.sleep(600)
+"""

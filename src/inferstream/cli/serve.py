@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
 
@@ -42,6 +46,9 @@ def serve(
     instance: Annotated[
         int, typer.Option("--instance", hidden=True, help="This copy's number (set by --replicas).")
     ] = 0,
+    supervised: Annotated[
+        bool, typer.Option("--supervised", hidden=True, help="Started by a supervisor: stop when it is gone.")
+    ] = False,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
@@ -73,6 +80,8 @@ def serve(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    if supervised:
+        _stop_with_parent(runner.stop)
     role = f"shadow of {', '.join(shadow_of)}" if shadow_of else "primary"
     console.print(
         f"serving {version.config.ref} ({role}{', exactly-once' if exactly_once else ''}) "
@@ -104,6 +113,18 @@ def _supervise(
     signal.signal(signal.SIGINT, supervisor.stop)
     signal.signal(signal.SIGTERM, supervisor.stop)
     return supervisor.run()
+
+
+def _stop_with_parent(stop: Callable[[], None]) -> None:
+    # A copy started by a supervisor finishes and exits if the supervisor dies without stopping it.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        stop()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _print_event(event: ScaleEvent) -> None:

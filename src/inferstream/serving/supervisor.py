@@ -6,7 +6,7 @@ supervisor reads the group's lag (committed offsets against end offsets, without
 joining the group) every few seconds: it adds a copy while the lag is high and not
 shrinking, and removes one (SIGTERM: it finishes what it holds and commits) after
 the lag stayed low for a while, between one copy and the partition count. A copy
-that dies is started again.
+that dies is started again; a copy whose supervisor dies stops by itself.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class Supervisor:
     def _start_copy(self) -> None:
         used = {c.instance for c in self._copies}
         instance = next(i for i in range(len(used) + 1) if i not in used)
-        process = subprocess.Popen([*self.command, "--instance", str(instance)], env=os.environ.copy())
+        command = [*self.command, "--instance", str(instance), "--supervised"]
+        process = subprocess.Popen(command, env=os.environ.copy())
         self._copies.append(_Copy(instance, process))
 
     def _stop_copy(self) -> None:
