@@ -137,6 +137,15 @@ class ReadFiles(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTS, rejects_table(rejects))
 
 
+def read_files(pipeline: beam.Pipeline, paths: Sequence[str], rows: int, fmt: str | None) -> Any:
+    """The first steps of every file job: the files' rows in Arrow tables of ``rows`` (``.rows``), and their rejects."""
+    return (
+        pipeline
+        | "files" >> beam.Create(paths)
+        | "read" >> beam.ParDo(ReadFiles(rows, fmt)).with_outputs(REJECTS, main="rows")
+    )
+
+
 def write_parquet(tables: Any, path: Path, schema: pa.Schema, label: str) -> Any:
     """Write Arrow tables to one Parquet file at ``path`` (Beam writes a temporary file and renames it)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,11 +33,11 @@ from inferstream.jobs._pipeline import (
     NAMESPACE,
     REJECTS,
     JobResult,
-    ReadFiles,
     check_inputs,
     dead_letter_rejects,
     make_pipeline,
     parquet_rows,
+    read_files,
     rejects_path,
     run,
     write_parquet,
@@ -186,11 +186,7 @@ def backfill(
     refused_path = rejects_path(out)
     started = time.perf_counter()
     pipeline = make_pipeline(flags)
-    read = (
-        pipeline
-        | "files" >> beam.Create(paths)
-        | "read" >> beam.ParDo(ReadFiles(handler.max_batch_size, file_format)).with_outputs(REJECTS, main="rows")
-    )
+    read = read_files(pipeline, paths, handler.max_batch_size, file_format)
     embedded = (
         read.rows
         | "embed" >> RunInference(handler)

@@ -35,11 +35,11 @@ from inferstream.jobs._pipeline import (
     NAMESPACE,
     REJECTS,
     JobResult,
-    ReadFiles,
     check_inputs,
     dead_letter_rejects,
     make_pipeline,
     parquet_rows,
+    read_files,
     run,
     write_parquet,
 )
@@ -143,11 +143,7 @@ def score(
     refused_path = root / "_rejects" / f"{score_topic(paths[0])}.{handler.config.name}.rejects.parquet"
     started = time.perf_counter()
     pipeline = make_pipeline(flags)
-    read = (
-        pipeline
-        | "files" >> beam.Create(paths)
-        | "read" >> beam.ParDo(ReadFiles(handler.max_batch_size, file_format)).with_outputs(REJECTS, main="rows")
-    )
+    read = read_files(pipeline, paths, handler.max_batch_size, file_format)
     scored = (
         read.rows
         | "score" >> RunInference(handler)
