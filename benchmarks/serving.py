@@ -4,8 +4,10 @@ Tabular model (the demo's breast-cancer classifier): N requests already on the
 request topic; the pipeline is ``InferenceWorker`` (decode, validate, batch, ONNX,
 predictions produced and acknowledged, offsets stored); the baseline is a raw
 confluent-kafka loop that consumes the same records and produces their bytes
-unchanged to another topic (acknowledged), same broker, same run. Both are timed
-from the start of consuming until the last output is acknowledged.
+unchanged to another topic (acknowledged), same broker, same run. Between them, a
+lean Python loop (orjson parse, ONNX Runtime, orjson encode, produce; no validation)
+shows the least any Python reader of these JSON records costs on this machine. All
+are timed from the start of consuming until the last output is acknowledged.
 
 Then the latency at 50% of the measured capacity: requests produced at that rate
 (event time = send time), p50/p99 of the end-to-end latency and of the part the
@@ -14,7 +16,9 @@ platform adds (total − compute), and the mean batch size under load.
 Embedder (minilm:1): raw ONNX Runtime in this process (tokenise, run, pool) at its
 best batch size, texts in arrival order and sorted by length, against the same
 texts through Kafka (embedding requests produced → the worker → embeddings
-acknowledged). The ratio is taken against the better of the two raw figures.
+acknowledged). The goal's ratio is against raw at its best batch size in arrival
+order; the ratio against raw sorted by length (which no stream can do: it sees a
+window, not the whole input) is printed too.
 
     .venv/bin/python benchmarks/serving.py --quick
     .venv/bin/python benchmarks/serving.py --gpu    # on a CUDA machine with the gpu extra
@@ -30,11 +34,13 @@ import argparse
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import confluent_kafka
 import numpy as np
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -42,6 +48,7 @@ from _harness import add_common_args, bench_client, broker, fresh_topic, note, r
 from inferstream.client import Client
 from inferstream.schemas import Prediction
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
+from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker, WorkerOptions
 
@@ -87,6 +94,56 @@ def raw_passthrough(client: Client, source: str, target: str, count: int) -> flo
         producer.poll(0)
     producer.flush()
     consumer.commit(asynchronous=False)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def lean_loop(client: Client, source: str, target: str, count: int, version: Any) -> float:
+    """Seconds for the leanest Python consumer that reads the records: parse, run, encode, produce.
+
+    orjson parse, one feature matrix per fetch, ONNX Runtime, orjson encode of a
+    prediction-shaped record, produce; no validation, no dead letters, no ordering
+    of acknowledgements. What any Python worker of JSON records costs at least here.
+    """
+    model = OnnxModel(version).load()
+    features = version.config.preprocessing.features
+    labels = version.config.outputs.labels
+    consumer = confluent_kafka.Consumer(
+        {**client.settings.kafka.consumer_config(f"lean-{source}"), "auto.offset.reset": "earliest"}
+    )
+    producer = confluent_kafka.Producer({**client.settings.kafka.producer_config(), "linger.ms": 1})
+    consumer.subscribe([source])
+    done, started = 0, 0.0
+    while done < count:
+        messages = consumer.consume(500, 1.0)
+        if not messages:
+            continue
+        started = started or time.perf_counter()
+        records = [orjson.loads(message.value() or b"{}") for message in messages]
+        matrix = np.asarray([[r["inputs"][name] for name in features] for r in records], dtype=np.float32)
+        outputs = model.run({version.config.inputs[0].name: matrix})
+        probabilities = np.asarray(outputs["probabilities"], dtype=np.float64).round(6).tolist()
+        now = datetime.now(UTC).isoformat()
+        for record, label, row in zip(records, outputs["label"].tolist(), probabilities, strict=True):
+            value = orjson.dumps(
+                {
+                    "request_id": record["request_id"],
+                    "event_time": record["event_time"],
+                    "inputs": record["inputs"],
+                    "outputs": {"label": labels[label], "probabilities": dict(zip(labels, row, strict=True))},
+                    "predicted_at": now,
+                }
+            )
+            while True:
+                try:
+                    producer.produce(target, value, record["request_id"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        done += len(messages)
+        producer.poll(0)
+    producer.flush()
     elapsed = time.perf_counter() - started
     consumer.close()
     return elapsed
@@ -232,6 +289,8 @@ def main() -> None:
             client.produce(settings.topics.request_topic(TABULAR_NAME, "1"), requests)
             note("raw consume→produce passthrough ...")
             raw_s = raw_passthrough(client, source, target, count)
+            note("lean Python loop (parse, run, encode; no validation) ...")
+            lean_s = lean_loop(client, source, fresh_topic(client, "lean-target"), count, version)
             note("inference worker ...")
             worker = InferenceWorker(settings, version)
             pipe_s = pipeline(client, worker, count)
@@ -261,6 +320,8 @@ def main() -> None:
     for column in ("path", "records", "seconds", "records/s", "ratio"):
         table.add_column(column, justify="right")
     table.add_row("raw consume→produce", str(count), f"{raw_s:.2f}", f"{raw_rps:,.0f}", "")
+    lean_rps = count / lean_s
+    table.add_row("lean Python loop", str(count), f"{lean_s:.2f}", f"{lean_rps:,.0f}", f"{lean_rps / raw_rps:.2f}")
     table.add_row("inference worker", str(count), f"{pipe_s:.2f}", f"{pipe_rps:,.0f}", f"{pipe_rps / raw_rps:.2f}")
     Console().print(table)
     p50, p99 = np.percentile(total, [50, 99]) if total.size else (float("nan"),) * 2
@@ -270,6 +331,10 @@ def main() -> None:
         f"added by the platform p50 {a50:.1f} ms, p99 {a99:.1f} ms (goal p99 ≤ 50 ms)"
     )
     print(
+        f"inference worker against the lean Python loop: {pipe_rps / lean_rps:.2f} (what validation, dead letters, "
+        "ordered acknowledgements and metrics cost over the least any Python reader of these records does)"
+    )
+    print(
         f"mean batch size under load: {mean_batch:.1f}; tabular ratio goal ≥ 0.5: "
         f"{'met' if pipe_rps / raw_rps >= 0.5 else 'NOT met'}"
     )
@@ -277,11 +342,12 @@ def main() -> None:
         f"exactly-once: {eos_rps:,.0f} records/s against {plain_rps:,.0f} without, same run "
         f"(ratio {eos_rps / plain_rps:.2f})"
     )
-    raw_best = max(raw_text_rps, sorted_rps)
+    ratio_text, ratio_sorted = text_rps / raw_text_rps, text_rps / sorted_rps
     print(
-        f"embedder: raw ONNX Runtime {raw_text_rps:.0f} texts/s at batch {best_size} "
-        f"({sorted_rps:.0f}/s sorted by length); through Kafka {text_rps:.0f} texts/s, mean batch {text_batch:.1f}; "
-        f"ratio {text_rps / raw_best:.2f} (goal ≥ 0.90: {'met' if text_rps / raw_best >= 0.9 else 'NOT met'})"
+        f"embedder: raw ONNX Runtime {raw_text_rps:.0f} texts/s at batch {best_size}, {sorted_rps:.0f}/s with the "
+        f"whole input sorted by length; through Kafka {text_rps:.0f} texts/s, mean batch {text_batch:.1f}; "
+        f"ratio {ratio_text:.2f} (goal ≥ 0.90: {'met' if ratio_text >= 0.9 else 'NOT met'}), "
+        f"{ratio_sorted:.2f} against raw sorted"
     )
     print(
         result_line(
@@ -289,6 +355,9 @@ def main() -> None:
                 "tabular_rps": pipe_rps,
                 "raw_passthrough_rps": raw_rps,
                 "ratio_tabular": pipe_rps / raw_rps,
+                "lean_python_rps": lean_rps,
+                "ratio_lean_to_raw": lean_rps / raw_rps,
+                "ratio_tabular_to_lean": pipe_rps / lean_rps,
                 "latency_rate": rate,
                 "p50_total_ms": float(p50),
                 "p99_total_ms": float(p99),
@@ -297,8 +366,10 @@ def main() -> None:
                 "exactly_once_rps": eos_rps,
                 "ratio_exactly_once": eos_rps / plain_rps,
                 "embedder_rps": text_rps,
-                "raw_embedder_rps": raw_best,
-                "ratio_embedder": text_rps / raw_best,
+                "raw_embedder_rps": raw_text_rps,
+                "raw_sorted_embedder_rps": sorted_rps,
+                "ratio_embedder": ratio_text,
+                "ratio_embedder_sorted": ratio_sorted,
             }
         )
     )

@@ -38,7 +38,6 @@ import pwd
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -49,15 +48,7 @@ from typing import TYPE_CHECKING
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
-from inferstream.stack.process import (
-    file_size,
-    port_in_use,
-    process_alive,
-    read_pid,
-    spawn_detached,
-    tail,
-    terminate,
-)
+from inferstream.stack.server import LocalServer
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -65,7 +56,6 @@ if TYPE_CHECKING:
 GROUP = "org.elasticsearch.distribution.integ-test-zip"
 MINIMUM_JAVA = 21
 _HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
-_LOG_LINES = 40
 _JVM_DIR = Path("/usr/lib/jvm")
 
 
@@ -123,8 +113,11 @@ def _unzip(archive: Path, dest: Path) -> None:
                 target.chmod(mode)
 
 
-class ElasticsearchServer:
+class ElasticsearchServer(LocalServer):
     """One local Elasticsearch node: fetch, configure, start, probe, stop."""
+
+    product = "Elasticsearch"
+    stop_timeout = 60.0
 
     def __init__(
         self,
@@ -154,7 +147,7 @@ class ElasticsearchServer:
         default_cache = self.state_dir / "cache" / f"elasticsearch-{version}"
         self.cache_dir = Path(cache_dir).absolute() if cache_dir else default_cache
         self.home = self.state_dir / "elasticsearch" / version
-        self._log_marks: dict[Path, int] = {}
+        super().__init__()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, cache_dir: Path | None = None) -> ElasticsearchServer:
@@ -212,6 +205,11 @@ class ElasticsearchServer:
     def url(self) -> str:
         """The HTTP endpoint for clients."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """Where clients reach it: the HTTP URL."""
+        return self.url
 
     @property
     def fetched(self) -> bool:
@@ -274,19 +272,6 @@ class ElasticsearchServer:
         """The Java runtime the server runs on (21+)."""
         return find_java_21(self.java_home)
 
-    @property
-    def pid(self) -> int | None:
-        """The launcher's pid while it runs, else None."""
-        pid = read_pid(self.pid_file)
-        if pid is None or not process_alive(pid, cmdline_contains=self._signature()):
-            return None
-        return pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the server's process runs (it may still be starting)."""
-        return self.pid is not None
-
     def status(self) -> ElasticsearchStatus:
         """A snapshot of where the server is and whether it runs."""
         pid = self.pid
@@ -308,16 +293,15 @@ class ElasticsearchServer:
         """
         if self.running:
             if wait:
-                self._wait_ready(timeout, started=None)
+                self._wait_ready(timeout, started=None, poll_s=0.5)
             return self.status()
         self.pid_file.unlink(missing_ok=True)
-        for name, port in (("HTTP", self.port), ("transport", self.transport_port)):
-            if port_in_use(self.host, port):
-                raise StackError(
-                    f"the Elasticsearch {name} port {self.host}:{port} is taken by another process; stop it "
-                    f"(`ss -ltnp 'sport = :{port}'` names it) or pick another port with "
-                    f"INFERSTREAM_ELASTICSEARCH__LOCAL__{'PORT' if name == 'HTTP' else 'TRANSPORT_PORT'}"
-                )
+        self._check_ports(
+            [
+                ("Elasticsearch HTTP", self.port, "INFERSTREAM_ELASTICSEARCH__LOCAL__PORT"),
+                ("Elasticsearch transport", self.transport_port, "INFERSTREAM_ELASTICSEARCH__LOCAL__TRANSPORT_PORT"),
+            ]
+        )
         java = self.java()
         self.fetch()
         self._write_config()
@@ -343,24 +327,10 @@ class ElasticsearchServer:
         else:
             argv = launcher
             process_env = {**os.environ, **env}
-        self._log_marks = {path: file_size(path) for path in (self.out_file, self.log_file)}
-        with self.out_file.open("a", encoding="utf-8") as out:
-            out.write(f"\n--- inferstream: starting Elasticsearch {self.version} at {time.strftime('%F %T')}\n")
-        pid = spawn_detached(argv, log_file=self.out_file, env=process_env)
-        self.pid_file.write_text(f"{pid}\n", encoding="utf-8")
+        pid = self._spawn(argv, env=process_env)
         if wait:
-            self._wait_ready(timeout, started=pid)
+            self._wait_ready(timeout, started=pid, poll_s=0.5)
         return self.status()
-
-    def stop(self, *, timeout: float = 60.0) -> bool:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout``); False if it was not running."""
-        pid = self.pid
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        terminate(pid, timeout=timeout, cmdline_contains=self._signature())
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
     def health(self, *, wait_s: float = 1.0) -> str | None:
         """The cluster status (green/yellow/red) once it is at least yellow within ``wait_s``, else None."""
@@ -434,31 +404,10 @@ class ElasticsearchServer:
         )
         return check.returncode == 0
 
-    def _log_tail(self) -> str:
-        parts = []
-        for path in (self.out_file, self.log_file):
-            text = tail(path, _LOG_LINES, since=self._log_marks.get(path, 0))
-            if text.strip():
-                parts.append(f"--- {path} (last lines)\n{text}")
-        return "\n".join(parts) or f"(nothing in {self.home})"
-
-    def _wait_ready(self, timeout: float, *, started: int | None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                self.pid_file.unlink(missing_ok=True)
-                what = "exited while starting" if started is not None else "is not running"
-                raise StackError(f"Elasticsearch {self.version} on {self.url} {what}\n{self._log_tail()}")
-            if self.health(wait_s=1.0) is not None:
-                return
-            time.sleep(0.5)
-        if started is not None:
-            terminate(started, timeout=20, cmdline_contains=self._signature())
-            self.pid_file.unlink(missing_ok=True)
-        raise StackError(
-            f"Elasticsearch {self.version} on {self.url} was not ready (cluster yellow) within {timeout:.0f}s; "
-            f"{'it was stopped. ' if started is not None else ''}Its log:\n{self._log_tail()}"
-        )
+    def _probe(self, remaining: float) -> str | None:
+        if self.health(wait_s=1.0) is None:
+            return "the cluster was not yellow"
+        return None
 
 
 def _which(name: str) -> str:

@@ -17,7 +17,6 @@ import base64
 import os
 import re
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +28,8 @@ from confluent_kafka.admin import AdminClient
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
-from inferstream.stack.process import (
-    file_size,
-    port_accepts,
-    port_in_use,
-    process_alive,
-    read_pid,
-    spawn_detached,
-    tail,
-    terminate,
-)
+from inferstream.stack.process import port_accepts
+from inferstream.stack.server import LocalServer
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -113,12 +104,14 @@ def _major(version: str) -> int:
     return int(head)
 
 
-class KafkaServer:
+class KafkaServer(LocalServer):
     """One local Kafka broker+controller: fetch its jars, format, start, probe, stop.
 
     ``lib_dir`` (else ``$INFERSTREAM_KAFKA_LIB``, else ``<state_dir>/cache/kafka-<version>/lib``)
     holds the jars; servers of the same version can share it.
     """
+
+    product = "Kafka"
 
     def __init__(
         self,
@@ -155,7 +148,7 @@ class KafkaServer:
         else:
             self.lib_dir = self.state_dir / "cache" / f"kafka-{version}" / "lib"
         self.home = self.state_dir / "kafka" / version
-        self._log_marks: dict[Path, int] = {}
+        super().__init__()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, lib_dir: Path | None = None) -> KafkaServer:
@@ -212,6 +205,11 @@ class KafkaServer:
     def bootstrap_servers(self) -> str:
         """``host:port`` for clients."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """Where clients reach it: the bootstrap servers."""
+        return self.bootstrap_servers
 
     @property
     def fetched(self) -> bool:
@@ -287,19 +285,6 @@ class KafkaServer:
         minimum = 17 if _major(self.version) >= 4 else 11
         return find_java(self.java_home, minimum=minimum, purpose=f"Kafka {self.version}")
 
-    @property
-    def pid(self) -> int | None:
-        """The broker's pid while it runs, else None."""
-        pid = read_pid(self.pid_file)
-        if pid is None or not process_alive(pid, cmdline_contains=self._signature()):
-            return None
-        return pid
-
-    @property
-    def running(self) -> bool:
-        """Whether this server's JVM is alive (it may still be starting)."""
-        return self.pid is not None
-
     def status(self) -> KafkaStatus:
         """A snapshot of where the server is and whether it runs."""
         pid = self.pid
@@ -327,14 +312,12 @@ class KafkaServer:
                 self._wait_ready(timeout, started=None)
             return self.status()
         self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
-        for name, port in (("Kafka", self.port), ("controller", self.controller_port)):
-            if port_in_use(self.host, port):
-                setting = "kafka_port" if name == "Kafka" else "controller_port"
-                raise StackError(
-                    f"the {name} port {self.host}:{port} is taken by another process; stop it "
-                    f"(`ss -ltnp 'sport = :{port}'` names it) or pick another port with "
-                    f"INFERSTREAM_STACK__{setting.upper()}"
-                )
+        self._check_ports(
+            [
+                ("Kafka", self.port, "INFERSTREAM_STACK__KAFKA_PORT"),
+                ("controller", self.controller_port, "INFERSTREAM_STACK__CONTROLLER_PORT"),
+            ]
+        )
         java = self.java()
         self.fetch()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -350,25 +333,10 @@ class KafkaServer:
             "kafka.Kafka",
             str(self.properties_file),
         ]
-        # Failure reports show only what this start wrote.
-        self._log_marks = {path: file_size(path) for path in (self.out_file, self.log_file)}
-        with self.out_file.open("a", encoding="utf-8") as out:
-            out.write(f"\n--- inferstream: starting Kafka {self.version} at {time.strftime('%F %T')}\n")
-        pid = spawn_detached(argv, log_file=self.out_file)
-        self.pid_file.write_text(f"{pid}\n", encoding="utf-8")
+        pid = self._spawn(argv)
         if wait:
             self._wait_ready(timeout, started=pid)
         return self.status()
-
-    def stop(self, *, timeout: float = 30.0) -> bool:
-        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); False if it was not running."""
-        pid = self.pid
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        terminate(pid, timeout=timeout, cmdline_contains=self._signature())
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
     # -- internals ------------------------------------------------------------------------
 
@@ -414,41 +382,10 @@ class KafkaServer:
                 + "\n".join(output.splitlines()[-_LOG_LINES:])
             )
 
-    def _log_tail(self) -> str:
-        parts = []
-        for path in (self.out_file, self.log_file):
-            text = tail(path, _LOG_LINES, since=self._log_marks.get(path, 0))
-            if text.strip():
-                parts.append(f"--- {path} (last lines)\n{text}")
-        return "\n".join(parts) or f"(nothing in {self.logs_dir})"
-
-    def _wait_ready(self, timeout: float, *, started: int | None) -> None:
-        deadline = time.monotonic() + timeout
-        last_error = "the port never accepted a connection"
-        while True:
-            if not self.running:
-                self.pid_file.unlink(missing_ok=True)
-                what = "exited while starting" if started is not None else "is not running"
-                raise StackError(f"Kafka {self.version} on {self.bootstrap_servers} {what}\n{self._log_tail()}")
-            if port_accepts(self.host, self.port):
-                error = _metadata_error(
-                    self.bootstrap_servers,
-                    timeout=max(1.0, min(5.0, deadline - time.monotonic())),
-                )
-                if error is None:
-                    return
-                last_error = error
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        if started is not None:
-            terminate(started, timeout=10, cmdline_contains=self._signature())
-            self.pid_file.unlink(missing_ok=True)
-        raise StackError(
-            f"Kafka {self.version} on {self.bootstrap_servers} was not ready within {timeout:.0f}s "
-            f"({last_error}); {'it was stopped. ' if started is not None else ''}"
-            f"Its log:\n{self._log_tail()}"
-        )
+    def _probe(self, remaining: float) -> str | None:
+        if not port_accepts(self.host, self.port):
+            return "the port never accepted a connection"
+        return _metadata_error(self.bootstrap_servers, timeout=remaining)
 
 
 def _metadata_error(bootstrap_servers: str, *, timeout: float) -> str | None:
