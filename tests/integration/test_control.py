@@ -1,7 +1,6 @@
 """Routes, live rollouts and shadows against the real broker."""
 
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from inferstream.serving.demo_models import TABULAR_NAME, build_tabular, tabular
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import promote, read_routes, rollback, set_route
 from inferstream.serving.worker import InferenceWorker, WorkerOptions
+from inferstream.stack.testing import running_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +43,8 @@ def control(settings: Settings, models_dir: Path) -> Settings:
 @contextmanager
 def running(settings: Settings, version: str, options: WorkerOptions | None = None) -> Iterator[InferenceWorker]:
     worker = InferenceWorker(settings, ModelRepository(settings.models_dir).get(TABULAR_NAME, version), options=options)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(60)
-    try:
+    with running_in_thread(worker):
         yield worker
-    finally:
-        worker.stop()
-        thread.join(60)
-    assert not errors, errors
 
 
 def _ask_many(client: Client, ids: list[str]) -> list[Prediction]:

@@ -24,6 +24,7 @@ from inferstream.schemas import Event
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
+from inferstream.stack.testing import running_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +48,8 @@ def platform(settings: Settings) -> Settings:
 @pytest.fixture
 def worker(platform: Settings, models_dir: Path) -> Iterator[InferenceWorker]:
     settings = platform.model_copy(update={"models_dir": models_dir})
-    worker = InferenceWorker(settings, ModelRepository(models_dir).resolve(TABULAR_NAME))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(60)
-    yield worker
-    worker.stop()
-    thread.join(60)
-    assert not errors, errors
+    with running_in_thread(InferenceWorker(settings, ModelRepository(models_dir).resolve(TABULAR_NAME))) as worker:
+        yield worker
 
 
 def _metric(url: str, name: str, headers: dict[str, str] | None = None) -> float:

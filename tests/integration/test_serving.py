@@ -1,6 +1,5 @@
 """The inference worker against the real broker: every request answered or dead-lettered."""
 
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -18,6 +17,7 @@ from inferstream.schemas import Prediction
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
+from inferstream.stack.testing import running_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +33,8 @@ def serving(settings: Settings, models_dir: Path) -> Iterator[tuple[Settings, In
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
     worker = InferenceWorker(settings, ModelRepository(models_dir).resolve(TABULAR_NAME))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert worker.ready.wait(60)
-    yield settings, worker
-    worker.stop()
-    thread.join(60)
-    assert not thread.is_alive()
-    assert not errors, errors
+    with running_in_thread(worker):
+        yield settings, worker
 
 
 def _rows() -> tuple[list[dict[str, float]], list[int]]:

@@ -41,6 +41,7 @@ from inferstream.connectors.vectors import (
     Hit,
     IndexMeta,
     Op,
+    OpBuffer,
     Rejection,
 )
 from inferstream.errors import SearchError, SinkBackpressureError, SinkError
@@ -140,8 +141,7 @@ class ElasticsearchStore:
         self.max_buffered = max_buffered or max(settings.flush_max_records * 2, 1000)
         # No retries inside the client: the sink's own backoff decides, and stalls rather than drops.
         self.client = client or Elasticsearch(**settings.client_options(), max_retries=0, retry_on_timeout=False)
-        self._ops: list[tuple[int, Op]] = []
-        self._next_position = 0
+        self._ops = OpBuffer(self.max_buffered, self.location)
         self._rejected: list[Rejection] = []
 
     # -- setup ----------------------------------------------------------------------------
@@ -200,10 +200,7 @@ class ElasticsearchStore:
 
     def add(self, op: Op) -> None:
         """Buffer one upsert or delete."""
-        if len(self._ops) >= self.max_buffered:
-            raise SinkError(f"{len(self._ops)} operations buffered for {self.location}: flush() first")
-        self._ops.append((self._next_position, op))
-        self._next_position += 1
+        self._ops.add(op)
 
     @property
     def pending(self) -> int:
@@ -214,12 +211,7 @@ class ElasticsearchStore:
         """One bulk request for everything buffered; refusals come back, transient failures raise."""
         if not self._ops:
             return self._done()
-        # Only the last operation on an id matters, and sending only it keeps a retried
-        # earlier upsert from landing after a later delete.
-        last: dict[str, tuple[int, Op]] = {}
-        for position, op in self._ops:
-            last[op.id] = (position, op)
-        sent = list(last.values())
+        sent = self._ops.latest()  # the last operation on each id
         body: list[dict[str, Any]] = []
         for _position, op in sent:
             if isinstance(op, Delete):
@@ -256,7 +248,7 @@ class ElasticsearchStore:
                 refusal = f"Elasticsearch refused document {op.id}: {reason}"
                 self._rejected.append(Rejection(position, refusal, "IndexRejected"))
         if retry:
-            self._ops = retry
+            self._ops.keep(retry)
             raise SinkBackpressureError(
                 f"{self.location}: {len(retry)} documents not written yet ({reasons[0]}); retrying",
                 retry_after=self.settings.retry_backoff_min_ms / 1000,
@@ -265,8 +257,7 @@ class ElasticsearchStore:
 
     def _done(self) -> list[Rejection]:
         rejected, self._rejected = self._rejected, []
-        self._ops = []
-        self._next_position = 0
+        self._ops.clear()
         return rejected
 
     def _transient(self, doing: str) -> _Transient:

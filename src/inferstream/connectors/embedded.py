@@ -47,6 +47,7 @@ from inferstream.connectors.vectors import (
     Hit,
     IndexMeta,
     Op,
+    OpBuffer,
     Rejection,
     Upsert,
     attribute_pairs,
@@ -153,8 +154,7 @@ class EmbeddedStore:
         self._table: Any = None
         self._meta: IndexMeta | None = None
         self._lock: IO[str] | None = None
-        self._ops: list[tuple[int, Op]] = []
-        self._next_position = 0
+        self._ops = OpBuffer(self.max_buffered, self.location)
         self._last_optimize = time.monotonic()
         self._has_fts = False
         self._ann_rows = 0  # rows the vector index was last trained on (0: none yet)
@@ -233,10 +233,7 @@ class EmbeddedStore:
 
     def add(self, op: Op) -> None:
         """Buffer one upsert or delete."""
-        if len(self._ops) >= self.max_buffered:
-            raise SinkError(f"{len(self._ops)} operations buffered for {self.location}: flush() first")
-        self._ops.append((self._next_position, op))
-        self._next_position += 1
+        self._ops.add(op)
 
     @property
     def pending(self) -> int:
@@ -250,13 +247,10 @@ class EmbeddedStore:
         meta = self._meta
         if meta is None or self._table is None:
             raise SinkError(f"{self.location}: setup() before flush()")
-        last: dict[str, tuple[int, Op]] = {}
-        for position, op in self._ops:
-            last[op.id] = (position, op)
         rejected: list[Rejection] = []
         upserts: list[Upsert] = []
         deletes: list[str] = []
-        for position, op in last.values():
+        for position, op in self._ops.latest():
             if isinstance(op, Delete):
                 deletes.append(op.id)
                 continue
@@ -309,8 +303,7 @@ class EmbeddedStore:
         )
 
     def _done(self, rejected: list[Rejection]) -> list[Rejection]:
-        self._ops = []
-        self._next_position = 0
+        self._ops.clear()
         return rejected
 
     def _maintain(self) -> None:

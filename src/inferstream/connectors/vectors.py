@@ -188,6 +188,53 @@ def attributes_json(attributes: Mapping[str, str]) -> str:
     return json.dumps(dict(attributes), separators=(",", ":"), sort_keys=True)
 
 
+class OpBuffer:
+    """Operations added since the last flush, bounded, each with its position in that flush.
+
+    Positions are what rejections refer to (the sink maps them back to records).
+    """
+
+    def __init__(self, max_buffered: int, location: str) -> None:
+        self.max_buffered = max_buffered
+        self.location = location
+        self._ops: list[tuple[int, Op]] = []
+        self._next_position = 0
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def add(self, op: Op) -> None:
+        """Buffer one operation; a full buffer raises (the caller flushes first)."""
+        if len(self._ops) >= self.max_buffered:
+            raise SinkError(f"{len(self._ops)} operations buffered for {self.location}: flush() first")
+        self._ops.append((self._next_position, op))
+        self._next_position += 1
+
+    def items(self) -> list[tuple[int, Op]]:
+        """Every operation with its position, in the order added."""
+        return list(self._ops)
+
+    def latest(self) -> list[tuple[int, Op]]:
+        """The last operation on each id, with its position.
+
+        Only it matters, and writing only it keeps a retried earlier upsert from
+        landing after a later delete.
+        """
+        last: dict[str, tuple[int, Op]] = {}
+        for position, op in self._ops:
+            last[op.id] = (position, op)
+        return list(last.values())
+
+    def keep(self, ops: list[tuple[int, Op]]) -> None:
+        """Only these stay buffered (to be written again); positions go on from where they were."""
+        self._ops = list(ops)
+
+    def clear(self) -> None:
+        """Everything is written: the next flush numbers from 0 again."""
+        self._ops = []
+        self._next_position = 0
+
+
 class MemoryStore:
     """The test double of :class:`VectorStore`: a dict and exact (brute-force) search.
 
@@ -203,7 +250,7 @@ class MemoryStore:
         self.down = False
         self.writes = 0
         self._meta: IndexMeta | None = None
-        self._ops: list[Op] = []
+        self._ops = OpBuffer(max_buffered, self.location)
 
     def setup(self, meta: IndexMeta) -> None:
         """Remember the index's shape (an existing one must match)."""
@@ -213,9 +260,7 @@ class MemoryStore:
 
     def add(self, op: Op) -> None:
         """Buffer one operation."""
-        if len(self._ops) >= self.max_buffered:
-            raise SinkError(f"{len(self._ops)} operations buffered: flush() first")
-        self._ops.append(op)
+        self._ops.add(op)
 
     @property
     def pending(self) -> int:
@@ -228,7 +273,7 @@ class MemoryStore:
             raise SinkBackpressureError("memory store is down", retry_after=0.01)
         assert self._meta is not None, "setup() first"
         rejected = []
-        for position, op in enumerate(self._ops):
+        for position, op in self._ops.items():
             if isinstance(op, Delete):
                 self.documents.pop(op.id, None)
             elif op.document.vector.shape != (self._meta.dims,):
@@ -237,7 +282,7 @@ class MemoryStore:
             else:
                 self.documents[op.id] = op.document
                 self.writes += 1
-        self._ops = []
+        self._ops.clear()
         return rejected
 
     def meta(self) -> IndexMeta | None:

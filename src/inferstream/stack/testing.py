@@ -10,10 +10,12 @@ The project's own integration tests use these through the ``kafka`` fixture in
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KafkaServer
@@ -25,6 +27,47 @@ class Broker:
 
     bootstrap_servers: str
     server: KafkaServer | None = None
+
+
+class _Runnable(Protocol):
+    ready: threading.Event
+
+    def run(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Runnable)
+
+
+@contextmanager
+def running_in_thread(component: R, *, timeout: float = 60.0) -> Iterator[R]:
+    """Run a worker, sink or monitor (``run()`` until ``stop()``) in a thread while the block runs.
+
+    Waits for its ``ready`` event first; on exit stops it, waits for ``run()`` to return
+    and raises what it raised, so a test sees a component that failed behind its back.
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            component.run()
+        except BaseException as exc:  # raised in the test's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=f"test-{type(component).__name__}", daemon=True)
+    thread.start()
+    try:
+        if not component.ready.wait(timeout):
+            raise TimeoutError(f"{type(component).__name__} was not ready within {timeout:.0f}s: {errors}")
+        yield component
+    finally:
+        component.stop()
+        thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"{type(component).__name__} did not stop within {timeout:.0f}s")
+    if errors:
+        raise errors[0]
 
 
 def free_ports(count: int) -> list[int]:
