@@ -197,6 +197,10 @@ class InferenceWorker:
         # The open transaction (exactly-once): when it began, and the next offset of each input partition.
         self._transaction_started: float | None = None
         self._transaction_offsets: dict[tuple[str, int], int] = {}
+        # Exactly-once: the group's generation and member id, read by the consumer thread (a
+        # consumer handle is used from that thread only: asked from the inference thread while
+        # the consumer thread is in consume(), librdkafka could block it for minutes).
+        self._group_metadata: Any = None
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
         self._paused = False
@@ -299,6 +303,8 @@ class InferenceWorker:
                     self._paused = False
             # Large fetches: each call costs a GIL hand-over with the busy inference thread.
             messages = self._consumer.consume(fetch_size, 0.05)
+            if self.options.exactly_once:  # after consume(): a rebalance there changes the generation
+                self._group_metadata = self._consumer.raw.consumer_group_metadata()
             if messages:
                 received = time.monotonic()
                 wall = now_dt(UTC)
@@ -415,7 +421,7 @@ class InferenceWorker:
         try:
             producer.send_offsets_to_transaction(
                 [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in self._transaction_offsets.items()],
-                self._consumer.raw.consumer_group_metadata(),
+                self._group_metadata,
                 30,
             )
             log.debug("offsets sent")
