@@ -374,8 +374,9 @@ def chain_links(settings: Settings, chain: ChainVersion) -> list[ChainLink]:
 
 
 def ensure_chain_topics(settings: Settings, chain: ChainVersion) -> list[str]:
-    """Create the chain's request topic and its steps' topics if missing; returns their names."""
+    """Create the platform's topics, the chain's request topic and its steps' topics if missing; their names."""
     admin = TopicAdmin(settings)
+    admin.ensure_platform_topics()  # predictions, dead letters: where the steps write
     config = chain.config
     return [
         admin.ensure_request_topic(config.name, config.version if k == 1 else f"{config.version}.step{k}")
