@@ -65,10 +65,12 @@ def validate(
     A chain: every step exists and validates, and each step's outputs feed the next step's inputs.
     """
     repository = _repository(ctx)
-    chains = [repository.resolve_chain(ref)] if ref and repository.is_chain(ref) else []
-    if not ref:
-        chains = repository.all_chains()
-    versions = [] if chains and ref else [repository.resolve(ref)] if ref else repository.all()
+    if ref is None:
+        versions, chains = repository.all(), repository.all_chains()
+    elif repository.is_chain(ref):
+        versions, chains = [], [repository.resolve_chain(ref)]
+    else:
+        versions, chains = [repository.resolve(ref)], []
     for version in versions:
         report = OnnxModel(version).validate()
         console.print(

@@ -196,3 +196,23 @@ def test_vector_preprocessing_feeds_vectors_and_refuses_the_rest(demo: ModelRepo
         5: "input 'embedding' holds NaN or infinite values (allow_nan is off)",
         6: "input 'embedding': is dict, not a vector (base64 float32 or a list of numbers)",
     }
+
+
+def test_models_cli_lists_shows_and_validates_chains(demo: ModelRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from inferstream.cli import app
+
+    monkeypatch.setenv("INFERSTREAM_MODELS_DIR", str(demo.root))
+    monkeypatch.setenv("COLUMNS", "250")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert f"{CHAIN_NAME}:1" in listed.output
+    assert f"{EMBEDDER_NAME}:1 → {TOPIC_NAME}:1" in listed.output
+    shown = runner.invoke(app, ["models", "show", CHAIN_NAME])
+    assert shown.exit_code == 0, shown.output
+    assert '"kind": "chain"' in shown.stdout
+    validated = runner.invoke(app, ["models", "validate", f"{CHAIN_NAME}:1"])
+    assert validated.exit_code == 0, validated.output
+    assert f"ok {CHAIN_NAME}:1 (chain)" in validated.output
