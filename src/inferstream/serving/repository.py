@@ -101,9 +101,12 @@ class ModelRepository:
         found = [p.parent.name for p in directory.glob("*/chain.toml")] if directory.is_dir() else []
         return sorted(found, key=_version_key)
 
-    def is_chain(self, name: str) -> bool:
-        """True when ``name`` (or ``name:version``) names a chain rather than a model."""
-        return bool(self.chain_versions(name.partition(":")[0]))
+    def is_chain(self, ref: str) -> bool:
+        """True when ``name`` or ``name:version`` names a chain rather than a model."""
+        name, _, version = ref.partition(":")
+        if version:
+            return (self.root / name / version / "chain.toml").is_file()
+        return bool(self.chain_versions(name)) and not self.versions(name)
 
     def get_chain(self, name: str, version: str | None = None) -> ChainVersion:
         """A chain version (the latest when ``version`` is None), its steps found and checked to fit."""
