@@ -1,4 +1,4 @@
-"""``inferstream models list|show|validate|build-demo``: the model repository."""
+"""``inferstream models list|show|validate|build-demo``: the model repository (models and chains)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
 from inferstream.schemas.records import Route
+from inferstream.serving.chain import validate_chain
 from inferstream.serving.compare import compare
 from inferstream.serving.demo_models import build_demo_models
 from inferstream.serving.onnx import OnnxModel
@@ -36,6 +37,10 @@ def list_(ctx: typer.Context) -> None:
         table.add_row(
             c.ref, c.kind, c.preprocessing.type, c.output_topic, ", ".join(c.runtime.providers), c.description
         )
+    for chain in repository.all_chains():
+        steps = " → ".join(step.config.ref for step in chain.steps)
+        first = chain.steps[0].config.preprocessing.type
+        table.add_row(chain.config.ref, "chain", first, "predictions", steps, chain.config.description)
     console.print(table)
     if not repository.names():
         console.print("no models yet: `inferstream models build-demo` builds the demo models")
@@ -43,20 +48,29 @@ def list_(ctx: typer.Context) -> None:
 
 @models_app.command("show")
 def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="NAME[:VERSION] (latest by default).")]) -> None:
-    """A model version's configuration, as JSON."""
-    version = _repository(ctx).resolve(ref)
-    out(version.config.model_dump_json(indent=2))
-    console.print(f"[dim]{version.directory}[/]")
+    """A model or chain version's configuration, as JSON."""
+    repository = _repository(ctx)
+    found = repository.resolve_chain(ref) if repository.is_chain(ref) else repository.resolve(ref)
+    out(found.config.model_dump_json(indent=2))
+    console.print(f"[dim]{found.directory}[/]")
 
 
 @models_app.command("validate")
 def validate(
     ctx: typer.Context,
-    ref: Annotated[str | None, typer.Argument(help="NAME[:VERSION]; every model when left out.")] = None,
+    ref: Annotated[str | None, typer.Argument(help="NAME[:VERSION]; every model and chain when left out.")] = None,
 ) -> None:
-    """Load a model, check its declared inputs/outputs against the graph, run one dummy batch."""
+    """Load a model, check its declared inputs/outputs against the graph, run one dummy batch.
+
+    A chain: every step exists and validates, and each step's outputs feed the next step's inputs.
+    """
     repository = _repository(ctx)
-    versions = [repository.resolve(ref)] if ref else repository.all()
+    if ref is None:
+        versions, chains = repository.all(), repository.all_chains()
+    elif repository.is_chain(ref):
+        versions, chains = [], [repository.resolve_chain(ref)]
+    else:
+        versions, chains = [repository.resolve(ref)], []
     for version in versions:
         report = OnnxModel(version).validate()
         console.print(
@@ -64,6 +78,10 @@ def validate(
             f"dummy batch of {report.batch_size} in {report.latency_ms:.2f} ms; outputs "
             + ", ".join(f"{name} {shape}" for name, shape in report.output_shapes.items())
         )
+    for chain in chains:
+        validate_chain(chain)
+        steps = " → ".join(step.config.ref for step in chain.steps)
+        console.print(f"[green]ok[/] {chain.config.ref} (chain): {steps}; each step's outputs feed the next")
 
 
 @models_app.command("build-demo")
@@ -92,7 +110,8 @@ def route(
 ) -> None:
     """Route a model's requests to versions by weight (takes effect at once, no restarts)."""
     settings = settings_of(ctx)
-    known = _repository(ctx).versions(name)
+    repository = _repository(ctx)
+    known = repository.versions(name) or repository.chain_versions(name)
     shadows = [s.removeprefix("v") for s in shadow or []]
     new = set_route(settings, name, parse_weights(weights), shadow=shadows, known_versions=known)
     console.print(f"[green]route set[/] {_route_line(new)}")

@@ -1,4 +1,7 @@
-"""``inferstream serve --model NAME:VERSION``: inference workers, one or many, fixed or autoscaled."""
+"""``inferstream serve --model NAME:VERSION``: inference workers, one or many, fixed or autoscaled.
+
+``--model`` also takes a chain of the repository: every step is served, one worker thread each.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ import typer
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
+from inferstream.config import Settings
 from inferstream.errors import ConfigError
 from inferstream.metrics import Metrics
+from inferstream.serving.chain import ChainRunner
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import read_routes
 from inferstream.serving.supervisor import ScaleEvent, ScalePolicy, Supervisor, serve_command
@@ -25,7 +30,9 @@ from inferstream.serving.worker import WorkerOptions, WorkerRunner
 @app.command()
 def serve(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", "-m", help="NAME[:VERSION] from the model repository.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="NAME[:VERSION] of a model or a chain from the model repository.")
+    ],
     replicas: Annotated[
         int, typer.Option("--replicas", "-r", help="Worker processes (one consumer group).", min=1)
     ] = 1,
@@ -53,8 +60,18 @@ def serve(
         int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
 ) -> None:
-    """Serve a model version from its request topic until Ctrl-C (finishing what is queued)."""
+    """Serve a model version from its request topic until Ctrl-C (finishing what is queued).
+
+    A chain is served whole: one worker per step, in this process.
+    """
     settings = settings_of(ctx)
+    if ModelRepository(settings.models_dir).is_chain(model):
+        if replicas > 1 or autoscale or exactly_once or shadow:
+            raise ConfigError(
+                f"{model} is a chain: --replicas, --autoscale, --exactly-once and --shadow are for models"
+            )
+        _serve_chain(settings, model, metrics_port)
+        return
     version = ModelRepository(settings.models_dir).resolve(model)
     shadow_of: tuple[str, ...] = ()
     if shadow:
@@ -129,3 +146,22 @@ def _stop_with_parent(stop: Callable[[], None]) -> None:
 
 def _print_event(event: ScaleEvent) -> None:
     console.print(f"[cyan]{event.replicas} worker process(es)[/]: {event.reason} (lag {event.lag})")
+
+
+def _serve_chain(settings: Settings, ref: str, metrics_port: int | None) -> None:
+    chain = ModelRepository(settings.models_dir).resolve_chain(ref)
+    metrics = Metrics()
+    port = metrics_port if metrics_port is not None else settings.metrics.port
+    if port:
+        console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
+    runner = ChainRunner(settings, chain, metrics=metrics)
+    signal.signal(signal.SIGINT, lambda signum, frame: runner.stop())
+    signal.signal(signal.SIGTERM, lambda signum, frame: runner.stop())
+    for worker in runner.workers:
+        console.print(
+            f"serving {chain.config.ref} step {worker.config.ref}: {worker.request_topic} → {worker.output_topic}"
+        )
+    stats = runner.run()
+    console.print(
+        f"served {stats.requests} requests: {stats.predictions} predictions, {stats.dead_letters} dead letters"
+    )

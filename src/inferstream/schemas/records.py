@@ -92,6 +92,9 @@ class InferenceRequest(_Request):
     schema_version: ClassVar[int] = 1
 
     inputs: dict[str, JsonValue] = Field(description="Model inputs by name (features, text, ...).")
+    chain: list[ChainStep] = Field(
+        default_factory=list, description="Inside a model chain: the steps already taken, first to last."
+    )
 
 
 class EmbeddingRequest(_Request):

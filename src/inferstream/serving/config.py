@@ -46,6 +46,18 @@ class TextPreprocessing(_Part):
     truncate: bool = Field(default=False, description="Cut longer texts (else: dead letter).")
 
 
+class VectorPreprocessing(_Part):
+    """One float vector from one field (base64 of little-endian float32, or a list of numbers).
+
+    What a chain's classifier over embeddings takes: the previous step's vector.
+    """
+
+    type: Literal["vector"] = "vector"
+    field: str = "embedding"
+    dims: int = Field(ge=1, description="Length of the vector.")
+    allow_nan: bool = Field(default=False, description="Accept NaN values (else: dead letter).")
+
+
 class InputSpec(_Part):
     """One ONNX graph input and what feeds it."""
 
@@ -107,7 +119,9 @@ class ModelConfig(_Part):
     kind: Literal["classifier", "regressor", "embedder"]
     description: str = ""
     output_topic: Literal["predictions", "embeddings"] = "predictions"
-    preprocessing: Annotated[TabularPreprocessing | TextPreprocessing, Field(discriminator="type")]
+    preprocessing: Annotated[
+        TabularPreprocessing | TextPreprocessing | VectorPreprocessing, Field(discriminator="type")
+    ]
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: OutputSpec
     batching: Batching = Batching()
@@ -129,6 +143,14 @@ class ModelConfig(_Part):
             raise ValueError('tabular preprocessing feeds inputs with source = "features" only')
         if isinstance(self.preprocessing, TextPreprocessing) and "input_ids" not in sources:
             raise ValueError('text preprocessing needs an input with source = "input_ids"')
+        if isinstance(self.preprocessing, VectorPreprocessing):
+            if sources != {"features"} or len(self.inputs) != 1:
+                raise ValueError('vector preprocessing feeds one input with source = "features"')
+            if self.inputs[0].shape[-1] not in (-1, self.preprocessing.dims):
+                raise ValueError(
+                    f"input {self.inputs[0].name!r} has shape {self.inputs[0].shape}, "
+                    f"but preprocessing.dims is {self.preprocessing.dims}"
+                )
         return self
 
     @property

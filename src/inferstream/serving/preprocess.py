@@ -7,6 +7,8 @@ and runs the rest of the batch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inferstream.schemas.records import InferenceRequest
-from inferstream.serving.config import ModelConfig, TabularPreprocessing
+from inferstream.serving.config import ModelConfig, TabularPreprocessing, VectorPreprocessing
 
 
 @dataclass
@@ -82,6 +84,59 @@ class TabularPreprocessor:
                 errors[position] = f"feature(s) not numbers: {', '.join(wrong[:5]) or 'wrong shape'}"
         matrix = np.stack(good_rows) if good_rows else np.empty((0, len(self.features)), dtype=self.dtype)
         return matrix, good_positions
+
+
+class VectorPreprocessor:
+    """One vector field → one float matrix (a chain's classifier over the previous step's embeddings).
+
+    The field holds base64 of little-endian float32 bytes, as vectors travel on every
+    topic, or a list of numbers.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        assert isinstance(config.preprocessing, VectorPreprocessing)
+        self.field = config.preprocessing.field
+        self.dims = config.preprocessing.dims
+        self.allow_nan = config.preprocessing.allow_nan
+        spec = config.inputs[0]
+        self.input_name = spec.name
+        self.dtype = np.dtype(spec.dtype)
+
+    def prepare(self, requests: Sequence[InferenceRequest]) -> Prepared:
+        """Feeds for every request whose vector fits; reasons for those that do not."""
+        rows: list[npt.NDArray[Any]] = []
+        positions: list[int] = []
+        errors: dict[int, str] = {}
+        for index, request in enumerate(requests):
+            value = request.inputs.get(self.field)
+            try:
+                vector = self._vector(value)
+            except ValueError as exc:
+                errors[index] = f"input {self.field!r}: {exc}"
+                continue
+            if not self.allow_nan and not np.isfinite(vector).all():
+                errors[index] = f"input {self.field!r} holds NaN or infinite values (allow_nan is off)"
+                continue
+            rows.append(vector)
+            positions.append(index)
+        matrix = np.stack(rows).astype(self.dtype, copy=False) if rows else np.empty((0, self.dims), self.dtype)
+        return Prepared({self.input_name: matrix}, positions, errors)
+
+    def _vector(self, value: Any) -> npt.NDArray[Any]:
+        if value is None:
+            raise ValueError("is missing")
+        if isinstance(value, str):
+            try:
+                vector = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
+            except (binascii.Error, ValueError):
+                raise ValueError("is not base64 of little-endian float32 values") from None
+        elif isinstance(value, list) and all(_is_number(v) and v is not None for v in value):
+            vector = np.asarray(value, dtype=np.float32)
+        else:
+            raise ValueError(f"is {type(value).__name__}, not a vector (base64 float32 or a list of numbers)")
+        if vector.shape != (self.dims,):
+            raise ValueError(f"has {vector.size} values, not {self.dims}")
+        return vector
 
 
 def _is_number(value: Any) -> bool:

@@ -22,6 +22,9 @@ Options (:class:`WorkerOptions`):
   transaction that fails is aborted and the worker starts afresh (:class:`WorkerRunner`).
 - ``shadow_of``: serve as a shadow — read the given primary versions' request topics
   in a group of its own, and write only to ``predictions-shadow`` (no replies).
+- ``chain``: serve as one step of a model chain — read the step's topic in the step's
+  group, and send outputs on as its :class:`~inferstream.serving.chain.ChainLink` says
+  (the next step's requests, or the chain's predictions from the last step).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 import numpy as np
@@ -51,11 +54,14 @@ from inferstream.errors import ContractError, ModelError, TransactionError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, codec_for
 from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Latency, Prediction
-from inferstream.serving.config import TextPreprocessing
+from inferstream.serving.config import TextPreprocessing, VectorPreprocessing
 from inferstream.serving.onnx import OnnxModel
-from inferstream.serving.preprocess import Prepared, TabularPreprocessor
+from inferstream.serving.preprocess import Prepared, TabularPreprocessor, VectorPreprocessor
 from inferstream.serving.repository import ModelVersion
 from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_length, pool
+
+if TYPE_CHECKING:
+    from inferstream.serving.chain import ChainLink
 
 log = logging.getLogger("inferstream.serving")
 
@@ -135,6 +141,8 @@ class WorkerOptions:
     shadow_of: tuple[str, ...] = ()
     #: This copy's number among its replicas: part of its transactional id.
     instance: int = 0
+    #: Serve as this step of a chain (its topic and group; outputs to the next step or as the chain's).
+    chain: ChainLink | None = None
 
 
 @dataclass
@@ -182,6 +190,13 @@ class InferenceWorker:
         self.request_topic = self.request_topics[0]
         self.output_topic = topics.platform_topics()["predictions-shadow" if self.shadow else config.output_topic]
         self.group_id = topics.worker_group(config.name, config.version, shadow=self.shadow)
+        #: The model and version its requests name (a chain's, for a chain's step).
+        self.serves = (config.name, config.version)
+        if options.chain is not None:
+            link = options.chain
+            self.request_topics, self.request_topic = [link.input_topic], link.input_topic
+            self.group_id, self.serves = link.group_id, (link.chain, link.version)
+            self.output_topic = link.next_topic or self.output_topic
         #: Exactly-once: this copy's transactional id, new each start as Kafka Streams does under
         #: exactly-once v2 (the group generation sent with the offsets fences zombies).
         self.transactional_id = f"{self.group_id}-{options.instance}-{uuid.uuid4().hex[:8]}"
@@ -204,7 +219,9 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
         self._paused = False
-        self._request_codec: Codec[Any] = codec_for(EmbeddingRequest if self.embedder else InferenceRequest)
+        self._request_codec: Codec[Any] = codec_for(
+            EmbeddingRequest if self.embedder and options.chain is None else InferenceRequest
+        )
         self._prediction_codec = codec_for(Prediction)
         self._prediction_header = [self._prediction_codec.header]
         self._embedding_codec = codec_for(Embedding)
@@ -218,13 +235,15 @@ class InferenceWorker:
     def run(self) -> WorkerStats:
         """Load the model (refusing to start if it cannot), then serve until ``stop()``."""
         self.model.load()  # a missing, corrupt or GPU-less model stops us before consuming
-        self._preprocessor: TabularPreprocessor | TextPreprocessor
+        self._preprocessor: TabularPreprocessor | TextPreprocessor | VectorPreprocessor
         if isinstance(self.config.preprocessing, TextPreprocessing):
             self._preprocessor = TextPreprocessor(self.config, self.version.directory).load()
+        elif isinstance(self.config.preprocessing, VectorPreprocessing):
+            self._preprocessor = VectorPreprocessor(self.config)
         else:
             self._preprocessor = TabularPreprocessor(self.config)
         admin = TopicAdmin(self.settings)
-        for served in self.options.shadow_of or (self.config.version,):
+        for served in () if self.options.chain else self.options.shadow_of or (self.config.version,):
             admin.ensure_request_topic(self.config.name, served)
         self._consumer = Consumer(
             self.settings,
@@ -336,11 +355,11 @@ class InferenceWorker:
             if value is None:
                 raise ContractError("request has no value (a tombstone?)")
             request = self._request_codec.decode(value, headers=message.headers())
-            if request.model != self.config.name or (
-                request.version != self.config.version and request.version not in self.options.shadow_of
+            if request.model != self.serves[0] or (
+                request.version != self.serves[1] and request.version not in self.options.shadow_of
             ):
                 raise ContractError(
-                    f"request is for {request.model}:{request.version}, this topic serves {self.config.ref}"
+                    f"request is for {request.model}:{request.version}, this topic serves {':'.join(self.serves)}"
                 )
             if request.deadline is not None and request.deadline < wall:
                 raise TimeoutError(f"deadline {request.deadline.isoformat()} passed before the request was served")
@@ -498,6 +517,10 @@ class InferenceWorker:
             vectors = pool(hidden, prepared.attention_mask[rows, :width], spec.pooling, spec.normalize)
             compute_ms = (time.monotonic() - compute_start) * 1000
             self._observe(len(bucket), compute_ms)
+            if self.options.chain is not None:  # a chain's step: vectors go on, never to embeddings
+                outputs = [{"embedding": vector} for vector in vectors]
+                self._forward([items[row] for row in bucket], outputs, started, compute_ms, tag)
+                continue
             for row, vector in zip(bucket, vectors, strict=True):
                 request = items[row].request
                 assert isinstance(request, EmbeddingRequest)
@@ -552,6 +575,10 @@ class InferenceWorker:
     def _emit(
         self, items: Sequence[_Item], outputs: dict[str, Any], started: float, compute_ms: float, tag: int
     ) -> None:
+        if self.options.chain is not None:  # a chain's step: serving/chain.py shapes what it writes
+            self._forward(items, self._outputs(outputs, len(items)), started, compute_ms, tag)
+            self.stats.predictions += len(items)
+            return
         now = datetime.now(UTC)
         rows = self._outputs(outputs, len(items))
         # Built from a validated request and our own outputs: encoded from its fields
@@ -608,6 +635,28 @@ class InferenceWorker:
             for row, score in zip(rows, np.asarray(outputs[spec.score]).reshape(count).tolist(), strict=True):
                 row["score"] = score
         return rows
+
+    def _forward(
+        self, items: Sequence[_Item], rows: Sequence[dict[str, Any]], started: float, compute_ms: float, tag: int
+    ) -> None:
+        # One step of a chain: the next step's requests, or (last step) the chain's predictions + replies.
+        link = self.options.chain
+        assert link is not None
+        now = datetime.now(UTC)
+        header = [link.header]
+        values: list[bytes] = []
+        keys: list[bytes] = []
+        for item, row in zip(items, rows, strict=True):
+            request = item.request
+            assert isinstance(request, InferenceRequest)
+            queue_ms = max((started - item.received) * 1000, 0.0)
+            values.append(link.output(request, row, queue_ms, compute_ms, now))
+            keys.append(request.request_id.encode())
+            if link.last and request.reply_to:
+                self._in_flight[tag][0] += 1
+                self._producer.produce(request.reply_to, values[-1], keys[-1], header, tag=tag)
+        self._in_flight[tag][0] += len(values)
+        self._producer.produce_many(self.output_topic, values, keys, header, tag=tag)
 
     def _dead_letter(self, item: _Item, error: Exception, tag: int) -> None:
         self._in_flight[tag][0] += 1

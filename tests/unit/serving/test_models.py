@@ -7,7 +7,7 @@ import pytest
 
 from inferstream.errors import ModelError, ProviderUnavailableError
 from inferstream.serving.config import ModelConfig
-from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, build_demo_models
+from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, TOPIC_NAME, build_demo_models
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.repository import ModelRepository
 
@@ -39,7 +39,7 @@ def test_build_demo_is_reproducible(tmp_path: Path) -> None:
 
 
 def test_repository_lists_and_resolves(repository: ModelRepository) -> None:
-    assert repository.names() == [TABULAR_NAME, EMBEDDER_NAME]
+    assert repository.names() == [TABULAR_NAME, EMBEDDER_NAME, TOPIC_NAME]
     assert repository.versions(TABULAR_NAME) == ["1"]
     version = repository.resolve(f"{TABULAR_NAME}:1")
     assert version.config.kind == "classifier"

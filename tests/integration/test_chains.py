@@ -1,0 +1,179 @@
+"""A model chain (minilm → text-topic) served over the real broker: one prediction per request, or a dead letter."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inferstream import Client, Settings
+from inferstream.connectors.kafka import Producer
+from inferstream.schemas import Prediction
+from inferstream.serving.chain import ChainRunner, step_topic
+from inferstream.serving.demo_models import (
+    CHAIN_NAME,
+    EMBEDDER_NAME,
+    TOPIC_NAME,
+    build_demo_models,
+    topic_sentences,
+)
+from inferstream.serving.repository import ModelRepository
+from inferstream.serving.routes import set_route
+
+STEPS = [(EMBEDDER_NAME, "1"), (TOPIC_NAME, "1")]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_demo_models(root)
+    return root
+
+
+@pytest.fixture
+def chain(settings: Settings, models_dir: Path) -> Iterator[tuple[Settings, ChainRunner]]:
+    settings = settings.model_copy(update={"models_dir": models_dir})
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    runner = ChainRunner(settings, ModelRepository(models_dir).get_chain(CHAIN_NAME, "1"))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert runner.ready.wait(120)
+    yield settings, runner
+    runner.stop()
+    thread.join(120)
+    assert not thread.is_alive()
+    assert not errors, errors
+
+
+def _request(request_id: str, inputs: dict[str, object], **extra: object) -> dict[str, object]:
+    return {"request_id": request_id, "model": CHAIN_NAME, "version": "1", "inputs": inputs, **extra}
+
+
+def test_every_chain_request_gets_one_prediction_listing_both_steps(chain: tuple[Settings, ChainRunner]) -> None:
+    settings, runner = chain
+    sentences = topic_sentences(60, seed=7)  # 240 texts the classifier was not trained on
+    n = len(sentences)
+    requests = [
+        _request(f"r{i}", {"text": text}, attributes={"n": str(i)}, source_event_id=f"e{i}")
+        for i, (text, _) in enumerate(sentences)
+    ]
+    bad = [
+        _request("too-long", {"text": "word " * 400}),  # over minilm's 256 tokens
+        _request("no-text", {"title": "a text under the wrong field"}),
+        _request("empty", {"text": "   "}),
+    ]
+    topic = settings.topics.request_topic(CHAIN_NAME, "1")
+    step2 = step_topic(settings, CHAIN_NAME, "1", 2)
+    with Client(settings) as client:
+        assert client.produce(topic, requests[:100] + bad + requests[100:]).produced == n + len(bad)
+        # A bad request at the second step: a vector of the wrong width.
+        wrong = _request(
+            "narrow",
+            {"text": "x", "embedding": [0.5] * 10},
+            chain=[{"model": EMBEDDER_NAME, "version": "1", "latency_ms": 1}],
+        )
+        assert client.produce(step2, [wrong]).produced == 1
+    with Producer(settings) as producer:
+        producer.produce(topic, b'{"request_id": "broken"', key=b"broken")
+    with Client(settings) as client:
+        predictions = [
+            m.record
+            for m in client.subscribe("predictions", from_beginning=True, max_records=n, idle_timeout=120)
+            if isinstance(m.record, Prediction)
+        ]
+        letters = {letter.original_key: letter for letter in client.dead_letters()}
+        embeddings = client.topics.describe(settings.topics.platform_topics()["embeddings"]).messages
+    counts = Counter(p.request_id for p in predictions)
+    assert set(counts) == {f"r{i}" for i in range(n)}
+    assert max(counts.values()) == 1
+    for prediction in predictions:
+        assert (prediction.model, prediction.version) == (CHAIN_NAME, "1")
+        assert [(s.model, s.version) for s in prediction.chain] == STEPS
+        index = int(prediction.request_id[1:])
+        # The request's inputs, attributes and source event are carried through both steps.
+        assert prediction.inputs == {"text": sentences[index][0]}
+        assert prediction.attributes == {"n": str(index)}
+        assert prediction.source_event_id == f"e{index}"
+        assert prediction.latency.total_ms >= sum(s.latency_ms for s in prediction.chain) - 1
+    correct = sum(p.outputs["label"] == sentences[int(p.request_id[1:])][1] for p in predictions)
+    assert correct / n > 0.9
+    # Bad input at either step: dead-lettered with its bytes and the reason; the rest flowed.
+    assert set(letters) == {b"too-long", b"no-text", b"empty", b"broken", b"narrow"}
+    assert "over max_length 256 of minilm:1" in letters[b"too-long"].error_message
+    assert "input 'text' is missing" in letters[b"no-text"].error_message
+    assert "text is empty" in letters[b"empty"].error_message
+    assert "malformed JSON" in letters[b"broken"].error_message
+    assert "has 10 values, not 384" in letters[b"narrow"].error_message
+    assert letters[b"narrow"].source_topic == step2
+    assert all(letters[key].source_topic == topic for key in (b"too-long", b"no-text", b"empty", b"broken"))
+    assert letters[b"too-long"].payload.startswith(b'{"request_id":"too-long"')
+    # The embedder inside the chain wrote nothing to embeddings (the index would take request texts).
+    assert embeddings == 0
+    # Counts reconcile at every step: requests = outputs + dead letters.
+    runner.stop()
+    first, second = (worker.stats for worker in runner.workers)
+    assert first.requests == n + 4
+    assert (first.predictions, first.dead_letters) == (n, 4)
+    assert (second.requests, second.predictions, second.dead_letters) == (n + 1, n, 1)
+
+
+def test_predict_round_trip_through_a_chain_pinned_and_routed(chain: tuple[Settings, ChainRunner]) -> None:
+    settings, _runner = chain
+    with Client(settings) as client:
+        answer = client.predict(
+            f"{CHAIN_NAME}:1", {"text": "Heavy snow and strong winds are expected tonight."}, timeout=60
+        )
+        assert answer.outputs["label"] == "weather"
+        assert [(s.model, s.version) for s in answer.chain] == STEPS
+        assert set(answer.outputs["probabilities"]) == {"sports", "cooking", "weather", "computing"}
+        # A chain is routed like a model: its alias resolves to a version by request id.
+        set_route(settings, CHAIN_NAME, {"1": 100.0})
+        routed = client.predict(CHAIN_NAME, {"text": "The striker scored in the last minute of the final."}, timeout=60)
+        assert (routed.model, routed.version, routed.outputs["label"]) == (CHAIN_NAME, "1", "sports")
+
+
+def test_serve_cli_runs_every_step_of_a_chain(settings: Settings, models_dir: Path) -> None:
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+        "INFERSTREAM_MODELS_DIR": str(models_dir),
+        "COLUMNS": "200",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferstream", "serve", "--model", CHAIN_NAME],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        started = [process.stderr.readline().decode() for _ in range(2)]
+        assert f"step {EMBEDDER_NAME}:1" in started[0]
+        assert f"step {TOPIC_NAME}:1" in started[1]
+        with Client(settings) as client:
+            while not client.topics.exists(step_topic(settings, CHAIN_NAME, "1", 2)):
+                assert process.poll() is None, process.communicate()[1].decode()
+                time.sleep(0.2)
+            answer = client.predict(f"{CHAIN_NAME}:1", {"text": "Stir the garlic into the tomato sauce."}, timeout=90)
+        assert answer.outputs["label"] == "cooking"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert "served 1 requests: 1 predictions, 0 dead letters" in err.decode()
