@@ -147,6 +147,8 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(settings: Setti
         "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
         "INFERSTREAM_STATE_DIR": str(settings.state_dir),
+        # The killed member leaves the group after this, not the default 45 s: the restart waits for it.
+        "INFERSTREAM_KAFKA__SESSION_TIMEOUT_MS": "10000",
     }
     command = [sys.executable, "-m", "inferstream", "table", "sink", "--max-rows", "200", "--max-delay", "0.2"]
     root = table_dir(settings)
@@ -166,7 +168,7 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(settings: Setti
     _produce_predictions(settings, 3000, 1000)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait(lambda: read_table(root).num_rows >= 4000)
+        _wait(lambda: read_table(root).num_rows >= 4000, timeout=240)
         time.sleep(1)  # anything more would be a duplicate: give it the chance to show
     finally:
         process.send_signal(signal.SIGTERM)
