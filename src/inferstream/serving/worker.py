@@ -20,6 +20,7 @@ Options (:class:`WorkerOptions`):
   default here), so a crash leaves no duplicates: the coordinator aborts the open
   transaction after ``transaction.timeout.ms`` and its requests are served again. A
   transaction that fails is aborted and the worker starts afresh (:class:`WorkerRunner`).
+  A rebalance waits for the open transaction to commit before the partitions go.
 - ``shadow_of``: serve as a shadow — read the given primary versions' request topics
   in a group of its own, and write only to ``predictions-shadow`` (no replies).
 """
