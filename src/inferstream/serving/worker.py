@@ -20,6 +20,7 @@ Options (:class:`WorkerOptions`):
   default here), so a crash leaves no duplicates: the coordinator aborts the open
   transaction after ``transaction.timeout.ms`` and its requests are served again. A
   transaction that fails is aborted and the worker starts afresh (:class:`WorkerRunner`).
+  A rebalance waits for the open transaction to commit before the partitions go.
 - ``shadow_of``: serve as a shadow — read the given primary versions' request topics
   in a group of its own, and write only to ``predictions-shadow`` (no replies).
 - ``chain``: serve as one step of a model chain — read the step's topic in the step's
@@ -74,6 +75,11 @@ _PREFETCH_KBYTES = 16 * 1024
 # Exactly-once: the longest a transaction stays open while requests keep coming.
 _TRANSACTION_S = 0.25
 _TRANSACTION_TIMEOUT_MS = 10_000
+# Exactly-once: a copy that dies is out of its group after this (Kafka's default is 45 s); its
+# successor's join waits for that, while the coordinator aborts the dead copy's transaction.
+_SESSION_TIMEOUT_MS = 10_000
+# Exactly-once: the longest a rebalance waits for the open transaction to commit before it goes on.
+_REVOKE_DRAIN_S = 60.0
 
 
 @dataclass(slots=True)
@@ -212,9 +218,8 @@ class InferenceWorker:
         # The open transaction (exactly-once): when it began, and the next offset of each input partition.
         self._transaction_started: float | None = None
         self._transaction_offsets: dict[tuple[str, int], int] = {}
-        # Exactly-once: the group's generation and member id, read by the consumer thread (a
-        # consumer handle is used from that thread only: asked from the inference thread while
-        # the consumer thread is in consume(), librdkafka could block it for minutes).
+        # The consumer's group metadata (member id, generation) as of its last assignment: read
+        # on the consumer thread, sent with each transaction's offsets by the inference thread.
         self._group_metadata: Any = None
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
@@ -245,6 +250,10 @@ class InferenceWorker:
         admin = TopicAdmin(self.settings)
         for served in () if self.options.chain else self.options.shadow_of or (self.config.version,):
             admin.ensure_request_topic(self.config.name, served)
+        exactly_once = self.options.exactly_once
+        consumer_overrides: dict[str, Any] = {"queued.max.messages.kbytes": _PREFETCH_KBYTES}
+        if exactly_once and "session.timeout.ms" not in self.settings.kafka.consumer_overrides:
+            consumer_overrides["session.timeout.ms"] = _SESSION_TIMEOUT_MS
         self._consumer = Consumer(
             self.settings,
             self.request_topics,
@@ -252,7 +261,9 @@ class InferenceWorker:
             from_beginning=True,
             metrics=self.metrics,
             stage="serve",
-            overrides={"queued.max.messages.kbytes": _PREFETCH_KBYTES},
+            on_assign=self._on_assign if exactly_once else None,
+            on_revoke=self._on_revoke if exactly_once else None,
+            overrides=consumer_overrides,
         )
         overrides: dict[str, Any] = {"linger.ms": 1, "topic.metadata.propagation.max.ms": 2000}
         if self.options.exactly_once:
@@ -271,7 +282,9 @@ class InferenceWorker:
         if self.options.exactly_once:
             self._producer.raw.init_transactions(30)
         self._dlq = DeadLetterWriter(self.settings, stage="serve", producer=self._producer, metrics=self.metrics)
-        inference = threading.Thread(target=self._infer_loop, name=f"infer-{self.config.ref}", daemon=True)
+        self._inference = inference = threading.Thread(
+            target=self._infer_loop, name=f"infer-{self.config.ref}", daemon=True
+        )
         inference.start()
         self.ready.set()
         try:
@@ -322,8 +335,6 @@ class InferenceWorker:
                     self._paused = False
             # Large fetches: each call costs a GIL hand-over with the busy inference thread.
             messages = self._consumer.consume(fetch_size, 0.05)
-            if self.options.exactly_once:  # after consume(): a rebalance there changes the generation
-                self._group_metadata = self._consumer.raw.consumer_group_metadata()
             if messages:
                 received = time.monotonic()
                 wall = now_dt(UTC)
@@ -340,6 +351,26 @@ class InferenceWorker:
             time.sleep(0.01)
         self._store_done()
         self._consumer.commit()
+
+    def _on_assign(self, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        # Exactly-once: the generation these partitions came with fences this copy's offsets once
+        # the group moves on. Read here, on the consumer thread: the consumer serves one caller at a
+        # time, and a call from the inference thread waits for a gap between polls that a busy
+        # consumer thread never leaves (it hung there until the worker stopped).
+        self._group_metadata = self._consumer.raw.consumer_group_metadata()
+
+    def _on_revoke(self, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        # Exactly-once: the requests already taken in were read in this generation; they are served
+        # and their transaction committed before the partitions go, or their next owner (which reads
+        # the committed offsets once no transaction holds them) would serve them again.
+        deadline = time.monotonic() + _REVOKE_DRAIN_S
+        while (
+            (not self._backlog.idle or self._transaction_started is not None)
+            and self.failure is None
+            and self._inference.is_alive()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.005)
 
     def _store_done(self) -> None:
         while True:

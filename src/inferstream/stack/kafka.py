@@ -240,6 +240,9 @@ class KafkaServer(LocalServer):
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "1",
+            # A transaction left open by a killed producer holds read_committed readers and its
+            # group's offsets until it is aborted: look for timed-out ones every second, not 10 s.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             # Consumers in tests join at once instead of waiting 3 s for more members.
