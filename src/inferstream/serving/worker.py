@@ -75,8 +75,9 @@ _PREFETCH_KBYTES = 16 * 1024
 # Exactly-once: the longest a transaction stays open while requests keep coming.
 _TRANSACTION_S = 0.25
 _TRANSACTION_TIMEOUT_MS = 10_000
-# Exactly-once: a copy that dies is out of its group after this (Kafka's default is 45 s); its
-# successor's join waits for that, while the coordinator aborts the dead copy's transaction.
+# A copy that dies is out of its group after this (Kafka's default is 45 s): its partitions go to
+# the others or its successor that much sooner (exactly-once: while the coordinator aborts the dead
+# copy's transaction). Heartbeats come from librdkafka's own thread, so a busy worker keeps them.
 _SESSION_TIMEOUT_MS = 10_000
 # Exactly-once: the longest a rebalance waits for the open transaction to commit before it goes on.
 _REVOKE_DRAIN_S = 60.0
@@ -252,7 +253,7 @@ class InferenceWorker:
             admin.ensure_request_topic(self.config.name, served)
         exactly_once = self.options.exactly_once
         consumer_overrides: dict[str, Any] = {"queued.max.messages.kbytes": _PREFETCH_KBYTES}
-        if exactly_once and "session.timeout.ms" not in self.settings.kafka.consumer_overrides:
+        if "session.timeout.ms" not in self.settings.kafka.consumer_overrides:
             consumer_overrides["session.timeout.ms"] = _SESSION_TIMEOUT_MS
         self._consumer = Consumer(
             self.settings,
