@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
@@ -54,7 +53,13 @@ from inferstream.errors import ModelError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import InferenceRequest, Prediction
-from inferstream.serving.config import ModelConfig, TabularPreprocessing, TextPreprocessing, VectorPreprocessing
+from inferstream.serving.config import (
+    ModelConfig,
+    TabularPreprocessing,
+    TextPreprocessing,
+    VectorPreprocessing,
+    load_toml,
+)
 
 if TYPE_CHECKING:
     from inferstream.serving.repository import ModelRepository, ModelVersion
@@ -108,17 +113,7 @@ class ChainConfig(_Part):
     @classmethod
     def load(cls, path: Path) -> ChainConfig:
         """Read and check a ``chain.toml``; errors name the file and the field."""
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"{path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ModelError(f"{path}: not valid TOML: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" for e in exc.errors())
-            raise ModelError(f"{path}: {problems}") from None
+        return load_toml(cls, path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inferstream.errors import ModelError
+
+T = TypeVar("T", bound=BaseModel)
 
 #: ONNX Runtime's names for the providers the platform knows about, GPU first.
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -161,14 +163,19 @@ class ModelConfig(_Part):
     @classmethod
     def load(cls, path: Path) -> ModelConfig:
         """Read and check a ``model.toml``; errors name the file and the field."""
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"{path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ModelError(f"{path}: not valid TOML: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" for e in exc.errors())
-            raise ModelError(f"{path}: {problems}") from None
+        return load_toml(cls, path)
+
+
+def load_toml(kind: type[T], path: Path) -> T:
+    """A TOML file read into a pydantic model; errors name the file and the field."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<file>'}: {e['msg']}" for e in exc.errors())
+        raise ModelError(f"{path}: {problems}") from None
