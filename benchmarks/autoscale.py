@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -408,8 +409,9 @@ def timeline(fixed: Run, auto: Run, rows: int) -> Table:
     """Both runs side by side, one row per sampled second (thinned to about ``rows``)."""
     length = max(len(fixed.samples), len(auto.samples))
     step = max(1, math.ceil(length / rows))
-    table = Table(title="timeline (lag: requests the group has not committed; out/s: embeddings produced)")
-    for column in ("t s", "phase", "in/s", "fixed lag", "fixed out/s", "auto lag", "auto out/s", "copies", "RSS MB"):
+    table = Table(title="timeline (lag: requests the group has not committed; out/s: embeddings produced; MB: RSS)")
+    columns = ("t s", "phase", "in/s", "fixed lag", "fixed out/s", "auto lag", "auto out/s", "auto copies", "auto MB")
+    for column in columns:
         table.add_column(column, justify="right")
 
     def at(run: Run, i: int) -> tuple[str, str]:
@@ -443,10 +445,21 @@ def main() -> None:
         default=min(PARTITIONS, os.cpu_count() or 1),
         help="Most copies when autoscaled (default: the CPU cores, at most the 4 partitions).",
     )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        metavar="N",
+        help="ONNX Runtime threads per copy (default: the model's setting, 0: as many as cores).",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="inferstream-models-") as models, broker(args.bootstrap_servers) as servers:
         build_embedder(Path(models))
+        if args.intra_op_threads is not None:
+            # Several copies each with a thread per core oversubscribe the CPU; this sets one count for all.
+            toml = Path(models) / EMBEDDER_NAME / EMBEDDER_VERSION / "model.toml"
+            setting = f"intra_op_threads = {args.intra_op_threads}"
+            toml.write_text(re.sub(r"(?m)^intra_op_threads = \d+$", setting, toml.read_text()))
         with bench_client(servers) as client:
             base = client.settings.model_copy(update={"models_dir": Path(models)})
             fixed = run(base, "fixed", plan, lambda _: ScalePolicy(min_replicas=1, max_replicas=1), None)
