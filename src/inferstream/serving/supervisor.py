@@ -150,7 +150,9 @@ class Supervisor:
         assert policy is not None
         lag = history[-1]
         ceiling = min(policy.max_replicas, self.partitions())
-        growing = len(history) < 2 or lag >= history[-2]
+        # The trend needs two samples since the last change: a copy just added has not had
+        # its effect yet, and one more on the next sample alone would ramp to the ceiling.
+        growing = len(history) >= 2 and lag >= history[-2]
         if lag > policy.scale_up_lag and growing and self.running < ceiling:
             self._start_copy()
             self._record(lag, f"lag {lag} > {policy.scale_up_lag} and not shrinking")
