@@ -187,7 +187,7 @@ def copy_pids() -> list[int]:
             continue
         # The parent pid is the second field after the command name, which may hold spaces.
         ppid = int(stat.rpartition(")")[2].split()[1])
-        if ppid == me and b"--supervised" in cmdline:
+        if ppid == me and b"--supervisor" in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -87,7 +87,7 @@ def _gone(pid: int) -> bool:
 def test_a_copy_whose_supervisor_dies_stops_by_itself(env: Settings) -> None:
     settings = env
     build_tabular(settings.models_dir)
-    copy = serve_command(None, settings.kafka.bootstrap_servers, f"{TABULAR_NAME}:1", "--instance", "0", "--supervised")
+    copy = serve_command(None, settings.kafka.bootstrap_servers, f"{TABULAR_NAME}:1", "--instance", "0")
     # A stand-in supervisor: starts the copy, says its pid, then is killed without stopping it.
     parent = subprocess.Popen(
         [sys.executable, "-c", STAND_IN, *copy], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -106,8 +106,10 @@ def test_a_copy_whose_supervisor_dies_stops_by_itself(env: Settings) -> None:
 
 
 STAND_IN = """
-import subprocess, sys, time
-child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+import os, subprocess, sys, time
+child = subprocess.Popen(
+    [*sys.argv[1:], "--supervisor", str(os.getpid())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+)
 print(child.pid, flush=True)
 time.sleep(600)
 """

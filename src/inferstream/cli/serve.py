@@ -53,9 +53,9 @@ def serve(
     instance: Annotated[
         int, typer.Option("--instance", hidden=True, help="This copy's number (set by --replicas).")
     ] = 0,
-    supervised: Annotated[
-        bool, typer.Option("--supervised", hidden=True, help="Started by a supervisor: stop when it is gone.")
-    ] = False,
+    supervisor: Annotated[
+        int | None, typer.Option("--supervisor", hidden=True, help="The pid of the supervisor: stop when it is gone.")
+    ] = None,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
@@ -97,8 +97,8 @@ def serve(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    if supervised:
-        _stop_with_parent(runner.stop)
+    if supervisor is not None:
+        _stop_with_parent(supervisor, runner.stop)
     role = f"shadow of {', '.join(shadow_of)}" if shadow_of else "primary"
     console.print(
         f"serving {version.config.ref} ({role}{', exactly-once' if exactly_once else ''}) "
@@ -132,9 +132,10 @@ def _supervise(
     return supervisor.run()
 
 
-def _stop_with_parent(stop: Callable[[], None]) -> None:
+def _stop_with_parent(parent: int, stop: Callable[[], None]) -> None:
     # A copy started by a supervisor finishes and exits if the supervisor dies without stopping it.
-    parent = os.getppid()
+    # The supervisor's pid comes on the command line: one that died while this copy was still
+    # starting has already left it to another parent.
 
     def watch() -> None:
         while os.getppid() == parent:

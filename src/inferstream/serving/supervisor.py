@@ -86,7 +86,7 @@ class Supervisor:
     def _start_copy(self) -> None:
         used = {c.instance for c in self._copies}
         instance = next(i for i in range(len(used) + 1) if i not in used)
-        command = [*self.command, "--instance", str(instance), "--supervised"]
+        command = [*self.command, "--instance", str(instance), "--supervisor", str(os.getpid())]
         process = subprocess.Popen(command, env=os.environ.copy())
         self._copies.append(_Copy(instance, process))
 

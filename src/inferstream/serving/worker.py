@@ -137,6 +137,25 @@ class _Backlog:
         """The batch last taken is served."""
         self._taken = 0
 
+    def drop(self, partitions: set[tuple[str, int]] | None = None) -> int:
+        """Forget the requests not taken yet (of these partitions; all when None); how many.
+
+        They follow everything taken in their partitions, so no offset stored later passes
+        them: whoever reads the partitions next (this worker after a restart, or another
+        member after a rebalance) serves them.
+        """
+        with self._ready:
+            before = len(self._items)
+            if partitions is None:
+                self._items.clear()
+            else:
+                self._items = deque(
+                    item
+                    for item in self._items
+                    if (item.message.topic() or "", item.message.partition() or 0) not in partitions
+                )
+            return before - len(self._items)
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -263,7 +282,7 @@ class InferenceWorker:
             metrics=self.metrics,
             stage="serve",
             on_assign=self._on_assign if exactly_once else None,
-            on_revoke=self._on_revoke if exactly_once else None,
+            on_revoke=self._on_revoke,
             overrides=consumer_overrides,
         )
         overrides: dict[str, Any] = {"linger.ms": 1, "topic.metadata.propagation.max.ms": 2000}
@@ -306,7 +325,11 @@ class InferenceWorker:
         return self.stats
 
     def stop(self) -> None:
-        """Stop consuming, finish what is queued, commit, and return from ``run()``."""
+        """Stop consuming, finish the batch being served, commit, and return from ``run()``.
+
+        Requests read but not taken into a batch yet are left to the next start (their
+        offsets are not committed): a slow model stops in one batch, not a whole backlog.
+        """
         self._stop.set()
 
     # -- consumer thread --------------------------------------------------------------
@@ -344,8 +367,11 @@ class InferenceWorker:
             if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
                 self._consumer.commit(asynchronous=True)
                 last_commit = time.monotonic()
+        dropped = self._backlog.drop()
+        if dropped:
+            log.info("stopping: %d requests read but not served are left to the next start", dropped)
         while not self._backlog.idle and self.failure is None:
-            time.sleep(0.005)  # the inference thread finishes every request taken in
+            time.sleep(0.005)  # the inference thread finishes the batch it took
         deadline = time.monotonic() + 30
         while self._in_flight and self.failure is None and time.monotonic() < deadline:
             self._store_done()  # acknowledgements of the last batches are still arriving
@@ -361,17 +387,25 @@ class InferenceWorker:
         self._group_metadata = self._consumer.raw.consumer_group_metadata()
 
     def _on_revoke(self, partitions: list[confluent_kafka.TopicPartition]) -> None:
-        # Exactly-once: the requests already taken in were read in this generation; they are served
-        # and their transaction committed before the partitions go, or their next owner (which reads
-        # the committed offsets once no transaction holds them) would serve them again.
+        # The partitions go to another member, which reads them from the committed offsets. What
+        # was read but not taken into a batch is its to serve; the batch in hand is served here and
+        # its offsets stored before they go (the consumer commits them after this), so the next
+        # owner does not serve it again. Exactly-once: the open transaction commits first, under the
+        # generation its offsets were read in, or the next owner would serve those requests again.
+        revoked = {(tp.topic or "", tp.partition or 0) for tp in partitions}
+        dropped = self._backlog.drop(revoked)
+        if dropped:
+            log.info("partitions revoked: %d requests read but not served are left to their next owner", dropped)
         deadline = time.monotonic() + _REVOKE_DRAIN_S
         while (
-            (not self._backlog.idle or self._transaction_started is not None)
+            (not self._backlog.idle or self._transaction_started is not None or self._in_flight)
             and self.failure is None
             and self._inference.is_alive()
             and time.monotonic() < deadline
         ):
+            self._store_done()
             time.sleep(0.005)
+        self._store_done()
 
     def _store_done(self) -> None:
         while True:
