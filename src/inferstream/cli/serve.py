@@ -60,7 +60,7 @@ def serve(
         int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
 ) -> None:
-    """Serve a model version from its request topic until Ctrl-C (finishing what is queued).
+    """Serve a model version from its request topic until Ctrl-C (finishing the batch in hand).
 
     A chain is served whole: one worker per step, in this process.
     """

@@ -4,7 +4,7 @@ Each copy is an ``inferstream serve`` process (one ONNX session each) in the ver
 consumer group, so Kafka shares the partitions among them. With autoscaling the
 supervisor reads the group's lag (committed offsets against end offsets, without
 joining the group) every few seconds: it adds a copy while the lag is high and not
-shrinking, and removes one (SIGTERM: it finishes what it holds and commits) after
+shrinking, and removes one (SIGTERM: it finishes the batch in hand and commits) after
 the lag stayed low for a while, between one copy and the partition count. A copy
 that dies is started again; a copy whose supervisor dies stops by itself.
 """
@@ -202,7 +202,7 @@ class Supervisor:
         return max(codes, key=abs, default=0)
 
     def stop(self, *_: Any) -> None:
-        """Stop every copy (each finishes what it holds and commits)."""
+        """Stop every copy (each finishes the batch in hand and commits)."""
         self._stop.set()
 
     def _shutdown(self) -> list[int]:

@@ -774,6 +774,6 @@ class WorkerRunner:
                 self.worker = self._make()
 
     def stop(self) -> None:
-        """Stop the current worker (it finishes what it holds)."""
+        """Stop the current worker (it finishes the batch in hand)."""
         self._stopped = True
         self.worker.stop()
