@@ -14,10 +14,10 @@ from rich.table import Table
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
 from inferstream.errors import ConfigError
-from inferstream.monitoring import reference as references
-from inferstream.monitoring import table as inference_table
 from inferstream.monitoring.reports import monitor_state_dir, read_status
-from inferstream.streams.drift_monitor import DriftMonitor
+
+# The statistics, Parquet and monitor modules (scipy, pandas, pyarrow datasets) load in the
+# commands that use them: every other command of the CLI starts without them.
 
 monitor_app = typer.Typer(help="Drift monitors: references, running, status.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
@@ -26,6 +26,8 @@ app.add_typer(monitor_app, name="monitor")
 @monitor_app.command("list")
 def list_monitors(ctx: typer.Context) -> None:
     """The declared monitors, their references and whether an alert is open."""
+    from inferstream.monitoring import reference as references
+
     settings = settings_of(ctx)
     view = Table("monitor", "model", "columns", "window", "reference", "alert open")
     for spec in settings.monitoring.all_monitors():
@@ -53,6 +55,9 @@ def reference(
     first: Annotated[int | None, typer.Option("--first", help="From the first N predictions on the topic.")] = None,
 ) -> None:
     """Build the monitor's next reference version (exactly one source)."""
+    from inferstream.monitoring import reference as references
+    from inferstream.monitoring import table as inference_table
+
     settings = settings_of(ctx)
     spec = settings.monitoring.monitor(name)
     chosen = [parquet is not None, since is not None or until is not None, first is not None]
@@ -91,6 +96,8 @@ def run(
     no_reports: Annotated[bool, typer.Option("--no-reports", help="No HTML reports.")] = False,
 ) -> None:
     """Watch the monitor's predictions until Ctrl-C (a restart replays the open window)."""
+    from inferstream.streams.drift_monitor import DriftMonitor
+
     settings = settings_of(ctx)
     monitor = DriftMonitor(settings, settings.monitoring.monitor(name), reports=not no_reports)
 

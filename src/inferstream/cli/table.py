@@ -5,16 +5,19 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pyarrow as pa
 import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
-from inferstream.monitoring import table as inference_table
-from inferstream.streams.table_sink import InferenceTableSink
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# The Parquet modules (pyarrow datasets, pandas) load in the commands: the rest of the CLI
+# starts without them.
 
 table_app = typer.Typer(
     help="The inference table: every prediction in Parquet, by model and date.", no_args_is_help=True
@@ -27,6 +30,8 @@ Until = Annotated[str | None, typer.Option("--until", help="Event time before (I
 
 
 def _read(ctx: typer.Context, model: str | None, since: str | None, until: str | None) -> pa.Table:
+    from inferstream.monitoring import table as inference_table
+
     settings = settings_of(ctx)
     name, _, version = (model or "").partition(":")
     return inference_table.read_table(
@@ -45,6 +50,8 @@ def sink(
     max_delay: Annotated[float, typer.Option("--max-delay", help="Seconds a row waits for its file at most.")] = 5.0,
 ) -> None:
     """Archive the predictions topic into the table until Ctrl-C (files renamed into place, then committed)."""
+    from inferstream.streams.table_sink import InferenceTableSink
+
     settings = settings_of(ctx)
     worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay)
 
@@ -70,6 +77,8 @@ def query(
     rows: Annotated[int, typer.Option("--rows", "-n", help="Also print the first N rows as JSON lines.")] = 0,
 ) -> None:
     """Rows per model and version (and their event-time range) matching the filters."""
+    from inferstream.monitoring import table as inference_table
+
     data = _read(ctx, model, since, until)
     view = Table("model", "version", "rows", "first event", "last event")
     for row in inference_table.summary(data):
@@ -97,6 +106,8 @@ def export(
     until: Until = None,
 ) -> None:
     """Write the matching predictions to a file."""
+    from inferstream.monitoring import table as inference_table
+
     data = _read(ctx, model, since, until)
     inference_table.export(data, path)
     console.print(f"wrote {data.num_rows} predictions to {path}")
