@@ -276,8 +276,12 @@ class IngestRule(_Frozen):
     version: str | None = Field(
         default=None, min_length=1, description="None: the version the model's route picks for each request."
     )
-    input: Literal["text", "features"] = Field(
-        description="`text`: an embedding request of the event's text; `features`: an inference request."
+    input: Literal["text", "features", "inputs"] = Field(
+        description=(
+            "`text`: an embedding request of the event's text; `features`: an inference request of its "
+            "features; `inputs`: an inference request of its features and its text (as `text`), for a "
+            "chain that starts with an embedder or a model that reads both."
+        )
     )
 
 

@@ -4,13 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_ingest import ingest_process  # the ingest processor as `inferstream stream ingest`
 
 from inferstream import Client, Settings
 from inferstream.connectors.kafka import Producer
@@ -25,6 +25,7 @@ from inferstream.serving.demo_models import (
 )
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import set_route
+from inferstream.stack.testing import running_in_thread
 
 STEPS = [(EMBEDDER_NAME, "1"), (TOPIC_NAME, "1")]
 
@@ -42,22 +43,8 @@ def chain(settings: Settings, models_dir: Path) -> Iterator[tuple[Settings, Chai
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
     runner = ChainRunner(settings, ModelRepository(models_dir).get_chain(CHAIN_NAME, "1"))
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            runner.run()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert runner.ready.wait(120)
-    yield settings, runner
-    runner.stop()
-    thread.join(120)
-    assert not thread.is_alive()
-    assert not errors, errors
+    with running_in_thread(runner, timeout=120):
+        yield settings, runner
 
 
 def _request(request_id: str, inputs: dict[str, object], **extra: object) -> dict[str, object]:
@@ -177,3 +164,23 @@ def test_serve_cli_runs_every_step_of_a_chain(settings: Settings, models_dir: Pa
         _out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err.decode()
     assert "served 1 requests: 1 predictions, 0 dead letters" in err.decode()
+
+
+def test_events_reach_a_chain_through_an_ingest_rule(chain: tuple[Settings, ChainRunner], tmp_path: Path) -> None:
+    settings, _runner = chain
+    rules = [{"type": "note", "model": CHAIN_NAME, "version": "1", "input": "inputs"}]
+    sentences = topic_sentences(5, seed=11)
+    events = [{"id": f"note-{i}", "type": "note", "text": text} for i, (text, _) in enumerate(sentences)]
+    log = tmp_path / "ingest.log"
+    with ingest_process(settings, log, group="ingest-chain", rules=rules), Client(settings) as client:
+        stream = client.subscribe("predictions", max_records=len(events), idle_timeout=120)
+        client.produce("events", events)
+        predictions = [m.record for m in stream if isinstance(m.record, Prediction)]
+    by_event = Counter(p.source_event_id for p in predictions)
+    assert by_event == Counter(e["id"] for e in events)  # every event, once
+    for prediction in predictions:
+        assert (prediction.model, prediction.version) == (CHAIN_NAME, "1")
+        assert [(s.model, s.version) for s in prediction.chain] == STEPS
+    topics = dict(sentences)
+    right = sum(p.outputs["label"] == topics[str(p.inputs["text"])] for p in predictions)
+    assert right >= len(events) - 2  # the topic classifier on texts it was not trained on

@@ -29,7 +29,11 @@ RULES = [
 
 @contextmanager
 def ingest_process(
-    settings: Settings, log: Path, group: str = "ingest-test", metrics_port: int = 0
+    settings: Settings,
+    log: Path,
+    group: str = "ingest-test",
+    metrics_port: int = 0,
+    rules: list[dict[str, str]] = RULES,
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         "INFERSTREAM_METRICS__PORT": str(metrics_port),
@@ -37,7 +41,7 @@ def ingest_process(
         "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
         "INFERSTREAM_STATE_DIR": str(settings.state_dir),
-        "INFERSTREAM_INGEST__RULES": json.dumps(RULES),
+        "INFERSTREAM_INGEST__RULES": json.dumps(rules),
         "INFERSTREAM_INGEST__GROUP": f"{settings.topics.prefix}{group}",
     }
     with log.open("ab") as out:

@@ -78,3 +78,17 @@ def test_a_rule_without_a_version_follows_the_models_route() -> None:
     assert router.topics() == ["p.requests.scorer.1", "p.requests.scorer.2"]
     with pytest.raises(RoutingError, match="no route"):
         IngestRouter(settings, RouteTable(settings)).route(_event(id="x", type="transaction", features={"a": 1}))
+
+
+def test_an_inputs_rule_sends_the_text_and_features_as_one_inference_request() -> None:
+    rules = [{"type": "note", "model": "topic-of-text", "version": "1", "input": "inputs"}]
+    router = IngestRouter(Settings.load(ingest={"rules": rules}, topics={"prefix": "p."}))
+    (output,) = router.route(_event(id="e1", type="note", text="Simmer the onions.", features={"lang": "en"}))
+    request = codec_for(InferenceRequest).decode(output.value, headers=output.headers)
+    assert output.topic == "p.requests.topic-of-text.1"
+    assert request.inputs == {"lang": "en", "text": "Simmer the onions."}
+    assert request.source_event_id == "e1"
+    (text_only,) = router.route(_event(id="e2", type="note", text="Rain tomorrow."))
+    assert codec_for(InferenceRequest).decode(text_only.value, headers=text_only.headers).inputs == {
+        "text": "Rain tomorrow."
+    }

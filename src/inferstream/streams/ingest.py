@@ -7,7 +7,9 @@ version, by text or by features):
 
 - a rule with ``input = "text"`` makes an ``EmbeddingRequest`` of the event's text
   (document id = event id) on the embedder's request topic;
-- a rule with ``input = "features"`` makes an ``InferenceRequest`` of its features.
+- a rule with ``input = "features"`` makes an ``InferenceRequest`` of its features;
+- a rule with ``input = "inputs"`` makes an ``InferenceRequest`` of its features and its
+  text (under ``text``): what a chain that starts with an embedder reads.
 
 Bad bytes, a record that fails its contract, an event type no rule covers, and an
 event without the input its rules need go to the dead-letter topic with the
@@ -147,9 +149,12 @@ class IngestRouter:
                 return None
             embedding = self._embedding.validate({**common, "document_id": event.id, "text": event.text})
             return Output(topic, embedding.key(), self._embedding.encode(embedding), [self._embedding.header])
-        if not event.features:
+        inputs: dict[str, object] = dict(event.features or {})
+        if rule.input == "inputs" and event.text:
+            inputs["text"] = event.text
+        if not inputs:
             return None
-        inference = self._inference.validate({**common, "inputs": dict(event.features)})
+        inference = self._inference.validate({**common, "inputs": inputs})
         return Output(topic, inference.key(), self._inference.encode(inference), [self._inference.header])
 
 
