@@ -16,6 +16,7 @@ store gets the same fusion). Each result says how long embedding and searching t
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -61,16 +62,9 @@ class Latency:
 
 
 @dataclass(frozen=True, slots=True)
-class SearchHit:
-    """One result: the document, its score, and its rank in each list (hybrid)."""
+class SearchHit(Hit):
+    """One result: the store's hit (its score fused in hybrid search), and its rank in each list."""
 
-    id: str
-    score: float
-    text: str | None
-    model: str
-    version: str
-    event_time: datetime | None
-    attributes: dict[str, str]
     knn_rank: int | None = None
     text_rank: int | None = None
 
@@ -250,17 +244,8 @@ class Searcher:
 
 
 def _search_hit(hit: Hit, score: float, *, knn_rank: int | None = None, text_rank: int | None = None) -> SearchHit:
-    return SearchHit(
-        id=hit.id,
-        score=score,
-        text=hit.text,
-        model=hit.model,
-        version=hit.version,
-        event_time=hit.event_time,
-        attributes=hit.attributes,
-        knn_rank=knn_rank,
-        text_rank=text_rank,
-    )
+    fields = {f.name: getattr(hit, f.name) for f in dataclasses.fields(Hit)}
+    return SearchHit(**{**fields, "score": score}, knn_rank=knn_rank, text_rank=text_rank)
 
 
 def _fuse(knn_hits: list[Hit], text_hits: list[Hit], k: int) -> list[SearchHit]:

@@ -20,7 +20,6 @@ from inferstream.serving.demo_models import (
     CHAIN_NAME,
     EMBEDDER_NAME,
     TOPIC_NAME,
-    build_demo_models,
     topic_sentences,
 )
 from inferstream.serving.repository import ModelRepository
@@ -28,13 +27,6 @@ from inferstream.serving.routes import set_route
 from inferstream.stack.testing import running_in_thread
 
 STEPS = [(EMBEDDER_NAME, "1"), (TOPIC_NAME, "1")]
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    build_demo_models(root)
-    return root
 
 
 @pytest.fixture

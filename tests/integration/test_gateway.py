@@ -21,17 +21,10 @@ from inferstream import Client, Settings
 from inferstream.config import GatewaySettings
 from inferstream.gateway import BackgroundGateway
 from inferstream.schemas import Event
-from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
+from inferstream.serving.demo_models import TABULAR_NAME, tabular_rows
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
 from inferstream.stack.testing import running_in_thread
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    build_demo_models(root)
-    return root
 
 
 def _with_gateway(settings: Settings, **options: Any) -> Settings:

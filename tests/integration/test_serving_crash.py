@@ -15,7 +15,7 @@ from pathlib import Path
 
 from inferstream import Client, Settings
 from inferstream.schemas import Prediction
-from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models
+from inferstream.serving.demo_models import TABULAR_NAME
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker, WorkerOptions
 
@@ -35,6 +35,19 @@ def _serve(settings: Settings, models: Path, *flags: str) -> subprocess.Popen[by
     )
 
 
+def _requests(models: Path, n: int, bad_every: int = 0) -> tuple[list[dict[str, object]], set[str]]:
+    """``n`` tabular requests; every ``bad_every``-th has inputs the model does not know (their ids)."""
+    features = ModelRepository(models).resolve(TABULAR_NAME).config.preprocessing.features  # type: ignore[union-attr]
+    requests: list[dict[str, object]] = [
+        {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": {f: float(i % 7) for f in features}}
+        for i in range(n)
+    ]
+    bad = range(0, n, bad_every) if bad_every else range(0)
+    for i in bad:
+        requests[i] = {"request_id": f"bad{i}", "model": TABULAR_NAME, "version": "1", "inputs": {"nope": 1.0}}
+    return requests, {f"bad{i}" for i in bad}
+
+
 def _predictions(settings: Settings, idle: float) -> list[str]:
     with Client(settings) as client:
         return [
@@ -44,15 +57,10 @@ def _predictions(settings: Settings, idle: float) -> list[str]:
         ]
 
 
-def test_kill_9_mid_stream_then_restart_answers_every_request(settings: Settings, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    build_demo_models(models)
-    features = ModelRepository(models).resolve(TABULAR_NAME).config.preprocessing.features  # type: ignore[union-attr]
+def test_kill_9_mid_stream_then_restart_answers_every_request(settings: Settings, models_dir: Path) -> None:
+    models = models_dir
     n = 20_000
-    requests = [
-        {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": {f: float(i % 7) for f in features}}
-        for i in range(n)
-    ]
+    requests, _ = _requests(models, n)
     topic = settings.topics.request_topic(TABULAR_NAME, "1")
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
@@ -91,20 +99,12 @@ def test_kill_9_mid_stream_then_restart_answers_every_request(settings: Settings
 
 
 def test_exactly_once_kill_9_mid_stream_then_restart_serves_every_request_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, models_dir: Path
 ) -> None:
-    models = tmp_path / "models"
-    build_demo_models(models)
-    features = ModelRepository(models).resolve(TABULAR_NAME).config.preprocessing.features  # type: ignore[union-attr]
+    models = models_dir
     n = 20_000
-    requests: list[dict[str, object]] = [
-        {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": {f: float(i % 7) for f in features}}
-        for i in range(n)
-    ]
     # Bad input all along the stream: inputs the model does not know, and bytes that are no request.
-    unknown_inputs = {f"bad{i}" for i in range(0, n, 500)}
-    for i in range(0, n, 500):
-        requests[i] = {"request_id": f"bad{i}", "model": TABULAR_NAME, "version": "1", "inputs": {"nope": 1.0}}
+    requests, unknown_inputs = _requests(models, n, bad_every=500)
     good = {str(r["request_id"]) for r in requests} - unknown_inputs
     garbage = {f"junk{i}".encode() for i in range(250, n, 1000)}
     topic = settings.topics.request_topic(TABULAR_NAME, "1")
@@ -148,20 +148,12 @@ def test_exactly_once_kill_9_mid_stream_then_restart_serves_every_request_once(
     print(f"kill -9 after {seen} predictions seen; all {len(good)} served once {served_after:.1f}s after the kill")
 
 
-def test_exactly_once_copy_joining_mid_stream_serves_every_request_once(settings: Settings, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    build_demo_models(models)
+def test_exactly_once_copy_joining_mid_stream_serves_every_request_once(settings: Settings, models_dir: Path) -> None:
+    models = models_dir
     settings = settings.model_copy(update={"models_dir": models})
     version = ModelRepository(models).resolve(TABULAR_NAME)
-    features = version.config.preprocessing.features  # type: ignore[union-attr]
     n = 20_000
-    requests: list[dict[str, object]] = [
-        {"request_id": f"r{i}", "model": TABULAR_NAME, "version": "1", "inputs": {f: float(i % 7) for f in features}}
-        for i in range(n)
-    ]
-    bad = {f"bad{i}" for i in range(0, n, 500)}
-    for i in range(0, n, 500):
-        requests[i] = {"request_id": f"bad{i}", "model": TABULAR_NAME, "version": "1", "inputs": {"nope": 1.0}}
+    requests, bad = _requests(models, n, bad_every=500)
     topic = settings.topics.request_topic(TABULAR_NAME, "1")
     with Client(settings) as client:
         client.topics.ensure_platform_topics()

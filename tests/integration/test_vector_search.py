@@ -31,7 +31,7 @@ from inferstream.gateway import BackgroundGateway
 from inferstream.schemas import Embedding
 from inferstream.schemas.codec import codec_for
 from inferstream.search import QueryEmbedder
-from inferstream.serving.demo_models import EMBEDDER_NAME, build_demo_models
+from inferstream.serving.demo_models import EMBEDDER_NAME
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
 from inferstream.stack.testing import SearchServer
@@ -41,13 +41,6 @@ T = TypeVar("T")
 CORPUS = 60
 ASSERT_QUERY = "what does the assert statement do"  # sample_texts()[0] is about assert statements
 META = IndexMeta(EMBEDDER_NAME, "1", 384, "cosine")
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    models = tmp_path_factory.mktemp("models")
-    build_demo_models(models)
-    return models
 
 
 @pytest.fixture(scope="module")

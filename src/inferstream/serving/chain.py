@@ -449,7 +449,8 @@ class ChainRunner:
         if not self._stopped.is_set():
             self.ready.set()
         self._stopped.wait()
-        # Stop the first step first, so each later step finishes what the one before it wrote.
+        # The first step first: each step finishes its batch in hand; what a later step had read
+        # but not batched (or not read yet) is on its topic, served at the next start.
         for worker, thread in zip(self.workers, reversed(threads), strict=True):
             worker.stop()
             thread.join()
@@ -461,7 +462,7 @@ class ChainRunner:
         return ChainStats([w.stats for w in self.workers])
 
     def stop(self) -> None:
-        """Stop every step (each finishes and commits what it holds) and return from ``run()``."""
+        """Stop every step (each finishes its batch in hand and commits) and return from ``run()``."""
         self._stopped.set()
 
 

@@ -44,33 +44,43 @@ class ModelRepository:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def names(self) -> list[str]:
-        """Model names that have at least one version."""
+    def _names(self, marker: str) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*/model.toml")))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob(f"*/{marker}")))
 
-    def versions(self, name: str) -> list[str]:
-        """Versions of a model, oldest first (numeric versions in number order)."""
+    def _versions(self, name: str, marker: str) -> list[str]:
         directory = self.root / name
-        found = [p.parent.name for p in directory.glob("*/model.toml")] if directory.is_dir() else []
+        found = [p.parent.name for p in directory.glob(f"*/{marker}")] if directory.is_dir() else []
         return sorted(found, key=_version_key)
 
-    def get(self, name: str, version: str | None = None) -> ModelVersion:
-        """A model version (the latest when ``version`` is None); a clear error if absent."""
-        versions = self.versions(name)
+    def _directory(self, kind: str, name: str, version: str | None, marker: str) -> tuple[str, Path]:
+        """The chosen version (the latest when None) and its folder; a clear error if absent."""
+        versions = self._versions(name, marker)
         if not versions:
-            known = ", ".join(self.names()) or "none"
+            known = ", ".join(self._names(marker)) or "none"
             raise ModelError(
-                f"no model {name!r} in {self.root} (models there: {known}; "
-                "build the demo models with `inferstream models build-demo`)"
+                f"no {kind} {name!r} in {self.root} ({kind}s there: {known}; "
+                f"build the demo {kind}s with `inferstream models build-demo`)"
             )
         chosen = version or versions[-1]
         if chosen not in versions:
             raise ModelError(
-                f"model {name!r} has no version {chosen!r} in {self.root} (versions: {', '.join(versions)})"
+                f"{kind} {name!r} has no version {chosen!r} in {self.root} (versions: {', '.join(versions)})"
             )
-        directory = self.root / name / chosen
+        return chosen, self.root / name / chosen
+
+    def names(self) -> list[str]:
+        """Model names that have at least one version."""
+        return self._names("model.toml")
+
+    def versions(self, name: str) -> list[str]:
+        """Versions of a model, oldest first (numeric versions in number order)."""
+        return self._versions(name, "model.toml")
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """A model version (the latest when ``version`` is None); a clear error if absent."""
+        chosen, directory = self._directory("model", name, version, "model.toml")
         config = ModelConfig.load(directory / "model.toml")
         if (config.name, config.version) != (name, chosen):
             raise ModelError(
@@ -91,15 +101,11 @@ class ModelRepository:
 
     def chain_names(self) -> list[str]:
         """Chain names that have at least one version."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*/chain.toml")))
+        return self._names("chain.toml")
 
     def chain_versions(self, name: str) -> list[str]:
         """Versions of a chain, oldest first."""
-        directory = self.root / name
-        found = [p.parent.name for p in directory.glob("*/chain.toml")] if directory.is_dir() else []
-        return sorted(found, key=_version_key)
+        return self._versions(name, "chain.toml")
 
     def is_chain(self, ref: str) -> bool:
         """True when ``name`` or ``name:version`` names a chain rather than a model."""
@@ -112,19 +118,7 @@ class ModelRepository:
         """A chain version (the latest when ``version`` is None), its steps found and checked to fit."""
         from inferstream.serving.chain import load_chain
 
-        versions = self.chain_versions(name)
-        if not versions:
-            known = ", ".join(self.chain_names()) or "none"
-            raise ModelError(
-                f"no chain {name!r} in {self.root} (chains there: {known}; "
-                "build the demo chain with `inferstream models build-demo`)"
-            )
-        chosen = version or versions[-1]
-        if chosen not in versions:
-            raise ModelError(
-                f"chain {name!r} has no version {chosen!r} in {self.root} (versions: {', '.join(versions)})"
-            )
-        directory = self.root / name / chosen
+        _chosen, directory = self._directory("chain", name, version, "chain.toml")
         if (directory / "model.toml").exists():
             raise ModelError(f"{directory} holds both model.toml and chain.toml: keep one")
         return load_chain(self, directory)

@@ -20,17 +20,10 @@ from inferstream.jobs.reference import build as build_reference_job
 from inferstream.jobs.score import score
 from inferstream.monitoring import reference as references
 from inferstream.monitoring import table as inference_table
-from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
+from inferstream.serving.demo_models import TABULAR_NAME, tabular_rows
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.text import TextPreprocessor, pool
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    build_demo_models(root)
-    return root
 
 
 @pytest.fixture
