@@ -6,16 +6,22 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
 from inferstream.config import ElasticsearchSettings, Settings
+from inferstream.connectors.kafka import reader
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.dlq import from_message
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.demo import sample_texts
+from inferstream.jobs import topics
 from inferstream.jobs.backfill import backfill
 from inferstream.jobs.topics import export_topic, replay
 from inferstream.search import Searcher
@@ -25,8 +31,13 @@ from inferstream.stack.testing import SearchServer
 _BASE = datetime(2025, 3, 1, tzinfo=UTC)
 
 
+# The records carry timestamps from 2025: a topic with the default retention (7 days) loses them
+# at the broker's next retention check, minutes into the run.
+_KEEP = {"retention.ms": "-1"}
+
+
 def _fill(settings: Settings, topic: str, count: int) -> None:
-    TopicAdmin(settings).create(topic, partitions=3)
+    TopicAdmin(settings).create(topic, partitions=3, config=_KEEP)
     with Producer(settings) as producer:
         for i in range(count):
             stamp = _BASE + timedelta(seconds=i)
@@ -66,11 +77,67 @@ def test_export_then_replay_keeps_keys_timestamps_and_headers(settings: Settings
     assert sorted(table.column("offset").to_pylist()) == sorted(list(range(100)) * 3)
 
     target = settings.topics.name("job-target")
-    TopicAdmin(settings).create(target, partitions=3)
+    TopicAdmin(settings).create(target, partitions=3, config=_KEEP)
     replayed = replay(settings, [out], target, rate=2000, keep_partitions=True)
 
     assert (replayed.rows_in, replayed.rows_out) == (300, 300)
+    assert replayed.warnings == []
     assert _records(settings, target) == _records(settings, source)
+
+    # Into a topic that keeps records a week, the user is told the broker will delete them.
+    aged = settings.topics.name("job-aged")
+    TopicAdmin(settings).create(aged, partitions=1)
+    (warning,) = replay(settings, [out], aged).warnings
+    assert "300 replayed records are older than the retention" in warning
+    assert "retention.ms=-1" in warning
+
+
+def _delete_records(settings: Settings, topic: str, partition: int, before: int) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for future in admin.delete_records([TopicPartition(topic, partition, before)]).values():
+        future.result()
+
+
+def test_records_the_broker_deletes_before_a_read_are_reported_not_skipped_in_silence(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = settings.topics.name("job-gaps")
+    _fill(settings, source, 90)  # 30 a partition
+    _delete_records(settings, source, 0, 10)
+
+    # A start below the log start.
+    gaps: list[tuple[int, int, int]] = []
+    read = list(read_bounded(settings, source, start_offsets={0: 0}, on_gap=lambda *gap: gaps.append(gap)))
+    assert (len(read), gaps) == (80, [(0, 0, 10)])
+
+    # The log start passes the reader after it took its start offsets: an offset out of range,
+    # reported, and the read goes on from the new log start.
+    real = reader.watermarks
+
+    def then_delete(consumer: Any, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+        bounds = real(consumer, topic, partition, timeout)
+        if partition == 2:
+            _delete_records(settings, source, 1, 25)
+        return bounds
+
+    monkeypatch.setattr(reader, "watermarks", then_delete)
+    gaps.clear()
+    read = list(read_bounded(settings, source, on_gap=lambda *gap: gaps.append(gap)))
+    assert (len(read), gaps) == (20 + 5 + 30, [(1, 0, 25)])
+    monkeypatch.undo()
+
+    # An export counts what the broker deleted between the job's start and the read.
+    real_bounds = topics.log_bounds
+
+    def bounds_then_delete(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+        bounds = real_bounds(settings, topic)
+        _delete_records(settings, source, 2, 12)
+        return bounds
+
+    monkeypatch.setattr(topics, "log_bounds", bounds_then_delete)
+    exported = export_topic(settings, source, tmp_path / "gaps.parquet")
+    assert (exported.rows_in, exported.expired) == (20 + 5 + 18, 12)
+    assert pq.read_table(tmp_path / "gaps.parquet").num_rows == 43
 
 
 def test_export_a_range_from_offsets_or_a_time(settings: Settings, tmp_path: Path) -> None:

@@ -54,6 +54,13 @@ def _report(result: JobResult) -> None:
     )
     if result.indexed is not None:
         console.print(f"{result.indexed} documents written to the vector index")
+    if result.expired:
+        console.print(
+            f"[yellow]{result.expired} records were deleted by the broker before they were read "
+            "(the topic's retention.ms passed their timestamps, or delete-records): they are not in the output[/]"
+        )
+    for warning in result.warnings:
+        console.print(f"[yellow]{warning}[/]")
     if result.rejected and result.rejects_path is not None:
         console.print(f"rejected rows with their reasons: {result.rejects_path}")
 

@@ -43,6 +43,10 @@ class JobResult:
     elapsed_s: float = 0.0
     #: Documents written to the vector index (backfill --to index).
     indexed: int | None = None
+    #: Records the broker deleted before the job read them (export: retention, delete-records).
+    expired: int = 0
+    #: What the user should know about the result (printed by the CLI).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def accounted(self) -> bool:

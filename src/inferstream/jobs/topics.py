@@ -16,6 +16,7 @@ broker does not acknowledge every record.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -25,15 +26,19 @@ from typing import Any
 import apache_beam as beam
 import confluent_kafka
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics.metric import Metrics
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import watermarks
+from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.errors import ConfigError, TopicError
 from inferstream.jobs._pipeline import NAMESPACE, JobResult, check_inputs, make_pipeline, run, write_parquet
+
+log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 15.0
 _CHUNK_ROWS = 10_000
@@ -54,21 +59,25 @@ RECORD_SCHEMA = pa.schema(
 )
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """Every partition's end offset now (the high watermark)."""
+def log_bounds(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """Every partition's (log start, end) offsets now (the low and high watermarks)."""
     conf = {**settings.kafka.base_config(), "group.id": "inferstream-export", "enable.auto.commit": False}
     consumer = confluent_kafka.Consumer(conf)
     try:
         metadata = consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
         if metadata is None or metadata.error is not None:
             raise TopicError(f"topic {topic} does not exist: check the name (and the topic prefix in the settings)")
-        return {p: watermarks(consumer, topic, p, _TIMEOUT_S)[1] for p in sorted(metadata.partitions)}
+        return {p: watermarks(consumer, topic, p, _TIMEOUT_S) for p in sorted(metadata.partitions)}
     finally:
         consumer.close()
 
 
 class ReadPartition(beam.DoFn):
-    """A partition number → Arrow tables of its records from the start to the end read at job start."""
+    """A partition number → Arrow tables of its records from the start to the end read at job start.
+
+    Records the broker deletes between the job's start and their read (retention
+    passing old timestamps, ``delete-records``) are counted as ``rows_expired``.
+    """
 
     def __init__(
         self,
@@ -76,14 +85,15 @@ class ReadPartition(beam.DoFn):
         topic: str,
         ends: dict[int, int],
         since: datetime | None,
-        start_offsets: dict[int, int] | None,
+        start_offsets: dict[int, int],
     ) -> None:
         self.settings = settings
         self.topic = topic
         self.ends = ends
         self.since = since
-        self.start_offsets = start_offsets or {}
+        self.start_offsets = start_offsets
         self.read = Metrics.counter(NAMESPACE, "rows_in")
+        self.expired = Metrics.counter(NAMESPACE, "rows_expired")
 
     def process(self, partition: int) -> Iterator[pa.Table]:
         """Every record of one partition in range, in chunks."""
@@ -92,7 +102,9 @@ class ReadPartition(beam.DoFn):
         if partition in self.start_offsets:
             starts[partition] = self.start_offsets[partition]
         rows: list[confluent_kafka.Message] = []
-        for message in read_bounded(self.settings, self.topic, since=self.since, start_offsets=starts):
+        for message in read_bounded(
+            self.settings, self.topic, since=self.since, start_offsets=starts, on_gap=self._gap
+        ):
             if (message.offset() or 0) >= end:  # written after the job started
                 break
             rows.append(message)
@@ -103,6 +115,16 @@ class ReadPartition(beam.DoFn):
                 break
         if rows:
             yield self._table(rows)
+
+    def _gap(self, partition: int, first: int, low: int) -> None:
+        missed = min(low, self.ends[partition]) - first
+        if missed > 0:
+            log.warning(
+                "export of %s[%d]: offsets %d..%d were deleted by the broker (retention.ms, delete-records) "
+                "before they were read",
+                self.topic, partition, first, first + missed - 1,
+            )  # fmt: skip
+            self.expired.inc(missed)
 
     def _table(self, messages: list[confluent_kafka.Message]) -> pa.Table:
         self.read.inc(len(messages))
@@ -135,20 +157,31 @@ def export_topic(
     """Write ``topic`` (the platform name, e.g. ``predictions``, or a full name) from a start to its end now."""
     name = settings.topics.platform_topics().get(topic, topic)
     started = time.perf_counter()
-    ends = end_offsets(settings, name)
+    bounds = log_bounds(settings, name)
+    ends = {p: high for p, (_low, high) in bounds.items()}
     unknown = set(start_offsets or {}) - set(ends)
     if unknown:
         raise ConfigError(f"topic {name} has partitions {sorted(ends)}, not {sorted(unknown)}")
+    # Each partition from its log start now (or the offset asked for): what the broker deletes
+    # before the job reaches it is counted, not skipped in silence.
+    starts = {p: low for p, (low, _high) in bounds.items()} | dict(start_offsets or {})
     pipeline = make_pipeline(flags)
     records = (
         pipeline
         | "partitions" >> beam.Create(sorted(ends))
-        | "read" >> beam.ParDo(ReadPartition(settings, name, ends, since, start_offsets))
+        | "read" >> beam.ParDo(ReadPartition(settings, name, ends, since, starts))
     )
     write_parquet(records, out, RECORD_SCHEMA, "write")
     counters = run(pipeline)
     count = counters.get("rows_in", 0)
-    return JobResult("export", rows_in=count, rows_out=count, outputs=[out], elapsed_s=time.perf_counter() - started)
+    return JobResult(
+        "export",
+        rows_in=count,
+        rows_out=count,
+        outputs=[out],
+        elapsed_s=time.perf_counter() - started,
+        expired=counters.get("rows_expired", 0),
+    )
 
 
 class ProduceRows(beam.DoFn):
@@ -232,6 +265,9 @@ def replay(
         | "files" >> beam.Create(paths)
         | "produce" >> beam.ParDo(ProduceRows(settings, name, rate, keep_partitions))
     )
+    warnings = _retention_warnings(settings, name, paths)
+    for warning in warnings:
+        log.warning("%s", warning)
     counters = run(pipeline)
     return JobResult(
         "replay",
@@ -239,4 +275,24 @@ def replay(
         rows_out=counters.get("rows_out", 0),
         outputs=[Path(name)],
         elapsed_s=time.perf_counter() - started,
+        warnings=warnings,
     )
+
+
+def _retention_warnings(settings: Settings, topic: str, paths: Sequence[str]) -> list[str]:
+    """Replayed records keep their timestamps: those older than the topic's retention are deleted soon after."""
+    retention = TopicAdmin(settings).config_value(topic, "retention.ms")
+    if retention is None or int(retention) < 0:
+        return []
+    cutoff_ms = time.time() * 1000 - int(retention)
+    old = 0
+    for path in paths:
+        stamps = pq.read_table(path, columns=["timestamp"]).column("timestamp").cast(pa.int64())
+        old += pc.sum(pc.less(stamps, cutoff_ms)).as_py() or 0
+    if not old:
+        return []
+    return [
+        f"{old} replayed records are older than the retention of {topic} ({int(retention) / 86_400_000:g} days): "
+        "the broker deletes them at its next retention check (within minutes). Replay into a topic made with "
+        "`inferstream topics create NAME --config retention.ms=-1` (or a longer retention) to keep them."
+    ]

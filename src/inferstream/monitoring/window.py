@@ -227,15 +227,14 @@ class Windows:
             late = pane_ids < self.next_window
             if late.any():
                 self.late += int(late.sum())
-        self._fold(batch, pane_ids, bad_pane=min(self.panes) if self.panes else None)
+        self._fold(batch, pane_ids, bad_pane=None)
 
     def _fold(self, batch: Batch, pane_ids: npt.NDArray[np.int64], *, bad_pane: int | None) -> None:
-        self._pending_bad += batch.bad_records
-        if self._pending_bad and bad_pane is not None and bad_pane >= (self.next_window or 0):
-            self._pane(bad_pane).bad_records += self._pending_bad
-            self._pending_bad = 0
-        if not len(batch):
-            return
+        """Fold the rows into their panes, and undecodable records into ``bad_pane``.
+
+        With no ``bad_pane`` (time windows) they go to the oldest open pane once this batch's
+        rows are in, and wait for the first pane when none is open yet.
+        """
         order = np.argsort(pane_ids, kind="stable")
         ids, starts = np.unique(pane_ids[order], return_index=True)
         bounds = [*starts.tolist(), len(order)]
@@ -244,6 +243,12 @@ class Windows:
                 continue  # late: its windows are closed
             rows = order[bounds[k] : bounds[k + 1]]
             self._fold_pane(self._pane(pane_id), batch, rows)
+        self._pending_bad += batch.bad_records
+        if bad_pane is None and self.panes:
+            bad_pane = min(self.panes)
+        if self._pending_bad and bad_pane is not None and bad_pane >= (self.next_window or 0):
+            self._pane(bad_pane).bad_records += self._pending_bad
+            self._pending_bad = 0
 
     def _pane(self, pane_id: int) -> Pane:
         pane = self.panes.get(pane_id)

@@ -124,3 +124,16 @@ def test_hysteresis_k_of_n_resolve_after_m_and_cooldown() -> None:
     again = Hysteresis.restore(spec, h.state())
     assert again.active
     assert again.last_alert_at == 200.0
+
+
+def test_undecodable_records_count_in_the_oldest_open_time_window() -> None:
+    windows = Windows(WindowSpec(kind="time", duration_s=10), _profiles(), AlertingSpec())
+    windows.assigned([TP0], 0.0)
+    extractor = Extractor(COLUMNS, KINDS, model="m", version=None)
+    # Before any window is open: they wait for the first one.
+    assert windows.add(_batch(extractor, [b"not json"]), 1.0) == []
+    # One batch opens the first window, holds bad records and closes it: they are in it.
+    rows = [_record(0.5, 100.0 + i) for i in range(10)] + [b"{", b'{"model": "m", "version": "1"}']
+    rows += [_record(0.5, 110.0 + i) for i in range(10)]
+    closed = windows.add(_batch(extractor, rows, first=1), 1.0)
+    assert [(w.count, w.bad_records) for w in closed] == [(10, 3)]

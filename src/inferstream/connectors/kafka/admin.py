@@ -177,6 +177,19 @@ class TopicAdmin:
             config = {k: str(v.value) for k, v in entries.items() if not v.is_default}
         return TopicInfo(name=name, partitions=partitions, config=config)
 
+    def config_value(self, name: str, key: str) -> str | None:
+        """The value a topic config takes now (its own or the broker's default); None if unknown."""
+        resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+        try:
+            entries = self._admin.describe_configs([resource], request_timeout=_TIMEOUT_S)[resource].result()
+        except confluent_kafka.KafkaException as exc:
+            error = error_of(exc)
+            if error.code() == confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise TopicError(f"topic {name} does not exist (create it with `inferstream topics create`)") from exc
+            raise TopicError(f"cannot read the config of topic {name}: {error.str()}") from exc
+        entry = entries.get(key)
+        return None if entry is None or entry.value is None else str(entry.value)
+
     def delete(self, *names: str) -> None:
         """Delete topics (missing ones are ignored)."""
         if not names:

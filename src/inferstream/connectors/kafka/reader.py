@@ -5,7 +5,8 @@ No consumer group and no commits: for listing, exporting and replaying.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,23 @@ from inferstream.errors import KafkaError, TopicError
 
 _TIMEOUT_S = 15.0
 
+log = logging.getLogger(__name__)
+
+#: Told of records the broker deleted (retention, ``delete-records``) before they were read:
+#: (partition, first offset missed, first offset still there).
+OnGap = Callable[[int, int, int], None]
+
+
+def _warn_gap(topic: str) -> OnGap:
+    def warn(partition: int, first: int, low: int) -> None:
+        log.warning(
+            "%s[%d]: offsets %d..%d were deleted by the broker (retention.ms or delete-records) before "
+            "they were read; reading on from %d",
+            topic, partition, first, low - 1, low,
+        )  # fmt: skip
+
+    return warn
+
 
 def read_bounded(
     settings: Settings,
@@ -27,17 +45,25 @@ def read_bounded(
     start_offsets: dict[int, int] | None = None,
     batch_size: int = 1000,
     idle_timeout: float = 10.0,
+    on_gap: OnGap | None = None,
 ) -> Iterator[confluent_kafka.Message]:
     """Every record of ``topic`` from the beginning (or ``since`` / ``start_offsets``)
     up to the end offsets as they were when the read began, partition by partition
     interleaved in arrival order.
+
+    Records the broker deleted before they were read (a start offset below the log
+    start, or retention passing the reader) are never skipped in silence: ``on_gap``
+    is told (partition, first offset missed, log start), else a warning is logged.
     """
+    gap = on_gap or _warn_gap(topic)
     conf: dict[str, Any] = {
         **settings.kafka.base_config(),
         "group.id": "inferstream-reader",
         "enable.auto.commit": False,
         "enable.partition.eof": False,
         **settings.kafka.consumer_overrides,
+        # A fetch below the log start is an error to report, never a silent jump to an end.
+        "auto.offset.reset": "error",
     }
     consumer = confluent_kafka.Consumer(conf)
     try:
@@ -46,19 +72,24 @@ def read_bounded(
             raise TopicError(f"topic {topic} does not exist")
         partitions = sorted(metadata.partitions)
         ends: dict[int, int] = {}
+        lows: dict[int, int] = {}
         starts: dict[int, int] = {}
         for p in partitions:
-            low, high = watermarks(consumer, topic, p, _TIMEOUT_S)
-            ends[p] = high
-            starts[p] = max(low, (start_offsets or {}).get(p, low))
+            lows[p], ends[p] = watermarks(consumer, topic, p, _TIMEOUT_S)
+            starts[p] = (start_offsets or {}).get(p, lows[p])
         if since is not None:
             wanted = [TopicPartition(topic, p, int(since.timestamp() * 1000)) for p in partitions]
             for tp in consumer.offsets_for_times(wanted, timeout=_TIMEOUT_S):
-                starts[tp.partition] = ends[tp.partition] if tp.offset < 0 else max(starts[tp.partition], tp.offset)
+                first = ends[tp.partition] if tp.offset < 0 else tp.offset
+                starts[tp.partition] = max(starts[tp.partition], first)
+        for p in partitions:
+            if starts[p] < min(lows[p], ends[p]):
+                gap(p, starts[p], lows[p])
+            starts[p] = max(starts[p], lows[p])
         pending = {p for p in partitions if starts[p] < ends[p]}
         if not pending:
             return
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
+        consumer.incremental_assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
         idle = 0.0
         while pending:
             messages = consumer.consume(batch_size, 1.0)
@@ -76,7 +107,9 @@ def read_bounded(
                 continue
             idle = 0.0
             for message in messages:
-                if message.error() is not None:
+                error = message.error()
+                if error is not None:
+                    _resume_past_gap(consumer, message, ends, pending, gap)
                     continue
                 p, offset = message.partition() or 0, message.offset() or 0
                 if p not in pending or offset >= ends[p]:
@@ -86,3 +119,28 @@ def read_bounded(
                     pending.discard(p)
     finally:
         consumer.close()
+
+
+def _resume_past_gap(
+    consumer: confluent_kafka.Consumer,
+    message: confluent_kafka.Message,
+    ends: dict[int, int],
+    pending: set[int],
+    gap: OnGap,
+) -> None:
+    """An offset out of range (the log start moved past the reader): report it, go on from the new start."""
+    error = message.error()
+    codes = (confluent_kafka.KafkaError._AUTO_OFFSET_RESET, confluent_kafka.KafkaError.OFFSET_OUT_OF_RANGE)
+    if error is None or error.code() not in codes:
+        return  # transient fetch errors: librdkafka retries them
+    topic, p = message.topic() or "", message.partition() or 0
+    if p not in pending:
+        return
+    low, _high = watermarks(consumer, topic, p, _TIMEOUT_S)
+    gap(p, max(message.offset() or 0, 0), low)
+    # A partition stopped by the error cannot seek: hand it back and take it again at the log start.
+    consumer.incremental_unassign([TopicPartition(topic, p)])
+    if low >= ends[p]:
+        pending.discard(p)
+    else:
+        consumer.incremental_assign([TopicPartition(topic, p, low)])
