@@ -403,7 +403,9 @@ class Client:
         """Iterate over a topic's records; offsets are committed as you go (at-least-once).
 
         Without ``group`` an ephemeral group is used (so nothing is resumed); with one,
-        a restart resumes after the last record handed out. ``idle_timeout`` ends the
+        a restart resumes after the last record handed out. A group with nothing committed
+        starts at the beginning (``from_beginning``) or at the end as of this call: records
+        produced after ``subscribe()`` returns are all seen, however long the join takes. ``idle_timeout`` ends the
         iteration after that many seconds without a record; ``max_records`` after N.
         """
         names = [topic] if isinstance(topic, str) else list(topic)
@@ -833,7 +835,13 @@ class Subscription:
         batch_size: int = 500,
     ) -> None:
         self.consumer = Consumer(
-            settings, topics, group_id=group, from_beginning=from_beginning, metrics=metrics, stage="subscribe"
+            settings,
+            topics,
+            group_id=group,
+            from_beginning=from_beginning,
+            metrics=metrics,
+            stage="subscribe",
+            starts_now=True,
         )
         self.group = group
         self._codec = codec

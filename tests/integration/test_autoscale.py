@@ -5,15 +5,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from inferstream import Client, Settings
 from inferstream.demo import sample_texts
-from inferstream.schemas import Embedding
-from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, build_embedder, build_tabular
-from inferstream.serving.supervisor import ScalePolicy, Supervisor, serve_command
+from inferstream.schemas import Embedding, Prediction
+from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, build_embedder, build_tabular, tabular_rows
+from inferstream.serving.supervisor import ScalePolicy, Supervisor, serve_command, threads_per_copy
+from inferstream.stack.testing import cli_env
 
 
 @pytest.fixture
@@ -113,3 +116,62 @@ child = subprocess.Popen(
 print(child.pid, flush=True)
 time.sleep(600)
 """
+
+
+def _children(pid: int) -> list[list[str]]:
+    """The command lines of a process's children."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                found.append((stat.parent / "cmdline").read_bytes().decode().split("\0")[:-1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_serve_replicas_runs_copies_in_one_group_sharing_the_cpus(settings: Settings, models_dir: Path) -> None:
+    settings = settings.model_copy(update={"models_dir": models_dir})
+    rows, _target = tabular_rows()
+    topic = settings.topics.request_topic(TABULAR_NAME, "1")
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        client.topics.ensure_request_topic(TABULAR_NAME, "1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferstream", "serve", "--model", f"{TABULAR_NAME}:1", "--replicas", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=cli_env(settings, models_dir),
+    )
+    threads = threads_per_copy(0, 2)
+    try:
+        assert process.stderr is not None
+        assert f"each worker process runs ONNX Runtime on {threads} thread(s)" in process.stderr.readline().decode()
+        group = settings.topics.worker_group(TABULAR_NAME, "1")
+        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        deadline = time.monotonic() + 120
+        members = 0
+        while members < 2 and time.monotonic() < deadline:
+            assert process.poll() is None
+            (described,) = admin.describe_consumer_groups([group]).values()
+            members = len(described.result().members)
+            time.sleep(0.5)
+        assert members == 2  # both copies joined the one group
+        copies = [c for c in _children(process.pid) if "serve" in c]
+        assert len(copies) == 2
+        assert all(c[c.index("--threads") + 1] == str(threads) for c in copies), copies
+        n = 3000
+        requests = [
+            {"request_id": f"p{i}", "model": TABULAR_NAME, "version": "1", "inputs": rows[i % len(rows)]}
+            for i in range(n)
+        ]
+        with Client(settings) as client:
+            stream = client.subscribe("predictions", max_records=n, idle_timeout=60)
+            client.produce(topic, requests)
+            ids = Counter(m.record.request_id for m in stream if isinstance(m.record, Prediction))
+        assert ids == Counter(r["request_id"] for r in requests)  # every request once
+    finally:
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()

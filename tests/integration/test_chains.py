@@ -1,6 +1,5 @@
 """A model chain (minilm → text-topic) served over the real broker: one prediction per request, or a dead letter."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from inferstream.serving.demo_models import (
 )
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import set_route
-from inferstream.stack.testing import running_in_thread
+from inferstream.stack.testing import cli_env, running_in_thread
 
 STEPS = [(EMBEDDER_NAME, "1"), (TOPIC_NAME, "1")]
 
@@ -127,18 +126,11 @@ def test_predict_round_trip_through_a_chain_pinned_and_routed(chain: tuple[Setti
 
 
 def test_serve_cli_runs_every_step_of_a_chain(settings: Settings, models_dir: Path) -> None:
-    env = {
-        **os.environ,
-        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
-        "INFERSTREAM_MODELS_DIR": str(models_dir),
-        "COLUMNS": "200",
-    }
     process = subprocess.Popen(
         [sys.executable, "-m", "inferstream", "serve", "--model", CHAIN_NAME],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=cli_env(settings, models_dir),
     )
     try:
         assert process.stderr is not None

@@ -42,6 +42,17 @@ def test_round_trip_with_keys_headers_and_decoded_records(settings: Settings) ->
     assert all(by_key[r.key] == r.partition for r in again)
 
 
+def test_a_subscription_sees_everything_produced_after_it_was_made(settings: Settings) -> None:
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        client.produce("events", _events(20))  # before: not seen
+        stream = client.subscribe("events", max_records=30, idle_timeout=20)
+        # Produced at once, while the new group is still joining: every one is seen.
+        client.produce("events", _events(30, start=20))
+        seen = sorted(r.record.id for r in stream if r.record)
+    assert seen == sorted(f"e{i}" for i in range(20, 50))
+
+
 def test_group_resumes_after_restart_from_committed_offsets(settings: Settings) -> None:
     with Client(settings) as client:
         client.topics.ensure_platform_topics()

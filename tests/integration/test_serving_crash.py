@@ -4,7 +4,6 @@ At-least-once answers every request; exactly-once answers each once, and dead-le
 input once, as read_committed readers see it.
 """
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,18 +17,13 @@ from inferstream.schemas import Prediction
 from inferstream.serving.demo_models import TABULAR_NAME
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker, WorkerOptions
+from inferstream.stack.testing import cli_env
 
 
 def _serve(settings: Settings, models: Path, *flags: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
-        "INFERSTREAM_MODELS_DIR": str(models),
-    }
     return subprocess.Popen(
         [sys.executable, "-m", "inferstream", "serve", "--model", f"{TABULAR_NAME}:1", *flags],
-        env=env,
+        env=cli_env(settings, models),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

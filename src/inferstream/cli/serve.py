@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from typing import Annotated
 
@@ -23,7 +24,7 @@ from inferstream.metrics import Metrics
 from inferstream.serving.chain import ChainRunner
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import read_routes
-from inferstream.serving.supervisor import ScaleEvent, ScalePolicy, Supervisor, serve_command
+from inferstream.serving.supervisor import ScaleEvent, ScalePolicy, Supervisor, serve_command, threads_per_copy
 from inferstream.serving.worker import WorkerOptions, WorkerRunner
 
 
@@ -59,6 +60,15 @@ def serve(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="ONNX Runtime threads of each process (default: the model's runtime.intra_op_threads; "
+            "when that is 0, one process takes every CPU and several share them).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a model version from its request topic until Ctrl-C (finishing the batch in hand).
 
@@ -73,6 +83,9 @@ def serve(
         _serve_chain(settings, model, metrics_port)
         return
     version = ModelRepository(settings.models_dir).resolve(model)
+    if threads is not None:
+        runtime = version.config.runtime.model_copy(update={"intra_op_threads": threads})
+        version = replace(version, config=version.config.model_copy(update={"runtime": runtime}))
     shadow_of: tuple[str, ...] = ()
     if shadow:
         route = read_routes(settings).get(version.config.name)
@@ -84,7 +97,9 @@ def serve(
         shadow_of = tuple(v.version for v in route.versions if v.weight > 0)
     options = WorkerOptions(exactly_once=exactly_once, shadow_of=shadow_of, instance=instance)
     if replicas > 1 or autoscale:
-        raise typer.Exit(_supervise(ctx, version.config.ref, replicas, autoscale, max_replicas, options))
+        copies = max_replicas if autoscale else replicas
+        per_copy = threads or threads_per_copy(version.config.runtime.intra_op_threads, copies)
+        raise typer.Exit(_supervise(ctx, version.config.ref, replicas, autoscale, max_replicas, options, per_copy))
     metrics = Metrics()
     port = metrics_port if metrics_port is not None else settings.metrics.port
     if port:
@@ -112,11 +127,23 @@ def serve(
 
 
 def _supervise(
-    ctx: typer.Context, ref: str, replicas: int, autoscale: bool, max_replicas: int, options: WorkerOptions
+    ctx: typer.Context,
+    ref: str,
+    replicas: int,
+    autoscale: bool,
+    max_replicas: int,
+    options: WorkerOptions,
+    threads: int | None,
 ) -> int:
     settings = settings_of(ctx)
     root = ctx.find_root().params
-    extra = [*(["--exactly-once"] if options.exactly_once else []), *(["--shadow"] if options.shadow_of else [])]
+    extra = [
+        *(["--exactly-once"] if options.exactly_once else []),
+        *(["--shadow"] if options.shadow_of else []),
+        *(["--threads", str(threads)] if threads else []),
+    ]
+    if threads:
+        console.print(f"each worker process runs ONNX Runtime on {threads} thread(s)")
     name, _, version = ref.partition(":")
     supervisor = Supervisor(
         settings,

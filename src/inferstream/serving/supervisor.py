@@ -219,6 +219,19 @@ class Supervisor:
         return [0 if c == -signal.SIGTERM else c for c in codes]
 
 
+def threads_per_copy(configured: int, copies: int, cpus: int | None = None) -> int | None:
+    """ONNX Runtime intra-op threads for each of ``copies`` processes on this machine.
+
+    None keeps a model's own setting; a model that leaves it to ONNX Runtime (0) would
+    start as many threads as cores in every copy, so the copies share the CPUs instead.
+    """
+    if configured > 0:
+        return None
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // max(1, copies))
+
+
 def serve_command(config_file: str | None, bootstrap_servers: str | None, ref: str, *extra: str) -> list[str]:
     """The command line of one worker copy."""
     args = [sys.executable, "-m", "inferstream"]

@@ -9,6 +9,7 @@ The project's own integration tests use these through the ``kafka`` fixture in
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from inferstream.config import Settings
 from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KafkaServer
 
@@ -68,6 +70,19 @@ def running_in_thread(component: R, *, timeout: float = 60.0) -> Iterator[R]:
         raise TimeoutError(f"{type(component).__name__} did not stop within {timeout:.0f}s")
     if errors:
         raise errors[0]
+
+
+def cli_env(settings: Settings, models_dir: Path | None = None) -> dict[str, str]:
+    """The environment for an ``inferstream`` command on the same broker, topic prefix and models."""
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+        "COLUMNS": "200",  # rich wraps at 80 columns without a terminal: keep messages on one line
+    }
+    if models_dir is not None:
+        env["INFERSTREAM_MODELS_DIR"] = str(models_dir)
+    return env
 
 
 def free_ports(count: int) -> list[int]:

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from inferstream.config import Settings
-from inferstream.serving.supervisor import ScalePolicy, Supervisor
+from inferstream.serving.supervisor import ScalePolicy, Supervisor, threads_per_copy
 
 
 class _Counting(Supervisor):
@@ -65,3 +65,11 @@ def test_never_above_max_replicas_and_back_to_one_once_drained() -> None:
 @pytest.mark.parametrize("lags", [[50, 60, 70, 80], [100, 100, 100]])
 def test_a_lag_at_or_under_the_threshold_adds_nothing(lags: list[int]) -> None:
     assert set(_replay(lags)) == {1}
+
+
+def test_copies_share_the_cpus_unless_the_model_sets_its_threads() -> None:
+    assert threads_per_copy(0, 4, cpus=16) == 4
+    assert threads_per_copy(0, 3, cpus=2) == 1  # never below one
+    assert threads_per_copy(0, 1, cpus=8) == 8
+    assert threads_per_copy(2, 4, cpus=16) is None  # the model's own setting stands
+    assert (threads_per_copy(0, 2) or 0) >= 1  # this machine's CPUs

@@ -21,7 +21,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import error_of, fetch
+from inferstream.connectors.kafka._util import error_of, fetch, watermarks
 from inferstream.errors import CommitError, KafkaError
 from inferstream.metrics import Metrics
 
@@ -29,6 +29,7 @@ Message = confluent_kafka.Message
 PartitionsCallback = Callable[[list[TopicPartition]], None]
 
 _LAG_EVERY_S = 5.0
+_TIMEOUT_S = 10.0
 
 
 class Consumer:
@@ -46,7 +47,12 @@ class Consumer:
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
         overrides: Mapping[str, Any] | None = None,
+        starts_now: bool = False,
     ) -> None:
+        """``starts_now`` (without ``from_beginning``): a partition with no committed offset
+        starts at its end as of this call, not as of the group's join a moment later, so
+        what is produced after the consumer was made is never missed.
+        """
         conf: dict[str, Any] = {
             **settings.kafka.consumer_config(group_id),
             "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -63,6 +69,9 @@ class Consumer:
         self._last_lag = 0.0
         self._assigned: set[tuple[str, int]] = set()
         self._closed = False
+        self._starts: dict[tuple[str, int], int] | None = None
+        if starts_now and not from_beginning:
+            self._starts = self._end_offsets()
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -176,7 +185,39 @@ class Consumer:
 
     # -- rebalances -------------------------------------------------------------------
 
+    def _end_offsets(self) -> dict[tuple[str, int], int]:
+        ends: dict[tuple[str, int], int] = {}
+        for topic in self.topics:
+            try:
+                metadata = self._consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
+            except confluent_kafka.KafkaException:
+                continue  # unreachable now: the join waits for the broker, and starts at the end then
+            if metadata is None or metadata.error is not None:
+                continue  # made later: everything in it comes after this call
+            for partition in metadata.partitions:
+                with contextlib.suppress(confluent_kafka.KafkaException):
+                    ends[(topic, partition)] = watermarks(self._consumer, topic, partition, _TIMEOUT_S)[1]
+        return ends
+
+    def _start_where_asked(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        # Partitions the group has no offset for start at the end seen when the consumer was
+        # made (a partition unknown then, at its beginning); committed offsets win.
+        assert self._starts is not None
+        committed = consumer.committed(partitions, timeout=_TIMEOUT_S)
+        consumer.assign(
+            [
+                done
+                if done.offset >= 0
+                else TopicPartition(
+                    tp.topic, tp.partition, self._starts.get((tp.topic, tp.partition), confluent_kafka.OFFSET_BEGINNING)
+                )
+                for tp, done in zip(partitions, committed, strict=True)
+            ]
+        )
+
     def _on_assign(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+        if self._starts is not None and partitions:
+            self._start_where_asked(consumer, partitions)
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         if self._user_assign is not None:
             self._user_assign(partitions)
