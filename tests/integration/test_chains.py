@@ -168,3 +168,57 @@ def test_events_reach_a_chain_through_an_ingest_rule(chain: tuple[Settings, Chai
     topics = dict(sentences)
     right = sum(p.outputs["label"] == topics[str(p.inputs["text"])] for p in predictions)
     assert right >= len(events) - 2  # the topic classifier on texts it was not trained on
+
+
+def _serve_chain(settings: Settings, models_dir: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferstream", "serve", "--model", CHAIN_NAME],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=cli_env(settings, models_dir),
+    )
+    assert process.stderr is not None
+    for _ in STEPS:  # one line a step once it serves
+        assert "step" in process.stderr.readline().decode()
+    return process
+
+
+def test_kill_9_of_a_chain_mid_stream_then_restart_answers_every_request(settings: Settings, models_dir: Path) -> None:
+    sentences = topic_sentences(150, seed=13)
+    n = len(sentences)
+    topic = settings.topics.request_topic(CHAIN_NAME, "1")
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        client.topics.ensure_request_topic(CHAIN_NAME, "1")
+        requests = [_request(f"k{i}", {"text": text}) for i, (text, _) in enumerate(sentences)]
+        assert client.produce(topic, requests).produced == n
+    served = _serve_chain(settings, models_dir)
+    seen = 0
+    with Client(settings) as client:
+        for _ in client.subscribe("predictions", from_beginning=True, idle_timeout=90):
+            seen += 1
+            if seen >= n // 4:
+                break
+    served.send_signal(signal.SIGKILL)  # both steps mid-stream: nothing committed or flushed on the way out
+    served.wait(30)
+    assert 0 < seen < n, "the chain should have been killed mid-stream"
+    restarted = _serve_chain(settings, models_dir)
+    try:
+        predictions: list[Prediction] = []
+        deadline = time.monotonic() + 180  # the dead copy's session (10 s) ends before its partitions move
+        while len({p.request_id for p in predictions}) < n and time.monotonic() < deadline:
+            with Client(settings) as client:
+                predictions = [
+                    m.record
+                    for m in client.subscribe("predictions", from_beginning=True, idle_timeout=5)
+                    if isinstance(m.record, Prediction)
+                ]
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        _out, err = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, err.decode()[-2000:]
+    counts = Counter(p.request_id for p in predictions)
+    assert set(counts) == {f"k{i}" for i in range(n)}  # at-least-once: every request answered
+    assert all([(s.model, s.version) for s in p.chain] == STEPS for p in predictions)
+    duplicates = sum(c - 1 for c in counts.values())
+    print(f"chain killed after {seen} predictions: {duplicates} duplicates out of {n}", file=sys.stderr)
