@@ -4,6 +4,8 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from inferstream import Client, Settings
 from inferstream.connectors.kafka import Consumer, Producer
 from inferstream.metrics import Metrics
@@ -42,7 +44,10 @@ def test_round_trip_with_keys_headers_and_decoded_records(settings: Settings) ->
     assert all(by_key[r.key] == r.partition for r in again)
 
 
-def test_a_subscription_sees_everything_produced_after_it_was_made(settings: Settings) -> None:
+@pytest.mark.parametrize("strategy", ["range,roundrobin", "cooperative-sticky"])
+def test_a_subscription_sees_everything_produced_after_it_was_made(settings: Settings, strategy: str) -> None:
+    kafka = settings.kafka.model_copy(update={"consumer_overrides": {"partition.assignment.strategy": strategy}})
+    settings = settings.model_copy(update={"kafka": kafka})
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
         client.produce("events", _events(20))  # before: not seen

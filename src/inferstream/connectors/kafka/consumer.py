@@ -69,6 +69,10 @@ class Consumer:
         self._last_lag = 0.0
         self._assigned: set[tuple[str, int]] = set()
         self._closed = False
+        # Incremental (cooperative or KIP-848) rebalancing takes partitions with incremental_assign.
+        self._incremental = "cooperative" in str(conf.get("partition.assignment.strategy", "")) or (
+            conf.get("group.protocol") == "consumer"
+        )
         self._starts: dict[tuple[str, int], int] | None = None
         if starts_now and not from_beginning:
             self._starts = self._end_offsets()
@@ -204,7 +208,8 @@ class Consumer:
         # made (a partition unknown then, at its beginning); committed offsets win.
         assert self._starts is not None
         committed = consumer.committed(partitions, timeout=_TIMEOUT_S)
-        consumer.assign(
+        take = consumer.incremental_assign if self._incremental else consumer.assign
+        take(
             [
                 done
                 if done.offset >= 0

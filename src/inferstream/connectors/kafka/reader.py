@@ -107,8 +107,7 @@ def read_bounded(
                 continue
             idle = 0.0
             for message in messages:
-                error = message.error()
-                if error is not None:
+                if message.error() is not None:
                     _resume_past_gap(consumer, message, ends, pending, gap)
                     continue
                 p, offset = message.partition() or 0, message.offset() or 0
@@ -136,10 +135,15 @@ def _resume_past_gap(
     topic, p = message.topic() or "", message.partition() or 0
     if p not in pending:
         return
-    low, _high = watermarks(consumer, topic, p, _TIMEOUT_S)
-    gap(p, max(message.offset() or 0, 0), low)
+    low, high = watermarks(consumer, topic, p, _TIMEOUT_S)
+    first = max(message.offset() or 0, 0)
     # A partition stopped by the error cannot seek: hand it back and take it again at the log start.
     consumer.incremental_unassign([TopicPartition(topic, p)])
+    if first >= low:  # past the end: the log was cut back (the topic made again), nothing to read on
+        log.warning("%s[%d]: offset %d is past the log's end %d; the partition was truncated", topic, p, first, high)
+        pending.discard(p)
+        return
+    gap(p, first, low)
     if low >= ends[p]:
         pending.discard(p)
     else:
