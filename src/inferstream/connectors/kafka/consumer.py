@@ -190,32 +190,43 @@ class Consumer:
     # -- rebalances -------------------------------------------------------------------
 
     def _end_offsets(self) -> dict[tuple[str, int], int]:
+        # (topic, -1): where a partition that did not exist then starts (all of it came after).
         ends: dict[tuple[str, int], int] = {}
         for topic in self.topics:
             try:
                 metadata = self._consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
             except confluent_kafka.KafkaException:
-                continue  # unreachable now: the join waits for the broker, and starts at the end then
+                continue  # unreachable now: such partitions start at the end as of the join
+            ends[(topic, -1)] = confluent_kafka.OFFSET_BEGINNING
             if metadata is None or metadata.error is not None:
-                continue  # made later: everything in it comes after this call
+                continue
             for partition in metadata.partitions:
-                with contextlib.suppress(confluent_kafka.KafkaException):
+                try:
                     ends[(topic, partition)] = watermarks(self._consumer, topic, partition, _TIMEOUT_S)[1]
+                except confluent_kafka.KafkaException:
+                    ends[(topic, partition)] = confluent_kafka.OFFSET_END
         return ends
 
     def _start_where_asked(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions the group has no offset for start at the end seen when the consumer was
-        # made (a partition unknown then, at its beginning); committed offsets win.
+        # made; committed offsets win. A partition that did not exist then starts at its
+        # beginning; one whose end could not be read, at the end as of now.
         assert self._starts is not None
-        committed = consumer.committed(partitions, timeout=_TIMEOUT_S)
+        starts = self._starts
+
+        def start(tp: TopicPartition) -> int:
+            if (tp.topic, tp.partition) in starts:
+                return starts[(tp.topic, tp.partition)]
+            return starts.get((tp.topic, -1), confluent_kafka.OFFSET_END)
+
+        try:
+            committed = consumer.committed(partitions, timeout=_TIMEOUT_S)
+        except confluent_kafka.KafkaException:
+            return  # the client takes them as usual: committed offsets, else the end as of now
         take = consumer.incremental_assign if self._incremental else consumer.assign
         take(
             [
-                done
-                if done.offset >= 0
-                else TopicPartition(
-                    tp.topic, tp.partition, self._starts.get((tp.topic, tp.partition), confluent_kafka.OFFSET_BEGINNING)
-                )
+                done if done.offset >= 0 else TopicPartition(tp.topic, tp.partition, start(tp))
                 for tp, done in zip(partitions, committed, strict=True)
             ]
         )
