@@ -174,9 +174,13 @@ class TopicSettings(_Frozen):
         """The request topic of one model version."""
         return self.name(f"{self.requests_prefix}.{model}.{version}")
 
+    def group(self, name: str) -> str:
+        """A platform consumer group's name under the prefix: deployments sharing a cluster stay apart."""
+        return f"{self.prefix}{name}"
+
     def worker_group(self, model: str, version: str, *, shadow: bool = False) -> str:
         """The consumer group of one model version's workers (under the prefix: deployments stay apart)."""
-        return f"{self.prefix}{'shadow' if shadow else 'serve'}-{model}-{version}"
+        return self.group(f"{'shadow' if shadow else 'serve'}-{model}-{version}")
 
     def reply_topic(self, client_id: str) -> str:
         """The reply topic owned by one client."""

@@ -1,6 +1,6 @@
 """A drift monitor: one consumer on the predictions topic, windows, statistics, alerts, reports.
 
-Each monitor is a consumer group of its own (``inferstream-monitor-<name>``), so
+Each monitor is a consumer group of its own (``<prefix>monitor-<name>``), so
 its one member reads every partition. Per batch: decode once into columns
 (:mod:`inferstream.monitoring.extract`), fold into panes
 (:mod:`inferstream.monitoring.window`); per closed window: the statistics against
@@ -90,7 +90,7 @@ class DriftMonitor:
         self.state_dir = monitor_state_dir(settings, spec.name)
         self.topic = settings.topics.platform_topics()["predictions"]
         self.alerts_topic = settings.topics.platform_topics()["drift-alerts"]
-        self.group_id = f"inferstream-monitor-{spec.name}"
+        self.group_id = settings.topics.group(f"monitor-{spec.name}")
         status = read_status(self.state_dir) or {}
         self.windows = Windows(spec.window, self.profiles, spec.alerting, state=status.get("windows"))
         self.hysteresis = Hysteresis.restore(spec.alerting, status.get("alerting"))

@@ -123,7 +123,7 @@ class IndexSink:
         self.store = store or open_store(settings)
         self.metrics = metrics or Metrics(namespace=settings.metrics.namespace)
         self.topic = settings.topics.platform_topics()["embeddings"]
-        self.group_id = group_id or self.config.group_id or f"inferstream-index-{self.config.index}"
+        self.group_id = group_id or self.config.group_id or settings.topics.group(f"index-{self.config.index}")
         self.from_beginning = from_beginning
         self.stats = IndexStats()
         #: Set once the index is set up and the consumer subscribed.

@@ -125,12 +125,12 @@ class InferenceTableSink:
         max_rows: int = 50_000,
         max_delay_s: float = 5.0,
         metrics: Metrics | None = None,
-        group_id: str = "inferstream-table",
+        group_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.sink = ParquetTableSink(settings, root, max_rows=max_rows, max_delay_s=max_delay_s)
         self.metrics = metrics or Metrics()
-        self.group_id = group_id
+        self.group_id = group_id or settings.topics.group("table")
         self.stats = SinkStats()
         self.ready = threading.Event()
         self._stop = threading.Event()
