@@ -112,15 +112,14 @@ def test_records_the_broker_deletes_before_a_read_are_reported_not_skipped_in_si
 
     # The log start passes the reader after it took its start offsets: an offset out of range,
     # reported, and the read goes on from the new log start.
-    real = reader.watermarks
+    real = reader.partition_bounds
 
-    def then_delete(consumer: Any, topic: str, partition: int, timeout: float) -> tuple[int, int]:
-        bounds = real(consumer, topic, partition, timeout)
-        if partition == 2:
-            _delete_records(settings, source, 1, 25)
+    def then_delete(consumer: Any, topic: str, timeout: float) -> dict[int, tuple[int, int]] | None:
+        bounds = real(consumer, topic, timeout)
+        _delete_records(settings, source, 1, 25)
         return bounds
 
-    monkeypatch.setattr(reader, "watermarks", then_delete)
+    monkeypatch.setattr(reader, "partition_bounds", then_delete)
     gaps.clear()
     read = list(read_bounded(settings, source, on_gap=lambda *gap: gaps.append(gap)))
     assert (len(read), gaps) == (20 + 5 + 30, [(1, 0, 25)])

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics.metric import Metrics
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import watermarks
+from inferstream.connectors.kafka._util import partition_bounds
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
@@ -64,10 +64,10 @@ def log_bounds(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
     conf = {**settings.kafka.base_config(), "group.id": "inferstream-export", "enable.auto.commit": False}
     consumer = confluent_kafka.Consumer(conf)
     try:
-        metadata = consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-        if metadata is None or metadata.error is not None:
+        bounds = partition_bounds(consumer, topic, _TIMEOUT_S)
+        if bounds is None:
             raise TopicError(f"topic {topic} does not exist: check the name (and the topic prefix in the settings)")
-        return {p: watermarks(consumer, topic, p, _TIMEOUT_S) for p in sorted(metadata.partitions)}
+        return bounds
     finally:
         consumer.close()
 

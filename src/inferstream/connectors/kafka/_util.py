@@ -61,3 +61,13 @@ def watermarks(consumer: confluent_kafka.Consumer, topic: str, partition: int, t
             if not leaderless or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def partition_bounds(
+    consumer: confluent_kafka.Consumer, topic: str, timeout: float
+) -> dict[int, tuple[int, int]] | None:
+    """Every partition's (log start, end) offsets now; None when the topic does not exist."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return None
+    return {p: watermarks(consumer, topic, p, timeout) for p in sorted(metadata.partitions)}

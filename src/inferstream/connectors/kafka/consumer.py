@@ -21,7 +21,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import error_of, fetch, watermarks
+from inferstream.connectors.kafka._util import error_of, fetch, partition_bounds
 from inferstream.errors import CommitError, KafkaError
 from inferstream.metrics import Metrics
 
@@ -194,23 +194,17 @@ class Consumer:
         ends: dict[tuple[str, int], int] = {}
         for topic in self.topics:
             try:
-                metadata = self._consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
+                bounds = partition_bounds(self._consumer, topic, _TIMEOUT_S)
             except confluent_kafka.KafkaException:
-                continue  # unreachable now: such partitions start at the end as of the join
+                continue  # unreadable now: its partitions start at the end as of the join
             ends[(topic, -1)] = confluent_kafka.OFFSET_BEGINNING
-            if metadata is None or metadata.error is not None:
-                continue
-            for partition in metadata.partitions:
-                try:
-                    ends[(topic, partition)] = watermarks(self._consumer, topic, partition, _TIMEOUT_S)[1]
-                except confluent_kafka.KafkaException:
-                    ends[(topic, partition)] = confluent_kafka.OFFSET_END
+            ends.update(((topic, p), high) for p, (_low, high) in (bounds or {}).items())
         return ends
 
     def _start_where_asked(self, consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions the group has no offset for start at the end seen when the consumer was
         # made; committed offsets win. A partition that did not exist then starts at its
-        # beginning; one whose end could not be read, at the end as of now.
+        # beginning; one of a topic whose ends could not be read, at the end as of now.
         assert self._starts is not None
         starts = self._starts
 

@@ -14,7 +14,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import watermarks
+from inferstream.connectors.kafka._util import partition_bounds, watermarks
 from inferstream.errors import KafkaError, TopicError
 
 _TIMEOUT_S = 15.0
@@ -67,16 +67,13 @@ def read_bounded(
     }
     consumer = confluent_kafka.Consumer(conf)
     try:
-        metadata = consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)
-        if metadata is None or metadata.error is not None:
+        bounds = partition_bounds(consumer, topic, _TIMEOUT_S)
+        if bounds is None:
             raise TopicError(f"topic {topic} does not exist")
-        partitions = sorted(metadata.partitions)
-        ends: dict[int, int] = {}
-        lows: dict[int, int] = {}
-        starts: dict[int, int] = {}
-        for p in partitions:
-            lows[p], ends[p] = watermarks(consumer, topic, p, _TIMEOUT_S)
-            starts[p] = (start_offsets or {}).get(p, lows[p])
+        partitions = list(bounds)
+        lows = {p: low for p, (low, _high) in bounds.items()}
+        ends = {p: high for p, (_low, high) in bounds.items()}
+        starts = {p: (start_offsets or {}).get(p, lows[p]) for p in partitions}
         if since is not None:
             wanted = [TopicPartition(topic, p, int(since.timestamp() * 1000)) for p in partitions]
             for tp in consumer.offsets_for_times(wanted, timeout=_TIMEOUT_S):
