@@ -5,11 +5,14 @@ Layout under the table directory (``monitoring.table_dir``, default
 
     model=<name>/date=<YYYY-MM-DD>/<topic>+<partition>+<first offset>-<last offset>.parquet
 
-One file per flushed batch of one Kafka partition (split by model and date), named
-by the batch's offset range. A file is written under a temporary name and renamed
-into place before the sink commits its offsets; after a crash the sink finds the
-highest offset already in files and skips what it replays up to there, so rows
-are never written twice. Readers ignore temporary files.
+One file per flushed batch of one Kafka partition, named by the batch's offset
+range; a batch that holds several models or dates is split into parts, named
+``…-<last>+<part>of<parts>.parquet``. A file is written under a temporary name and
+renamed into place; the sink commits its offsets once every part is in place.
+After a crash the sink learns what the files hold (every offset up to the last
+complete batch, and the offsets inside the parts of a batch the crash cut short)
+and skips those when it replays, so rows are never written twice nor lost.
+Readers ignore temporary files.
 
 Columns: the ``prediction`` contract's Arrow schema (inputs and outputs as JSON
 text) plus ``_topic``, ``_partition`` and ``_offset``.
@@ -36,7 +39,9 @@ from inferstream.errors import ConfigError
 from inferstream.schemas.arrow import arrow_schema, to_table
 from inferstream.schemas.records import Prediction
 
-_FILE = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_FILE = re.compile(
+    r"^(?P<topic>[^+]+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)(?:\+(?P<part>\d+)of(?P<parts>\d+))?\.parquet$"
+)
 _TMP_SUFFIX = ".tmp"
 _PARTITIONING = ds.partitioning(pa.schema([("model", pa.string()), ("date", pa.string())]), flavor="hive")
 
@@ -65,11 +70,15 @@ class TableFile:
     partition: int
     first: int
     last: int
+    #: which part of its batch (1-based) and of how many
+    part: int = 1
+    parts: int = 1
 
 
-def file_name(topic: str, partition: int, first: int, last: int) -> str:
-    """The name of a file holding offsets first..last of a topic partition."""
-    return f"{topic}+{partition}+{first:020d}-{last:020d}.parquet"
+def file_name(topic: str, partition: int, first: int, last: int, part: int = 1, parts: int = 1) -> str:
+    """The name of (part ``part`` of ``parts`` of) a batch holding offsets first..last of a topic partition."""
+    name = f"{topic}+{partition}+{first:020d}-{last:020d}"
+    return f"{name}+{part}of{parts}.parquet" if parts > 1 else f"{name}.parquet"
 
 
 def table_files(root: Path) -> list[TableFile]:
@@ -78,19 +87,46 @@ def table_files(root: Path) -> list[TableFile]:
     for path in root.glob("model=*/date=*/*.parquet"):
         match = _FILE.match(path.name)
         if match:
-            found.append(
-                TableFile(path, match["topic"], int(match["partition"]), int(match["first"]), int(match["last"]))
-            )
+            partition, first, last = (int(match[group]) for group in ("partition", "first", "last"))
+            part, parts = (int(match["part"]), int(match["parts"])) if match["parts"] else (1, 1)
+            found.append(TableFile(path, match["topic"], partition, first, last, part, parts))
     return found
 
 
-def written_up_to(root: Path, topic: str) -> dict[int, int]:
-    """Per partition of ``topic``, the highest offset already in the table's files."""
-    highest: dict[int, int] = {}
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one partition's files hold: every offset up to ``up_to``, and ``beyond`` it these."""
+
+    up_to: int = -1
+    #: offsets in the parts of batches a crash left incomplete (their other parts were never renamed)
+    beyond: frozenset[int] = frozenset()
+
+    def __contains__(self, offset: int) -> bool:
+        return offset <= self.up_to or offset in self.beyond
+
+
+def written_offsets(root: Path, topic: str) -> dict[int, Written]:
+    """Per partition of ``topic``, the offsets the table's files hold already.
+
+    A partition's batches are written one after another and committed only once
+    complete, so everything up to the last complete batch is written (or was
+    dead-lettered); past it, only the parts a crash left in place, read from the files.
+    """
+    batches: dict[tuple[int, int, int, int], list[TableFile]] = {}
     for item in table_files(root):
         if item.topic == topic:
-            highest[item.partition] = max(item.last, highest.get(item.partition, -1))
-    return highest
+            batches.setdefault((item.partition, item.first, item.last, item.parts), []).append(item)
+    up_to: dict[int, int] = {}
+    for (partition, _, last, parts), files in batches.items():
+        if len({f.part for f in files}) == parts:
+            up_to[partition] = max(last, up_to.get(partition, -1))
+    beyond: dict[int, set[int]] = {}
+    for (partition, _, last, parts), files in batches.items():
+        if len({f.part for f in files}) < parts and last > up_to.get(partition, -1):
+            for item in files:
+                offsets = pq.ParquetFile(item.path).read(columns=["_offset"]).column("_offset").to_pylist()
+                beyond.setdefault(partition, set()).update(offsets)
+    return {p: Written(up_to.get(p, -1), frozenset(beyond.get(p, ()))) for p in up_to.keys() | beyond.keys()}
 
 
 def remove_temporary(root: Path) -> int:
@@ -110,8 +146,9 @@ def write_batch(
 ) -> list[Path]:
     """Write one partition's batch (offset, prediction) as files by model and date; their paths.
 
-    Every file carries the batch's whole offset range in its name, so a replay of the
-    same batch writes the same names.
+    Every file carries the batch's whole offset range in its name (and, when the batch
+    is split, its part number and the number of parts), so a replay of the same batch
+    writes the same names and a crash between parts can be told from a whole batch.
     """
     if not rows:
         return []
@@ -122,8 +159,8 @@ def write_batch(
         groups.setdefault((prediction.model, day), []).append((offset, prediction))
     written = []
     schema = table_schema()
-    name = file_name(topic, partition, first, last)
-    for (model, day), group in sorted(groups.items()):
+    for part, ((model, day), group) in enumerate(sorted(groups.items()), 1):
+        name = file_name(topic, partition, first, last, part, len(groups))
         directory = root / f"model={model}" / f"date={day}"
         directory.mkdir(parents=True, exist_ok=True)
         base = to_table([p for _, p in group], Prediction)

@@ -26,7 +26,7 @@ from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.errors import ContractError, InferstreamError
 from inferstream.metrics import Metrics
-from inferstream.monitoring.table import remove_temporary, table_dir, write_batch, written_up_to
+from inferstream.monitoring.table import Written, remove_temporary, table_dir, write_batch, written_offsets
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Prediction
 
@@ -65,7 +65,7 @@ class ParquetTableSink:
         self._buffer: dict[int, list[tuple[int, Prediction]]] = {}
         self._buffered = 0
         self._oldest: float | None = None
-        self._done_up_to: dict[int, int] = {}
+        self._written: dict[int, Written] = {}
         #: rows written to files since start
         self.rows_written = 0
 
@@ -75,11 +75,11 @@ class ParquetTableSink:
         removed = remove_temporary(self.root)
         if removed:
             log.warning("removed %d half-written table files left by a crash", removed)
-        self._done_up_to = written_up_to(self.root, self.topic)
+        self._written = written_offsets(self.root, self.topic)
 
     def already_written(self, partition: int, offset: int) -> bool:
         """True when a file holds this record already (a replay after a crash)."""
-        return offset <= self._done_up_to.get(partition, -1)
+        return offset in self._written.get(partition, Written())
 
     def add(self, partition: int, offset: int, prediction: Prediction) -> None:
         """Buffer one prediction; SinkBackpressureError when the buffer is full."""
@@ -102,7 +102,8 @@ class ParquetTableSink:
         for partition, rows in sorted(self._buffer.items()):
             written += write_batch(self.root, self.topic, partition, rows)
             self.rows_written += len(rows)
-            self._done_up_to[partition] = max(rows[-1][0], self._done_up_to.get(partition, -1))
+            done = self._written.get(partition, Written())
+            self._written[partition] = Written(max(rows[-1][0], done.up_to), done.beyond)
         self._buffer.clear()
         self._buffered = 0
         self._oldest = None
