@@ -184,22 +184,25 @@ class InferenceTableSink:
         try:
             self.sink.add(partition, offset, prediction)
         except SinkBackpressureError:
-            self.sink.flush()  # never buffer past max_rows; committed with the next flush
+            self._write(dlq)  # never buffer past max_rows; committed with the next flush
             self.sink.add(partition, offset, prediction)
+
+    def _write(self, dlq: DeadLetterWriter) -> None:
+        # Dead letters are acknowledged before the files that cover their offsets exist: a
+        # restart skips every offset up to a complete batch's last, dead-lettered ones too.
+        dlq.flush()
+        before = self.sink.rows_written
+        started = time.monotonic()
+        self.stats.files += self.sink.flush()
+        self.stats.written = self.sink.rows_written
+        self.metrics.records_out.labels("inference-table", "table").inc(self.sink.rows_written - before)
+        self.metrics.stage_seconds.labels("table", "write").observe(time.monotonic() - started)
 
     def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:
         if not pending:
             return
-        before = self.sink.rows_written
-        started = time.monotonic()
-        files = self.sink.flush()
-        dlq.flush()  # dead letters acknowledged before their offsets move
+        self._write(dlq)
         consumer.commit(pending.values())
-        count = self.sink.rows_written - before
-        self.stats.written = self.sink.rows_written
-        self.stats.files += files
-        self.metrics.records_out.labels("inference-table", "table").inc(count)
-        self.metrics.stage_seconds.labels("table", "write").observe(time.monotonic() - started)
         pending.clear()
 
     def stop(self) -> None:
