@@ -406,7 +406,8 @@ class Client:
         a restart resumes after the last record handed out. A group with nothing committed
         starts at the beginning (``from_beginning``) or at the end as of this call: records
         produced after ``subscribe()`` returns are all seen, however long the join takes. ``idle_timeout`` ends the
-        iteration after that many seconds without a record; ``max_records`` after N.
+        iteration after that many seconds without a record, not counting the group join (up to 30 s);
+        ``max_records`` after N.
         """
         names = [topic] if isinstance(topic, str) else list(topic)
         full = [self.topic(name) for name in names]
@@ -785,6 +786,8 @@ class _ProduceSink:
 
 
 _ALONE = "sent-alone"
+#: Seconds of a subscription's group join that its idle timeout does not count.
+_JOIN_ALLOWANCE_S = 30.0
 
 
 @contextlib.contextmanager
@@ -855,6 +858,7 @@ class Subscription:
         self._closed = False
         self._uncommitted = False
         self._last_commit = time.monotonic()
+        self._first_poll: float | None = None
         #: Longest time between commits to the broker while iterating.
         self.commit_interval_s = 1.0
 
@@ -907,11 +911,16 @@ class Subscription:
                 raise StopIteration
             timeout = 1.0 if self._idle is None else min(1.0, max(self._idle - waited, 0.05))
             started = time.monotonic()
+            if self._first_poll is None:
+                self._first_poll = started
             batch = self.consumer.consume(self._batch_size, timeout)
             if batch:
                 self._buffer, self._index = batch, 0
                 return
-            waited += time.monotonic() - started
+            # Idle time counts once the group has given this subscription its partitions (or
+            # after _JOIN_ALLOWANCE_S of joining): a slow join is not an idle stream.
+            counted_from = started if self.consumer.assignment() else self._first_poll + _JOIN_ALLOWANCE_S
+            waited += max(time.monotonic() - max(started, counted_from), 0.0)
             if self._idle is not None and waited >= self._idle:
                 raise StopIteration
 
