@@ -40,7 +40,7 @@ from inferstream.schemas.arrow import arrow_schema, to_table
 from inferstream.schemas.records import Prediction
 
 _FILE = re.compile(
-    r"^(?P<topic>[^+]+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)(?:\+(?P<part>\d+)of(?P<parts>\d+))?\.parquet$"
+    r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)(?:\+(?P<part>\d+)of(?P<parts>\d+))?\.parquet$"
 )
 _TMP_SUFFIX = ".tmp"
 _PARTITIONING = ds.partitioning(pa.schema([("model", pa.string()), ("date", pa.string())]), flavor="hive")

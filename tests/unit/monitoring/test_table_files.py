@@ -44,6 +44,12 @@ def test_a_batch_over_two_dates_is_written_as_numbered_parts(tmp_path: Path) -> 
     (single,) = write_batch(tmp_path, TOPIC, 1, _rows(0, 10)[:4])
     assert single.name == f"{TOPIC}+1+{0:020d}-{3:020d}.parquet"
     assert written_offsets(tmp_path, TOPIC)[1].up_to == 3
+    # Batch jobs file rows under a name made of their input file's, which may hold a "+".
+    write_batch(tmp_path, "job.score.a+b.csv", 0, _rows(0, 10))
+    assert {(f.partition, f.last, f.part) for f in table_files(tmp_path) if f.topic == "job.score.a+b.csv"} == {
+        (0, 9, 1),
+        (0, 9, 2),
+    }
 
 
 def test_a_crash_between_parts_loses_nothing_and_writes_nothing_twice(tmp_path: Path) -> None:
