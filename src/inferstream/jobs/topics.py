@@ -34,7 +34,7 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka._util import partition_bounds
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
-from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.connectors.kafka.reader import read_bounded, warn_gap
 from inferstream.errors import ConfigError, TopicError
 from inferstream.jobs._pipeline import NAMESPACE, JobResult, check_inputs, make_pipeline, run, write_parquet
 
@@ -117,14 +117,11 @@ class ReadPartition(beam.DoFn):
             yield self._table(rows)
 
     def _gap(self, partition: int, first: int, low: int) -> None:
-        missed = min(low, self.ends[partition]) - first
-        if missed > 0:
-            log.warning(
-                "export of %s[%d]: offsets %d..%d were deleted by the broker (retention.ms, delete-records) "
-                "before they were read",
-                self.topic, partition, first, first + missed - 1,
-            )  # fmt: skip
-            self.expired.inc(missed)
+        # Only what the job meant to read counts: records past the end read at its start do not.
+        until = min(low, self.ends[partition])
+        if until > first:
+            warn_gap(self.topic)(partition, first, until)
+            self.expired.inc(until - first)
 
     def _table(self, messages: list[confluent_kafka.Message]) -> pa.Table:
         self.read.inc(len(messages))

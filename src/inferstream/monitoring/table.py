@@ -117,12 +117,15 @@ def written_offsets(root: Path, topic: str) -> dict[int, Written]:
         if item.topic == topic:
             batches.setdefault((item.partition, item.first, item.last, item.parts), []).append(item)
     up_to: dict[int, int] = {}
+    cut_short = []
     for (partition, _, last, parts), files in batches.items():
         if len({f.part for f in files}) == parts:
             up_to[partition] = max(last, up_to.get(partition, -1))
+        else:
+            cut_short.append((partition, last, files))
     beyond: dict[int, set[int]] = {}
-    for (partition, _, last, parts), files in batches.items():
-        if len({f.part for f in files}) < parts and last > up_to.get(partition, -1):
+    for partition, last, files in cut_short:
+        if last > up_to.get(partition, -1):
             for item in files:
                 offsets = pq.ParquetFile(item.path).read(columns=["_offset"]).column("_offset").to_pylist()
                 beyond.setdefault(partition, set()).update(offsets)

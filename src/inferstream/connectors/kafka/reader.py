@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 OnGap = Callable[[int, int, int], None]
 
 
-def _warn_gap(topic: str) -> OnGap:
+def warn_gap(topic: str) -> OnGap:
+    """The default ``on_gap``: a warning naming the offsets missed and where the read goes on."""
+
     def warn(partition: int, first: int, low: int) -> None:
         log.warning(
             "%s[%d]: offsets %d..%d were deleted by the broker (retention.ms or delete-records) before "
@@ -55,7 +57,7 @@ def read_bounded(
     start, or retention passing the reader) are never skipped in silence: ``on_gap``
     is told (partition, first offset missed, log start), else a warning is logged.
     """
-    gap = on_gap or _warn_gap(topic)
+    gap = on_gap or warn_gap(topic)
     conf: dict[str, Any] = {
         **settings.kafka.base_config(),
         "group.id": "inferstream-reader",
