@@ -45,6 +45,7 @@ from inferstream.errors import (
 from inferstream.metrics import Metrics
 from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import Codec, codec_for
+from inferstream.schemas.jsonpolicy import INT_MAX, INT_MIN
 from inferstream.schemas.records import (
     Contract,
     DeadLetter,
@@ -105,7 +106,7 @@ class Received:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
     record: Contract | None = None
     error: str | None = None
 
@@ -651,6 +652,9 @@ class _ProduceSink:
         for item in batch:
             if isinstance(item, SourceRecord):
                 if item.error is not None:
+                    if self.on_error == "fail":  # the records before it are produced first
+                        self._send(values, where, first)
+                        values, where = [], []
                     problem = RecordValidationError(
                         self.codec.name,
                         [FieldProblem(field="", reason=item.error)],
@@ -786,6 +790,7 @@ class _ProduceSink:
 
 
 _ALONE = "sent-alone"
+_MAX_REPR = 1 << 20
 #: Seconds of a subscription's group join that its idle timeout does not count.
 _JOIN_ALLOWANCE_S = 30.0
 
@@ -808,17 +813,23 @@ def _key_of(value: Any, codec: Codec[Any]) -> bytes | None:
         return value.key()
     if isinstance(value, Mapping):
         key = value.get(codec.contract.key_field)
-        if isinstance(key, (str, int)) and str(key):
+        if isinstance(key, str) and key:
+            return key.encode("utf-8", "backslashreplace")  # a lone surrogate must not stop the dead letter
+        if isinstance(key, int) and INT_MIN <= key <= INT_MAX:
             return str(key).encode()
     return None
 
 
 def _raw_of(original: Any, codec: Codec[Any]) -> bytes:
+    # The bytes a bad record would have had: JSON, as close as its values allow.
     import json
 
-    if isinstance(original, Contract):
-        return codec.encode(original)
-    return json.dumps(original, default=str, separators=(",", ":")).encode()
+    try:
+        if isinstance(original, Contract):
+            return codec.encode(original)
+        return json.dumps(original, default=str, separators=(",", ":")).encode()
+    except (ContractError, ValueError, RecursionError):  # a lone surrogate, a huge or deep value
+        return repr(original)[:_MAX_REPR].encode("utf-8", "backslashreplace")
 
 
 class Subscription:

@@ -7,6 +7,8 @@ can catch ``InferstreamError`` and know it came from here::
     ├── ConfigError                 settings or files that cannot be used
     ├── ContractError               a record that does not fit its topic's contract
     │   ├── RecordValidationError   ... with where (line, field) and why
+    │   ├── RecordEncodingError     a record holds a value JSON cannot carry
+    │   ├── RequestRejectedError    a worker refused a request (its reason came back as the reply)
     │   └── RoutingError            a valid record that no routing rule covers
     ├── KafkaError                  anything the broker or client refused
     │   ├── DeliveryError           a produced record was not acknowledged
@@ -78,6 +80,20 @@ class RecordValidationError(ContractError):
     def fields(self) -> tuple[str, ...]:
         """The dotted paths of the fields at fault (empty string for the whole record)."""
         return tuple(p.field for p in self.problems)
+
+
+class RecordEncodingError(ContractError):
+    """A record holds a value its JSON encoding cannot carry (an integer beyond 64 bits, a lone surrogate)."""
+
+
+class RequestRejectedError(ContractError):
+    """A worker refused a request (bad inputs, another version, a passed deadline); the reason came back."""
+
+    def __init__(self, message: str, *, request_id: str, error_class: str, stage: str = "serve") -> None:
+        self.request_id = request_id
+        self.error_class = error_class
+        self.stage = stage
+        super().__init__(message)
 
 
 class RoutingError(ContractError):

@@ -30,15 +30,16 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Annotated, Any, Self
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -60,7 +61,9 @@ from inferstream.errors import (
     TopicError,
 )
 from inferstream.metrics import Metrics
+from inferstream.schemas import jsonpolicy
 from inferstream.schemas.codec import codec_for
+from inferstream.schemas.jsonpolicy import JsonPolicyError
 from inferstream.schemas.records import Event, Prediction
 
 log = logging.getLogger(__name__)
@@ -208,7 +211,11 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorize(settings))])
+    @app.exception_handler(_JsonBodyError)
+    async def _json_body_error(request: Request, exc: _JsonBodyError) -> JSONResponse:
+        return exc.error.response()
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_authorize(settings))], route_class=_StrictJsonRoute)
     _predict_routes(v1, state)
     _stream_routes(v1, state)
     _event_routes(v1, state)
@@ -218,6 +225,41 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     app.add_middleware(_Observe, metrics=gateway_metrics)
     app.add_middleware(_BodyLimit, max_bytes=settings.gateway.max_body_bytes)
     return app
+
+
+# -- JSON bodies ------------------------------------------------------------------------
+
+
+class _JsonBodyError(HTTPException):
+    # An HTTPException, so that FastAPI's body reading passes it on (it answers 400 to others).
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.status, error.detail)
+        self.error = error
+
+
+class _StrictJsonRequest(Request):
+    """A request whose JSON body is parsed under the platform's JSON policy (no NaN, ...)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = jsonpolicy.loads(await self.body())
+            except JsonPolicyError as exc:
+                error = ApiError(422, "invalid_json", f"the body is not valid JSON: {exc}", field=exc.problem.field)
+                raise _JsonBodyError(error) from None
+        return self._json
+
+
+class _StrictJsonRoute(APIRoute):
+    """Routes whose bodies are read by :class:`_StrictJsonRequest`: one JSON policy for every entry point."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
 
 
 # -- authentication ---------------------------------------------------------------------
@@ -417,9 +459,9 @@ def _event_routes(router: APIRouter, state: Gateway) -> None:
     )
     async def events(request: Request) -> dict[str, Any]:
         try:
-            parsed = json.loads(await request.body())
-        except ValueError as exc:
-            raise ApiError(422, "invalid_json", f"the body is not JSON: {exc}") from None
+            parsed = jsonpolicy.loads(await request.body())
+        except JsonPolicyError as exc:
+            raise ApiError(422, "invalid_json", f"the body is not valid JSON: {exc}", field=exc.problem.field) from None
         values = parsed if isinstance(parsed, list) else [parsed]
         if not values:
             raise ApiError(422, "invalid_events", "the body is an empty list: send one event or a list of events")

@@ -19,8 +19,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from inferstream.errors import ConfigError
+from inferstream.schemas import jsonpolicy
+from inferstream.schemas.jsonpolicy import JsonPolicyError
 
 FileFormat = Literal["jsonl", "csv", "parquet"]
+
+_BOM = b"\xef\xbb\xbf"
 
 _SUFFIXES: dict[str, FileFormat] = {
     ".jsonl": "jsonl",
@@ -34,7 +38,11 @@ _SUFFIXES: dict[str, FileFormat] = {
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """One record read from a file: its position, its value (None if unreadable), its bytes."""
+    """One record read from a file: its position, its value (None if unreadable), its bytes.
+
+    With ``error`` set the record is refused; ``value`` is then what could be read of it
+    (to name its key in a dead letter), or None.
+    """
 
     line: int
     value: Mapping[str, Any] | None
@@ -84,14 +92,19 @@ def read_records(path: str | Path, fmt: FileFormat | None = None) -> Iterator[So
 
 
 def _read_jsonl(stream: BinaryIO) -> Iterator[SourceRecord]:
+    # Each line under the platform's JSON policy (schemas/jsonpolicy.py): no NaN, integers within
+    # 64 bits, valid UTF-8, bounded nesting; the reason names the field or the position.
     for number, line in enumerate(stream, start=1):
         raw = line.rstrip(b"\r\n")
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]  # a byte order mark some editors put at the start of a file
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            yield SourceRecord(number, None, raw, f"malformed JSON: {exc}")
+            value = jsonpolicy.loads(raw)
+        except JsonPolicyError as exc:  # the parsed document (if any) still names the record's key
+            parsed = exc.value if isinstance(exc.value, dict) else None
+            yield SourceRecord(number, parsed, raw, str(exc))
             continue
         if not isinstance(value, dict):
             yield SourceRecord(number, None, raw, f"expected a JSON object, got {type(value).__name__}")
@@ -129,7 +142,9 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_csv(stream: BinaryIO) -> Iterator[SourceRecord]:
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    # utf-8-sig: a leading byte order mark is skipped; bytes that are not UTF-8 become lone
+    # surrogates, which validation refuses with the field and position (not a crash mid-file).
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     try:
         yield from _csv_rows(csv.reader(text))
     finally:
@@ -146,7 +161,7 @@ def _csv_rows(reader: Any) -> Iterator[SourceRecord]:
         start, line = line + 1, reader.line_num
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="").writerow(row)
-        raw = buffer.getvalue().encode()
+        raw = buffer.getvalue().encode("utf-8", "surrogateescape")
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(columns):

@@ -90,7 +90,7 @@ class Extractor:
         for value, tp, offset in values:
             try:
                 record = json.loads(value) if value is not None else None
-            except ValueError:
+            except (ValueError, RecursionError):  # malformed, not UTF-8, or nested too deep
                 record = None
             if not isinstance(record, dict):
                 bad += 1

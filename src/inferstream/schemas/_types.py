@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    Strict,
     WithJsonSchema,
 )
 
@@ -100,7 +101,7 @@ Vector = Annotated[
 ]
 
 #: A JSON scalar feature value.
-Scalar = float | int | str | bool | None
+Scalar = float | int | Annotated[str, Strict()] | bool | None
 
 
 class Record(BaseModel):
@@ -114,10 +115,12 @@ class Record(BaseModel):
         ser_json_timedelta="float",
         ser_json_bytes="base64",
         val_json_bytes="base64",
+        # NaN and Infinity are not JSON (the platform's JSON policy, schemas/jsonpolicy.py)
+        allow_inf_nan=False,
     )
 
 
 class Part(BaseModel):
     """Base of nested parts of a contract (latency, drift columns, chain steps)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

@@ -15,7 +15,8 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from inferstream.errors import ContractError, FieldProblem, RecordValidationError
+from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
+from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
 from inferstream.schemas.records import Contract
 
 C = TypeVar("C", bound=Contract)
@@ -32,13 +33,28 @@ def schema_header_value(contract: type[Contract]) -> bytes:
 
 
 def parse_schema_header(headers: Headers | None) -> tuple[str, int] | None:
-    """The (name, version) from a record's headers, or None when it has none."""
+    """The (name, version) from a record's headers, or None when it has none.
+
+    Header bytes come from any producer in any language: a value that is not UTF-8
+    text or not ``<name>/<version>`` raises ``ContractError`` (the record is
+    dead-lettered with the reason), never a decoding error that would stop a stage.
+    """
     for key, value in headers or ():
-        if key == SCHEMA_HEADER and value is not None:
-            text = value.decode() if isinstance(value, bytes) else value
-            name, _, version = text.rpartition("/")
-            if name and version.isdigit():
-                return name, int(version)
+        if key != SCHEMA_HEADER or value is None:
+            continue
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else value
+        except UnicodeDecodeError as exc:
+            raise ContractError(
+                f"header {SCHEMA_HEADER} is not UTF-8 text (byte {exc.start + 1} of {value!r:.80}): "
+                "it must be <contract>/<version>, such as event/1"
+            ) from None
+        name, _, version = text.rpartition("/")
+        if not (name and version.isascii() and version.isdigit() and len(version) < 10):
+            raise ContractError(
+                f"header {SCHEMA_HEADER} is {text!r:.80}: it must be <contract>/<version>, such as event/1"
+            )
+        return name, int(version)
     return None
 
 
@@ -58,21 +74,39 @@ def problems_of(exc: ValidationError) -> list[FieldProblem]:
         if error["type"].endswith("_type") and len(loc) > 1 and _UNION_TAG.match(loc[-1]):
             union_reasons.setdefault(".".join(loc[:-1]), []).append(loc[-1])
             continue
-        path = ".".join(loc)
         kind = error["type"]
+        if kind == "finite_number" and len(loc) > 1 and _UNION_TAG.match(loc[-1]):
+            loc = loc[:-1]  # the float member of a JSON value: the field itself is at fault
+        path = ".".join(loc)
         message = error["msg"]
         if kind == "json_invalid":
-            message = f"malformed JSON ({error.get('ctx', {}).get('error', message)})"
+            detail = str(error.get("ctx", {}).get("error", message))
+            message = _json_reason(detail)
         elif kind == "missing":
             message = "required field is missing"
+        elif kind == "finite_number":
+            message = f"{error.get('input')} {NON_FINITE}"
         elif kind == "extra_forbidden":
             message = "unknown field (not in the contract)"
         elif kind == "value_error" and message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         problems.append(FieldProblem(field=path, reason=message))
+    said = {p.field for p in problems}
     for path, tags in union_reasons.items():
-        problems.append(FieldProblem(field=path, reason=f"wrong type: expected one of {', '.join(tags)}"))
-    return sorted(problems, key=lambda p: p.field)
+        if path not in said:  # a NaN said already why no member of the union took it
+            problems.append(FieldProblem(field=path, reason=f"wrong type: expected one of {', '.join(tags)}"))
+    return sorted(dict.fromkeys(problems), key=lambda p: p.field)
+
+
+def _json_reason(detail: str) -> str:
+    # The parser's words, in the JSON policy's terms (schemas/jsonpolicy.py), position kept.
+    if "recursion limit" in detail:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if "surrogate" in detail or "hex escape" in detail:
+        return f"invalid Unicode: a lone surrogate escape ({detail})"
+    if "unicode code point" in detail or "utf-8" in detail.lower():
+        return f"invalid UTF-8 ({detail})"
+    return f"malformed JSON ({detail})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +134,33 @@ class Codec(Generic[C]):
     # -- one record -------------------------------------------------------------------
 
     def validate(self, value: Mapping[str, Any] | C, *, line: int | None = None) -> C:
-        """A record from a mapping (or the record itself); raises RecordValidationError."""
+        """A record from a mapping (or the record itself); raises RecordValidationError.
+
+        Besides the contract, the JSON policy (:mod:`inferstream.schemas.jsonpolicy`):
+        no NaN or Infinity, integers within 64 bits, valid Unicode, bounded nesting.
+        """
         if isinstance(value, self.contract):
-            return value
-        try:
-            return self.contract.model_validate(value)
-        except ValidationError as exc:
-            raise RecordValidationError(self.name, problems_of(exc), line=line) from None
+            record = value
+        else:
+            try:
+                record = self.contract.model_validate(value)
+            except ValidationError as exc:
+                raise RecordValidationError(self.name, problems_of(exc), line=line) from None
+            except RecursionError:
+                raise RecordValidationError(
+                    self.name, [FieldProblem("", f"nested deeper than {MAX_DEPTH} levels")], line=line
+                ) from None
+        problem = problem_in_fields(record.__dict__)
+        if problem is not None:
+            raise RecordValidationError(self.name, [problem], line=line)
+        return record
 
     def encode(self, record: C) -> bytes:
-        """The JSON bytes of a record."""
-        return self._serializer.to_json(record)
+        """The JSON bytes of a record; raises ``RecordEncodingError`` for a value JSON cannot carry."""
+        try:
+            return self._serializer.to_json(record)
+        except Exception as exc:  # pydantic-core's serialisation errors (a lone surrogate, ...)
+            raise RecordEncodingError(f"{self.name} record cannot be encoded as JSON: {exc}") from None
 
     def encode_fields(self, fields: Mapping[str, Any]) -> bytes:
         """The JSON bytes of a record given as its fields, every one already valid.
@@ -120,17 +170,34 @@ class Codec(Generic[C]):
         to construct and serialise the model. Datetimes must be UTC; the bytes are the
         ones :meth:`encode` writes for the same record (tested).
         """
-        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+        try:
+            return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+        except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, a lone surrogate
+            raise RecordEncodingError(f"{self.name} record cannot be encoded as JSON: {exc}") from None
 
     def decode(self, data: bytes | str, *, headers: Headers | None = None, line: int | None = None) -> C:
-        """A record from JSON bytes; checks the schema header when there is one."""
-        if headers is not None:
-            self.check_header(headers)
+        """A record from JSON bytes; checks the schema header when there is one.
+
+        Whatever the bytes or headers hold, this raises ``ContractError`` (mostly
+        ``RecordValidationError`` with the field and reason, carrying the raw bytes) and
+        nothing else: a stage dead-letters the record and goes on.
+        """
         try:
-            return self.contract.model_validate_json(data)
+            if headers is not None:
+                self.check_header(headers)
+            record = self.contract.model_validate_json(data)
+        except ContractError:
+            raise
         except ValidationError as exc:
-            raw = data.encode() if isinstance(data, str) else data
-            raise RecordValidationError(self.name, problems_of(exc), line=line, raw=raw) from None
+            raise RecordValidationError(self.name, problems_of(exc), line=line, raw=_raw(data)) from None
+        except Exception as exc:  # still about this record's bytes, whatever pydantic raised
+            undecodable = FieldProblem("", f"undecodable ({type(exc).__name__}: {exc})")
+            raise RecordValidationError(self.name, [undecodable], line=line, raw=_raw(data)) from None
+        # A strict JSON parser gave the strings: only numbers and depth are left to check.
+        problem = problem_in_fields(record.__dict__, strings=isinstance(data, str))
+        if problem is not None:
+            raise RecordValidationError(self.name, [problem], line=line, raw=_raw(data))
+        return record
 
     def check_header(self, headers: Headers) -> None:
         """Refuse records written by another contract or a newer version of this one."""
@@ -155,8 +222,37 @@ class Codec(Generic[C]):
         try:
             records = self._many.validate_python(values)
         except ValidationError as exc:
-            return self._split_bad(values, exc)
-        return BatchResult(records=records, positions=list(range(len(records))), errors={})
+            result = self._split_bad(values, exc)
+        except RecursionError:
+            result = self._one_by_one(values)
+        else:
+            result = BatchResult(records=records, positions=list(range(len(records))), errors={})
+        return self._police(result)
+
+    def _one_by_one(self, values: Sequence[Mapping[str, Any] | C]) -> BatchResult[C]:
+        result: BatchResult[C] = BatchResult(records=[], positions=[], errors={})
+        for index, value in enumerate(values):
+            try:
+                result.records.append(self.validate(value))
+                result.positions.append(index)
+            except RecordValidationError as exc:
+                result.errors[index] = exc
+        return result
+
+    def _police(self, result: BatchResult[C]) -> BatchResult[C]:
+        # The JSON policy on every valid record: a NaN, a huge integer or a lone surrogate
+        # moves it to the errors (user-built values can hold what JSON text cannot).
+        bad = {
+            position: problem
+            for record, position in zip(result.records, result.positions, strict=True)
+            if (problem := problem_in_fields(record.__dict__)) is not None
+        }
+        if not bad:
+            return result
+        errors = dict(result.errors)
+        errors.update((position, RecordValidationError(self.name, [problem])) for position, problem in bad.items())
+        kept = [(r, p) for r, p in zip(result.records, result.positions, strict=True) if p not in bad]
+        return BatchResult(records=[r for r, _ in kept], positions=[p for _, p in kept], errors=errors)
 
     def _split_bad(self, values: Sequence[Mapping[str, Any] | C], exc: ValidationError) -> BatchResult[C]:
         by_index: dict[int, list[dict[str, Any]]] = {}
@@ -177,9 +273,17 @@ class Codec(Generic[C]):
         return BatchResult(records=records, positions=positions, errors=errors)
 
     def encode_many(self, records: Iterable[C]) -> list[bytes]:
-        """The JSON bytes of each record."""
+        """The JSON bytes of each record (``RecordEncodingError`` for one JSON cannot carry)."""
+        records = records if isinstance(records, list) else list(records)
         to_json = self._serializer.to_json
-        return [to_json(record) for record in records]
+        try:
+            return [to_json(record) for record in records]
+        except Exception:  # pydantic-core's serialisation errors: find the record at fault
+            return [self.encode(record) for record in records]
+
+
+def _raw(data: bytes | str) -> bytes:
+    return data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
 
 
 _CODECS: dict[type[Contract], Codec[Any]] = {}

@@ -136,6 +136,30 @@ class Prediction(Contract):
     attributes: dict[str, str] = Field(default_factory=dict)
 
 
+class RequestError(Contract):
+    """A worker's refusal of a request, sent to the request's reply-to instead of an answer.
+
+    The request itself goes to the dead-letter topic as well; this record lets the caller
+    (``Client.predict()``, the gateway) fail at once with the reason instead of waiting
+    for its timeout.
+    """
+
+    schema_name: ClassVar[str] = "request-error"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "request_id"
+
+    request_id: Id = Field(description="The refused request's id.")
+    event_time: Timestamp = Field(default_factory=utcnow, description="When it was refused (UTC).")
+    model: str = Field(max_length=256, description="The model the request named (or the topic's).")
+    version: str = Field(max_length=256, description="The version the request named (or the topic's).")
+    stage: str = Field(description="Step that refused it (serve, ...).")
+    error_class: str = Field(description="Error class name.")
+    error_message: str = Field(description="What was wrong, with the field at fault.")
+    source_topic: str = Field(description="The request topic it was read from.")
+    source_partition: int | None = None
+    source_offset: int | None = None
+
+
 class Embedding(Contract):
     """A text's vector, on ``embeddings`` keyed by document id; a null value deletes the document."""
 
@@ -242,7 +266,9 @@ class DeadLetter(Contract):
     error_message: str
     attempt: int = Field(default=1, ge=1)
     original_key: bytes | None = None
-    original_headers: list[tuple[str, bytes]] = Field(default_factory=list)
+    original_headers: list[tuple[str, bytes | None]] = Field(
+        default_factory=list, description="The original headers in order, their bytes as they were (null: no value)."
+    )
     payload: bytes = Field(description="The original bytes, or their prefix when truncated.")
     original_size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -254,10 +280,23 @@ class DeadLetter(Contract):
         return self.original_key or b""
 
 
+# ChainStep comes after the requests that name it: complete them now, not at their first use.
+InferenceRequest.model_rebuild()
+
 #: Every contract, by schema name.
 CONTRACTS: dict[str, type[Contract]] = {
     c.schema_name: c
-    for c in (Event, InferenceRequest, EmbeddingRequest, Prediction, Embedding, DriftAlert, Route, DeadLetter)
+    for c in (
+        Event,
+        InferenceRequest,
+        EmbeddingRequest,
+        Prediction,
+        RequestError,
+        Embedding,
+        DriftAlert,
+        Route,
+        DeadLetter,
+    )
 }
 
 
@@ -285,6 +324,7 @@ __all__ = [
     "InferenceRequest",
     "Latency",
     "Prediction",
+    "RequestError",
     "Route",
     "RouteVersion",
     "contract_named",

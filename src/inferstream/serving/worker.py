@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 import numpy as np
+import orjson
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import error_of
@@ -54,7 +55,14 @@ from inferstream.connectors.kafka.producer import Producer
 from inferstream.errors import ContractError, ModelError, TransactionError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, codec_for
-from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Latency, Prediction
+from inferstream.schemas.records import (
+    Embedding,
+    EmbeddingRequest,
+    InferenceRequest,
+    Latency,
+    Prediction,
+    RequestError,
+)
 from inferstream.serving.config import TextPreprocessing, VectorPreprocessing
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.preprocess import Prepared, TabularPreprocessor, VectorPreprocessor
@@ -250,6 +258,9 @@ class InferenceWorker:
         self._prediction_codec = codec_for(Prediction)
         self._prediction_header = [self._prediction_codec.header]
         self._embedding_codec = codec_for(Embedding)
+        self._error_codec = codec_for(RequestError)
+        # Error replies go to reply topics only (a hostile request cannot aim them at another topic).
+        self._replies_prefix = topics.reply_topic("")
         self._labels = config.outputs.labels
         self.ready = threading.Event()
         #: Set when a batch could not be served: the worker stops, and nothing after it is committed.
@@ -416,6 +427,8 @@ class InferenceWorker:
             self._consumer.store(messages)
 
     def _decode(self, message: confluent_kafka.Message, received: float, wall: datetime) -> _Item:
+        # Any failure here is about this record (the codec raises ContractError for whatever the
+        # bytes and headers hold): it is dead-lettered with the reason, never stops the worker.
         value = message.value()
         try:
             if value is None:
@@ -429,7 +442,7 @@ class InferenceWorker:
                 )
             if request.deadline is not None and request.deadline < wall:
                 raise TimeoutError(f"deadline {request.deadline.isoformat()} passed before the request was served")
-        except (ContractError, TimeoutError) as exc:
+        except Exception as exc:
             return _Item(message, None, exc, received)
         return _Item(message, request, None, received)
 
@@ -551,15 +564,45 @@ class InferenceWorker:
         if prepared.positions and isinstance(prepared, TextPrepared):
             self._embed([good[i] for i in prepared.positions], prepared, started, tag)
         elif prepared.positions:
+            items = [good[i] for i in prepared.positions]
             compute_start = time.monotonic()
-            outputs = self.model.run(prepared.feeds)
+            outputs, failed = self._run_model(prepared.feeds, len(items))
             compute_ms = (time.monotonic() - compute_start) * 1000
-            self._emit([good[i] for i in prepared.positions], outputs, started, compute_ms, tag)
-            self._observe(len(prepared.positions), compute_ms)
+            for row, exc in failed.items():
+                self._dead_letter(items[row], exc, tag)
+            if failed:
+                items = [item for row, item in enumerate(items) if row not in failed]
+            if items:
+                self._emit(items, outputs, started, compute_ms, tag)
+            self._observe(len(items), compute_ms)
         if prepared.positions:
             self.metrics.stage_seconds.labels("serve", "queue").observe(max(started - batch[0].received, 0.0))
         self.stats.requests += len(batch)
         self._acked(tag)  # the extra count: offsets move once every output is acknowledged
+
+    def _run_model(self, feeds: dict[str, Any], count: int) -> tuple[dict[str, Any], dict[int, Exception]]:
+        """The model's outputs for the rows that ran, and the error of each row that could not.
+
+        A batch that fails is run again row by row: a row that fails alone is about that
+        request (dead-lettered); when every row fails, the model is at fault and this raises
+        (the worker stops and the batch is served again after a restart).
+        """
+        try:
+            return self.model.run(feeds), {}
+        except Exception as exc:
+            if count == 1:
+                return {}, {0: exc}
+            log.warning("a batch of %d failed in the model (%s); running its rows one by one", count, exc)
+        ran: list[dict[str, Any]] = []
+        failed: dict[int, Exception] = {}
+        for row in range(count):
+            try:
+                ran.append(self.model.run({name: array[row : row + 1] for name, array in feeds.items()}))
+            except Exception as exc:
+                failed[row] = exc
+        if not ran:
+            raise ModelError(f"{self.config.ref} fails on every request of a batch: {failed[0]}") from failed[0]
+        return {name: np.concatenate([out[name] for out in ran]) for name in ran[0]}, failed
 
     def _observe(self, size: int, compute_ms: float) -> None:
         self.stats.batches += 1
@@ -568,49 +611,74 @@ class InferenceWorker:
         self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
 
     def _embed(self, items: Sequence[_Item], prepared: TextPrepared, started: float, tag: int) -> None:
-        # Similar lengths together: each model batch is padded only to its own longest text.
+        # Similar lengths together: each model batch is padded only to its own longest text. The
+        # outputs go out in the order the requests came, so two updates of one document in a batch
+        # reach the embeddings topic (and the index) oldest first.
         spec = self.config.outputs
         assert spec.embedding is not None
-        now = datetime.now(UTC)
-        encode = self._embedding_codec.encode
-        header = [self._embedding_codec.header]
+        vectors: list[Any] = [None] * len(items)
+        compute: list[float] = [0.0] * len(items)
+        failed: dict[int, Exception] = {}
         for bucket in bucket_by_length(prepared.lengths, self.config.batching.max_batch_size):
             rows = np.asarray(bucket)
             width = int(prepared.lengths[rows].max())
             feeds = {name: array[rows, :width] for name, array in prepared.feeds.items()}
             compute_start = time.monotonic()
-            hidden = self.model.run(feeds)[spec.embedding]
-            vectors = pool(hidden, prepared.attention_mask[rows, :width], spec.pooling, spec.normalize)
+            outputs, bad = self._run_model(feeds, len(bucket))
+            ok = [i for i in range(len(bucket)) if i not in bad]
+            if ok:
+                mask = prepared.attention_mask[rows[ok], :width]
+                pooled = pool(outputs[spec.embedding], mask, spec.pooling, spec.normalize)
+                for i, vector in zip(ok, pooled, strict=True):
+                    vectors[bucket[i]] = vector
+            failed.update((bucket[i], exc) for i, exc in bad.items())
             compute_ms = (time.monotonic() - compute_start) * 1000
-            self._observe(len(bucket), compute_ms)
-            if self.options.chain is not None:  # a chain's step: vectors go on, never to embeddings
-                outputs = [{"embedding": vector} for vector in vectors]
-                self._forward([items[row] for row in bucket], outputs, started, compute_ms, tag)
+            for row in bucket:
+                compute[row] = compute_ms
+            self._observe(len(ok), compute_ms)
+        for row, exc in failed.items():
+            self._dead_letter(items[row], exc, tag)
+        done = [row for row in range(len(items)) if row not in failed]
+        if self.options.chain is not None:  # a chain's step: vectors go on, never to embeddings
+            self._forward(
+                [items[row] for row in done],
+                [{"embedding": vectors[row]} for row in done],
+                started,
+                [compute[row] for row in done],
+                tag,
+            )
+            return
+        now = datetime.now(UTC)
+        header = [self._embedding_codec.header]
+        for row in done:
+            item = items[row]
+            request = item.request
+            assert isinstance(request, EmbeddingRequest)
+            embedding = Embedding.model_construct(
+                id=request.document_id,
+                event_time=request.event_time,
+                model=self.config.name,
+                version=self.config.version,
+                vector=vectors[row],
+                text=request.text,
+                request_id=request.request_id,
+                latency=Latency.model_construct(
+                    queue_ms=max((started - item.received) * 1000, 0.0),
+                    compute_ms=compute[row],
+                    total_ms=max((now - request.event_time).total_seconds() * 1000, 0.0),
+                ),
+                attributes=request.attributes,
+            )
+            try:
+                value = self._embedding_codec.encode(embedding)
+            except ContractError as exc:
+                self._dead_letter(item, exc, tag)
                 continue
-            for row, vector in zip(bucket, vectors, strict=True):
-                request = items[row].request
-                assert isinstance(request, EmbeddingRequest)
-                embedding = Embedding.model_construct(
-                    id=request.document_id,
-                    event_time=request.event_time,
-                    model=self.config.name,
-                    version=self.config.version,
-                    vector=vector,
-                    text=request.text,
-                    request_id=request.request_id,
-                    latency=Latency.model_construct(
-                        queue_ms=max((started - items[row].received) * 1000, 0.0),
-                        compute_ms=compute_ms,
-                        total_ms=max((now - request.event_time).total_seconds() * 1000, 0.0),
-                    ),
-                    attributes=request.attributes,
-                )
-                value = encode(embedding)
-                self._in_flight[tag][0] += 2 if request.reply_to else 1
-                self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
-                if request.reply_to:
-                    self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
-        self.stats.predictions += len(items)
+            self._in_flight[tag][0] += 2 if request.reply_to else 1
+            self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
+            if request.reply_to:
+                self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
+            self.stats.predictions += 1
 
     def _acked(self, tag: Any) -> None:
         entry = self._in_flight.get(tag)
@@ -642,8 +710,7 @@ class InferenceWorker:
         self, items: Sequence[_Item], outputs: dict[str, Any], started: float, compute_ms: float, tag: int
     ) -> None:
         if self.options.chain is not None:  # a chain's step: serving/chain.py shapes what it writes
-            self._forward(items, self._outputs(outputs, len(items)), started, compute_ms, tag)
-            self.stats.predictions += len(items)
+            self._forward(items, self._outputs(outputs, len(items)), started, [compute_ms] * len(items), tag)
             return
         now = datetime.now(UTC)
         rows = self._outputs(outputs, len(items))
@@ -656,26 +723,30 @@ class InferenceWorker:
         for item, row in zip(items, rows, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
-            value = encode(
-                {
-                    "request_id": request.request_id,
-                    "event_time": request.event_time,
-                    "model": name,
-                    "version": version,
-                    "inputs": request.inputs,
-                    "outputs": row,
-                    "latency": {
-                        "queue_ms": max((started - item.received) * 1000, 0.0),
-                        "compute_ms": compute_ms,
-                        "total_ms": max((now - request.event_time).total_seconds() * 1000, 0.0),
-                    },
-                    "predicted_at": now,
-                    "shadow": shadow,
-                    "chain": [],
-                    "source_event_id": request.source_event_id,
-                    "attributes": request.attributes,
-                }
-            )
+            try:
+                value = encode(
+                    {
+                        "request_id": request.request_id,
+                        "event_time": request.event_time,
+                        "model": name,
+                        "version": version,
+                        "inputs": request.inputs,
+                        "outputs": row,
+                        "latency": {
+                            "queue_ms": max((started - item.received) * 1000, 0.0),
+                            "compute_ms": compute_ms,
+                            "total_ms": max((now - request.event_time).total_seconds() * 1000, 0.0),
+                        },
+                        "predicted_at": now,
+                        "shadow": shadow,
+                        "chain": [],
+                        "source_event_id": request.source_event_id,
+                        "attributes": request.attributes,
+                    }
+                )
+            except ContractError as exc:  # a value JSON cannot carry: this request alone is refused
+                self._dead_letter(item, exc, tag)
+                continue
             values.append(value)
             keys.append(request.request_id.encode())
             if request.reply_to and not shadow:  # users never see a shadow's outputs
@@ -683,7 +754,7 @@ class InferenceWorker:
                 self._producer.produce(request.reply_to, value, keys[-1], self._prediction_header, tag=tag)
         self._in_flight[tag][0] += len(values)
         self._producer.produce_many(self.output_topic, values, keys, self._prediction_header, tag=tag)
-        self.stats.predictions += len(items)
+        self.stats.predictions += len(values)
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
         spec = self.config.outputs
@@ -703,7 +774,12 @@ class InferenceWorker:
         return rows
 
     def _forward(
-        self, items: Sequence[_Item], rows: Sequence[dict[str, Any]], started: float, compute_ms: float, tag: int
+        self,
+        items: Sequence[_Item],
+        rows: Sequence[dict[str, Any]],
+        started: float,
+        compute_ms: Sequence[float],
+        tag: int,
     ) -> None:
         # One step of a chain: the next step's requests, or (last step) the chain's predictions + replies.
         link = self.options.chain
@@ -712,22 +788,74 @@ class InferenceWorker:
         header = [link.header]
         values: list[bytes] = []
         keys: list[bytes] = []
-        for item, row in zip(items, rows, strict=True):
+        for item, row, compute in zip(items, rows, compute_ms, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
             queue_ms = max((started - item.received) * 1000, 0.0)
-            values.append(link.output(request, row, queue_ms, compute_ms, now))
+            try:
+                values.append(link.output(request, row, queue_ms, compute, now))
+            except ContractError as exc:
+                self._dead_letter(item, exc, tag)
+                continue
             keys.append(request.request_id.encode())
             if link.last and request.reply_to:
                 self._in_flight[tag][0] += 1
                 self._producer.produce(request.reply_to, values[-1], keys[-1], header, tag=tag)
         self._in_flight[tag][0] += len(values)
         self._producer.produce_many(self.output_topic, values, keys, header, tag=tag)
+        self.stats.predictions += len(values)
 
     def _dead_letter(self, item: _Item, error: Exception, tag: int) -> None:
         self._in_flight[tag][0] += 1
         self._dlq.send_message(item.message, error, tag=tag)
         self.stats.dead_letters += 1
+        # The caller waiting on a reply topic learns why at once, instead of at its timeout.
+        request = item.request
+        reply_to = request.reply_to if request is not None else _reply_to_of(item.message.value())
+        if not reply_to or self.shadow or not reply_to.startswith(self._replies_prefix):
+            return
+        request_id = request.request_id if request is not None else _request_id_of(item.message)
+        if request_id is None:
+            return
+        model, version = (request.model, request.version) if request is not None else self.serves
+        message = item.message
+        refusal = RequestError(
+            request_id=request_id,
+            model=model[:256],
+            version=version[:256],
+            stage="serve",
+            error_class=type(error).__name__,
+            error_message=(str(error) or type(error).__name__)[:2000],
+            source_topic=message.topic() or "",
+            source_partition=message.partition(),
+            source_offset=message.offset(),
+        )
+        try:
+            value = self._error_codec.encode(refusal)
+        except ContractError:
+            return  # nothing JSON can carry: the dead letter alone tells it
+        self._in_flight[tag][0] += 1
+        self._producer.produce(reply_to, value, request_id.encode(), [self._error_codec.header], tag=tag)
+
+
+def _reply_to_of(value: bytes | None) -> str | None:
+    # The reply-to of a request that failed to decode, if its bytes still say one.
+    try:
+        fields = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    reply_to = fields.get("reply_to") if isinstance(fields, dict) else None
+    return reply_to if isinstance(reply_to, str) and reply_to.isprintable() else None
+
+
+def _request_id_of(message: confluent_kafka.Message) -> str | None:
+    # Requests are keyed by their id: the key names the request when its value could not be read.
+    key = message.key()
+    try:
+        text = key.decode("utf-8") if isinstance(key, bytes) else key
+    except UnicodeDecodeError:
+        return None
+    return text if isinstance(text, str) and text.strip() and len(text) <= 512 else None
 
 
 class WorkerRunner:

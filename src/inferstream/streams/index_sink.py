@@ -215,6 +215,9 @@ class IndexSink:
         except _RejectedError as exc:
             self._dead_letter(message, str(exc), exc.error_class)
             return
+        except Exception as exc:  # whatever else this record's bytes cause: about it alone
+            self._dead_letter(message, str(exc) or type(exc).__name__, type(exc).__name__)
+            return
         self.store.add(op)
         self._ops.append(op)
         self._op_messages.append(message)
@@ -223,7 +226,14 @@ class IndexSink:
         value = message.value()
         if value is None:
             key = message.key()
-            document_id = key.decode(errors="replace") if isinstance(key, bytes) else key
+            document_id: str | None
+            if isinstance(key, bytes):
+                try:
+                    document_id = key.decode("utf-8")
+                except UnicodeDecodeError:  # replacing bytes would delete another document
+                    raise _RejectedError("tombstone whose key is not UTF-8: no document id", "InvalidId") from None
+            else:
+                document_id = key
             if not document_id or not document_id.strip():
                 raise _RejectedError("tombstone without a key: no document id to delete", "MissingId")
             return Delete(document_id)

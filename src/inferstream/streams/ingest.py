@@ -214,7 +214,9 @@ class IngestProcessor:
             self.metrics.records_in.labels(self.events_topic, STAGE).inc()
         try:
             outputs = self.router.route(value, headers)
-        except ContractError as exc:
+        except Exception as exc:  # anything about this record: dead-lettered, the stream goes on
+            if not isinstance(exc, ContractError):
+                log.warning("event at %s offset %s could not be routed: %r", partition, offset, exc)
             self.dead_letters.send(
                 payload=value,
                 error=exc,

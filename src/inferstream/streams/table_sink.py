@@ -177,7 +177,7 @@ class InferenceTableSink:
             if value is None:
                 raise ContractError("prediction has no value (a tombstone?)")
             prediction = self._codec.decode(value, headers=message.headers())
-        except ContractError as exc:
+        except Exception as exc:  # about this record alone (the codec raises ContractError for its bytes)
             dlq.send_message(message, exc)
             self.stats.dead_letters += 1
             return

@@ -37,9 +37,9 @@ def fetch(consumer: confluent_kafka.Consumer, max_records: int, timeout: float) 
     return [first, *consumer.consume(max_records - 1, 0)]
 
 
-def headers_of(message: confluent_kafka.Message) -> list[tuple[str, bytes]]:
-    """A message's headers with bytes values (librdkafka gives None for empty ones)."""
-    return [(key, as_bytes(value)) for key, value in (message.headers() or [])]
+def headers_of(message: confluent_kafka.Message) -> list[tuple[str, bytes | None]]:
+    """A message's headers with bytes values, None where a header has no value (kept as it was)."""
+    return [(key, value if value is None else as_bytes(value)) for key, value in (message.headers() or [])]
 
 
 def watermarks(consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:

@@ -158,7 +158,7 @@ class DeadLetterWriter:
         spill_path = None
         if truncated and self._config.spill_dir is not None:
             spill_path = str(self._spill(data, digest))
-        original = [(k, as_bytes(v)) for k, v in (headers or ()) if not k.startswith(_PREFIX)]
+        original = [(k, v if v is None else as_bytes(v)) for k, v in (headers or ()) if not k.startswith(_PREFIX)]
         message = str(error) if isinstance(error, str) else (str(error) or type(error).__name__)
         return DeadLetter(
             event_time=utcnow(),
@@ -204,9 +204,9 @@ class DeadLetterWriter:
             self._producer.flush()
 
 
-def to_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+def to_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
     """The Kafka headers of a dead letter: the original ones, then ``dlq.*``."""
-    headers = [(k, v) for k, v in letter.original_headers if k != SCHEMA_HEADER]
+    headers: list[tuple[str, bytes | None]] = [(k, v) for k, v in letter.original_headers if k != SCHEMA_HEADER]
     extra: dict[str, str | None] = {
         "dlq.source.topic": letter.source_topic,
         "dlq.source.partition": None if letter.source_partition is None else str(letter.source_partition),
@@ -222,10 +222,12 @@ def to_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
         "dlq.spill.path": letter.spill_path,
         "dlq.id": letter.id,
     }
-    for name, value in letter.original_headers:
-        if name == SCHEMA_HEADER:
-            extra["dlq.original.schema"] = value.decode(errors="replace")
-    headers += [(k, v.encode()) for k, v in extra.items() if v is not None]
+    # Text we wrote may quote the record (a lone surrogate in an error message): never fail on it.
+    headers += [(k, v.encode("utf-8", "backslashreplace")) for k, v in extra.items() if v is not None]
+    # The original schema header moves aside, its bytes as they were (they may not be UTF-8).
+    headers += [
+        ("dlq.original.schema", value) for name, value in letter.original_headers if name == SCHEMA_HEADER and value
+    ]
     headers.append((SCHEMA_HEADER, schema_header_value(DeadLetter)))
     return headers
 
@@ -233,15 +235,14 @@ def to_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 def from_message(message: confluent_kafka.Message) -> DeadLetter:
     """Decode a record of the dead-letter topic."""
     dlq: dict[str, str] = {}
-    original: list[tuple[str, bytes]] = []
+    original: list[tuple[str, bytes | None]] = []
     for key, value in message.headers() or []:
-        raw = as_bytes(value)
-        if key.startswith(_PREFIX):
-            dlq[key[len(_PREFIX) :]] = raw.decode(errors="replace")
+        if key == "dlq.original.schema":
+            original.append((SCHEMA_HEADER, as_bytes(value)))  # the bytes as they came
+        elif key.startswith(_PREFIX):
+            dlq[key[len(_PREFIX) :]] = as_bytes(value).decode(errors="replace")
         elif key != SCHEMA_HEADER:
-            original.append((key, raw))
-    if "original.schema" in dlq:
-        original.append((SCHEMA_HEADER, dlq["original.schema"].encode()))
+            original.append((key, value if value is None else as_bytes(value)))
     payload = as_bytes(message.value())
     original_key = message.key()
     return DeadLetter(

@@ -23,7 +23,7 @@ from inferstream.connectors.kafka._util import error_of, headers_of
 from inferstream.errors import DeliveryError, KafkaError
 from inferstream.metrics import Metrics
 
-HeaderList = list[tuple[str, bytes]]
+HeaderList = list[tuple[str, bytes | None]]
 DeliveryCallback = Callable[[confluent_kafka.KafkaError | None, confluent_kafka.Message], None]
 
 # Errors a producer reports for a record that no retry of the same bytes can fix.
@@ -97,7 +97,7 @@ class Producer:
         topic: str,
         value: bytes | None,
         key: bytes | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
         *,
         partition: int | None = None,
         timestamp_ms: int | None = None,
@@ -145,7 +145,7 @@ class Producer:
         topic: str,
         values: Sequence[bytes],
         keys: Sequence[bytes | str | None],
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
         *,
         tag: Any = None,
     ) -> None:
@@ -156,7 +156,7 @@ class Producer:
         """
         produce = self._producer.produce
         callback = self._on_delivery if tag is None else _Tagged(self, tag)
-        header_list: list[tuple[str, str | bytes]] | None = list(headers) if headers else None
+        header_list: Any = list(headers) if headers else None
         for value, key in zip(values, keys, strict=True):
             try:
                 produce(topic, value, key, headers=header_list, on_delivery=callback)

@@ -3,8 +3,10 @@
 The listener reads partition 0 of ``replies.<client id>`` from the end offset it
 saw *before* the first request went out (no consumer group, nothing committed),
 and completes the future waiting for each request id with the prediction or
-embedding it carries (told apart by the ``inferstream-schema`` header). Replies nobody waits for
-any more (their call timed out) are dropped.
+embedding it carries (told apart by the ``inferstream-schema`` header), or fails it
+with ``RequestRejectedError`` when a worker refused the request (a ``request-error``
+record: the reason, at once, instead of a timeout). Replies nobody waits for any more
+(their call timed out) are dropped.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from confluent_kafka import TopicPartition
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import fetch
 from inferstream.connectors.kafka.admin import TopicAdmin
-from inferstream.errors import ContractError, KafkaError
+from inferstream.errors import ContractError, KafkaError, RequestRejectedError
 from inferstream.schemas.codec import Codec, codec_for, parse_schema_header
-from inferstream.schemas.records import Embedding, Prediction
+from inferstream.schemas.records import Embedding, Prediction, RequestError
 
 Reply = Prediction | Embedding
 
@@ -45,7 +47,9 @@ class ReplyListener:
         self._consumer = confluent_kafka.Consumer(conf)
         _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=_TIMEOUT_S)
         self._consumer.assign([TopicPartition(self.topic, 0, high)])
-        self._codecs: dict[str, Codec[Any]] = {"prediction": codec_for(Prediction), "embedding": codec_for(Embedding)}
+        self._codecs: dict[str, Codec[Any]] = {
+            codec.name: codec for codec in (codec_for(Prediction), codec_for(Embedding), codec_for(RequestError))
+        }
         self._waiting: dict[str, Future[Reply]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -75,16 +79,13 @@ class ReplyListener:
                     if message.error() is not None or value is None:
                         continue
                     key = message.key()
-                    request_id = key.decode() if isinstance(key, bytes) else str(key)
+                    request_id = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
                     with self._lock:
                         future = self._waiting.pop(request_id, None)
                     if future is None:
                         continue
                     try:
-                        headers = message.headers()
-                        found = parse_schema_header(headers)
-                        codec = self._codecs.get(found[0] if found else "prediction", self._codecs["prediction"])
-                        future.set_result(codec.decode(value, headers=headers))
+                        future.set_result(self._reply(value, message.headers()))
                     except ContractError as exc:
                         future.set_exception(exc)
         except Exception as exc:  # surfaced to callers
@@ -93,6 +94,20 @@ class ReplyListener:
                 for future in self._waiting.values():
                     future.set_exception(exc)
                 self._waiting.clear()
+
+    def _reply(self, value: bytes, headers: Any) -> Reply:
+        found = parse_schema_header(headers)
+        codec = self._codecs.get(found[0] if found else "prediction", self._codecs["prediction"])
+        reply = codec.decode(value, headers=headers)
+        if isinstance(reply, RequestError):
+            raise RequestRejectedError(
+                f"{reply.model}:{reply.version} refused request {reply.request_id}: {reply.error_message}",
+                request_id=reply.request_id,
+                error_class=reply.error_class,
+                stage=reply.stage,
+            )
+        assert isinstance(reply, Prediction | Embedding)
+        return reply
 
     def close(self) -> None:
         """Stop listening and delete the reply topic (it belongs to this client alone)."""
