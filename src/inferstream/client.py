@@ -31,6 +31,7 @@ from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, from_message
+from inferstream.connectors.kafka.groups import GroupAdmin
 from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.connectors.kafka.replies import ReplyListener
@@ -129,6 +130,7 @@ class Client:
         self.metrics = metrics
         self._producer: Producer | None = None
         self._admin: TopicAdmin | None = None
+        self._groups: GroupAdmin | None = None
         self._known_topics: set[str] = set()
         #: Names this client's reply topic (``replies.<client_id>``).
         self.client_id = f"{self.settings.kafka.client_id}-{uuid.uuid4().hex[:12]}"
@@ -145,6 +147,13 @@ class Client:
         if self._admin is None:
             self._admin = TopicAdmin(self.settings)
         return self._admin
+
+    @property
+    def groups(self) -> GroupAdmin:
+        """Consumer groups: their lag per partition, and resetting their offsets (``reset``)."""
+        if self._groups is None:
+            self._groups = GroupAdmin(self.settings)
+        return self._groups
 
     def topic(self, name: str) -> str:
         """The full name of a topic: logical platform names get the prefix, others pass as given."""

@@ -1,8 +1,16 @@
-"""The Kafka layer (confluent-kafka): producer, consumer, admin, dead letters, bounded reads."""
+"""The Kafka layer (confluent-kafka): producer, consumer, admin, consumer groups, dead letters, bounded reads."""
 
 from inferstream.connectors.kafka.admin import PartitionInfo, TopicAdmin, TopicInfo, platform_topic_configs
 from inferstream.connectors.kafka.consumer import Consumer, Message
 from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, attempt_of, from_message, to_headers
+from inferstream.connectors.kafka.groups import (
+    GroupAdmin,
+    GroupInfo,
+    OffsetMove,
+    PartitionLag,
+    ResetPlan,
+    ResetTarget,
+)
 from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
 from inferstream.connectors.kafka.reader import read_bounded
 
@@ -11,9 +19,15 @@ __all__ = [
     "Consumer",
     "DeadLetterWriter",
     "DeliveryFailure",
+    "GroupAdmin",
+    "GroupInfo",
     "Message",
+    "OffsetMove",
     "PartitionInfo",
+    "PartitionLag",
     "Producer",
+    "ResetPlan",
+    "ResetTarget",
     "TopicAdmin",
     "TopicInfo",
     "attempt_of",
