@@ -2,7 +2,14 @@
 
 from inferstream.connectors.kafka.admin import PartitionInfo, TopicAdmin, TopicInfo, platform_topic_configs
 from inferstream.connectors.kafka.consumer import Consumer, Message
-from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, attempt_of, from_message, to_headers
+from inferstream.connectors.kafka.dlq import (
+    ATTEMPT_HEADER,
+    DeadLetterFilter,
+    DeadLetterWriter,
+    attempt_of,
+    from_message,
+    to_headers,
+)
 from inferstream.connectors.kafka.groups import (
     GroupAdmin,
     GroupInfo,
@@ -17,6 +24,7 @@ from inferstream.connectors.kafka.reader import read_bounded
 __all__ = [
     "ATTEMPT_HEADER",
     "Consumer",
+    "DeadLetterFilter",
     "DeadLetterWriter",
     "DeliveryFailure",
     "GroupAdmin",
