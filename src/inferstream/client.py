@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -30,7 +30,8 @@ from inferstream.connectors.files import SourceRecord
 from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
-from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, from_message
+from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterFilter, DeadLetterWriter, from_message
+from inferstream.connectors.kafka.groups import GroupAdmin
 from inferstream.connectors.kafka.producer import DeliveryFailure, Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.connectors.kafka.replies import ReplyListener
@@ -130,6 +131,7 @@ class Client:
         self.metrics = metrics
         self._producer: Producer | None = None
         self._admin: TopicAdmin | None = None
+        self._groups: GroupAdmin | None = None
         self._known_topics: set[str] = set()
         #: Names this client's reply topic (``replies.<client_id>``).
         self.client_id = f"{self.settings.kafka.client_id}-{uuid.uuid4().hex[:12]}"
@@ -146,6 +148,13 @@ class Client:
         if self._admin is None:
             self._admin = TopicAdmin(self.settings)
         return self._admin
+
+    @property
+    def groups(self) -> GroupAdmin:
+        """Consumer groups: their lag per partition, and resetting their offsets (``reset``)."""
+        if self._groups is None:
+            self._groups = GroupAdmin(self.settings)
+        return self._groups
 
     def topic(self, name: str) -> str:
         """The full name of a topic: logical platform names get the prefix, others pass as given."""
@@ -473,32 +482,72 @@ class Client:
 
     # -- dead letters -----------------------------------------------------------------
 
-    def dead_letters(self, *, max_records: int | None = None) -> Iterator[DeadLetter]:
-        """The records on the dead-letter topic now, oldest first."""
+    def dead_letters(
+        self,
+        *,
+        max_records: int | None = None,
+        source_topic: str | None = None,
+        stage: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[DeadLetter]:
+        """The records on the dead-letter topic now, oldest first (at most ``max_records`` of them).
+
+        Only those from ``source_topic``, failed in ``stage``, whose error class or message
+        contains ``reason`` (case-insensitive), dead-lettered at or after ``since`` and before
+        ``until`` (naive times are UTC), when given.
+        """
+        wanted = self._letter_filter(source_topic, stage, reason, since, until)
         topic = self.settings.topics.platform_topics()["dead-letters"]
-        for count, message in enumerate(read_bounded(self.settings, topic), start=1):
-            yield from_message(message)
+        count = 0
+        for message in read_bounded(self.settings, topic):
+            letter = from_message(message)
+            if not wanted.matches(letter):
+                continue
+            yield letter
+            count += 1
             if max_records is not None and count >= max_records:
                 return
+
+    def _letter_filter(
+        self,
+        source_topic: str | None,
+        stage: str | None,
+        reason: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> DeadLetterFilter:
+        return DeadLetterFilter(
+            source_topic=self.topic(source_topic) if source_topic else None,
+            stage=stage,
+            reason=reason,
+            since=since,
+            until=until,
+        )
 
     def replay_dead_letters(
         self,
         *,
         source_topic: str | None = None,
         stage: str | None = None,
+        reason: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         max_records: int | None = None,
         group: str = "inferstream-dlq-replay",
         idle_timeout: float = 5.0,
     ) -> ReplayReport:
         """Re-send dead letters to their source topic with the attempt count raised.
 
-        Dead letters at ``dead_letters.max_attempts`` stay where they are (no loops);
-        truncated ones are replayed from their spill file when there is one. Progress is
-        kept in ``group``, so each dead letter is replayed once.
+        The filters are those of :meth:`dead_letters`; ``max_records`` counts the dead
+        letters read, filtered out or not. Dead letters at ``dead_letters.max_attempts``
+        stay where they are (no loops); truncated ones are replayed from their spill file
+        when there is one. Progress is kept in ``group``, so each dead letter is replayed once.
         """
         report = ReplayReport()
         max_attempts = self.settings.dead_letters.max_attempts
-        wanted_topic = self.topic(source_topic) if source_topic else None
+        wanted = self._letter_filter(source_topic, stage, reason, since, until)
         subscription = self.subscribe(
             self.settings.topics.platform_topics()["dead-letters"],
             group=group,
@@ -512,7 +561,7 @@ class Client:
             for message in (m for batch in subscription.raw() for m in batch):
                 report.read += 1
                 letter = from_message(message)
-                if (wanted_topic and letter.source_topic != wanted_topic) or (stage and letter.stage != stage):
+                if not wanted.matches(letter):
                     report.filtered += 1
                     continue
                 if letter.attempt >= max_attempts:

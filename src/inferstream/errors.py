@@ -14,6 +14,7 @@ can catch ``InferstreamError`` and know it came from here::
     │   ├── DeliveryError           a produced record was not acknowledged
     │   ├── TopicError              a topic is missing or cannot be created
     │   ├── CommitError             offsets could not be committed
+    │   ├── GroupError              a consumer group is missing, in use, or its offsets cannot be moved
     │   └── TransactionError        an exactly-once transaction failed (fenced or aborted)
     ├── ModelError                  a model in the repository cannot be loaded or run
     │   └── ProviderUnavailableError  the configured execution provider (GPU) is not there
@@ -132,6 +133,10 @@ class TopicError(KafkaError):
 
 class CommitError(KafkaError):
     """Offsets could not be committed (a rebalance took the partition, or the broker is down)."""
+
+
+class GroupError(KafkaError):
+    """A consumer group is missing, has active members, or its offsets cannot be read or moved."""
 
 
 class TransactionError(KafkaError):

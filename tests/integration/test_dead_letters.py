@@ -4,15 +4,28 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from inferstream import Client, Settings
 from inferstream.connectors.files import read_records
-from inferstream.connectors.kafka import ATTEMPT_HEADER, DeadLetterWriter, Producer, from_message, read_bounded
+from inferstream.connectors.kafka import (
+    ATTEMPT_HEADER,
+    DeadLetterWriter,
+    Producer,
+    from_message,
+    read_bounded,
+    to_headers,
+)
 from inferstream.errors import RecordValidationError, TopicError
 from inferstream.schemas import SCHEMA_HEADER
+from inferstream.schemas.records import DeadLetter
+from inferstream.stack.testing import cli_env
 
 GOOD = '{"id": "ok-%d", "type": "review", "text": "fine"}'
 
@@ -186,3 +199,65 @@ def test_dead_letter_topic_keeps_original_headers(settings: Settings) -> None:
     assert headers["dlq.error.message"] == b"deadline passed"
     assert headers[SCHEMA_HEADER] == b"dead-letter/1"
     assert from_message(message).payload == b"\x00\x01"
+
+
+def test_filters_select_dead_letters_by_stage_reason_time_and_source(settings: Settings) -> None:
+    events, predictions = settings.topics.name("events"), settings.topics.name("predictions")
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    writer = DeadLetterWriter(settings, stage="produce")
+    sent = {
+        "bad-json": ("produce", events, RecordValidationError("event", [], line=2), "2025-01-01T10:00:00+00:00"),
+        "bad-shape": ("serve", events, RuntimeError("input shape (3,) does not fit (4,)"), "2025-01-02T10:00:00+00:00"),
+        "es-down": ("index", predictions, ConnectionError("Elasticsearch is DOWN"), "2025-01-03T10:00:00+00:00"),
+    }
+    for key, (stage, source, error, at) in sent.items():
+        letter = writer.letter(
+            payload=f'{{"id": "{key}"}}'.encode(), error=error, source_topic=source, key=key.encode(), stage=stage
+        ).model_copy(update={"event_time": datetime.fromisoformat(at)})
+        writer.producer.produce(writer.topic, letter.payload, key=letter.original_key, headers=to_headers(letter))
+    writer.close()
+
+    def keys(**filters: Any) -> list[str]:
+        # Sorted: the dead-letter topic has several partitions, so "oldest first" holds per partition.
+        with Client(settings) as client:
+            return sorted((letter.original_key or b"").decode() for letter in client.dead_letters(**filters))
+
+    assert keys() == ["bad-json", "bad-shape", "es-down"]
+    assert keys(stage="serve") == ["bad-shape"]
+    assert keys(reason="recordvalidation") == ["bad-json"]  # the error class, any case
+    assert keys(reason="down") == ["es-down"]  # the message, any case
+    assert keys(source_topic="predictions") == ["es-down"]  # platform names get the prefix
+    assert keys(since=datetime(2025, 1, 2, 10, tzinfo=UTC)) == ["bad-shape", "es-down"]  # since: inclusive
+    assert keys(until=datetime(2025, 1, 2, 10)) == ["bad-json"]  # until: exclusive; naive is UTC
+    assert keys(since=datetime(2025, 1, 2), until=datetime(2025, 1, 3)) == ["bad-shape"]
+    assert keys(stage="serve", reason="down") == []
+    assert keys(source_topic="events", max_records=1) in (["bad-json"], ["bad-shape"])
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "inferstream", "dlq", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=cli_env(settings),
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    every = {
+        letter.original_key: letter
+        for letter in map(DeadLetter.model_validate_json, cli("list", "--json").stdout.splitlines())
+    }
+    assert sorted(every) == [b"bad-json", b"bad-shape", b"es-down"]
+    assert every[b"bad-shape"].error_message == "input shape (3,) does not fit (4,)"
+    (shape,) = cli("list", "--json", "--reason", "SHAPE", "--since", "2025-01-02T00:00:00Z").stdout.splitlines()
+    assert json.loads(shape)["stage"] == "serve"
+    table = cli("list", "--stage", "index", "--until", "2025-01-04").stderr
+    assert "Elasticsearch is DOWN" in table
+    assert "1 dead letters" in table
+    replayed = cli("replay", "--source-topic", "events", "--reason", "record", "--until", "2025-01-02T00:00:00Z")
+    assert "replayed 1" in replayed.stderr
+    assert "filtered out 2" in replayed.stderr
+    assert [m.key() for m in read_bounded(settings, events)] == [b"bad-json"]

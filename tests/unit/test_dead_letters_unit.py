@@ -1,9 +1,17 @@
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka.dlq import ATTEMPT_HEADER, DeadLetterWriter, attempt_of, from_message, to_headers
+from inferstream.connectors.kafka.dlq import (
+    ATTEMPT_HEADER,
+    DeadLetterFilter,
+    DeadLetterWriter,
+    attempt_of,
+    from_message,
+    to_headers,
+)
 from inferstream.schemas import SCHEMA_HEADER
 
 
@@ -102,3 +110,21 @@ def test_attempt_header_parsing() -> None:
     assert attempt_of(None) == 1
     assert attempt_of([(ATTEMPT_HEADER, b"3")]) == 3
     assert attempt_of([(ATTEMPT_HEADER, b"junk")]) == 1
+
+
+def test_filter_needs_every_condition_given(tmp_path: Path) -> None:
+    letter = _writer(tmp_path, spill=False).letter(
+        payload=b"x", error=TimeoutError("Deadline passed"), source_topic="inferstream.events", stage="serve"
+    )
+    letter = letter.model_copy(update={"event_time": datetime(2025, 1, 1, 12, tzinfo=UTC)})
+    assert DeadLetterFilter().matches(letter)
+    assert DeadLetterFilter(stage="serve", reason="timeout", source_topic="inferstream.events").matches(letter)
+    assert DeadLetterFilter(reason="DEADLINE").matches(letter)
+    assert not DeadLetterFilter(reason="deadline", stage="ingest").matches(letter)
+    assert not DeadLetterFilter(source_topic="events").matches(letter)  # full names: the SDK adds the prefix
+    # since ≤ time < until; naive means UTC, aware times keep their offset.
+    assert DeadLetterFilter(since=datetime(2025, 1, 1, 12), until=datetime(2025, 1, 1, 12, 0, 1)).matches(letter)
+    assert not DeadLetterFilter(until=datetime(2025, 1, 1, 12)).matches(letter)
+    paris = timezone(timedelta(hours=1))
+    assert DeadLetterFilter(since=datetime(2025, 1, 1, 13, tzinfo=paris)).matches(letter)
+    assert not DeadLetterFilter(since=datetime(2025, 1, 1, 13, 0, 1, tzinfo=paris)).matches(letter)

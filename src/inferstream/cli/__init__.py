@@ -12,6 +12,7 @@ from inferstream.cli import (  # noqa: F401  (register commands)
     demo,
     dlq,
     gateway,
+    groups,
     job,
     models,
     monitor,

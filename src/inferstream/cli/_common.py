@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,16 @@ def parse_pairs(items: list[str], *, what: str) -> dict[str, str]:
             raise typer.BadParameter(f"{what} expects key=value, got {item!r}")
         pairs[key.strip()] = value
     return pairs
+
+
+def parse_time(value: str | None, *, option: str) -> datetime | None:
+    """An ISO 8601 time option (``2025-01-01T00:00:00Z``, or a date); naive means UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{option} expects an ISO 8601 time like 2025-01-01T00:00:00Z, got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

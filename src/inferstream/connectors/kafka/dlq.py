@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,39 @@ def to_headers(letter: DeadLetter) -> list[tuple[str, bytes | None]]:
     ]
     headers.append((SCHEMA_HEADER, schema_header_value(DeadLetter)))
     return headers
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters to take: every condition given must hold (None: any).
+
+    ``reason`` is a case-insensitive substring of the error class or message;
+    ``since`` ≤ time dead-lettered < ``until`` (naive times are UTC).
+    """
+
+    source_topic: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        """True when ``letter`` meets every condition."""
+        if self.source_topic is not None and letter.source_topic != self.source_topic:
+            return False
+        if self.stage is not None and letter.stage != self.stage:
+            return False
+        if self.reason is not None:
+            needle = self.reason.lower()
+            if needle not in letter.error_class.lower() and needle not in letter.error_message.lower():
+                return False
+        if self.since is not None and letter.event_time < _aware(self.since):
+            return False
+        return self.until is None or letter.event_time < _aware(self.until)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def from_message(message: confluent_kafka.Message) -> DeadLetter:
