@@ -43,9 +43,8 @@ def _field() -> str:
     return f"inputs.{next(iter(rows[0]))}"
 
 
-@pytest.fixture(scope="module", params=["plain", "exactly-once"])
-def serving(
-    request: pytest.FixtureRequest, kafka: Broker, tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+def _worker(
+    kafka: Broker, tmp_path_factory: pytest.TempPathFactory, models_dir: Path, options: WorkerOptions
 ) -> Iterator[tuple[Settings, InferenceWorker]]:
     settings = Settings.load(
         kafka={"bootstrap_servers": kafka.bootstrap_servers},
@@ -55,10 +54,30 @@ def serving(
     )
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
-    options = WorkerOptions(exactly_once=request.param == "exactly-once")
     worker = InferenceWorker(settings, ModelRepository(models_dir).resolve(TABULAR_NAME), options=options)
     with running_in_thread(worker):
         yield settings, worker
+
+
+_KINDS = {
+    "plain": WorkerOptions(),
+    "exactly-once": WorkerOptions(exactly_once=True),
+    "shadow": WorkerOptions(shadow_of=("1",)),  # reads version 1's requests in a group of its own
+}
+
+
+@pytest.fixture(scope="module", params=sorted(_KINDS))
+def serving(
+    request: pytest.FixtureRequest, kafka: Broker, tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[tuple[Settings, InferenceWorker]]:
+    yield from _worker(kafka, tmp_path_factory, models_dir, _KINDS[request.param])
+
+
+@pytest.fixture(scope="module")
+def plain(
+    kafka: Broker, tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[tuple[Settings, InferenceWorker]]:
+    yield from _worker(kafka, tmp_path_factory, models_dir, WorkerOptions())
 
 
 def _settle(worker: InferenceWorker, requests: int, timeout: float = 120) -> None:
@@ -70,10 +89,12 @@ def _settle(worker: InferenceWorker, requests: int, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
-def _outcomes(settings: Settings, names: set[str]) -> tuple[dict[str, int], dict[bytes, object]]:
+def _outcomes(
+    settings: Settings, names: set[str], worker: InferenceWorker
+) -> tuple[dict[str, int], dict[bytes, object]]:
     with Client(settings) as client:
         predicted: dict[str, int] = {}
-        for message in client.subscribe("predictions", from_beginning=True, idle_timeout=5):
+        for message in client.subscribe(worker.output_topic, from_beginning=True, idle_timeout=5):
             if isinstance(message.record, Prediction) and message.record.request_id in names:
                 predicted[message.record.request_id] = predicted.get(message.record.request_id, 0) + 1
         letters = {letter.original_key or b"": letter for letter in client.dead_letters()}
@@ -95,7 +116,7 @@ def test_hand_picked_hostile_requests_are_dead_lettered_and_the_next_one_is_serv
     _settle(worker, before + len(hostile) + 1)
 
     names = {case.name for case in hostile} | {after.name}
-    predicted, letters = _outcomes(settings, names)
+    predicted, letters = _outcomes(settings, names, worker)
     assert predicted.get(after.name) == 1, "the valid request after the hostile ones was not served"
     for case in hostile:
         letter = letters.get(case.key)
@@ -141,15 +162,15 @@ def test_generated_hostile_requests_never_stop_the_worker(
     before = (worker.stats.requests, worker.stats.dead_letters)
     produce_raw(settings, topic, [*(Case(f"{tag}-{c.name}", c.value, c.headers) for c in batch), after])
     _settle(worker, before[0] + len(batch) + 1)
-    with Client(settings) as client:
-        assert client.predict(f"{TABULAR_NAME}:1", tabular_rows()[0][0], timeout=60).outputs["label"]
+    predicted, _letters = _outcomes(settings, {after.name}, worker)
+    assert predicted == {after.name: 1}
     stats = worker.stats
     assert stats.requests == stats.predictions + stats.dead_letters
     assert stats.dead_letters - before[1] <= len(batch)
 
 
-def test_a_refused_request_fails_the_caller_at_once_with_the_reason(serving: tuple[Settings, InferenceWorker]) -> None:
-    settings, _worker = serving
+def test_a_refused_request_fails_the_caller_at_once_with_the_reason(plain: tuple[Settings, InferenceWorker]) -> None:
+    settings, _worker = plain
     row = dict(tabular_rows()[0][0])
     first = next(iter(row))
     with Client(settings) as client:
@@ -167,8 +188,8 @@ def test_a_refused_request_fails_the_caller_at_once_with_the_reason(serving: tup
         assert client.predict(f"{TABULAR_NAME}:1", row, timeout=60).outputs["label"]
 
 
-def test_the_gateway_answers_bad_inputs_with_422_and_the_reason(serving: tuple[Settings, InferenceWorker]) -> None:
-    settings, _worker = serving
+def test_the_gateway_answers_bad_inputs_with_422_and_the_reason(plain: tuple[Settings, InferenceWorker]) -> None:
+    settings, _worker = plain
     row = dict(tabular_rows()[0][0])
     first = next(iter(row))
     url = f"/v1/models/{TABULAR_NAME}:1/predict"

@@ -20,7 +20,7 @@ from test_ingest import _stats, _wait_committed, ingest_process
 from inferstream import Client, Settings
 from inferstream.connectors.embedded import EmbeddedStore
 from inferstream.monitoring.table import read_table, table_dir
-from inferstream.schemas import Embedding, EmbeddingRequest, codec_for
+from inferstream.schemas import Embedding, EmbeddingRequest, Prediction, codec_for
 from inferstream.serving.demo_models import EMBEDDER_NAME
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
@@ -190,3 +190,64 @@ def test_hostile_predictions_are_dead_lettered_by_the_table_sink(settings: Setti
     assert f"{tag}-after" in rows
     for case in hostile:
         assert (case.name in rows) != (case.key in letters), case.name
+
+
+def test_hostile_embedding_requests_are_dead_lettered_and_the_next_text_is_embedded(
+    settings: Settings, models_dir: Path
+) -> None:
+    settings = settings.model_copy(update={"models_dir": models_dir})
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        client.topics.ensure_request_topic(EMBEDDER_NAME, "1")
+    tag = uuid.uuid4().hex[:6]
+    valid = {"request_id": "REQ", "model": EMBEDDER_NAME, "version": "1", "document_id": "REQ", "text": "hi there"}
+    hostile = _retagged(valid, "text", b"embedding-request/1", tag)
+    after = Case(
+        f"{tag}-after", json.dumps({**valid, "request_id": f"{tag}-after", "document_id": f"{tag}-after"}).encode()
+    )
+    worker = InferenceWorker(settings, ModelRepository(models_dir).resolve(EMBEDDER_NAME))
+    with running_in_thread(worker):
+        produce_raw(settings, settings.topics.request_topic(EMBEDDER_NAME, "1"), [*hostile, after])
+        deadline = time.monotonic() + 120
+        while worker.stats.requests < len(hostile) + 1:
+            assert time.monotonic() < deadline, worker.stats
+            assert worker.failure is None
+            time.sleep(0.05)
+    stats = worker.stats
+    assert stats.requests == stats.predictions + stats.dead_letters
+    with Client(settings) as client:
+        embedded = {
+            m.record.id
+            for m in client.subscribe("embeddings", from_beginning=True, idle_timeout=5)
+            if isinstance(m.record, Embedding)
+        }
+    letters = _letters(settings)
+    assert f"{tag}-after" in embedded
+    for case in hostile:
+        assert (case.name in embedded) != (case.key in letters), case.name
+
+
+def test_hostile_predictions_never_stop_a_drift_monitor(settings: Settings) -> None:
+    from test_drift import WINDOW, _predictions, _produce, _reference, _Running, _spec
+
+    from inferstream.streams.drift_monitor import DriftMonitor
+
+    spec = _spec()
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    _reference(settings, spec)
+    first = _predictions(WINDOW)
+    valid = json.loads(codec_for(Prediction).encode(first[0]))
+    valid["request_id"] = "REQ"
+    hostile = _retagged(valid, "inputs.mean_radius", b"prediction/1", uuid.uuid4().hex[:6])
+    _produce(settings, first[: WINDOW // 2])
+    produce_raw(settings, settings.topics.name("predictions"), hostile)
+    _produce(settings, first[WINDOW // 2 :] + _predictions(WINDOW, start=WINDOW, seed=4))
+    running = _Running(DriftMonitor(settings, spec))
+    running.wait_windows(1)
+    running.stop()
+    window = running.monitor.recent[0]
+    # Every hostile record is in the first window's counts: as a prediction (with its column
+    # counted missing, invalid or NaN), or as a bad record; the stream went on to close it.
+    assert window["count"] + window["bad_records"] >= WINDOW + 1
+    assert running.monitor.stats.predictions + running.monitor.stats.bad_records >= WINDOW + len(hostile)
