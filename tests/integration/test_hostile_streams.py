@@ -14,17 +14,20 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hostile import Case, cases, produce_raw
 from test_ingest import _stats, _wait_committed, ingest_process
 
 from inferstream import Client, Settings
+from inferstream.config import ElasticsearchSettings
 from inferstream.connectors.embedded import EmbeddedStore
+from inferstream.connectors.vectors import open_store
 from inferstream.monitoring.table import read_table, table_dir
 from inferstream.schemas import Embedding, EmbeddingRequest, Prediction, codec_for
 from inferstream.serving.demo_models import EMBEDDER_NAME
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker
-from inferstream.stack.testing import running_in_thread
+from inferstream.stack.testing import SearchServer, running_in_thread
 from inferstream.streams.index_sink import IndexSink
 from inferstream.streams.table_sink import InferenceTableSink
 
@@ -124,8 +127,15 @@ def test_updates_of_one_document_in_one_batch_reach_the_index_newest_last(
         store.close()
 
 
-def test_hostile_embeddings_are_dead_lettered_by_the_index_sink(settings: Settings, models_dir: Path) -> None:
+@pytest.mark.parametrize("store", ["embedded", "elasticsearch"])
+def test_hostile_embeddings_are_dead_lettered_by_the_index_sink(
+    settings: Settings, models_dir: Path, request: pytest.FixtureRequest, store: str
+) -> None:
     settings = settings.model_copy(update={"models_dir": models_dir})
+    if store == "elasticsearch":
+        server: SearchServer = request.getfixturevalue("elasticsearch")
+        index = ElasticsearchSettings(url=server.url, index=f"{settings.topics.prefix}hostile")
+        settings = settings.model_copy(update={"elasticsearch": index})
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
     tag = uuid.uuid4().hex[:6]
@@ -147,11 +157,12 @@ def test_hostile_embeddings_are_dead_lettered_by_the_index_sink(settings: Settin
     assert stats.records == len(hostile) + 1
     assert stats.reconciles
     letters = _letters(settings)
-    store = EmbeddedStore(settings.state_dir / "vectors", settings.elasticsearch)
+    index = open_store(settings)
     try:
-        hits = store.knn(np.asarray(vector, dtype=np.float32), 50, num_candidates=100, filters={})
+        index.refresh()
+        hits = index.knn(np.asarray(vector, dtype=np.float32), 50, num_candidates=100, filters={})
     finally:
-        store.close()
+        index.close()
     indexed = {hit.id for hit in hits}
     assert f"{tag}-after" in indexed
     for case in hostile:
