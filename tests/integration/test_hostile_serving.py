@@ -214,3 +214,37 @@ def test_the_gateway_answers_bad_inputs_with_422_and_the_reason(plain: tuple[Set
         assert "64-bit" in huge.json()["detail"]
         served = http.post(url, json={"inputs": row})
         assert served.status_code == 200, served.text
+
+
+def test_hostile_requests_to_a_chain_are_dead_lettered_at_its_first_step(settings: Settings, models_dir: Path) -> None:
+    from inferstream.serving.chain import ChainRunner
+    from inferstream.serving.demo_models import CHAIN_NAME
+
+    settings = settings.model_copy(update={"models_dir": models_dir})
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    tag = uuid.uuid4().hex[:6]
+    valid = {"request_id": "REQ", "model": CHAIN_NAME, "version": "1", "inputs": {"text": "rain again tomorrow"}}
+    hostile = [
+        Case(
+            f"{tag}-{c.name}",
+            None if c.value is None else c.value.replace(b'"REQ"', f'"{tag}-{c.name}"'.encode()),
+            c.headers,
+        )
+        for c in cases(valid, "inputs.text", SCHEMA)
+    ]
+    after = Case(f"{tag}-after", json.dumps({**valid, "request_id": f"{tag}-after"}).encode())
+    runner = ChainRunner(settings, ModelRepository(models_dir).get_chain(CHAIN_NAME, "1"))
+    with running_in_thread(runner, timeout=120):
+        produce_raw(settings, settings.topics.request_topic(CHAIN_NAME, "1"), [*hostile, after])
+        first = runner.workers[0]
+        _settle(first, len(hostile) + 1)
+        predicted: dict[str, int] = {}
+        deadline = time.monotonic() + 120
+        while after.name not in predicted:  # through both steps
+            assert time.monotonic() < deadline
+            predicted, letters = _outcomes(settings, {c.name for c in hostile} | {after.name}, runner.workers[-1])
+    for worker in runner.workers:
+        assert worker.stats.requests == worker.stats.predictions + worker.stats.dead_letters
+    for case in hostile:
+        assert (case.name in predicted) != (case.key in letters), case.name
