@@ -30,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -472,12 +473,14 @@ def _operations_routes(app: FastAPI, state: Gateway) -> None:
 # -- middleware -------------------------------------------------------------------------
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 class _BodyLimit:
-    """413 for a body over the limit: by Content-Length before reading, or while it streams in."""
+    """413 for a body over the limit, on every route: by Content-Length before reading, else as it streams in.
+
+    The body is read here, before the app runs, and replayed to it: the limit never
+    surfaces inside a route's own body parsing, where FastAPI turns any error while
+    reading into a 400. The app would hold the whole body anyway (every POST is JSON),
+    so this costs no memory beyond ``max_bytes`` a request.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -494,29 +497,24 @@ class _BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await too_large.response()(scope, receive, send)
             return
+        messages: deque[Message] = deque()
         received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLargeError
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except _BodyTooLargeError:
-            if not started:
+            messages.append(message)
+            if message["type"] != "http.request":  # the client left: the app sees it as it would
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
                 await too_large.response()(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.popleft() if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class _Observe:

@@ -133,24 +133,45 @@ def test_bearer_token_is_required_when_set(platform: Settings) -> None:
     assert "s3cret" not in repr(settings)
 
 
-def test_oversized_bodies_get_413_and_nothing_is_produced(platform: Settings) -> None:
+def _chunks(body: dict[str, Any], size: int = 500) -> Iterator[bytes]:
+    # A generator body: httpx sends it chunked, with no Content-Length.
+    data = json.dumps(body).encode()
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_oversized_bodies_get_413_on_every_route_declared_or_chunked(
+    platform: Settings, worker: InferenceWorker
+) -> None:
     settings = _with_gateway(platform, max_body_bytes=2048)
-    big = {"id": "big", "type": "review", "text": "x" * 5000}
-
-    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while the body streams in
-        data = json.dumps(big).encode()
-        for start in range(0, len(data), 500):
-            yield data[start : start + 500]
-
+    rows, _ = tabular_rows()
+    predict = f"/v1/models/{TABULAR_NAME}:1/predict"
+    big = {
+        "/v1/events": {"id": "big", "type": "review", "text": "x" * 5000},
+        predict: {"inputs": rows[0], "attributes": {"pad": "x" * 5000}},
+        "/v1/search": {"query": "x" * 5000},
+    }
+    small = {
+        "/v1/events": {"id": "small", "type": "review", "text": "fits"},
+        predict: {"inputs": rows[0], "request_id": "small"},
+        "/v1/search": {"query": ""},  # read and parsed: 422 for the empty query, as when declared
+    }
+    json_type = {"Content-Type": "application/json"}
     with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
-        declared = http.post("/v1/events", json=big)
-        streamed = http.post("/v1/events", content=chunks(), headers={"Content-Type": "application/json"})
-        small = http.post("/v1/events", json={"id": "small", "type": "review", "text": "fits"})
-    for response in (declared, streamed):
-        assert response.status_code == 413
-        assert response.json()["error"] == "body_too_large"
-        assert "2048 bytes" in response.json()["detail"]
-    assert small.status_code == 200
+        for route, body in big.items():
+            declared = http.post(route, json=body)
+            streamed = http.post(route, content=_chunks(body), headers=json_type)
+            for response in (declared, streamed):
+                assert response.status_code == 413, (route, response.text)
+                assert response.json()["error"] == "body_too_large"
+                assert "2048 bytes" in response.json()["detail"]
+        answers = {route: http.post(route, content=_chunks(body), headers=json_type) for route, body in small.items()}
+        declared_search = http.post("/v1/search", json=small["/v1/search"])
+    assert answers["/v1/events"].status_code == 200, answers["/v1/events"].text
+    assert answers[predict].status_code == 200, answers[predict].text
+    assert answers[predict].json()["request_id"] == "small"
+    assert answers["/v1/search"].status_code == declared_search.status_code == 422
+    assert answers["/v1/search"].json() == declared_search.json()
     with Client(platform) as client:
         ids = [m.key for m in client.subscribe("events", from_beginning=True, idle_timeout=3)]
     assert ids == [b"small"]
