@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import difflib
 import gc
 import threading
 import time
@@ -38,6 +39,7 @@ from inferstream.errors import (
     ContractError,
     DeliveryError,
     FieldProblem,
+    KafkaError,
     RecordValidationError,
     RequestTimeoutError,
     TopicError,
@@ -234,6 +236,11 @@ class Client:
         batch_size: int = 2000,
     ) -> ProduceReport:
         full = self.topic(topic)
+        # A misspelt topic is the likeliest mistake: say so before anything else (with dlq,
+        # records for a missing topic are dead-lettered instead).
+        exists = self._topic_exists(full)
+        if not exists and on_error != "dlq":
+            raise TopicError(self.missing_topic_message(full))
         contract = contract_named(schema) if schema else self.contract_for(full)
         if contract is None:
             raise ContractError(
@@ -244,26 +251,29 @@ class Client:
         report = ProduceReport(topic=full)
         started = time.perf_counter()
         sink = _ProduceSink(self, full, codec, on_error, [*headers, codec.header], report, lines)
-        if not self._topic_exists(full):
-            sink.missing_topic = True
-            if on_error != "dlq":
-                raise TopicError(f"topic {full} does not exist: create it with `inferstream topics create {full}`")
+        sink.missing_topic = not exists
         batch: list[SourceRecord | Mapping[str, Any] | Contract] = []
         try:
-            for item in records:
-                batch.append(item)
-                if len(batch) >= batch_size:
+            try:
+                for item in records:
+                    batch.append(item)
+                    if len(batch) >= batch_size:
+                        sink.send(batch)
+                        if progress is not None:
+                            progress(len(batch))
+                        batch = []
+                if batch:
                     sink.send(batch)
                     if progress is not None:
                         progress(len(batch))
-                    batch = []
-            if batch:
-                sink.send(batch)
-                if progress is not None:
-                    progress(len(batch))
-        finally:
-            sink.finish()
-            report.elapsed_s = time.perf_counter() - started
+            finally:
+                sink.finish()
+                report.elapsed_s = time.perf_counter() - started
+        except Exception as exc:
+            # Counted once the producer was flushed: these are acknowledged by the broker.
+            produced = f"{report.produced} record was" if report.produced == 1 else f"{report.produced} records were"
+            exc.add_note(f"{produced} produced to {full} before the failure")
+            raise
         return report
 
     def _topic_exists(self, topic: str) -> bool:
@@ -273,6 +283,35 @@ class Client:
             self._known_topics.add(topic)
             return True
         return False
+
+    def missing_topic_message(self, topic: str) -> str:
+        """Why ``topic`` (a full name that does not exist) cannot be used, with the closest topic's name."""
+        create = f"create it with `inferstream topics create {topic}`"
+        guess = self.closest_topic(topic)
+        if guess is not None:
+            return f"topic {topic} does not exist; did you mean {guess}? ({create})"
+        if topic in self.settings.topics.platform_topics().values():
+            create = "create the platform's topics with `inferstream topics create --platform`"
+        return f"topic {topic} does not exist: {create}"
+
+    def closest_topic(self, topic: str) -> str | None:
+        """The platform topic, or existing topic under the prefix, whose name is closest to ``topic`` (difflib).
+
+        Names are compared without the prefix (a shared prefix would make every name look
+        alike), and also whole when ``topic`` has another prefix or none.
+        """
+        topics = self.settings.topics
+        candidates = set(topics.platform_topics().values())
+        with contextlib.suppress(KafkaError):  # the platform's names still help
+            candidates.update(n for n in self.topics.list(timeout=5.0) if n.startswith(topics.prefix))
+        candidates.discard(topic)
+        spellings: dict[str, str] = {}
+        for candidate in sorted(candidates):
+            spellings.setdefault(topics.logical(candidate), candidate)
+            if not topic.startswith(topics.prefix):
+                spellings.setdefault(candidate, candidate)
+        matches = difflib.get_close_matches(topics.logical(topic), spellings, n=1)
+        return spellings[matches[0]] if matches else None
 
     # -- request/reply ----------------------------------------------------------------
 

@@ -143,3 +143,52 @@ def test_subscribe_stops_cleanly_on_sigint_and_sigterm(settings: Settings) -> No
         # The offsets were committed on the way out: the group has nothing left to read.
         again = _cli(settings, "subscribe", "events", "--group", f"sig{sig}", "--timeout", "4")
         assert again.stdout == b""
+
+
+def test_produce_to_a_missing_topic_names_the_closest_one_at_once(settings: Settings, tmp_path: Path) -> None:
+    assert _cli(settings, "topics", "create", "--platform").returncode == 0
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": "e1", "type": "review", "text": "t"}) + "\n")
+    events = settings.topics.name("events")
+    for typed, full in ((settings.topics.name("event"), settings.topics.name("event")), ("evnets", "evnets")):
+        started = time.monotonic()
+        result = _cli(settings, "produce", typed, str(path), timeout=60)
+        assert time.monotonic() - started < 30  # at once, not after a delivery timeout
+        assert result.returncode == 1
+        error = result.stderr.decode()
+        assert f"error: topic {full} does not exist; did you mean {events}?" in error, error
+        assert f"(create it with `inferstream topics create {full}`)" in error
+        assert "Traceback" not in error
+    # Nothing like any topic: no guess, only how to create it.
+    unlike = _cli(settings, "produce", "zzzz-qqqq", str(path), "--schema", "event")
+    assert unlike.returncode == 1
+    assert "topic zzzz-qqqq does not exist: create it with `inferstream topics create zzzz-qqqq`" in (
+        unlike.stderr.decode()
+    )
+    assert _ids(settings) == []
+
+
+def test_a_failed_produce_says_how_many_records_were_produced(settings: Settings, tmp_path: Path) -> None:
+    assert _cli(settings, "topics", "create", "--platform").returncode == 0
+    events = settings.topics.name("events")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,type,text\nk1,review,fine\nk2,review,fine too\nk3,,missing type\nk4,review,never sent\n")
+    failed = _cli(settings, "produce", "events", str(bad))
+    assert failed.returncode == 1
+    error = failed.stderr.decode()
+    assert "line 4" in error
+    assert f"2 records were produced to {events} before the failure" in error, error
+    assert _ids(settings) == ["k1", "k2"]
+    # The broker refuses one record (over the topic's max.message.bytes): a delivery failure.
+    small = settings.topics.name("small-messages")
+    created = _cli(settings, "topics", "create", small, "-p", "1", "--config", "max.message.bytes=2048")
+    assert created.returncode == 0, created.stderr.decode()
+    noise = os.urandom(3000).hex()  # does not compress under the limit
+    rows = [{"id": "s1", "type": "review", "text": "fits"}, {"id": "s2", "type": "review", "text": noise}]
+    too_large = tmp_path / "large.jsonl"
+    too_large.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    refused = _cli(settings, "produce", small, str(too_large), "--schema", "event")
+    assert refused.returncode == 1
+    error = refused.stderr.decode()
+    assert "MSG_SIZE_TOO_LARGE" in error or "too large" in error, error
+    assert f"1 record was produced to {small} before the failure" in error, error
