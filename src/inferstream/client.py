@@ -438,6 +438,7 @@ class Client:
         idle_timeout: float | None = None,
         decode: bool = True,
         schema: str | None = None,
+        stop_at_end: bool = False,
     ) -> Subscription:
         """Iterate over a topic's records; offsets are committed as you go (at-least-once).
 
@@ -446,10 +447,16 @@ class Client:
         starts at the beginning (``from_beginning``) or at the end as of this call: records
         produced after ``subscribe()`` returns are all seen, however long the join takes. ``idle_timeout`` ends the
         iteration after that many seconds without a record, not counting the group join (up to 30 s);
-        ``max_records`` after N.
+        ``max_records`` after N; ``stop_at_end`` once every partition of this subscription is read up to
+        its end offset as of this call (records produced later are left for the next read; then
+        ``Subscription.reached_end`` is True).
         """
         names = [topic] if isinstance(topic, str) else list(topic)
         full = [self.topic(name) for name in names]
+        if stop_at_end:  # the ends are read now: say which topic is missing, with the closest name
+            for name in full:
+                if not self._topic_exists(name):
+                    raise TopicError(self.missing_topic_message(name))
         contract = contract_named(schema) if schema else self.contract_for(full[0])
         return Subscription(
             self.settings,
@@ -460,6 +467,7 @@ class Client:
             idle_timeout=idle_timeout,
             codec=codec_for(contract) if decode and contract is not None else None,
             metrics=self.metrics,
+            stop_at_end=stop_at_end,
         )
 
     def subscribe_predictions(
@@ -875,6 +883,7 @@ class Subscription:
         codec: Codec[Any] | None,
         metrics: Metrics | None,
         batch_size: int = 500,
+        stop_at_end: bool = False,
     ) -> None:
         self.consumer = Consumer(
             settings,
@@ -884,7 +893,18 @@ class Subscription:
             metrics=metrics,
             stage="subscribe",
             starts_now=True,
+            # The end of a partition is reported: one with nothing left to read is done too.
+            overrides={"enable.partition.eof": True} if stop_at_end else None,
         )
+        self._ends: dict[tuple[str, int], int] | None = None
+        if stop_at_end:
+            try:
+                self._ends = self.consumer.end_offsets()
+            except BaseException:
+                self.consumer.close()
+                raise
+        #: True once the iteration ended at the end offsets read at the start (``stop_at_end``).
+        self.reached_end = False
         self.group = group
         self._codec = codec
         self._max = max_records
@@ -948,11 +968,14 @@ class Subscription:
         while True:
             if self.consumer.stopping:
                 raise StopIteration
+            if self._at_ends():
+                self.reached_end = True
+                raise StopIteration
             timeout = 1.0 if self._idle is None else min(1.0, max(self._idle - waited, 0.05))
             started = time.monotonic()
             if self._first_poll is None:
                 self._first_poll = started
-            batch = self.consumer.consume(self._batch_size, timeout)
+            batch = self._within_ends(self.consumer.consume(self._batch_size, timeout))
             if batch:
                 self._buffer, self._index = batch, 0
                 return
@@ -962,6 +985,29 @@ class Subscription:
             waited += max(time.monotonic() - max(started, counted_from), 0.0)
             if self._idle is not None and waited >= self._idle:
                 raise StopIteration
+
+    def _within_ends(self, batch: list[confluent_kafka.Message]) -> list[confluent_kafka.Message]:
+        # With stop_at_end: a partition is done at its last record before the end read at the
+        # start; records after it are not handed out (nor committed: the next read starts there).
+        ends = self._ends
+        if ends is None:
+            return batch
+        kept = []
+        for message in batch:
+            where = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            end = ends.get(where, 0)  # a partition added since the start: all of it came after
+            if offset < end:
+                kept.append(message)
+            if offset + 1 >= end:
+                self.consumer.at_end.add(where)
+        return kept
+
+    def _at_ends(self) -> bool:
+        if self._ends is None:
+            return False
+        owned = self.consumer.assignment()
+        return bool(owned) and all(where in self.consumer.at_end for where in owned)
 
     def _commit(self, *, force: bool = False) -> None:
         # Offsets of handed-out records are stored each batch and committed to the broker
