@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import difflib
 import gc
 import threading
 import time
@@ -39,6 +40,7 @@ from inferstream.errors import (
     ContractError,
     DeliveryError,
     FieldProblem,
+    KafkaError,
     RecordValidationError,
     RequestTimeoutError,
     TopicError,
@@ -244,6 +246,11 @@ class Client:
         batch_size: int = 2000,
     ) -> ProduceReport:
         full = self.topic(topic)
+        # A misspelt topic is the likeliest mistake: say so before anything else (with dlq,
+        # records for a missing topic are dead-lettered instead).
+        exists = self._topic_exists(full)
+        if not exists and on_error != "dlq":
+            raise TopicError(self.missing_topic_message(full))
         contract = contract_named(schema) if schema else self.contract_for(full)
         if contract is None:
             raise ContractError(
@@ -254,26 +261,29 @@ class Client:
         report = ProduceReport(topic=full)
         started = time.perf_counter()
         sink = _ProduceSink(self, full, codec, on_error, [*headers, codec.header], report, lines)
-        if not self._topic_exists(full):
-            sink.missing_topic = True
-            if on_error != "dlq":
-                raise TopicError(f"topic {full} does not exist: create it with `inferstream topics create {full}`")
+        sink.missing_topic = not exists
         batch: list[SourceRecord | Mapping[str, Any] | Contract] = []
         try:
-            for item in records:
-                batch.append(item)
-                if len(batch) >= batch_size:
+            try:
+                for item in records:
+                    batch.append(item)
+                    if len(batch) >= batch_size:
+                        sink.send(batch)
+                        if progress is not None:
+                            progress(len(batch))
+                        batch = []
+                if batch:
                     sink.send(batch)
                     if progress is not None:
                         progress(len(batch))
-                    batch = []
-            if batch:
-                sink.send(batch)
-                if progress is not None:
-                    progress(len(batch))
-        finally:
-            sink.finish()
-            report.elapsed_s = time.perf_counter() - started
+            finally:
+                sink.finish()
+                report.elapsed_s = time.perf_counter() - started
+        except Exception as exc:
+            # Counted once the producer was flushed: these are acknowledged by the broker.
+            produced = f"{report.produced} record was" if report.produced == 1 else f"{report.produced} records were"
+            exc.add_note(f"{produced} produced to {full} before the failure")
+            raise
         return report
 
     def _topic_exists(self, topic: str) -> bool:
@@ -283,6 +293,35 @@ class Client:
             self._known_topics.add(topic)
             return True
         return False
+
+    def missing_topic_message(self, topic: str) -> str:
+        """Why ``topic`` (a full name that does not exist) cannot be used, with the closest topic's name."""
+        create = f"create it with `inferstream topics create {topic}`"
+        guess = self.closest_topic(topic)
+        if guess is not None:
+            return f"topic {topic} does not exist; did you mean {guess}? ({create})"
+        if topic in self.settings.topics.platform_topics().values():
+            create = "create the platform's topics with `inferstream topics create --platform`"
+        return f"topic {topic} does not exist: {create}"
+
+    def closest_topic(self, topic: str) -> str | None:
+        """The platform topic, or existing topic under the prefix, whose name is closest to ``topic`` (difflib).
+
+        Names are compared without the prefix (a shared prefix would make every name look
+        alike), and also whole when ``topic`` has another prefix or none.
+        """
+        topics = self.settings.topics
+        candidates = set(topics.platform_topics().values())
+        with contextlib.suppress(KafkaError):  # the platform's names still help
+            candidates.update(n for n in self.topics.list(timeout=5.0) if n.startswith(topics.prefix))
+        candidates.discard(topic)
+        spellings: dict[str, str] = {}
+        for candidate in sorted(candidates):
+            spellings.setdefault(topics.logical(candidate), candidate)
+            if not topic.startswith(topics.prefix):
+                spellings.setdefault(candidate, candidate)
+        matches = difflib.get_close_matches(topics.logical(topic), spellings, n=1)
+        return spellings[matches[0]] if matches else None
 
     # -- request/reply ----------------------------------------------------------------
 
@@ -409,6 +448,7 @@ class Client:
         idle_timeout: float | None = None,
         decode: bool = True,
         schema: str | None = None,
+        stop_at_end: bool = False,
     ) -> Subscription:
         """Iterate over a topic's records; offsets are committed as you go (at-least-once).
 
@@ -417,10 +457,16 @@ class Client:
         starts at the beginning (``from_beginning``) or at the end as of this call: records
         produced after ``subscribe()`` returns are all seen, however long the join takes. ``idle_timeout`` ends the
         iteration after that many seconds without a record, not counting the group join (up to 30 s);
-        ``max_records`` after N.
+        ``max_records`` after N; ``stop_at_end`` once every partition of this subscription is read up to
+        its end offset as of this call (records produced later are left for the next read; then
+        ``Subscription.reached_end`` is True).
         """
         names = [topic] if isinstance(topic, str) else list(topic)
         full = [self.topic(name) for name in names]
+        if stop_at_end:  # the ends are read now: say which topic is missing, with the closest name
+            for name in full:
+                if not self._topic_exists(name):
+                    raise TopicError(self.missing_topic_message(name))
         contract = contract_named(schema) if schema else self.contract_for(full[0])
         return Subscription(
             self.settings,
@@ -431,6 +477,7 @@ class Client:
             idle_timeout=idle_timeout,
             codec=codec_for(contract) if decode and contract is not None else None,
             metrics=self.metrics,
+            stop_at_end=stop_at_end,
         )
 
     def subscribe_predictions(
@@ -896,6 +943,7 @@ class Subscription:
         codec: Codec[Any] | None,
         metrics: Metrics | None,
         batch_size: int = 500,
+        stop_at_end: bool = False,
     ) -> None:
         self.consumer = Consumer(
             settings,
@@ -905,7 +953,18 @@ class Subscription:
             metrics=metrics,
             stage="subscribe",
             starts_now=True,
+            # The end of a partition is reported: one with nothing left to read is done too.
+            overrides={"enable.partition.eof": True} if stop_at_end else None,
         )
+        self._ends: dict[tuple[str, int], int] | None = None
+        if stop_at_end:
+            try:
+                self._ends = self.consumer.end_offsets()
+            except BaseException:
+                self.consumer.close()
+                raise
+        #: True once the iteration ended at the end offsets read at the start (``stop_at_end``).
+        self.reached_end = False
         self.group = group
         self._codec = codec
         self._max = max_records
@@ -969,11 +1028,14 @@ class Subscription:
         while True:
             if self.consumer.stopping:
                 raise StopIteration
+            if self._at_ends():
+                self.reached_end = True
+                raise StopIteration
             timeout = 1.0 if self._idle is None else min(1.0, max(self._idle - waited, 0.05))
             started = time.monotonic()
             if self._first_poll is None:
                 self._first_poll = started
-            batch = self.consumer.consume(self._batch_size, timeout)
+            batch = self._within_ends(self.consumer.consume(self._batch_size, timeout))
             if batch:
                 self._buffer, self._index = batch, 0
                 return
@@ -983,6 +1045,29 @@ class Subscription:
             waited += max(time.monotonic() - max(started, counted_from), 0.0)
             if self._idle is not None and waited >= self._idle:
                 raise StopIteration
+
+    def _within_ends(self, batch: list[confluent_kafka.Message]) -> list[confluent_kafka.Message]:
+        # With stop_at_end: a partition is done at its last record before the end read at the
+        # start; records after it are not handed out (nor committed: the next read starts there).
+        ends = self._ends
+        if ends is None:
+            return batch
+        kept = []
+        for message in batch:
+            where = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            end = ends.get(where, 0)  # a partition added since the start: all of it came after
+            if offset < end:
+                kept.append(message)
+            if offset + 1 >= end:
+                self.consumer.at_end.add(where)
+        return kept
+
+    def _at_ends(self) -> bool:
+        if self._ends is None:
+            return False
+        owned = self.consumer.assignment()
+        return bool(owned) and all(where in self.consumer.at_end for where in owned)
 
     def _commit(self, *, force: bool = False) -> None:
         # Offsets of handed-out records are stored each batch and committed to the broker

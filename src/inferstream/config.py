@@ -260,8 +260,10 @@ class GatewaySettings(_Frozen):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    # Bearer token every /v1 and /metrics call must carry; none: no authentication.
+    # Bearer token every /v1 and /metrics call must carry; none: no authentication, which
+    # the gateway accepts on a loopback address only, unless allow_insecure says otherwise.
     token: SecretStr | None = None
+    allow_insecure: bool = False
     # Larger request bodies are refused with 413 before they are read in full.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Predictions waiting for one SSE client; a client whose queue stays full for

@@ -6,13 +6,14 @@
 ``POST /v1/events``                           produce one event or a list, validated
 ``GET  /healthz``                             200 when the broker answers, else 503
 ``GET  /metrics``                             Prometheus text
-``GET  /openapi.json`` and ``/docs``          the API's schema
+``GET  /openapi.json`` and ``/docs``          the API's schema (Swagger UI served here, no CDN)
 ============================================  ==============================================
 
 Thin: each endpoint parses, calls the SDK (:class:`inferstream.client.Client`) and
 returns; what the gateway adds is HTTP's own business: a bearer token (when
 ``gateway.token`` is set, every ``/v1`` call and ``/metrics`` need it; ``/healthz``
-and the schema stay open for probes), a body size limit (413), status codes for the
+and the schema stay open for probes; without one the gateway listens on loopback
+only, unless ``gateway.allow_insecure``), a body size limit (413), status codes for the
 SDK's errors, and one shared Kafka reader fanning predictions out to the stream
 clients (:mod:`inferstream.connectors.kafka.fanout`). Errors come back as
 ``{"error": code, "detail": message, ...}``.
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sse_starlette import EventSourceResponse
@@ -199,11 +203,14 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         await predictions.close()
         await run_in_threadpool(client.close)
 
-    app = FastAPI(
+    # /docs loads Swagger UI from files served here (the fastapi-offline package's), not
+    # from a CDN: it works offline, and a page of the gateway runs no outside code.
+    app = FastAPIOffline(
         title="inferstream gateway",
         version="1",
         description="Predictions, prediction streams and events over HTTP, through Kafka.",
         lifespan=lifespan,
+        redoc_url=None,
     )
     app.state.gateway = state
 
@@ -265,6 +272,44 @@ class _StrictJsonRoute(APIRoute):
 # -- authentication ---------------------------------------------------------------------
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ``::1`` or ``localhost``."""
+    name = host.strip().removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_exposure(settings: Settings, host: str) -> bool:
+    """Refuse to listen beyond loopback without a token; True when the gateway will do so anyway.
+
+    ConfigError when ``host`` is not a loopback address, ``gateway.token`` is not set and
+    ``gateway.allow_insecure`` is off. Nothing here touches the network.
+    """
+    if settings.gateway.token is not None or is_loopback(host):
+        return False
+    if not settings.gateway.allow_insecure:
+        raise ConfigError(
+            f"the gateway would listen on {host} with no token: anyone who can reach it could predict, "
+            "produce events and read every prediction. Set a token (INFERSTREAM_GATEWAY__TOKEN, or "
+            "gateway.token in the config file), listen on 127.0.0.1, or pass --insecure-no-token "
+            "(gateway.allow_insecure = true) to serve it open anyway"
+        )
+    return True
+
+
+def _warn_if_open(settings: Settings, host: str) -> None:
+    if check_exposure(settings, host):
+        log.warning(
+            "INSECURE: the gateway listens on %s with no token (gateway.allow_insecure): anyone who can "
+            "reach it can predict, produce events and read every prediction; set INFERSTREAM_GATEWAY__TOKEN",
+            host,
+        )
+
+
 def _authorize(settings: Settings) -> Callable[[HTTPAuthorizationCredentials | None], None]:
     token = settings.gateway.token
     expected = token.get_secret_value().encode() if token is not None else None
@@ -275,7 +320,7 @@ def _authorize(settings: Settings) -> Callable[[HTTPAuthorizationCredentials | N
         if expected is None:
             return
         given = credentials.credentials.encode() if credentials is not None else b""
-        # Constant time: how much of a guess matched must not show in the response time.
+        # Constant time (hmac.compare_digest): how much of a guess matched must not show in the response time.
         if not secrets.compare_digest(given, expected):
             raise ApiError(401, "unauthorized", "send the gateway's token as `Authorization: Bearer <token>`")
 
@@ -514,12 +559,14 @@ def _operations_routes(app: FastAPI, state: Gateway) -> None:
 # -- middleware -------------------------------------------------------------------------
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 class _BodyLimit:
-    """413 for a body over the limit: by Content-Length before reading, or while it streams in."""
+    """413 for a body over the limit, on every route: by Content-Length before reading, else as it streams in.
+
+    The body is read here, before the app runs, and replayed to it: the limit never
+    surfaces inside a route's own body parsing, where FastAPI turns any error while
+    reading into a 400. The app would hold the whole body anyway (every POST is JSON),
+    so this costs no memory beyond ``max_bytes`` a request.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -536,29 +583,24 @@ class _BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await too_large.response()(scope, receive, send)
             return
+        messages: deque[Message] = deque()
         received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLargeError
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except _BodyTooLargeError:
-            if not started:
+            messages.append(message)
+            if message["type"] != "http.request":  # the client left: the app sees it as it would
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
                 await too_large.response()(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.popleft() if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class _Observe:
@@ -593,11 +635,13 @@ class _Observe:
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
     """Run the gateway with uvicorn until SIGINT/SIGTERM (127.0.0.1:8080 by default)."""
     config = settings.gateway
+    host = host or config.host
+    _warn_if_open(settings, host)  # before the app's client contacts Kafka
     app = create_app(settings)
     _GatewayServer(
         uvicorn.Config(
             app,
-            host=host or config.host,
+            host=host,
             port=config.port if port is None else port,
             log_level="warning",
             timeout_graceful_shutdown=_GRACE_S,
@@ -639,10 +683,12 @@ class BackgroundGateway:
 
     def __init__(self, settings: Settings, *, host: str | None = None, port: int = 0) -> None:
         self.settings = settings
+        host = host or settings.gateway.host
+        _warn_if_open(settings, host)
         self.app = create_app(settings)
         config = uvicorn.Config(
             self.app,
-            host=host or settings.gateway.host,
+            host=host,
             port=port,
             log_level="warning",
             timeout_graceful_shutdown=_GRACE_S,

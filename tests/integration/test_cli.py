@@ -143,3 +143,115 @@ def test_subscribe_stops_cleanly_on_sigint_and_sigterm(settings: Settings) -> No
         # The offsets were committed on the way out: the group has nothing left to read.
         again = _cli(settings, "subscribe", "events", "--group", f"sig{sig}", "--timeout", "4")
         assert again.stdout == b""
+
+
+def test_produce_to_a_missing_topic_names_the_closest_one_at_once(settings: Settings, tmp_path: Path) -> None:
+    assert _cli(settings, "topics", "create", "--platform").returncode == 0
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": "e1", "type": "review", "text": "t"}) + "\n")
+    events = settings.topics.name("events")
+    for typed, full in ((settings.topics.name("event"), settings.topics.name("event")), ("evnets", "evnets")):
+        started = time.monotonic()
+        result = _cli(settings, "produce", typed, str(path), timeout=60)
+        assert time.monotonic() - started < 30  # at once, not after a delivery timeout
+        assert result.returncode == 1
+        error = result.stderr.decode()
+        assert f"error: topic {full} does not exist; did you mean {events}?" in error, error
+        assert f"(create it with `inferstream topics create {full}`)" in error
+        assert "Traceback" not in error
+    # Nothing like any topic: no guess, only how to create it.
+    unlike = _cli(settings, "produce", "zzzz-qqqq", str(path), "--schema", "event")
+    assert unlike.returncode == 1
+    assert "topic zzzz-qqqq does not exist: create it with `inferstream topics create zzzz-qqqq`" in (
+        unlike.stderr.decode()
+    )
+    assert _ids(settings) == []
+
+
+def test_a_failed_produce_says_how_many_records_were_produced(settings: Settings, tmp_path: Path) -> None:
+    assert _cli(settings, "topics", "create", "--platform").returncode == 0
+    events = settings.topics.name("events")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,type,text\nk1,review,fine\nk2,review,fine too\nk3,,missing type\nk4,review,never sent\n")
+    failed = _cli(settings, "produce", "events", str(bad))
+    assert failed.returncode == 1
+    error = failed.stderr.decode()
+    assert "line 4" in error
+    assert f"2 records were produced to {events} before the failure" in error, error
+    assert _ids(settings) == ["k1", "k2"]
+    # The broker refuses one record (over the topic's max.message.bytes): a delivery failure.
+    small = settings.topics.name("small-messages")
+    created = _cli(settings, "topics", "create", small, "-p", "1", "--config", "max.message.bytes=2048")
+    assert created.returncode == 0, created.stderr.decode()
+    noise = os.urandom(3000).hex()  # does not compress under the limit
+    rows = [{"id": "s1", "type": "review", "text": "fits"}, {"id": "s2", "type": "review", "text": noise}]
+    too_large = tmp_path / "large.jsonl"
+    too_large.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    refused = _cli(settings, "produce", small, str(too_large), "--schema", "event")
+    assert refused.returncode == 1
+    error = refused.stderr.decode()
+    assert "MSG_SIZE_TOO_LARGE" in error or "too large" in error, error
+    assert f"1 record was produced to {small} before the failure" in error, error
+
+
+def test_subscribe_from_beginning_max_stops_at_the_end_unless_follow(settings: Settings) -> None:
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        client.produce("events", [{"id": f"e{i}", "type": "review", "text": "x"} for i in range(3)])
+    started = time.monotonic()
+    bounded = _cli(settings, "subscribe", "events", "--from-beginning", "--max", "10", timeout=60)
+    assert bounded.returncode == 0, bounded.stderr.decode()
+    assert time.monotonic() - started < 45
+    assert sorted(json.loads(line)["id"] for line in bounded.stdout.decode().splitlines()) == ["e0", "e1", "e2"]
+    events = settings.topics.name("events")
+    assert f"read 3 records from {events}: the end of the topic as it was at the start" in bounded.stderr.decode()
+
+    # With a group: the next bounded read starts where the last stopped, and stops at the new end.
+    with Client(settings) as client:
+        client.produce("events", [{"id": "e3", "type": "review", "text": "x"}])
+    first = _cli(settings, "subscribe", "events", "--from-beginning", "--max", "2", "--group", "g")
+    assert len(first.stdout.decode().splitlines()) == 2
+    assert "read 2 records" in first.stderr.decode()
+    assert "the end of the topic" not in first.stderr.decode()  # it stopped at --max
+    rest = _cli(settings, "subscribe", "events", "--from-beginning", "--max", "10", "--group", "g")
+    assert len(rest.stdout.decode().splitlines()) == 2
+    assert "read 2 records" in rest.stderr.decode()
+
+    # --follow waits for new records until N (or, here, until the idle timeout).
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "inferstream", "subscribe", "events", "--from-beginning", "--max", "6", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(settings),
+    )
+    assert follower.stdout is not None
+    received = [follower.stdout.readline() for _ in range(4)]  # what was there
+    assert all(b'"type":"review"' in line for line in received)
+    time.sleep(1.0)
+    assert follower.poll() is None  # still waiting, where a bounded read would have stopped
+    with Client(settings) as client:
+        client.produce("events", [{"id": f"n{i}", "type": "review", "text": "x"} for i in range(2)])
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err.decode()
+    assert sorted(json.loads(line)["id"] for line in out.decode().splitlines()) == ["n0", "n1"]
+    assert b"read 6 records" in err
+
+    idle = _cli(settings, "subscribe", "events", "--max", "5", "--timeout", "3")
+    assert idle.returncode == 0
+    assert idle.stdout == b""
+    assert "read 0 records" in idle.stderr.decode()
+
+
+def test_subscribe_to_a_missing_topic_names_the_closest_one(settings: Settings) -> None:
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    missing = settings.topics.name("predictons")
+    result = _cli(settings, "subscribe", missing, "--from-beginning", "--max", "1", timeout=60)
+    assert result.returncode == 1
+    assert f"topic {missing} does not exist; did you mean {settings.topics.name('predictions')}?" in (
+        result.stderr.decode()
+    )
+    # Following a topic: the consumer's own error, at once.
+    followed = _cli(settings, "subscribe", missing, timeout=60)
+    assert followed.returncode == 1
+    assert f"{missing}: Broker: Unknown topic or partition" in followed.stderr.decode()

@@ -133,24 +133,45 @@ def test_bearer_token_is_required_when_set(platform: Settings) -> None:
     assert "s3cret" not in repr(settings)
 
 
-def test_oversized_bodies_get_413_and_nothing_is_produced(platform: Settings) -> None:
+def _chunks(body: dict[str, Any], size: int = 500) -> Iterator[bytes]:
+    # A generator body: httpx sends it chunked, with no Content-Length.
+    data = json.dumps(body).encode()
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_oversized_bodies_get_413_on_every_route_declared_or_chunked(
+    platform: Settings, worker: InferenceWorker
+) -> None:
     settings = _with_gateway(platform, max_body_bytes=2048)
-    big = {"id": "big", "type": "review", "text": "x" * 5000}
-
-    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while the body streams in
-        data = json.dumps(big).encode()
-        for start in range(0, len(data), 500):
-            yield data[start : start + 500]
-
+    rows, _ = tabular_rows()
+    predict = f"/v1/models/{TABULAR_NAME}:1/predict"
+    big = {
+        "/v1/events": {"id": "big", "type": "review", "text": "x" * 5000},
+        predict: {"inputs": rows[0], "attributes": {"pad": "x" * 5000}},
+        "/v1/search": {"query": "x" * 5000},
+    }
+    small = {
+        "/v1/events": {"id": "small", "type": "review", "text": "fits"},
+        predict: {"inputs": rows[0], "request_id": "small"},
+        "/v1/search": {"query": ""},  # read and parsed: 422 for the empty query, as when declared
+    }
+    json_type = {"Content-Type": "application/json"}
     with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
-        declared = http.post("/v1/events", json=big)
-        streamed = http.post("/v1/events", content=chunks(), headers={"Content-Type": "application/json"})
-        small = http.post("/v1/events", json={"id": "small", "type": "review", "text": "fits"})
-    for response in (declared, streamed):
-        assert response.status_code == 413
-        assert response.json()["error"] == "body_too_large"
-        assert "2048 bytes" in response.json()["detail"]
-    assert small.status_code == 200
+        for route, body in big.items():
+            declared = http.post(route, json=body)
+            streamed = http.post(route, content=_chunks(body), headers=json_type)
+            for response in (declared, streamed):
+                assert response.status_code == 413, (route, response.text)
+                assert response.json()["error"] == "body_too_large"
+                assert "2048 bytes" in response.json()["detail"]
+        answers = {route: http.post(route, content=_chunks(body), headers=json_type) for route, body in small.items()}
+        declared_search = http.post("/v1/search", json=small["/v1/search"])
+    assert answers["/v1/events"].status_code == 200, answers["/v1/events"].text
+    assert answers[predict].status_code == 200, answers[predict].text
+    assert answers[predict].json()["request_id"] == "small"
+    assert answers["/v1/search"].status_code == declared_search.status_code == 422
+    assert answers["/v1/search"].json() == declared_search.json()
     with Client(platform) as client:
         ids = [m.key for m in client.subscribe("events", from_beginning=True, idle_timeout=3)]
     assert ids == [b"small"]
@@ -306,32 +327,58 @@ def test_healthz_says_503_when_the_broker_is_unreachable(tmp_path: Path) -> None
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in health.json()["detail"]
 
 
-def test_the_gateway_command_serves_and_stops_cleanly_with_a_stream_open(platform: Settings, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
+def _command_env(platform: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": platform.kafka.bootstrap_servers,
         "INFERSTREAM_TOPICS__PREFIX": platform.topics.prefix,
         "INFERSTREAM_STATE_DIR": str(tmp_path),
+        "COLUMNS": "200",
+        **extra,
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_gateway(env: dict[str, str], log_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``inferstream ARGS --port PORT`` in a child process, once /healthz answers on 127.0.0.1; and its URL."""
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "gateway.log"
     with log_path.open("wb") as log_file:
         child = subprocess.Popen(
-            [sys.executable, "-m", "inferstream", "gateway", "--port", str(port)], env=env, stderr=log_file
+            [sys.executable, "-m", "inferstream", *args, "--port", str(port)], env=env, stderr=log_file
         )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return child, url
+        except httpx.TransportError:
+            if child.poll() is not None or time.monotonic() > deadline:
+                child.kill()
+                raise AssertionError(f"the gateway never answered: {log_path.read_text()}") from None
+            time.sleep(0.1)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> int:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert child.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "the gateway never answered"
-                time.sleep(0.1)
+        return child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_the_gateway_command_serves_and_stops_cleanly_with_a_stream_open(platform: Settings, tmp_path: Path) -> None:
+    log_path = tmp_path / "gateway.log"
+    child, url = _start_gateway(_command_env(platform, tmp_path), log_path, "gateway")
+    try:
         with httpx.stream("GET", f"{url}/v1/predictions/stream", timeout=60) as response:
             assert response.status_code == 200
             child.send_signal(signal.SIGTERM)
@@ -340,9 +387,106 @@ def test_the_gateway_command_serves_and_stops_cleanly_with_a_stream_open(platfor
         assert child.wait(60) in (0, -signal.SIGTERM)
         assert lines[-3:] == ["event: dropped", 'data: {"reason": "the gateway is shutting down"}', ""]
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        _stop(child)
     log = log_path.read_text()
     assert f"gateway on {url} (no token set" in log
     assert "Traceback" not in log
+
+
+def test_a_public_address_without_a_token_is_refused_before_kafka_is_contacted(tmp_path: Path) -> None:
+    # A "broker" that only listens: a gateway that contacted Kafka would connect to it.
+    with socket.socket() as broker:
+        broker.bind(("127.0.0.1", 0))
+        broker.listen()
+        broker.setblocking(False)
+        env = {
+            **os.environ,
+            "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker.getsockname()[1]}",
+            "INFERSTREAM_STATE_DIR": str(tmp_path),
+            "COLUMNS": "200",
+        }
+        for host in ("0.0.0.0", "::"):
+            started = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-m", "inferstream", "gateway", "--host", host, "--port", str(_free_port())],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode != 0
+            assert time.monotonic() - started < 30  # at once, not after a Kafka timeout
+            message = result.stderr.decode()
+            assert f"listen on {host} with no token" in message
+            for named in ("INFERSTREAM_GATEWAY__TOKEN", "gateway.token", "--insecure-no-token"):
+                assert named in message, message
+            assert "Traceback" not in message
+        with pytest.raises(BlockingIOError):
+            broker.accept()  # nobody connected
+
+
+def test_insecure_no_token_serves_on_a_public_address_with_a_loud_warning(platform: Settings, tmp_path: Path) -> None:
+    log_path = tmp_path / "gateway.log"
+    child, url = _start_gateway(
+        _command_env(platform, tmp_path), log_path, "gateway", "--host", "0.0.0.0", "--insecure-no-token"
+    )
+    try:
+        event = {"id": "open", "type": "review", "text": "no token needed"}
+        assert httpx.post(f"{url}/v1/events", json=event, timeout=30).status_code == 200
+    finally:
+        assert _stop(child) in (0, -signal.SIGTERM)
+    log = log_path.read_text()
+    assert "INSECURE: the gateway listens on 0.0.0.0 with no token" in log
+    assert "NO TOKEN" in log
+    assert "Traceback" not in log
+
+
+def test_the_token_never_shows_in_logs_help_or_reprs(platform: Settings, tmp_path: Path) -> None:
+    token = "tok-7f3a9c1e-never-print-me"
+    env = _command_env(platform, tmp_path, INFERSTREAM_GATEWAY__TOKEN=token)
+    log_path = tmp_path / "gateway.log"
+    # Debug logging, on a public address (allowed: a token is set), every kind of call.
+    child, url = _start_gateway(env, log_path, "-vv", "gateway", "--host", "0.0.0.0")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            wrong = http.get("/metrics", headers={"Authorization": f"Bearer {token}x"})
+            assert wrong.status_code == 401
+            assert token not in wrong.text
+            assert http.post("/v1/events", json={"id": "x", "type": "review", "text": "t"}).status_code == 401
+    finally:
+        _stop(child)
+    log = log_path.read_text()
+    assert "bearer token required" in log
+    assert token not in log
+    helped = subprocess.run(
+        [sys.executable, "-m", "inferstream", "gateway", "--help"], env=env, capture_output=True, timeout=60, check=True
+    )
+    assert token not in helped.stdout.decode() + helped.stderr.decode()
+    settings = _with_gateway(platform, token=token)
+    with BackgroundGateway(settings) as gateway:
+        state = gateway.app.state.gateway
+        for shown in (repr(settings), repr(settings.gateway), repr(state), repr(state.client), str(settings)):
+            assert token not in shown
+
+
+def test_docs_load_offline_from_the_gateway_itself(platform: Settings) -> None:
+    settings = _with_gateway(platform, token="docs-stay-open")
+    with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
+        page = http.get("/docs")
+        assert page.status_code == 200
+        assert "swagger-ui" in page.text
+        # Every absolute URL on the page is the gateway's own; none is another host (no CDN).
+        absolute = re.findall(r"https?://[^\s\"'<>)]+", page.text)
+        assert all(u.startswith(f"{gateway.url}/") for u in absolute), absolute
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        assert len(assets) >= 3, page.text  # the script, the stylesheet, the icon
+        for asset in assets:
+            assert asset.startswith("/"), asset
+            loaded = http.get(asset)
+            assert loaded.status_code == 200, asset
+            assert loaded.content
+        schema_url = re.search(r"""url: ["']([^"']+)["']""", page.text)
+        assert schema_url is not None
+        assert schema_url.group(1) == "/openapi.json"
+        assert http.get("/openapi.json").status_code == 200

@@ -5,8 +5,6 @@ Commands parse their options, call the library and print; no logic lives only he
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 from inferstream.cli import (  # noqa: F401  (register commands)
     alerts,
     demo,
@@ -28,7 +26,7 @@ from inferstream.cli import (  # noqa: F401  (register commands)
     topics,
 )
 from inferstream.cli._app import app
-from inferstream.cli._common import console
+from inferstream.cli._common import print_error
 from inferstream.errors import InferstreamError
 
 __all__ = ["app", "main"]
@@ -39,5 +37,5 @@ def main() -> None:
     try:
         app()
     except InferstreamError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        print_error(exc)
         raise SystemExit(1) from exc

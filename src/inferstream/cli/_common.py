@@ -52,6 +52,15 @@ def settings_of(ctx: typer.Context) -> Settings:
     return state.settings()
 
 
+def print_error(exc: BaseException, message: str | None = None) -> None:
+    """``error: message`` (the exception's own by default), then the notes the library added to it."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message if message is not None else str(exc))}")
+    for note in getattr(exc, "__notes__", ()):
+        console.print(f"  {escape(str(note))}")
+
+
 def out(text: str) -> None:
     """Write one line of data to standard output (messages go to stderr)."""
     sys.stdout.write(text + "\n")

@@ -14,21 +14,39 @@ from inferstream.cli._common import console, settings_of
 def gateway(
     ctx: typer.Context,
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind (default: gateway.host, 127.0.0.1).")
+        str | None,
+        typer.Option(
+            "--host",
+            help="Address to bind (default: gateway.host, 127.0.0.1); beyond loopback it needs a token.",
+        ),
     ] = None,
     port: Annotated[
         int | None, typer.Option("--port", "-p", help="Port (default: gateway.port, 8080).", min=0, max=65535)
     ] = None,
+    insecure_no_token: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-token",
+            help="Listen beyond loopback with no token: anyone who can reach it may call the API "
+            "(gateway.allow_insecure).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP gateway until Ctrl-C; the token comes from settings (INFERSTREAM_GATEWAY__TOKEN)."""
-    from inferstream.gateway import serve
+    from inferstream.gateway import check_exposure, serve
 
     settings = settings_of(ctx)
-    where = f"http://{host or settings.gateway.host}:{settings.gateway.port if port is None else port}"
-    auth = (
-        "bearer token required"
-        if settings.gateway.token is not None
-        else "no token set: open to anyone who can reach it"
-    )
+    if insecure_no_token:
+        update = {"gateway": settings.gateway.model_copy(update={"allow_insecure": True})}
+        settings = settings.model_copy(update=update)
+    bind = host or settings.gateway.host
+    open_beyond_loopback = check_exposure(settings, bind)  # refuses before anything contacts Kafka
+    where = f"http://{bind}:{settings.gateway.port if port is None else port}"
+    if settings.gateway.token is not None:
+        auth = "bearer token required"
+    elif open_beyond_loopback:
+        auth = "NO TOKEN, --insecure-no-token: open to anyone who can reach it"
+    else:
+        auth = "no token set: open to anyone on this machine"
     console.print(f"gateway on {where} ({auth}); API schema at {where}/docs")
-    serve(settings, host=host, port=port)
+    serve(settings, host=bind, port=port)

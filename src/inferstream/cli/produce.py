@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, parse_pairs, settings_of
+from inferstream.cli._common import console, parse_pairs, print_error, settings_of
 from inferstream.client import Client, ProduceReport
 from inferstream.connectors.files import count_records, detect_format, read_records
 from inferstream.errors import RecordValidationError
@@ -75,7 +75,7 @@ def produce(
             )
         except RecordValidationError as exc:
             progress.stop()
-            console.print(f"[bold red]error:[/] {escape(f'{file}: {exc}')}")
+            print_error(exc, f"{file}: {exc}")
             console.print(
                 "  records after it were not produced; --on-error=skip or --on-error=dlq go on past bad records"
             )

@@ -25,9 +25,22 @@ def subscribe(
             help="Where the group has no committed offset, start at the oldest record (else: new ones only).",
         ),
     ] = False,
-    max_records: Annotated[int | None, typer.Option("--max", "-n", help="Stop after N records.", min=1)] = None,
+    max_records: Annotated[
+        int | None,
+        typer.Option(
+            "--max",
+            "-n",
+            help="Stop after N records; with --from-beginning, also at the end of the topic as it was at the start.",
+            min=1,
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="With --from-beginning --max: wait for new records until N.")
+    ] = False,
     group: Annotated[str | None, typer.Option("--group", "-g", help="Consumer group: resume where it stopped.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many idle seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Stop after this many seconds without a record.", min=0)
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Only predictions of NAME or NAME:VERSION (prediction topics).")
     ] = None,
@@ -35,10 +48,16 @@ def subscribe(
         bool, typer.Option("--envelope", "-e", help="Wrap each record with topic, partition, offset, key and headers.")
     ] = False,
 ) -> None:
-    """Print each record's value as one JSON line (Ctrl-C stops; offsets are committed)."""
+    """Print each record's value as one JSON line (Ctrl-C stops; offsets are committed).
+
+    ``--from-beginning --max N`` reads what the topic holds: it stops at N records, or at the
+    end offsets read at the start when there are fewer; ``--follow`` waits for new ones instead.
+    """
     client = Client(settings_of(ctx))
+    # A bounded read of what is there: with fewer than N records it would otherwise wait forever.
+    stop_at_end = from_beginning and max_records is not None and not follow
     if model is not None:
-        _predictions_of(client, topic, model, from_beginning, max_records, group, timeout)
+        _predictions_of(client, topic, model, from_beginning, max_records, group, timeout, stop_at_end)
         return
     subscription = client.subscribe(
         topic,
@@ -47,6 +66,7 @@ def subscribe(
         max_records=max_records,
         idle_timeout=timeout,
         decode=False,
+        stop_at_end=stop_at_end,
     )
     subscription.consumer.stop_on_signals()
     write = sys.stdout.buffer.write
@@ -62,7 +82,10 @@ def subscribe(
                 write(b"\n")
             count += len(batch)
             sys.stdout.buffer.flush()
-    console.print(f"[dim]{count} records from {client.topic(topic)}[/]")
+    read = f"read {count} records from {client.topic(topic)}"
+    if subscription.reached_end:
+        read += ": the end of the topic as it was at the start (--follow waits for new ones)"
+    console.print(f"[dim]{read}[/]")
 
 
 def _envelope(message: object, value: bytes) -> bytes:
@@ -97,6 +120,7 @@ def _predictions_of(
     max_records: int | None,
     group: str | None,
     timeout: float | None,
+    stop_at_end: bool,
 ) -> None:
     logical = client.settings.topics.logical(client.topic(topic))
     if logical not in (client.settings.topics.predictions, client.settings.topics.predictions_shadow):
@@ -108,6 +132,7 @@ def _predictions_of(
         from_beginning=from_beginning,
         group=group,
         idle_timeout=timeout,
+        stop_at_end=stop_at_end,
     )
     for prediction in stream:
         sys.stdout.write(prediction.model_dump_json() + "\n")

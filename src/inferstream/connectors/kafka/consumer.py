@@ -22,7 +22,7 @@ from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import error_of, fetch, partition_bounds
-from inferstream.errors import CommitError, KafkaError
+from inferstream.errors import CommitError, KafkaError, TopicError
 from inferstream.metrics import Metrics
 
 Message = confluent_kafka.Message
@@ -68,6 +68,8 @@ class Consumer:
         self._stop = threading.Event()
         self._last_lag = 0.0
         self._assigned: set[tuple[str, int]] = set()
+        #: Partitions whose end this consumer reached (with ``enable.partition.eof`` in ``overrides``).
+        self.at_end: set[tuple[str, int]] = set()
         self._closed = False
         # Incremental (cooperative or KIP-848) rebalancing takes partitions with incremental_assign.
         self._incremental = "cooperative" in str(conf.get("partition.assignment.strategy", "")) or (
@@ -95,6 +97,7 @@ class Consumer:
             if error is None:
                 records.append(message)
             elif error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                self.at_end.add((message.topic() or "", message.partition() or 0))
                 continue
             elif error.fatal() or error.code() in (
                 confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
@@ -186,6 +189,22 @@ class Consumer:
             if self._metrics is not None:
                 self._metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(lag[key])
         return lag
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        """The end offset of every partition of the topics now: (topic, partition) → offset.
+
+        Raises ``TopicError`` for a topic that does not exist, ``KafkaError`` when the broker does not answer.
+        """
+        ends: dict[tuple[str, int], int] = {}
+        for topic in self.topics:
+            try:
+                bounds = partition_bounds(self._consumer, topic, _TIMEOUT_S)
+            except confluent_kafka.KafkaException as exc:
+                raise KafkaError(f"cannot read the end offsets of {topic}: {error_of(exc).str()}") from exc
+            if bounds is None:
+                raise TopicError(f"topic {topic} does not exist")
+            ends.update(((topic, p), high) for p, (_low, high) in bounds.items())
+        return ends
 
     # -- rebalances -------------------------------------------------------------------
 
