@@ -137,13 +137,37 @@ def problem_in(value: Any, path: str = "", depth: int = 1, *, strings: bool = Tr
 
 def problem_in_fields(fields: Mapping[str, Any], *, strings: bool = True) -> FieldProblem | None:
     """:func:`problem_in` over the fields of a record (each field at level 2)."""
+    # On every decoded record (the serving hot path): only what can hold a bad value is looked
+    # into, and a flat object of plain values (a request's features) in one quick pass.
     for name, value in fields.items():
-        if value is None or type(value) is bool:
+        kind = type(value)
+        if kind is dict:
+            if not value or (not strings and _plain(value.values())):
+                continue
+        elif kind is list:
+            if not value:
+                continue
+        elif not (kind is float or kind is int or (strings and kind is str)):
             continue
         problem = problem_in(value, name, 2, strings=strings)
         if problem is not None:
             return problem
     return None
+
+
+def _plain(values: Iterable[Any]) -> bool:
+    """True when every value is a finite float, a 64-bit int, a string, a bool or None."""
+    for item in values:
+        kind = type(item)
+        if kind is float:
+            if not _isfinite(item):
+                return False
+        elif kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                return False
+        elif not (kind is str or kind is bool or item is None):
+            return False  # a container (or a lone surrogate check is wanted): the careful walk
+    return True
 
 
 def _string_problem(text: str, path: str) -> FieldProblem | None:
