@@ -15,6 +15,8 @@ import contextlib
 import dataclasses
 import difflib
 import gc
+import logging
+import re
 import threading
 import time
 import uuid
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 
 OnError = Literal["fail", "skip", "dlq"]
 Progress = Callable[[int], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,6 +618,11 @@ class Client:
                 if letter.attempt >= max_attempts:
                     report.exhausted += 1
                     continue
+                if not _TOPIC_NAME.fullmatch(letter.source_topic) or not self._topic_exists(letter.source_topic):
+                    # Nowhere to send it back to (no source, or a topic gone): it stays, counted.
+                    log.warning("dead letter %s: source topic %r cannot take it back", letter.id, letter.source_topic)
+                    report.unrecoverable += 1
+                    continue
                 payload = letter.payload
                 if letter.truncated:
                     spilled = _read_spill(letter)
@@ -886,6 +895,7 @@ class _ProduceSink:
 
 
 _ALONE = "sent-alone"
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _MAX_REPR = 1 << 20
 #: Seconds of a subscription's group join that its idle timeout does not count.
 _JOIN_ALLOWANCE_S = 30.0

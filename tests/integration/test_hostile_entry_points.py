@@ -105,3 +105,30 @@ def test_the_gateway_refuses_hostile_events_with_422_and_the_field(platform: Set
         assert nan.json()["field"] == "features.amount"
         ok = http.post("/v1/events", content=GOOD % "ok", headers={"Content-Type": "application/json"})
         assert ok.status_code == 200, ok.text
+
+
+def test_hostile_records_on_the_dead_letter_topic_never_stop_listing_or_replay(platform: Settings) -> None:
+    from hostile import Case, produce_raw
+
+    junk = [
+        Case("no-headers", b"\xff\x00 not json"),
+        Case("bad-numbers", b"x", [("dlq.source.offset", b"abc"), ("dlq.attempt", b"-"), ("dlq.time", b"yesterday")]),
+        Case("bad-digest", b"y", [("dlq.original.sha256", b"zz"), ("dlq.id", b"   "), ("dlq.source.topic", b"\xff")]),
+        Case("tombstone", None, [("dlq.original.size", b"99999999999999999999999")]),
+    ]
+    produce_raw(platform, platform.topics.name("dead-letters"), junk)
+    with Client(platform) as client:
+        letters = list(client.dead_letters())
+        assert sorted(letter.original_key or b"" for letter in letters) == sorted(case.key for case in junk)
+        report = client.replay_dead_letters(max_records=len(junk), group=f"{platform.topics.prefix}replay")
+    assert report.read == len(junk)
+    listed = subprocess.run(
+        [sys.executable, "-m", "inferstream", "dlq", "list", "--payload"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(platform),
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert f"{len(junk)} dead letters" in listed.stdout + listed.stderr

@@ -108,6 +108,6 @@ def replay(
         )
     console.print(
         f"read {report.read}, [green]replayed {report.replayed}[/], "
-        f"kept (max attempts reached) {report.exhausted}, not replayable (truncated, no spill file) "
-        f"{report.unrecoverable}, filtered out {report.filtered}"
+        f"kept (max attempts reached) {report.exhausted}, not replayable (truncated with no spill file, "
+        f"or no source topic) {report.unrecoverable}, filtered out {report.filtered}"
     )

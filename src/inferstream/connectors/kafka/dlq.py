@@ -25,6 +25,7 @@ its next dead letter says attempt N.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -267,7 +268,12 @@ def _aware(moment: datetime) -> datetime:
 
 
 def from_message(message: confluent_kafka.Message) -> DeadLetter:
-    """Decode a record of the dead-letter topic."""
+    """Decode a record of the dead-letter topic.
+
+    Whatever its headers hold (a record produced there by hand, a header of another
+    writer), this gives a dead letter: values that cannot be read fall back to what the
+    record itself says (its bytes, its place), so listing and replay never stop on one.
+    """
     dlq: dict[str, str] = {}
     original: list[tuple[str, bytes | None]] = []
     for key, value in message.headers() or []:
@@ -279,21 +285,42 @@ def from_message(message: confluent_kafka.Message) -> DeadLetter:
             original.append((key, value if value is None else as_bytes(value)))
     payload = as_bytes(message.value())
     original_key = message.key()
+    digest = dlq.get("original.sha256", "")
+    id_ = dlq.get("id", "").strip()
     return DeadLetter(
-        id=dlq.get("id") or f"{message.topic()}-{message.partition()}-{message.offset()}",
-        event_time=datetime.fromisoformat(dlq["time"]) if "time" in dlq else utcnow(),
+        id=id_ if 0 < len(id_) <= 512 else f"{message.topic()}-{message.partition()}-{message.offset()}",
+        event_time=_time(dlq.get("time")),
         source_topic=dlq.get("source.topic", ""),
-        source_partition=int(dlq["source.partition"]) if "source.partition" in dlq else None,
-        source_offset=int(dlq["source.offset"]) if "source.offset" in dlq else None,
+        source_partition=_number(dlq.get("source.partition")),
+        source_offset=_number(dlq.get("source.offset")),
         stage=dlq.get("stage", "unknown"),
         error_class=dlq.get("error.class", "unknown"),
         error_message=dlq.get("error.message", ""),
-        attempt=int(dlq.get("attempt", "1")),
+        attempt=max(_number(dlq.get("attempt")) or 1, 1),
         original_key=as_bytes(original_key) if original_key is not None else None,
         original_headers=original,
         payload=payload,
-        original_size=int(dlq.get("original.size", len(payload))),
-        sha256=dlq.get("original.sha256", hashlib.sha256(payload).hexdigest()),
+        original_size=max(_number(dlq.get("original.size")) or len(payload), 0),
+        sha256=digest if _SHA256.fullmatch(digest) else hashlib.sha256(payload).hexdigest(),
         truncated=dlq.get("truncated") == "true",
         spill_path=dlq.get("spill.path"),
     )
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _number(text: str | None) -> int | None:
+    if text is None or not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 19:
+        return None
+    return int(text)
+
+
+def _time(text: str | None) -> datetime:
+    if text:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return utcnow()
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return utcnow()
