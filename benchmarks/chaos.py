@@ -45,7 +45,9 @@ Measured per scenario:
   restart is out: the backlog drained, the lag back at its steady level. A consumer
   group waits for the killed member's session to time out before it hands its
   partitions to the new one, so this includes that timeout (``--session-timeout-ms``
-  sets it for every stage; by default each stage keeps its own).
+  sets ``kafka.session_timeout_ms`` for every stage; by default each keeps its own: 10 s
+  for workers, Kafka's 45 s for the sinks and the monitor; ingest's faust consumer keeps
+  faust's 60 s either way).
 
 The last line is ``RESULT lost_total=... dup_exactly_once=... <scenario>_lost=...
 <scenario>_dup=... <scenario>_recovery_s=... recovery_max_s=...``; a scenario that
@@ -1051,7 +1053,7 @@ def main() -> None:
         "--session-timeout-ms",
         type=int,
         metavar="MS",
-        help="Consumer session timeout of every stage (how soon a killed member's partitions move on); "
+        help="kafka.session_timeout_ms of every stage (how soon a killed member's partitions move on); "
         "default: each stage's own.",
     )
     parser.add_argument("--work-dir", metavar="DIR", help="Keep state and stage logs here (default: a temporary one).")
