@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -19,8 +20,9 @@ from pathlib import Path
 
 from inferstream.client import Client
 from inferstream.config import Settings
+from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KAFKA_LIB_ENV
-from inferstream.stack.testing import ephemeral_kafka
+from inferstream.stack.testing import Broker, SearchServer, ephemeral_elasticsearch, ephemeral_kafka
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 3
@@ -50,8 +52,15 @@ def note(message: str) -> None:
 @contextmanager
 def broker(bootstrap_servers: str | None) -> Iterator[str]:
     """The bootstrap servers to use: the given ones, or those of a broker started (and stopped) here."""
+    with kafka_broker(bootstrap_servers) as found:
+        yield found.bootstrap_servers
+
+
+@contextmanager
+def kafka_broker(bootstrap_servers: str | None) -> Iterator[Broker]:
+    """Like :func:`broker`; a broker started here comes with its ``server``, which can be stopped and started again."""
     if bootstrap_servers:
-        yield bootstrap_servers
+        yield Broker(bootstrap_servers=bootstrap_servers)
         return
     version = Settings.load().stack.kafka_version
     started = time.perf_counter()
@@ -61,9 +70,32 @@ def broker(bootstrap_servers: str | None) -> Iterator[str]:
     ):
         note(f"started Kafka {version} at {kafka.bootstrap_servers} in {time.perf_counter() - started:.1f}s")
         try:
-            yield kafka.bootstrap_servers
+            yield kafka
         finally:
             note("stopping Kafka")
+
+
+@contextmanager
+def elasticsearch(url: str | None) -> Iterator[SearchServer]:
+    """The given Elasticsearch (``server`` None), or a single node started (and stopped) here on free ports."""
+    if url:
+        yield SearchServer(url=url)
+        return
+    version = Settings.load().elasticsearch.local.version
+    cache_dir = REPO_ROOT / ".inferstream" / "cache" / f"elasticsearch-{version}"
+    ElasticsearchServer(REPO_ROOT / ".inferstream", version=version, cache_dir=cache_dir).fetch()
+    state = Path(tempfile.mkdtemp(prefix="inferstream-bench-es-"))
+    state.chmod(0o755)  # as root, Elasticsearch runs as its own user, which must reach its data
+    started = time.perf_counter()
+    try:
+        with ephemeral_elasticsearch(state, version=version, cache_dir=cache_dir) as server:
+            note(f"started Elasticsearch {version} at {server.url} in {time.perf_counter() - started:.1f}s")
+            try:
+                yield server
+            finally:
+                note("stopping Elasticsearch")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @contextmanager
