@@ -45,9 +45,8 @@ Measured per scenario:
   restart is out: the backlog drained, the lag back at its steady level. A consumer
   group waits for the killed member's session to time out before it hands its
   partitions to the new one, so this includes that timeout (``--session-timeout-ms``
-  sets ``kafka.session_timeout_ms`` for every stage; by default each keeps its own: 10 s
-  for workers, Kafka's 45 s for the sinks and the monitor; ingest's faust consumer keeps
-  faust's 60 s either way).
+  sets ``kafka.session_timeout_ms`` for every stage; the platform's default is 10 s, the
+  ingest processor's faust consumer included).
 
 The last line is ``RESULT lost_total=... dup_exactly_once=... <scenario>_lost=...
 <scenario>_dup=... <scenario>_recovery_s=... recovery_max_s=...``; a scenario that
@@ -1054,7 +1053,7 @@ def main() -> None:
         type=int,
         metavar="MS",
         help="kafka.session_timeout_ms of every stage (how soon a killed member's partitions move on); "
-        "default: each stage's own.",
+        "default: the settings' own (10 s).",
     )
     parser.add_argument("--work-dir", metavar="DIR", help="Keep state and stage logs here (default: a temporary one).")
     parser.add_argument("--cluster", action="store_true", help="Multi-broker scenarios (not implemented yet).")

@@ -86,7 +86,10 @@ class KafkaSettings(_Frozen):
     idempotence: bool = True
     delivery_timeout_ms: int = 120_000
     # Consumer defaults.
-    session_timeout_ms: int = 45_000
+    # A member that dies (kill -9, a lost machine) leaves its group after this, and its
+    # partitions go on with another member or its successor (Kafka's default is 45 s).
+    # Heartbeats come from the clients' own threads, so a busy stage keeps its membership.
+    session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 300_000
 
     @field_validator("bootstrap_servers")

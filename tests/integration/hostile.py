@@ -89,6 +89,19 @@ def cases(valid: dict[str, Any], field_path: str, schema: bytes) -> list[Case]:
     ]
 
 
+def tagged_cases(valid: dict[str, Any], field_path: str, schema: bytes, tag: str) -> list[Case]:
+    """:func:`cases` named ``<tag>-<case>``, the id ``"REQ"`` in ``valid`` replaced by that name.
+
+    A case that is served is then found by its id, and its dead letter by its key.
+    """
+    named = []
+    for case in cases(valid, field_path, schema):
+        name = f"{tag}-{case.name}"
+        value = None if case.value is None else case.value.replace(b'"REQ"', json.dumps(name).encode())
+        named.append(Case(name, value, case.headers))
+    return named
+
+
 def produce_raw(settings: Settings, topic: str, records: Iterable[Case]) -> int:
     """Send cases as they are; returns how many were acknowledged."""
     producer = confluent_kafka.Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})

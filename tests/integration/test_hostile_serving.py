@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostile import Case, cases, generated_cases, produce_raw
+from hostile import Case, generated_cases, produce_raw, tagged_cases
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
@@ -107,9 +107,7 @@ def test_hand_picked_hostile_requests_are_dead_lettered_and_the_next_one_is_serv
     settings, worker = serving
     topic = settings.topics.request_topic(TABULAR_NAME, "1")
     tag = uuid.uuid4().hex[:6]
-    hostile = [
-        Case(f"{tag}-{case.name}", _retag(case, tag), case.headers) for case in cases(_valid("REQ"), _field(), SCHEMA)
-    ]
+    hostile = tagged_cases(_valid("REQ"), _field(), SCHEMA, tag)
     after = Case(f"{tag}-after", json.dumps(_valid(f"{tag}-after")).encode(), [("inferstream-schema", SCHEMA)])
     before = worker.stats.requests
     assert produce_raw(settings, topic, [*hostile, after]) == len(hostile) + 1
@@ -140,14 +138,6 @@ def test_hand_picked_hostile_requests_are_dead_lettered_and_the_next_one_is_serv
     assert "nested deeper" in reasons["deep-nesting"]
     assert "surrogate" in reasons["lone-surrogate"]
     assert "version 99" in reasons["schema-header-newer"]
-
-
-def _retag(case: Case, tag: str) -> bytes | None:
-    # Give the request inside the bytes (when there is one) the case's own id, so that a
-    # served case is found by its request id.
-    if case.value is None:
-        return None
-    return case.value.replace(b'"REQ"', json.dumps(f"{tag}-{case.name}").encode())
 
 
 @hypothesis_settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -225,14 +215,7 @@ def test_hostile_requests_to_a_chain_are_dead_lettered_at_its_first_step(setting
         client.topics.ensure_platform_topics()
     tag = uuid.uuid4().hex[:6]
     valid = {"request_id": "REQ", "model": CHAIN_NAME, "version": "1", "inputs": {"text": "rain again tomorrow"}}
-    hostile = [
-        Case(
-            f"{tag}-{c.name}",
-            None if c.value is None else c.value.replace(b'"REQ"', f'"{tag}-{c.name}"'.encode()),
-            c.headers,
-        )
-        for c in cases(valid, "inputs.text", SCHEMA)
-    ]
+    hostile = tagged_cases(valid, "inputs.text", SCHEMA, tag)
     after = Case(f"{tag}-after", json.dumps({**valid, "request_id": f"{tag}-after"}).encode())
     runner = ChainRunner(settings, ModelRepository(models_dir).get_chain(CHAIN_NAME, "1"))
     with running_in_thread(runner, timeout=120):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import Case, cases, produce_raw
+from hostile import Case, produce_raw, tagged_cases
 from test_ingest import _stats, _wait_committed, ingest_process
 
 from inferstream import Client, Settings
@@ -32,15 +32,6 @@ from inferstream.streams.index_sink import IndexSink
 from inferstream.streams.table_sink import InferenceTableSink
 
 
-def _retagged(valid: dict[str, object], field: str, schema: bytes, tag: str) -> list[Case]:
-    return [
-        Case(f"{tag}-{c.name}", c.value.replace(b'"REQ"', json.dumps(f"{tag}-{c.name}").encode()), c.headers)
-        if c.value is not None
-        else Case(f"{tag}-{c.name}", None, c.headers)
-        for c in cases(valid, field, schema)
-    ]
-
-
 def _letters(settings: Settings) -> dict[bytes, object]:
     with Client(settings) as client:
         return {letter.original_key or b"": letter for letter in client.dead_letters()}
@@ -50,7 +41,7 @@ def test_hostile_events_are_routed_or_dead_lettered_and_counts_reconcile(setting
     rules = [{"type": "review", "model": EMBEDDER_NAME, "version": "1", "input": "text"}]
     tag = uuid.uuid4().hex[:6]
     valid = {"id": "REQ", "type": "review", "text": "a fine review", "features": {"amount": 1.5}}
-    hostile = _retagged(valid, "features.amount", b"event/1", tag)
+    hostile = tagged_cases(valid, "features.amount", b"event/1", tag)
     after = Case(
         f"{tag}-after", json.dumps({**valid, "id": f"{tag}-after"}).encode(), [("inferstream-schema", b"event/1")]
     )
@@ -147,7 +138,7 @@ def test_hostile_embeddings_are_dead_lettered_by_the_index_sink(
         "version": "1",
         "vector": vector,
     }
-    hostile = _retagged(valid, "vector.0", b"embedding/1", tag)
+    hostile = tagged_cases(valid, "vector.0", b"embedding/1", tag)
     wrong_dims = {**valid, "id": f"{tag}-wrong-dims", "vector": [0.1] * 3}
     hostile.append(Case(f"{tag}-wrong-dims", json.dumps(wrong_dims).encode()))
     after = Case(f"{tag}-after", json.dumps({**valid, "id": f"{tag}-after"}).encode())
@@ -185,7 +176,7 @@ def test_hostile_predictions_are_dead_lettered_by_the_table_sink(settings: Setti
         "outputs": {"label": "a"},
         "latency": {"queue_ms": 1, "compute_ms": 1, "total_ms": 2},
     }
-    hostile = _retagged(valid, "inputs.x", b"prediction/1", tag)
+    hostile = tagged_cases(valid, "inputs.x", b"prediction/1", tag)
     after = Case(f"{tag}-after", json.dumps({**valid, "request_id": f"{tag}-after"}).encode())
     produce_raw(settings, settings.topics.name("predictions"), [*hostile, after])
     sink = InferenceTableSink(settings)
@@ -212,7 +203,7 @@ def test_hostile_embedding_requests_are_dead_lettered_and_the_next_text_is_embed
         client.topics.ensure_request_topic(EMBEDDER_NAME, "1")
     tag = uuid.uuid4().hex[:6]
     valid = {"request_id": "REQ", "model": EMBEDDER_NAME, "version": "1", "document_id": "REQ", "text": "hi there"}
-    hostile = _retagged(valid, "text", b"embedding-request/1", tag)
+    hostile = tagged_cases(valid, "text", b"embedding-request/1", tag)
     after = Case(
         f"{tag}-after", json.dumps({**valid, "request_id": f"{tag}-after", "document_id": f"{tag}-after"}).encode()
     )
@@ -250,7 +241,7 @@ def test_hostile_predictions_never_stop_a_drift_monitor(settings: Settings) -> N
     first = _predictions(WINDOW)
     valid = json.loads(codec_for(Prediction).encode(first[0]))
     valid["request_id"] = "REQ"
-    hostile = _retagged(valid, "inputs.mean_radius", b"prediction/1", uuid.uuid4().hex[:6])
+    hostile = tagged_cases(valid, "inputs.mean_radius", b"prediction/1", uuid.uuid4().hex[:6])
     _produce(settings, first[: WINDOW // 2])
     produce_raw(settings, settings.topics.name("predictions"), hostile)
     _produce(settings, first[WINDOW // 2 :] + _predictions(WINDOW, start=WINDOW, seed=4))

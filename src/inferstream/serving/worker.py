@@ -89,6 +89,12 @@ _TRANSACTION_TIMEOUT_MS = 10_000
 _SESSION_TIMEOUT_MS = 10_000
 # Exactly-once: the longest a rebalance waits for the open transaction to commit before it goes on.
 _REVOKE_DRAIN_S = 60.0
+# Exactly-once: the client's own limits on a transaction's offsets and commit, and past what the
+# worker takes the commit for stuck (librdkafka can wait on a group coordinator that went away with
+# a broker restart far past its timeout): it gives up on this producer and starts afresh.
+_SEND_OFFSETS_S = 10.0
+_COMMIT_S = 20.0
+_STUCK_S = _SEND_OFFSETS_S + _COMMIT_S + 10.0
 
 
 @dataclass(slots=True)
@@ -251,6 +257,8 @@ class InferenceWorker:
         self._group_metadata: Any = None
         self._stop = threading.Event()
         self._consumer_done = threading.Event()
+        # Exactly-once: when the transaction being committed started committing (None: none is).
+        self._committing: float | None = None
         self._paused = False
         self._request_codec: Codec[Any] = codec_for(
             EmbeddingRequest if self.embedder and options.chain is None else InferenceRequest
@@ -322,9 +330,12 @@ class InferenceWorker:
             self._consume_loop()
         finally:
             self._consumer_done.set()
-            inference.join()
+            while inference.is_alive() and not self._stuck():
+                inference.join(0.5)
             self._consumer.close()
-            if self.failure is None:
+            if self._stuck():  # its thread is blocked inside the client: leave that producer be
+                pass
+            elif self.failure is None:
                 self._producer.close()
             else:  # its failure is raised below; closing raises it again (or a fatal error)
                 with contextlib.suppress(Exception):
@@ -334,6 +345,21 @@ class InferenceWorker:
         if self.failure is not None:
             raise ModelError(f"{self.config.ref} stopped: {self.failure}") from self.failure
         return self.stats
+
+    def _stuck(self) -> bool:
+        """True (and the worker failing) once a transaction's commit has hung past any timeout of its own."""
+        started = self._committing
+        if started is None or time.monotonic() - started < _STUCK_S:
+            return False
+        if not isinstance(self.failure, TransactionError) or "stuck" not in str(self.failure):
+            log.error(
+                "a transaction's commit has not returned for %.0f s (the broker restarted?); "
+                "starting afresh from the last committed transaction",
+                time.monotonic() - started,
+            )
+            self.failure = TransactionError(f"a transaction's commit was stuck for over {_STUCK_S:.0f} s")
+            self._stop.set()
+        return True
 
     def stop(self) -> None:
         """Stop consuming, finish the batch being served, commit, and return from ``run()``.
@@ -351,7 +377,7 @@ class InferenceWorker:
         last_commit = time.monotonic()
         full_since = 0.0
         now_dt = datetime.now
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._stuck():
             self._store_done()
             if len(self._backlog) >= capacity:
                 # Backpressure: stop fetching; pause the partitions only if the model stalls,
@@ -381,7 +407,7 @@ class InferenceWorker:
         dropped = self._backlog.drop()
         if dropped:
             log.info("stopping: %d requests read but not served are left to the next start", dropped)
-        while not self._backlog.idle and self.failure is None:
+        while not self._backlog.idle and self.failure is None and not self._stuck():
             time.sleep(0.005)  # the inference thread finishes the batch it took
         deadline = time.monotonic() + 30
         while self._in_flight and self.failure is None and time.monotonic() < deadline:
@@ -413,6 +439,7 @@ class InferenceWorker:
             and self.failure is None
             and self._inference.is_alive()
             and time.monotonic() < deadline
+            and not self._stuck()
         ):
             self._store_done()
             time.sleep(0.005)
@@ -516,17 +543,20 @@ class InferenceWorker:
             return
         producer = self._producer.raw
         log.debug("committing a transaction open for %.0f ms", (time.monotonic() - self._transaction_started) * 1000)
+        self._committing = time.monotonic()
         try:
             producer.send_offsets_to_transaction(
                 [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in self._transaction_offsets.items()],
                 self._group_metadata,
-                30,
+                _SEND_OFFSETS_S,
             )
             log.debug("offsets sent")
-            producer.commit_transaction(60)
+            producer.commit_transaction(_COMMIT_S)
             log.debug("transaction committed")
         except confluent_kafka.KafkaException as exc:
             self._abort(exc)
+        finally:
+            self._committing = None
         self._transaction_started = None
         self._transaction_offsets.clear()
         self._check_failures()

@@ -298,6 +298,9 @@ def build_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[fa
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=config.commit_interval_s,
+        # faust keeps its own 60 s otherwise: a killed processor's partitions would wait that long.
+        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
+        broker_max_poll_interval=settings.kafka.max_poll_interval_ms / 1000,
         # At shutdown, events whose outputs are not acknowledged yet stay unacknowledged
         # (their offsets uncommitted: replayed next time, with the same request ids)
         # instead of faust waiting for them forever once the flush timer has stopped.
