@@ -3,6 +3,12 @@
 One registry per process (``Metrics``), created explicitly: nothing registers at
 import time, so tests and several pipelines in one process do not collide.
 Names are stable snake_case: ``inferstream_records_in_total{topic,stage}``, ...
+
+Every stage reconciles in its metrics: the records it consumed
+(``records_in_total{stage}``) are the records it handled,
+``records_handled_total{stage,outcome}`` with outcome ``out`` (served, routed, written),
+``dead_letter``, ``skipped`` (already written before a restart) or ``invalid`` (counted in
+a monitor's window instead), once nothing is in flight.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ class Metrics:
     records_in: Counter = field(init=False)
     records_out: Counter = field(init=False)
     dead_letters: Counter = field(init=False)
+    records_handled: Counter = field(init=False)
     delivery_errors: Counter = field(init=False)
     consumer_lag: Gauge = field(init=False)
     batch_size: Histogram = field(init=False)
@@ -38,6 +45,13 @@ class Metrics:
             "dead_letters",
             "Records sent to the dead-letter topic.",
             ["source_topic", "stage", "error_class"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.records_handled = Counter(
+            "records_handled",
+            "Consumed records a stage is done with, by outcome (out, dead_letter, skipped, invalid).",
+            ["stage", "outcome"],
             namespace=ns,
             registry=reg,
         )
@@ -71,6 +85,11 @@ class Metrics:
             registry=reg,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+
+    def handled(self, stage: str, outcome: str, count: int = 1) -> None:
+        """Count records ``stage`` is done with (``out``, ``dead_letter``, ``skipped``, ``invalid``)."""
+        if count:
+            self.records_handled.labels(stage, outcome).inc(count)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Export on http://host:port/metrics (loopback by default); returns the bound port."""

@@ -163,3 +163,18 @@ def generated_cases(valid: dict[str, Any], field_path: str, schema: bytes) -> st
         Case(f"gen-{i}", value, headers) for i, (value, headers) in enumerate(items)
     ]
     return st.lists(one, min_size=1, max_size=15).map(named)
+
+
+def assert_metrics_reconcile(registry: Any, stage: str) -> None:
+    """The stage's records consumed equal the records it handled (out + dead letters + ...)."""
+    consumed = handled = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.labels.get("stage") != stage or not sample.name.endswith("_total"):
+                continue
+            if sample.name == "inferstream_records_in_total":
+                consumed += sample.value
+            elif sample.name == "inferstream_records_handled_total":
+                handled += sample.value
+    assert consumed > 0
+    assert consumed == handled, f"{stage}: {consumed} records in, {handled} handled"

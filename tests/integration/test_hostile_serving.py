@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostile import Case, generated_cases, produce_raw, tagged_cases
+from hostile import Case, assert_metrics_reconcile, generated_cases, produce_raw, tagged_cases
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
@@ -129,6 +129,7 @@ def test_hand_picked_hostile_requests_are_dead_lettered_and_the_next_one_is_serv
             assert letter.original_headers == case.headers, f"{case.name}: the original headers are not kept"
     stats = worker.stats
     assert stats.requests == stats.predictions + stats.dead_letters
+    assert_metrics_reconcile(worker.metrics.registry, "serve")
     reasons = {
         case.name.removeprefix(f"{tag}-"): letters[case.key].error_message for case in hostile if case.key in letters
     }

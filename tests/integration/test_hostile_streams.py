@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import Case, produce_raw, tagged_cases
+from hostile import Case, assert_metrics_reconcile, produce_raw, tagged_cases
 from test_ingest import _stats, _wait_committed, ingest_process
 
 from inferstream import Client, Settings
@@ -147,6 +147,7 @@ def test_hostile_embeddings_are_dead_lettered_by_the_index_sink(
     stats = sink.run(idle_timeout=5)
     assert stats.records == len(hostile) + 1
     assert stats.reconciles
+    assert_metrics_reconcile(sink.metrics.registry, "index")
     letters = _letters(settings)
     index = open_store(settings)
     try:
@@ -187,6 +188,7 @@ def test_hostile_predictions_are_dead_lettered_by_the_table_sink(settings: Setti
             time.sleep(0.1)
     stats = sink.stats
     assert stats.consumed == stats.written + stats.dead_letters + stats.skipped, stats
+    assert_metrics_reconcile(sink.metrics.registry, "table")
     letters = _letters(settings)
     rows = set(read_table(table_dir(settings)).column("request_id").to_pylist())
     assert f"{tag}-after" in rows
@@ -248,6 +250,7 @@ def test_hostile_predictions_never_stop_a_drift_monitor(settings: Settings) -> N
     running = _Running(DriftMonitor(settings, spec))
     running.wait_windows(1)
     running.stop()
+    assert_metrics_reconcile(running.monitor.metrics.registry, "monitor")
     window = running.monitor.recent[0]
     # Every hostile record is in the first window's counts: as a prediction (with its column
     # counted missing, invalid or NaN), or as a bad record; the stream went on to close it.

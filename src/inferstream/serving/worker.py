@@ -634,6 +634,10 @@ class InferenceWorker:
             raise ModelError(f"{self.config.ref} fails on every request of a batch: {failed[0]}") from failed[0]
         return {name: np.concatenate([out[name] for out in ran]) for name in ran[0]}, failed
 
+    def _served(self, count: int) -> None:
+        self.stats.predictions += count
+        self.metrics.handled("serve", "out", count)
+
     def _observe(self, size: int, compute_ms: float) -> None:
         self.stats.batches += 1
         self.stats.batch_sizes.append(size)
@@ -708,7 +712,7 @@ class InferenceWorker:
             self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
             if request.reply_to:
                 self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
-            self.stats.predictions += 1
+            self._served(1)
 
     def _acked(self, tag: Any) -> None:
         entry = self._in_flight.get(tag)
@@ -784,7 +788,7 @@ class InferenceWorker:
                 self._producer.produce(request.reply_to, value, keys[-1], self._prediction_header, tag=tag)
         self._in_flight[tag][0] += len(values)
         self._producer.produce_many(self.output_topic, values, keys, self._prediction_header, tag=tag)
-        self.stats.predictions += len(values)
+        self._served(len(values))
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
         spec = self.config.outputs
@@ -833,7 +837,7 @@ class InferenceWorker:
                 self._producer.produce(request.reply_to, values[-1], keys[-1], header, tag=tag)
         self._in_flight[tag][0] += len(values)
         self._producer.produce_many(self.output_topic, values, keys, header, tag=tag)
-        self.stats.predictions += len(values)
+        self._served(len(values))
 
     def _dead_letter(self, item: _Item, error: Exception, tag: int) -> None:
         self._in_flight[tag][0] += 1

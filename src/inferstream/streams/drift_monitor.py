@@ -128,6 +128,7 @@ class DriftMonitor:
                 messages = self._consumer.consume(self.max_batch, 0.2)
                 now = time.monotonic()
                 if messages:
+                    skipped = self.extractor.skipped
                     batch = self.extractor.decode(
                         [(m.value(), (m.topic() or "", m.partition() or 0), m.offset() or 0) for m in messages]
                     )
@@ -135,6 +136,9 @@ class DriftMonitor:
                         self.windows.saw((m.topic() or "", m.partition() or 0), m.offset() or 0)
                     self.stats.predictions += len(batch)
                     self.stats.bad_records += batch.bad_records
+                    self.metrics.handled("monitor", "out", len(batch))
+                    self.metrics.handled("monitor", "skipped", self.extractor.skipped - skipped)
+                    self.metrics.handled("monitor", "invalid", batch.bad_records)
                     if len(batch) and not self.spec.version:
                         self._version_seen = str(batch.raw[-1]["record"].get("version", ""))
                     closed = self.windows.add(batch, now)

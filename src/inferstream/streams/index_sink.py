@@ -324,6 +324,7 @@ class IndexSink:
         # Counted once written and committed: stats.reconciles means nothing is in flight.
         self.stats.upserts += upserts
         self.stats.deletes += deletes
+        self.metrics.handled(STAGE, "out", upserts + deletes)
         self.stats.flushes += 1
         self.metrics.stage_seconds.labels(STAGE, "flush").observe(time.monotonic() - started)
         self._uncommitted, self._ops, self._op_messages = [], [], []

@@ -232,6 +232,8 @@ class IngestProcessor:
             self.producer.produce(output.topic, output.value, output.key, output.headers)
         self.stats.routed += 1
         self.stats.requests += len(outputs)
+        if self.metrics is not None:
+            self.metrics.handled(STAGE, "out")
 
     def deliver(self) -> None:
         """Wait until every queued record is acknowledged; retry what failed, with backoff.

@@ -171,6 +171,7 @@ class InferenceTableSink:
         partition, offset = message.partition() or 0, message.offset() or 0
         if self.sink.already_written(partition, offset):
             self.stats.skipped += 1
+            self.metrics.handled("table", "skipped")
             return
         try:
             value = message.value()
@@ -196,6 +197,7 @@ class InferenceTableSink:
         self.stats.files += self.sink.flush()
         self.stats.written = self.sink.rows_written
         self.metrics.records_out.labels("inference-table", "table").inc(self.sink.rows_written - before)
+        self.metrics.handled("table", "out", self.sink.rows_written - before)
         self.metrics.stage_seconds.labels("table", "write").observe(time.monotonic() - started)
 
     def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:

@@ -113,6 +113,7 @@ class DeadLetterWriter:
         self.sent += 1
         if self._metrics is not None:
             self._metrics.dead_letters.labels(source_topic, letter.stage, letter.error_class).inc()
+            self._metrics.handled(letter.stage, "dead_letter")
         return letter
 
     def send_message(
