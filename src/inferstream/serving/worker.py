@@ -333,12 +333,10 @@ class InferenceWorker:
             while inference.is_alive() and not self._stuck():
                 inference.join(0.5)
             self._consumer.close()
-            if self._stuck():  # its thread is blocked inside the client: leave that producer be
-                pass
-            elif self.failure is None:
+            if self.failure is None:
                 self._producer.close()
-            else:  # its failure is raised below; closing raises it again (or a fatal error)
-                with contextlib.suppress(Exception):
+            elif not self._stuck():  # (a stuck commit holds the producer inside the client: leave it be)
+                with contextlib.suppress(Exception):  # its failure is raised below; closing raises it again
                     self._producer.close(5)
         if isinstance(self.failure, TransactionError):
             raise self.failure
