@@ -294,6 +294,13 @@ class IngestRule(_Frozen):
     )
 
 
+class RegistrySettings(_Frozen):
+    """The MLflow model registry ``inferstream models import`` reads (MLflow's own environment when unset)."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+
 class IngestSettings(_Frozen):
     """The ingest processor (``inferstream stream ingest``): routing rules and its consumer group."""
 
@@ -401,6 +408,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     ingest: IngestSettings = IngestSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    registry: RegistrySettings = RegistrySettings()
     state_dir: Path = Path(".inferstream")
     models_dir: Path = Path("models")
 

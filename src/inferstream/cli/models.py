@@ -1,7 +1,8 @@
-"""``inferstream models list|show|validate|build-demo``: the model repository (models and chains)."""
+"""``inferstream models list|show|validate|build-demo|import``: the model repository (models and chains)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -167,3 +168,43 @@ def compare_(
     for row in result.rows():
         table.add_row(*row)
     console.print(table)
+
+
+@models_app.command("import")
+def import_(
+    ctx: typer.Context,
+    uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION or models:/NAME@ALIAS in the MLflow registry.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name in the repository (default: the registered name).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to create (default: the next number).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="model.toml of the new version (default: the name's latest version's)."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: registry.tracking_uri).")
+    ] = None,
+) -> None:
+    """Bring an ONNX model from an MLflow registry into the repository as a new version, validated.
+
+    Its lineage (registry URI, registered version, alias, run id, sha256) goes under [source]
+    in the new version's model.toml. A model that does not validate is refused with the reason.
+    """
+    from inferstream.serving.registry import import_model
+
+    settings = settings_of(ctx)
+    if tracking_uri:
+        registry = settings.registry.model_copy(update={"tracking_uri": tracking_uri})
+        settings = settings.model_copy(update={"registry": registry})
+    with console.status(f"importing {uri} ..."):
+        imported = import_model(settings, uri, name=name, version=version, config_file=config)
+    source, report = imported.source, imported.report
+    console.print(
+        f"[green]imported[/] {imported.version.config.ref} from {source.uri} (registered version "
+        f"{source.registered_version}, run {source.run_id or '-'}): validated, dummy batch of "
+        f"{report.batch_size} in {report.latency_ms:.2f} ms"
+    )
+    out(f"{source.sha256}  {imported.version.onnx_path}")

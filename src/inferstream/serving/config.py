@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -113,6 +114,19 @@ class Runtime(_Part):
         return any(p in GPU_PROVIDERS for p in self.providers)
 
 
+class ModelSource(_Part):
+    """Where an imported version came from (``inferstream models import``): its lineage."""
+
+    uri: str = Field(description="The registry URI it was imported by (models:/name/version or models:/name@alias).")
+    tracking_uri: str = Field(description="The MLflow tracking server or store.")
+    registered_model: str
+    registered_version: str
+    alias: str | None = None
+    run_id: str = Field(default="", description="The MLflow run that logged it.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of model.onnx as imported.")
+    imported_at: datetime
+
+
 class ModelConfig(_Part):
     """Everything ``model.toml`` says about one model version."""
 
@@ -128,6 +142,7 @@ class ModelConfig(_Part):
     outputs: OutputSpec
     batching: Batching = Batching()
     runtime: Runtime = Runtime()
+    source: ModelSource | None = Field(default=None, description="Lineage of a version imported from a registry.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
