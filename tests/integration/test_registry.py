@@ -105,3 +105,52 @@ def test_a_model_that_does_not_fit_is_refused_and_nothing_is_left(
     new_name = _import(settings, repository, uri, "models:/bc/1")
     assert new_name.returncode != 0
     assert "--config" in new_name.stdout + new_name.stderr
+
+
+def test_watch_imports_the_alias_shadows_it_then_routes_a_canary(
+    settings: Settings, registry: tuple[str, Path]
+) -> None:
+    import time
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from inferstream.config import RegistrySettings
+    from inferstream.serving.registry_watch import RegistryWatch
+    from inferstream.serving.routes import read_routes, set_route
+
+    uri, repository = registry
+    settings = settings.model_copy(update={"models_dir": repository, "registry": RegistrySettings(tracking_uri=uri)})
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    set_route(settings, TABULAR_NAME, {"1": 100})
+    rows, _ = tabular_rows()
+    primary = InferenceWorker(settings, ModelRepository(repository).get(TABULAR_NAME, "1"))
+    watch = RegistryWatch(
+        settings, "models:/bc@champion", name=TABULAR_NAME, canary=20, shadow_predictions=30, poll_s=1
+    )
+
+    def wait_for(kind: str, count: int = 1) -> None:
+        deadline = time.monotonic() + 180
+        while sum(e.kind == kind for e in watch.events) < count:
+            assert time.monotonic() < deadline, watch.events
+            time.sleep(0.2)
+
+    with running_in_thread(primary), running_in_thread(watch), Client(settings) as client:
+        wait_for("shadowing")
+        deadline = time.monotonic() + 180
+        while not any(e.kind == "routed" for e in watch.events):  # routed traffic feeds the shadow
+            assert time.monotonic() < deadline, watch.events
+            client.predict(TABULAR_NAME, rows[0], timeout=60)
+        route = read_routes(settings)[TABULAR_NAME]
+        assert {v.version: v.weight for v in route.versions} == {"1": 80, "2": 20}
+        assert client.predict(f"{TABULAR_NAME}:2", rows[1], timeout=60).version == "2"
+        # The alias moves to a model that does not fit: refused, the route stays.
+        misfit = MlflowClient(tracking_uri=uri).get_model_version("four-features", "1")
+        mlflow.set_tracking_uri(uri)
+        registered = mlflow.register_model(misfit.source, "bc")
+        MlflowClient(tracking_uri=uri).set_registered_model_alias("bc", "champion", registered.version)
+        wait_for("refused")
+        assert "does not fit" in next(e.detail for e in watch.events if e.kind == "refused")
+        assert {v.version: v.weight for v in read_routes(settings)[TABULAR_NAME].versions} == {"1": 80, "2": 20}
+    assert [e.kind for e in watch.events] == ["imported", "shadowing", "routed", "refused"]

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
+from inferstream.config import Settings
 from inferstream.schemas.records import Route
 from inferstream.serving.chain import validate_chain
 from inferstream.serving.compare import compare
@@ -187,11 +188,25 @@ def import_(
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: registry.tracking_uri).")
     ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="Follow the alias: import each new version, shadow it, then route --canary."),
+    ] = False,
+    canary: Annotated[
+        float, typer.Option("--canary", help="--watch: percent of the traffic a shadowed version gets.", min=0.1)
+    ] = 10.0,
+    after: Annotated[
+        int, typer.Option("--after", help="--watch: shadow predictions (with no dead letter) before routing.", min=1)
+    ] = 100,
+    poll: Annotated[float, typer.Option("--poll", help="--watch: seconds between looks at the alias.", min=0.5)] = 10.0,
 ) -> None:
     """Bring an ONNX model from an MLflow registry into the repository as a new version, validated.
 
     Its lineage (registry URI, registered version, alias, run id, sha256) goes under [source]
     in the new version's model.toml. A model that does not validate is refused with the reason.
+    With --watch, follows the alias until Ctrl-C: each new version is imported, served as a
+    shadow of the routed versions, and after --after shadow predictions with no dead letter
+    served here and given --canary percent of the traffic.
     """
     from inferstream.serving.registry import import_model
 
@@ -199,6 +214,9 @@ def import_(
     if tracking_uri:
         registry = settings.registry.model_copy(update={"tracking_uri": tracking_uri})
         settings = settings.model_copy(update={"registry": registry})
+    if watch:
+        _watch(settings, uri, name, canary, after, poll)
+        return
     with console.status(f"importing {uri} ..."):
         imported = import_model(settings, uri, name=name, version=version, config_file=config)
     source, report = imported.source, imported.report
@@ -208,3 +226,25 @@ def import_(
         f"{report.batch_size} in {report.latency_ms:.2f} ms"
     )
     out(f"{source.sha256}  {imported.version.onnx_path}")
+
+
+def _watch(settings: Settings, uri: str, name: str | None, canary: float, after: int, poll: float) -> None:
+    import signal
+
+    from inferstream.serving.registry import RegistryRef
+    from inferstream.serving.registry_watch import RegistryWatch
+
+    watch = RegistryWatch(
+        settings,
+        uri,
+        name=name or RegistryRef.parse(uri).name,
+        canary=canary,
+        shadow_predictions=after,
+        poll_s=poll,
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: watch.stop())
+    console.print(f"watching {uri} every {poll:g} s (Ctrl-C stops)")
+    watch.run()
+    for event in watch.events:
+        console.print(f"{event.kind} registered version {event.version}: {event.detail}")

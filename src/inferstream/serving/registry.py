@@ -82,7 +82,7 @@ def import_model(
     if new_version in existing:
         raise ModelError(f"{target}:{new_version} is in the repository already: choose another --version")
     template = _template(repository, target, existing, config_file)
-    found = _registry_version(settings, ref)
+    found = registry_version(settings, ref)
     staging = Path(tempfile.mkdtemp(prefix=f".import-{target}-", dir=_ensure(settings.models_dir / target)))
     try:
         onnx_file = _download(settings, ref, found["version"], staging / "artifacts")
@@ -147,7 +147,8 @@ def _mlflow_tracking_uri() -> str:
     return str(mlflow.get_tracking_uri())
 
 
-def _registry_version(settings: Settings, ref: RegistryRef) -> dict[str, str]:
+def registry_version(settings: Settings, ref: RegistryRef) -> dict[str, str]:
+    """The registered version a URI names now (``version``) and the run that logged it (``run_id``)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -210,4 +211,4 @@ def render_toml(config: ModelConfig) -> str:
     return header + tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
 
-__all__ = ["Imported", "RegistryRef", "import_model", "render_toml"]
+__all__ = ["Imported", "RegistryRef", "import_model", "registry_version", "render_toml"]
