@@ -1,0 +1,52 @@
+"""``POST /v1/search``: the vector index, searched through the SDK (``Client.search``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferstream.errors import InferstreamError, SearchError
+from inferstream.gateway._body import JsonRoute
+from inferstream.gateway._errors import ApiError
+from inferstream.gateway._state import Gateway
+
+
+class SearchBody(BaseModel):
+    """The body of ``POST /v1/search``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=10_000, description="What to look for (embedded like the index).")
+    k: int = Field(default=10, ge=1, le=1000, description="How many hits.")
+    filters: dict[str, str | list[str]] | None = Field(
+        default=None, description="Field → value(s) the hits must have (e.g. `attributes.lang`)."
+    )
+    hybrid: bool = Field(default=False, description="Fuse kNN with BM25 on the text (reciprocal rank fusion).")
+    num_candidates: int | None = Field(default=None, ge=1, le=10_000, description="kNN candidates per shard.")
+
+
+def router(state: Gateway) -> APIRouter:
+    """The search route."""
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=JsonRoute)
+
+    @routes.post("/search", summary="Search the vector index (kNN, optionally hybrid with BM25)")
+    async def search(body: SearchBody) -> dict[str, Any]:
+        try:
+            result = await state.call(
+                state.client.search,
+                body.query,
+                body.k,
+                filters=body.filters,
+                hybrid=body.hybrid,
+                num_candidates=body.num_candidates,
+            )
+        except SearchError as exc:
+            raise ApiError(503, "search_unavailable", str(exc)) from None
+        except InferstreamError as exc:
+            raise ApiError(400, "search_failed", str(exc)) from None
+        return dataclasses.asdict(result)
+
+    return routes
