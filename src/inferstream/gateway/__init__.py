@@ -5,6 +5,7 @@
 ``GET  /v1/predictions/stream?model=``        server-sent events of the predictions topic
 ``POST /v1/events``                           produce one event or a list, validated
 ``POST /v1/search``                           search the vector index
+``POST /v1/embeddings``, ``GET /v1/models``   OpenAI-compatible embeddings (and the model list)
 ``GET  /healthz``                             200 when the broker answers, else 503
 ``GET  /metrics``                             Prometheus text
 ``GET  /openapi.json`` and ``/docs``          the API's schema (Swagger UI served here, no CDN)
@@ -17,14 +18,15 @@ and the schema stay open for probes; without one the gateway listens on loopback
 only, unless ``gateway.allow_insecure``), a body size limit (413), status codes for the
 SDK's errors, and one shared Kafka reader fanning predictions out to the stream
 clients (:mod:`inferstream.connectors.kafka.fanout`). Errors come back as
-``{"error": code, "detail": message, ...}``.
+``{"error": code, "detail": message, ...}``, or in the shape of the protocol a
+route speaks (OpenAI's, the Open Inference Protocol's).
 
 One module per interface, over shared pieces::
 
     app.py          create_app, serve, BackgroundGateway
     native.py       predict            events.py   events
     stream.py       prediction stream  search.py   search
-    operations.py   healthz, metrics
+    openai.py       OpenAI embeddings  operations.py  healthz, metrics
     _auth.py  bearer token, loopback check      _errors.py  ApiError, one error shape per protocol
     _body.py  body limit, strict JSON routes    _metrics.py _state.py  metrics, shared state
 

@@ -10,7 +10,7 @@ protocol's router subclasses it with its own :attr:`JsonRoute.error_shape`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
 from typing import Any, ClassVar
 
 from fastapi import HTTPException, Request, Response
@@ -82,11 +82,11 @@ class BodyLimit:
     The body is read here, before the app runs, and replayed to it: the limit never
     surfaces inside a route's own body parsing, where FastAPI turns any error while
     reading into a 400. The app would hold the whole body anyway (every POST is JSON),
-    so this costs no memory beyond ``max_bytes`` a request. ``routes`` gives the
-    app's routes, whose error shape the 413 takes.
+    so this costs no memory beyond ``max_bytes`` a request. The 413 takes the error
+    shape of the one of ``routes`` (the app's API routes) the request is for.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, routes: Callable[[], list[BaseRoute]]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.routes = routes
@@ -100,7 +100,7 @@ class BodyLimit:
         )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await too_large.response(shape_of(scope, self.routes()))(scope, receive, send)
+            await too_large.response(shape_of(scope, self.routes))(scope, receive, send)
             return
         messages: deque[Message] = deque()
         received = 0
@@ -111,7 +111,7 @@ class BodyLimit:
                 break
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                await too_large.response(shape_of(scope, self.routes()))(scope, receive, send)
+                await too_large.response(shape_of(scope, self.routes))(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break

@@ -16,12 +16,21 @@ the route the path would reach.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match
+
+from inferstream.errors import (
+    ConfigError,
+    ContractError,
+    InferstreamError,
+    KafkaError,
+    ModelError,
+    RequestTimeoutError,
+)
 
 Scope = MutableMapping[str, Any]
 
@@ -85,7 +94,7 @@ OPENAI = ErrorShape("openai", _openai)
 OIP = ErrorShape("oip", _oip)
 
 
-def shape_of(scope: Scope, routes: list[BaseRoute] | None = None) -> ErrorShape:
+def shape_of(scope: Scope, routes: Sequence[Any] | None = None) -> ErrorShape:
     """The error shape of the route that serves ``scope``.
 
     After routing, the route is in the scope; before it (middleware), ``routes`` are
@@ -108,3 +117,23 @@ def validation_message(errors: Any) -> tuple[str, str | None]:
         first = first if first is not None else (field or None)
         parts.append(f"{field}: {error.get('msg', 'invalid')}" if field else str(error.get("msg", "invalid")))
     return "; ".join(parts) or "the request is invalid", first
+
+
+def from_sdk(exc: InferstreamError, *, model: str | None = None) -> ApiError:
+    """The answer to an SDK error raised while serving a request of ``model``.
+
+    A request the model or its contract refuses is the caller's error (400); a model
+    or route that does not exist, 404; Kafka, 503; no answer in time, 504.
+    """
+    extra = {"model": model} if model is not None else {}
+    if isinstance(exc, RequestTimeoutError):
+        return ApiError(504, "timeout", str(exc), **extra)
+    if isinstance(exc, ContractError):  # invalid inputs, or a worker refused the request
+        return ApiError(400, "invalid_request", str(exc), **extra)
+    if isinstance(exc, ModelError):
+        return ApiError(404, "unknown_model", str(exc), param="model", **extra)
+    if isinstance(exc, ConfigError):  # a bare model name without a route
+        return ApiError(404, "no_route", str(exc), param="model", **extra)
+    if isinstance(exc, KafkaError):
+        return ApiError(503, "kafka_unavailable", str(exc), **extra)
+    return ApiError(500, "internal_error", str(exc), **extra)

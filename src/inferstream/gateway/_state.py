@@ -15,15 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+import confluent_kafka
+
 from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout
-from inferstream.errors import KafkaError
+from inferstream.errors import KafkaError, ModelError
 from inferstream.gateway._auth import Authorize
 from inferstream.gateway._errors import ApiError
 from inferstream.gateway._metrics import GatewayMetrics
 from inferstream.metrics import Metrics
 from inferstream.schemas.records import Prediction
+from inferstream.serving.repository import ModelRepository, ModelVersion
+from inferstream.serving.routes import resolve_model
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,6 +49,7 @@ class Gateway:
     gateway_metrics: GatewayMetrics
     predictions: Fanout[Prediction]
     authorize: Authorize
+    repository: ModelRepository
     loop: asyncio.AbstractEventLoop | None = None
     _known_topics: set[str] = field(default_factory=set)
     _pool: ThreadPoolExecutor = field(
@@ -66,6 +71,24 @@ class Gateway:
             if isinstance(result, BaseException):
                 raise result
         return results  # type: ignore[return-value]
+
+    async def model(self, ref: str, request_id: str) -> ModelVersion:
+        """The model version ``ref`` names, from the repository (``models_dir``); 404 ``unknown_model`` if none.
+
+        ``name:version`` as given; a bare name as its route sends ``request_id``, else
+        the highest version (:func:`inferstream.serving.routes.resolve_model`).
+        """
+
+        def find() -> ModelVersion:
+            name, version = resolve_model(ref, request_id, routes=self.client.routes, repository=self.repository)
+            return self.repository.get(name, version)
+
+        try:
+            return await self.call(find)
+        except ModelError as exc:
+            raise ApiError(404, "unknown_model", str(exc), param="model", model=ref) from None
+        except (KafkaError, confluent_kafka.KafkaException) as exc:  # reading the routes
+            raise ApiError(503, "kafka_unavailable", str(exc)) from None
 
     async def require_model(self, model: str, version: str) -> None:
         """404 ``unknown_model`` at once when nobody could serve ``model:version`` (no request topic).

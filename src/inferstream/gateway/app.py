@@ -26,7 +26,7 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout
 from inferstream.errors import InferstreamError
-from inferstream.gateway import events, native, operations, search, stream
+from inferstream.gateway import events, native, openai, operations, search, stream
 from inferstream.gateway._auth import bearer, warn_if_open
 from inferstream.gateway._body import BodyLimit, JsonBodyError
 from inferstream.gateway._errors import NATIVE, ApiError, shape_of, validation_message
@@ -35,6 +35,7 @@ from inferstream.gateway._state import GRACE_S, Gateway
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Prediction
+from inferstream.serving.repository import ModelRepository
 
 
 def create_app(settings: Settings, *, client: Client | None = None, metrics: Metrics | None = None) -> FastAPI:
@@ -50,7 +51,8 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         drop_after_s=settings.gateway.sse_drop_after_s,
         on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc(),
     )
-    state = Gateway(settings, client, metrics, gateway_metrics, predictions, bearer(settings))
+    repository = ModelRepository(settings.models_dir)
+    state = Gateway(settings, client, metrics, gateway_metrics, predictions, bearer(settings), repository)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,11 +88,12 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         message, param = validation_message(exc.errors())
         return ApiError(400, "invalid_request", message, param=param).response(shape)
 
-    for interface in (native, stream, events, search):
-        app.include_router(interface.router(state))
-    app.include_router(operations.router(state))
+    routers = [interface.router(state) for interface in (native, stream, events, search, openai, operations)]
+    for router in routers:
+        app.include_router(router)
+    routes = [route for router in routers for route in router.routes]
     app.add_middleware(Observe, metrics=gateway_metrics)
-    app.add_middleware(BodyLimit, max_bytes=settings.gateway.max_body_bytes, routes=lambda: app.routes)
+    app.add_middleware(BodyLimit, max_bytes=settings.gateway.max_body_bytes, routes=routes)
     return app
 
 
