@@ -6,6 +6,7 @@
 ``POST /v1/events``                           produce one event or a list, validated
 ``POST /v1/search``                           search the vector index
 ``POST /v1/embeddings``, ``GET /v1/models``   OpenAI-compatible embeddings (and the model list)
+``/v2/...``                                   Open Inference Protocol v2: metadata, readiness, infer
 ``GET  /healthz``                             200 when the broker answers, else 503
 ``GET  /metrics``                             Prometheus text
 ``GET  /openapi.json`` and ``/docs``          the API's schema (Swagger UI served here, no CDN)
@@ -26,7 +27,8 @@ One module per interface, over shared pieces::
     app.py          create_app, serve, BackgroundGateway
     native.py       predict            events.py   events
     stream.py       prediction stream  search.py   search
-    openai.py       OpenAI embeddings  operations.py  healthz, metrics
+    openai.py       OpenAI embeddings  oip.py      Open Inference Protocol (_tensors.py)
+    operations.py   healthz, metrics
     _auth.py  bearer token, loopback check      _errors.py  ApiError, one error shape per protocol
     _body.py  body limit, strict JSON routes    _metrics.py _state.py  metrics, shared state
 

@@ -53,8 +53,10 @@ class ApiError(Exception):
 
     def response(self, shape: ErrorShape | None = None) -> JSONResponse:
         """This error as a JSON response in ``shape`` (the native one by default)."""
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse((shape or NATIVE).body(self), status_code=self.status, headers=headers)
+        shape = shape or NATIVE
+        status = shape.invalid_status if self.status == 422 else self.status
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(shape.body(self), status_code=status, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class ErrorShape:
 
     name: str
     body: Callable[[ApiError], dict[str, Any]]
+    #: The status of an invalid request (the native routes answer 422; OpenAI and the OIP, 400).
+    invalid_status: int = 400
 
 
 def _native(error: ApiError) -> dict[str, Any]:
@@ -89,7 +93,7 @@ def _oip(error: ApiError) -> dict[str, Any]:
     return {"error": error.detail}
 
 
-NATIVE = ErrorShape("native", _native)
+NATIVE = ErrorShape("native", _native, invalid_status=422)
 OPENAI = ErrorShape("openai", _openai)
 OIP = ErrorShape("oip", _oip)
 

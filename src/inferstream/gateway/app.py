@@ -26,7 +26,7 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout
 from inferstream.errors import InferstreamError
-from inferstream.gateway import events, native, openai, operations, search, stream
+from inferstream.gateway import events, native, oip, openai, operations, search, stream
 from inferstream.gateway._auth import bearer, warn_if_open
 from inferstream.gateway._body import BodyLimit, JsonBodyError
 from inferstream.gateway._errors import NATIVE, ApiError, shape_of, validation_message
@@ -88,7 +88,8 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         message, param = validation_message(exc.errors())
         return ApiError(400, "invalid_request", message, param=param).response(shape)
 
-    routers = [interface.router(state) for interface in (native, stream, events, search, openai, operations)]
+    routers = [interface.router(state) for interface in (native, stream, events, search, openai, oip, operations)]
+    routers.append(oip.probes(state))
     for router in routers:
         app.include_router(router)
     routes = [route for router in routers for route in router.routes]
