@@ -25,7 +25,7 @@ from inferstream.gateway._auth import Authorize
 from inferstream.gateway._errors import ApiError
 from inferstream.gateway._metrics import GatewayMetrics
 from inferstream.metrics import Metrics
-from inferstream.schemas.records import Prediction
+from inferstream.schemas.records import DriftAlert, Prediction
 from inferstream.serving.repository import ModelRepository, ModelVersion
 from inferstream.serving.routes import resolve_model
 
@@ -41,13 +41,14 @@ GRACE_S = 10
 
 @dataclass
 class Gateway:
-    """What the endpoints share: the settings, the SDK client, the stream fan-out, metrics, the token check."""
+    """What the endpoints share: the settings, the SDK client, the stream fan-outs, metrics, the token check."""
 
     settings: Settings
     client: Client
     metrics: Metrics
     gateway_metrics: GatewayMetrics
     predictions: Fanout[Prediction]
+    alerts: Fanout[DriftAlert]
     authorize: Authorize
     repository: ModelRepository
     loop: asyncio.AbstractEventLoop | None = None
@@ -113,6 +114,11 @@ class Gateway:
                 version=version,
             )
         self._known_topics.add(topic)
+
+    async def end_streams(self) -> None:
+        """End every server-sent event stream (each client gets a last ``dropped`` event) and stop reading."""
+        await self.predictions.close()
+        await self.alerts.close()
 
     def close(self) -> None:
         """Let the waiting calls end, and close the SDK client (its reply topic is deleted)."""

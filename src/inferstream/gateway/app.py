@@ -26,7 +26,7 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout
 from inferstream.errors import InferstreamError
-from inferstream.gateway import events, native, oip, openai, operations, search, stream
+from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream
 from inferstream.gateway._auth import bearer, warn_if_open
 from inferstream.gateway._body import BodyLimit, JsonBodyError
 from inferstream.gateway._errors import NATIVE, ApiError, shape_of, validation_message
@@ -34,7 +34,7 @@ from inferstream.gateway._metrics import GatewayMetrics, Observe
 from inferstream.gateway._state import GRACE_S, Gateway
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import codec_for
-from inferstream.schemas.records import Prediction
+from inferstream.schemas.records import DriftAlert, Prediction
 from inferstream.serving.repository import ModelRepository
 
 
@@ -51,14 +51,21 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         drop_after_s=settings.gateway.sse_drop_after_s,
         on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc(),
     )
+    drift_alerts: Fanout[DriftAlert] = Fanout(
+        settings,
+        settings.topics.platform_topics()["drift-alerts"],
+        codec_for(DriftAlert),
+        queue_size=settings.gateway.sse_queue_size,
+        drop_after_s=settings.gateway.sse_drop_after_s,
+    )
     repository = ModelRepository(settings.models_dir)
-    state = Gateway(settings, client, metrics, gateway_metrics, predictions, bearer(settings), repository)
+    state = Gateway(settings, client, metrics, gateway_metrics, predictions, drift_alerts, bearer(settings), repository)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.loop = asyncio.get_running_loop()
         yield
-        await predictions.close()
+        await state.end_streams()
         await run_in_threadpool(state.close)
 
     # /docs loads Swagger UI from files served here (the fastapi-offline package's), not
@@ -88,7 +95,8 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         message, param = validation_message(exc.errors())
         return ApiError(400, "invalid_request", message, param=param).response(shape)
 
-    routers = [interface.router(state) for interface in (native, stream, events, search, openai, oip, operations)]
+    interfaces = (native, stream, events, search, alerts, openai, oip, operations)
+    routers = [interface.router(state) for interface in interfaces]
     routers.append(oip.probes(state))
     for router in routers:
         app.include_router(router)
@@ -137,7 +145,7 @@ class _GatewayServer(uvicorn.Server):
         """Schedule the end of every stream on the server's loop (callable from any thread)."""
         loop = self.gateway.loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(lambda: loop.create_task(self.gateway.predictions.close()))
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.gateway.end_streams()))
 
 
 class BackgroundGateway:
