@@ -12,6 +12,13 @@ produced to the predictions topic as fast as the SDK goes; the delivery rate (fr
 the first produced to the last received) against the produce rate (from the first
 produced to the last acknowledged).
 
+OpenAI embeddings: ``POST /v1/embeddings`` with B texts a request (base64, as the
+``openai`` client asks) to the demo embedder served by ``inferstream serve``, in
+texts/s, against ``Client.embed()`` of one text a call from C threads (C texts in
+flight either way). OIP infer:
+``POST /v2/models/breast-cancer/versions/1/infer`` with R rows a request (JSON
+tensors), in rows/s, against ``Client.predict()`` above.
+
     .venv/bin/python benchmarks/gateway.py --quick
 """
 
@@ -39,7 +46,8 @@ from rich.table import Table
 from _harness import add_common_args, bench_client, broker, note, result_line
 from inferstream.client import Client
 from inferstream.config import Settings
-from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
+from inferstream.demo import sample_texts
+from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME, build_demo_models, tabular_rows
 
 
 def _env(settings: Settings, models: Path) -> dict[str, str]:
@@ -135,7 +143,11 @@ def main() -> None:
     count = 300 if args.quick else 3000
     threads = 8 if args.quick else 16
     stream_count = 5000 if args.quick else 50_000
+    texts_count, texts_per_request = (64, 8) if args.quick else (640, 16)
+    rows_per_request = 16
     rows, _ = tabular_rows()
+    texts = sample_texts()[:texts_count]
+    embedder = f"{EMBEDDER_NAME}:1"
     with tempfile.TemporaryDirectory(prefix="inferstream-models-") as models, broker(args.bootstrap_servers) as servers:
         build_demo_models(Path(models))
         with bench_client(servers) as client:
@@ -153,6 +165,13 @@ def main() -> None:
                 except Exception:
                     return False
 
+            def embeds() -> bool:
+                try:
+                    client.embed(embedder, "ready?", timeout=5)
+                    return True
+                except Exception:
+                    return False
+
             def healthy() -> bool:
                 try:
                     return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
@@ -162,6 +181,7 @@ def main() -> None:
             note("starting a worker and the gateway ...")
             with (
                 process(["serve", "--model", f"{TABULAR_NAME}:1"], env, answers),
+                process(["serve", "--model", embedder], env, embeds),
                 process(["gateway", "--port", str(port)], env, healthy),
                 httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=threads)) as http,
             ):
@@ -179,6 +199,35 @@ def main() -> None:
                 timed(over_http, threads * 4, threads)
                 direct_s, direct_ms = timed(direct, count, threads)
                 http_s, http_ms = timed(over_http, count, threads)
+                note(f"OIP infer: {count} rows in requests of {rows_per_request} ...")
+                infer_path = f"/v2/models/{TABULAR_NAME}/versions/1/infer"
+
+                def infer(i: int) -> None:
+                    chunk = [rows[(i * rows_per_request + j) % len(rows)] for j in range(rows_per_request)]
+                    data = [value for row in chunk for value in row.values()]
+                    tensor = {"name": "input", "shape": [rows_per_request, len(chunk[0])], "datatype": "FP32"}
+                    http.post(infer_path, json={"inputs": [{**tensor, "data": data}]}).raise_for_status()
+
+                timed(infer, threads, threads)
+                infer_s, _ = timed(infer, count // rows_per_request, threads)
+                oip_rows = (count // rows_per_request) * rows_per_request
+
+                note(f"embeddings: {texts_count} texts each way, {texts_per_request} a request over HTTP ...")
+
+                def embed_direct(i: int) -> None:
+                    client.embed(embedder, texts[i % len(texts)], timeout=120)
+
+                def embed_openai(i: int) -> None:
+                    batch = texts[i * texts_per_request : (i + 1) * texts_per_request]
+                    body = {"model": embedder, "input": batch, "encoding_format": "base64"}
+                    http.post("/v1/embeddings", json=body, timeout=120).raise_for_status()
+
+                timed(embed_direct, threads, threads)
+                timed(embed_openai, 2, 2)
+                embed_s, _ = timed(embed_direct, texts_count, threads)
+                requests = texts_count // texts_per_request
+                # As many texts in flight as the direct calls have.
+                openai_s, _ = timed(embed_openai, requests, max(1, threads // texts_per_request))
                 note(f"stream: {stream_count} predictions produced, read by one SSE client ...")
                 delivered, produced = stream_rate(client, url, stream_count)
     d50, d99 = np.percentile(direct_ms, [50, 99])
@@ -191,7 +240,20 @@ def main() -> None:
     table.add_row(
         "HTTP gateway", str(count), f"{h50:.1f}", f"{h99:.1f}", f"{http_rps:,.0f}", f"{http_rps / direct_rps:.2f}"
     )
+    table.add_row(
+        f"OIP infer, {rows_per_request} rows a request",
+        f"{oip_rows} rows",
+        "",
+        "",
+        f"{oip_rows / infer_s:,.0f}",
+        f"{oip_rows / infer_s / direct_rps:.2f}",
+    )
     Console().print(table)
+    direct_embed, openai_embed = texts_count / embed_s, requests * texts_per_request / openai_s
+    print(
+        f"embeddings: Client.embed() {direct_embed:,.1f} texts/s, OpenAI /v1/embeddings ({texts_per_request} a "
+        f"request) {openai_embed:,.1f} texts/s (ratio {openai_embed / direct_embed:.2f})"
+    )
     print(
         f"stream: {delivered:,.0f} predictions/s delivered to one SSE client, produced at {produced:,.0f}/s "
         f"(ratio {delivered / produced:.2f})"
@@ -209,6 +271,11 @@ def main() -> None:
                 "sse_delivered_per_s": delivered,
                 "sse_produced_per_s": produced,
                 "ratio_sse": delivered / produced,
+                "oip_rows_per_s": oip_rows / infer_s,
+                "ratio_oip_rows": oip_rows / infer_s / direct_rps,
+                "openai_embed_texts_per_s": openai_embed,
+                "direct_embed_texts_per_s": direct_embed,
+                "ratio_openai_embed": openai_embed / direct_embed,
             }
         )
     )

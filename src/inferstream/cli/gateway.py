@@ -1,4 +1,4 @@
-"""``inferstream gateway``: the HTTP gateway (predict, prediction stream, events) on 127.0.0.1."""
+"""``inferstream gateway``: the HTTP gateway (native, OpenAI-compatible, Open Inference Protocol) on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -10,10 +10,12 @@ the monitor's state directory), so each monitor+window+status is posted once.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -24,7 +26,7 @@ from inferstream.monitoring.window import WindowResult
 from inferstream.schemas.records import ColumnDrift, DriftAlert
 
 if TYPE_CHECKING:
-    from inferstream.client import Client
+    from inferstream.client import Client, Received
 
 log = logging.getLogger("inferstream.monitoring")
 
@@ -151,6 +153,24 @@ class WebhookSender:
         self._client.close()
 
 
+class RepeatFilter:
+    """Lets each alert through once: a replayed window's repeat (same id) is dropped.
+
+    Remembers the last ids it let through (a bounded number), which is what a
+    replay after a crash can repeat.
+    """
+
+    def __init__(self) -> None:
+        self._seen: deque[str] = deque(maxlen=_REMEMBER)
+
+    def __call__(self, alert: DriftAlert) -> bool:
+        """True the first time an alert's id is seen."""
+        if alert.id in self._seen:
+            return False
+        self._seen.append(alert.id)
+        return True
+
+
 def alerts(
     client: Client,
     *,
@@ -161,7 +181,7 @@ def alerts(
     max_records: int | None = None,
 ) -> Iterator[DriftAlert]:
     """Drift alerts as they arrive (of one monitor when given); repeats of a replayed window dropped."""
-    seen: list[str] = []
+    first = RepeatFilter()
     count = 0
     with client.subscribe(
         "drift-alerts", schema="drift-alert", group=group, from_beginning=from_beginning, idle_timeout=idle_timeout
@@ -170,10 +190,36 @@ def alerts(
             record = message.record
             if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
                 continue
-            if record.id in seen:
+            if not first(record):
                 continue
-            seen = [*seen[-_REMEMBER:], record.id]
             yield record
             count += 1
             if max_records is not None and count >= max_records:
                 return
+
+
+def recent_alerts(
+    client: Client,
+    *,
+    monitor: str | None = None,
+    severities: Collection[str] = (),
+    limit: int = 100,
+) -> list[DriftAlert]:
+    """The last ``limit`` alerts on the topic up to now, newest first (of one monitor, of some severities).
+
+    Reads the alerts topic from its beginning to its end as of this call, and returns
+    at once (no waiting for more); repeats of a replayed window are dropped.
+    """
+    first = RepeatFilter()
+
+    def wanted(stream: Iterable[Received]) -> Iterator[DriftAlert]:
+        for message in stream:
+            record = message.record
+            if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
+                continue
+            if (not severities or record.severity in severities) and first(record):
+                yield record
+
+    with client.subscribe("drift-alerts", schema="drift-alert", from_beginning=True, stop_at_end=True) as stream:
+        # The newest by their own time: partitions are read in no particular order.
+        return heapq.nlargest(limit, wanted(stream), key=lambda alert: alert.event_time)

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
@@ -28,9 +28,12 @@ from inferstream.connectors.kafka._util import watermarks
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
-from inferstream.errors import ConfigError, KafkaError
+from inferstream.errors import ConfigError, KafkaError, ModelError
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Route, RouteVersion
+
+if TYPE_CHECKING:
+    from inferstream.serving.repository import ModelRepository
 
 log = logging.getLogger("inferstream.routes")
 
@@ -190,6 +193,30 @@ class RouteTable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def resolve_model(ref: str, request_id: str, *, routes: RouteTable, repository: ModelRepository) -> tuple[str, str]:
+    """``(name, version)`` for ``name:version``, or for a bare name: its route's pick, else the highest version.
+
+    A bare name with a route on the control topic goes where the route sends
+    ``request_id`` (as :meth:`RouteTable.resolve`); without a route, to the highest
+    version in ``repository`` (numeric versions in number order). ModelError when the
+    name has neither.
+    """
+    name, _, version = ref.partition(":")
+    if version:
+        return name, version
+    route = routes.get(name)
+    if route is not None:
+        return name, pick_version(route, request_id)
+    versions = repository.versions(name)
+    if not versions:
+        known = ", ".join(repository.names()) or "none"
+        raise ModelError(
+            f"no model {name!r}: it has no route on the control topic and no version in {repository.root} "
+            f"(models there: {known})"
+        )
+    return name, versions[-1]
 
 
 def read_routes(settings: Settings) -> dict[str, Route]:

@@ -133,6 +133,21 @@ class TextPreprocessor:
         assert tokenizer is not None
         return tokenizer.encode_batch(list(texts), add_special_tokens=True)
 
+    def measure(self, texts: Sequence[str]) -> tuple[list[int], dict[int, str]]:
+        """Each text's length in tokens as the model sees it (special tokens included), and why it refuses any.
+
+        The refusals (by position) are the ones :meth:`prepare` would give: an empty
+        text, one with no tokens, one over ``max_length`` when ``truncate`` is off. A
+        caller can answer them at once instead of sending what the worker dead-letters.
+        """
+        errors = {i: "text is empty" for i, text in enumerate(texts) if not text or text.isspace()}
+        lengths = [len(e) for e in self.encode(texts)] if texts else []
+        for index, length in enumerate(lengths):
+            too_long = not self.settings.truncate and length > self.settings.max_length
+            if index not in errors and (length <= self._specials or too_long):
+                errors[index] = self._refusal(length)
+        return lengths, errors
+
     def prepare(self, requests: Sequence[EmbeddingRequest | InferenceRequest]) -> TextPrepared:
         """Feeds for every request that fits; reasons for those that do not.
 

@@ -2,13 +2,16 @@
 
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from inferstream.errors import ConfigError
+from inferstream.config import Settings
+from inferstream.errors import ConfigError, ModelError
 from inferstream.schemas import Route
 from inferstream.schemas.records import RouteVersion
-from inferstream.serving.routes import parse_weights, pick_version
+from inferstream.serving.repository import ModelRepository
+from inferstream.serving.routes import RouteTable, parse_weights, pick_version, resolve_model
 
 
 def _route(**weights: float) -> Route:
@@ -54,3 +57,24 @@ def test_parse_weights() -> None:
     for bad in ("", "v1=x", "v1=-1", "v1=0"):
         with pytest.raises(ConfigError):
             parse_weights(bad)
+
+
+def _repository(root: Path, **versions: list[str]) -> ModelRepository:
+    for name, numbers in versions.items():
+        for number in numbers:
+            (root / name / number).mkdir(parents=True)
+            (root / name / number / "model.toml").write_text("")  # found by its name; not read here
+    return ModelRepository(root)
+
+
+def test_a_bare_name_goes_by_its_route_else_to_the_highest_version(tmp_path: Path) -> None:
+    repository = _repository(tmp_path, m=["1", "2", "10"], other=["1"])
+    routes = RouteTable(Settings.load())  # never started: routes put by hand
+    assert resolve_model("m", "r1", routes=routes, repository=repository) == ("m", "10")  # 10 > 2: numbers
+    assert resolve_model("m:1", "r1", routes=routes, repository=repository) == ("m", "1")
+    routes.put(_route(**{"2": 100}))  # a route for "m"
+    assert resolve_model("m", "r1", routes=routes, repository=repository) == ("m", "2")
+    assert resolve_model("m:10", "r1", routes=routes, repository=repository) == ("m", "10")
+    with pytest.raises(ModelError, match="no route on the control topic and no version") as missing:
+        resolve_model("absent", "r1", routes=routes, repository=repository)
+    assert "models there: m, other" in str(missing.value)

@@ -133,6 +133,18 @@ def test_empty_text_is_an_error(preprocessor: TextPreprocessor) -> None:
     assert "no tokens" in prepared.errors[3]
 
 
+def test_measure_counts_tokens_and_refuses_what_prepare_refuses(version: ModelVersion) -> None:
+    strict = TextPreprocessor(with_text_settings(version, max_length=16), version.directory)
+    texts = ["short text", "streaming " * 40, "  ", "\x00\x01", "another short one"]
+    lengths, refused = strict.measure(texts)
+    prepared = strict.prepare([EmbeddingRequest.model_construct(text=t) for t in texts])
+    assert refused == prepared.errors
+    assert sorted(refused) == [1, 2, 3]
+    assert [lengths[i] for i in prepared.positions] == prepared.lengths.tolist()
+    assert lengths[0] == len(strict.encode(["short text"])[0].ids) == 4  # [CLS] short text [SEP]
+    assert strict.measure([]) == ([], {})
+
+
 def test_a_batch_of_nothing_but_errors(preprocessor: TextPreprocessor) -> None:
     prepared = preprocessor.prepare([request("  ")])
     assert prepared.positions == []
