@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -258,6 +258,32 @@ class MonitoringSettings(_Frozen):
         )
 
 
+Scope = Literal["produce", "predict", "read", "admin"]
+
+
+class ApiKey(_Frozen):
+    """One named key of the gateway: what it may do, and how often.
+
+    ``secret`` is the key itself, or ``sha256`` its hex digest (so that a keys file need
+    not hold the key). Scopes: ``produce`` (events), ``predict`` (predictions, embeddings,
+    the Open Inference Protocol), ``read`` (streams, alerts, search, models, metrics) and
+    ``admin`` (all of them). ``rate_per_s`` limits its requests (a bucket of ``burst``).
+    """
+
+    name: str = Field(min_length=1, max_length=128)
+    secret: SecretStr | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["admin"]), min_length=1)
+    rate_per_s: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiKey:
+        if (self.secret is None) == (self.sha256 is None):
+            raise ValueError(f"key {self.name!r} needs one of `secret` or `sha256`")
+        return self
+
+
 class GatewaySettings(_Frozen):
     """The HTTP gateway (``inferstream gateway``): where it listens and what it accepts."""
 
@@ -266,7 +292,14 @@ class GatewaySettings(_Frozen):
     # Bearer token every /v1 and /metrics call must carry; none: no authentication, which
     # the gateway accepts on a loopback address only, unless allow_insecure says otherwise.
     token: SecretStr | None = None
+    # Named keys with scopes and rate limits (beside or instead of the token), here or in a
+    # TOML file of [[keys]] tables that is read again when it changes (rotation without a restart).
+    keys: list[ApiKey] = Field(default_factory=list)
+    keys_file: Path | None = None
     allow_insecure: bool = False
+    # HTTPS when both are set (PEM files).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # Larger request bodies are refused with 413 before they are read in full.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Predictions waiting for one SSE client; a client whose queue stays full for

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
 from inferstream.gateway import check_exposure, create_app, is_loopback
+from inferstream.gateway._auth import UNAUTHORIZED
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost"])
@@ -52,21 +53,21 @@ def http() -> Iterator[TestClient]:
         (
             "POST",
             "/v1/events",
-            {"error": "unauthorized", "detail": "send the gateway's token as `Authorization: Bearer <token>`"},
+            {"error": "unauthorized", "detail": UNAUTHORIZED},
         ),
         (
             "POST",
             "/v1/embeddings",
             {
                 "error": {
-                    "message": "send the gateway's token as `Authorization: Bearer <token>`",
+                    "message": UNAUTHORIZED,
                     "type": "authentication_error",
                     "param": None,
                     "code": "invalid_api_key",
                 }
             },
         ),
-        ("GET", "/v2/models/m", {"error": "send the gateway's token as `Authorization: Bearer <token>`"}),
+        ("GET", "/v2/models/m", {"error": UNAUTHORIZED}),
     ],
 )
 def test_each_protocol_answers_401_in_its_own_shape(http: TestClient, method: str, path: str, body: object) -> None:

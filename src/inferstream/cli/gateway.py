@@ -41,8 +41,13 @@ def gateway(
         settings = settings.model_copy(update=update)
     bind = host or settings.gateway.host
     open_beyond_loopback = check_exposure(settings, bind)  # refuses before anything contacts Kafka
-    where = f"http://{bind}:{settings.gateway.port if port is None else port}"
-    if settings.gateway.token is not None:
+    gateway = settings.gateway
+    scheme = "https" if gateway.tls_certfile else "http"
+    where = f"{scheme}://{bind}:{gateway.port if port is None else port}"
+    if gateway.keys or gateway.keys_file is not None:
+        from_file = f", and the keys in {gateway.keys_file}" if gateway.keys_file else ""
+        auth = f"API keys required ({len(gateway.keys)} in settings{from_file})"
+    elif gateway.token is not None:
         auth = "bearer token required"
     elif open_beyond_loopback:
         auth = "NO TOKEN, --insecure-no-token: open to anyone who can reach it"

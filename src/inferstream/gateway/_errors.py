@@ -43,20 +43,30 @@ class ApiError(Exception):
     and ``extra`` adds fields to the native body.
     """
 
-    def __init__(self, status: int, code: str, detail: str, *, param: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.param = param
+        self.headers = headers or {}
         self.extra = extra
 
     def response(self, shape: ErrorShape | None = None) -> JSONResponse:
         """This error as a JSON response in ``shape`` (the native one by default)."""
         shape = shape or NATIVE
         status = shape.invalid_status if self.status == 422 else self.status
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(shape.body(self), status_code=status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer", **self.headers} if status == 401 else self.headers
+        return JSONResponse(shape.body(self), status_code=status, headers=headers or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +139,7 @@ def from_sdk(exc: InferstreamError, *, model: str | None = None) -> ApiError:
     A request the model or its contract refuses is the caller's error (400); a model
     or route that does not exist, 404; Kafka, 503; no answer in time, 504.
     """
-    extra = {"model": model} if model is not None else {}
+    extra: dict[str, Any] = {"model": model} if model is not None else {}
     if isinstance(exc, RequestTimeoutError):
         return ApiError(504, "timeout", str(exc), **extra)
     if isinstance(exc, ContractError):  # invalid inputs, or a worker refused the request

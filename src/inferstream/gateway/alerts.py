@@ -23,7 +23,7 @@ _SEVERITY = Query(description="Only alerts of these severities (repeat the param
 
 def router(state: Gateway) -> APIRouter:
     """The alerts routes."""
-    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=JsonRoute)
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("read"))], route_class=JsonRoute)
 
     @routes.get(
         "/alerts",

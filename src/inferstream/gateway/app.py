@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout
-from inferstream.errors import InferstreamError
+from inferstream.errors import ConfigError, InferstreamError
 from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream
 from inferstream.gateway._auth import bearer, warn_if_open
 from inferstream.gateway._body import BodyLimit, JsonBodyError
@@ -112,16 +112,23 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     host = host or config.host
     warn_if_open(settings, host)  # before the app's client contacts Kafka
     app = create_app(settings)
-    _GatewayServer(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=config.port if port is None else port,
-            log_level="warning",
-            timeout_graceful_shutdown=GRACE_S,
-        ),
-        app.state.gateway,
-    ).run()
+    _GatewayServer(_config(settings, app, host, config.port if port is None else port), app.state.gateway).run()
+
+
+def _config(settings: Settings, app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    # HTTPS when a certificate and its key are configured (both, or neither).
+    gateway = settings.gateway
+    if (gateway.tls_certfile is None) != (gateway.tls_keyfile is None):
+        raise ConfigError("gateway.tls_certfile and gateway.tls_keyfile go together: set both for HTTPS, or neither")
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACE_S,
+        ssl_certfile=str(gateway.tls_certfile) if gateway.tls_certfile else None,
+        ssl_keyfile=str(gateway.tls_keyfile) if gateway.tls_keyfile else None,
+    )
 
 
 class _GatewayServer(uvicorn.Server):
@@ -160,16 +167,9 @@ class BackgroundGateway:
         host = host or settings.gateway.host
         warn_if_open(settings, host)
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            log_level="warning",
-            timeout_graceful_shutdown=GRACE_S,
-        )
-        self._server = _GatewayServer(config, self.app.state.gateway)
+        self._server = _GatewayServer(_config(settings, self.app, host, port), self.app.state.gateway)
         self._thread = threading.Thread(target=self._server.run, name="gateway", daemon=True)
-        #: ``http://host:port`` once started.
+        #: ``http://host:port`` (``https`` with TLS) once started.
         self.url = ""
 
     def start(self, timeout: float = 30.0) -> Self:
@@ -181,7 +181,8 @@ class BackgroundGateway:
                 raise InferstreamError("the gateway did not start: see the log above")
             time.sleep(0.01)
         host, port = self._server.servers[0].sockets[0].getsockname()[:2]
-        self.url = f"http://{host}:{port}"
+        scheme = "https" if self.settings.gateway.tls_certfile else "http"
+        self.url = f"{scheme}://{host}:{port}"
         return self
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -16,7 +16,7 @@ from inferstream.schemas.records import Event
 
 def router(state: Gateway) -> APIRouter:
     """The events route."""
-    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=JsonRoute)
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("produce"))], route_class=JsonRoute)
     codec = codec_for(Event)
     schema = Event.model_json_schema()
     body_schema = {"anyOf": [schema, {"type": "array", "items": schema}]}

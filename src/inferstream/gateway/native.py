@@ -38,7 +38,7 @@ class PredictBody(BaseModel):
 
 def router(state: Gateway) -> APIRouter:
     """The native predict route."""
-    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=JsonRoute)
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("predict"))], route_class=JsonRoute)
     limit = state.settings.gateway.predict_timeout_s
     codec = codec_for(Prediction)
 

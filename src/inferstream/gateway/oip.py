@@ -163,7 +163,7 @@ def probes(state: Gateway) -> APIRouter:
 
 def router(state: Gateway) -> APIRouter:
     """The model routes (behind the token)."""
-    routes = APIRouter(prefix="/v2", dependencies=[Depends(state.authorize)], route_class=OipRoute)
+    routes = APIRouter(prefix="/v2", dependencies=[Depends(state.authorize("predict"))], route_class=OipRoute)
     limit = state.settings.gateway.predict_timeout_s
 
     async def version_of(name: str, version: str | None, request_id: str = "") -> ModelVersion:

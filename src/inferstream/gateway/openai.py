@@ -117,7 +117,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def router(state: Gateway) -> APIRouter:
     """The OpenAI-compatible routes."""
-    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=OpenAIRoute)
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("predict"))], route_class=OpenAIRoute)
     limit = state.settings.gateway.predict_timeout_s
     tokenizers: dict[str, TextPreprocessor] = {}
 

@@ -27,7 +27,7 @@ def router(state: Gateway) -> APIRouter:
     @routes.get(
         "/metrics",
         summary="Prometheus metrics",
-        dependencies=[Depends(state.authorize)],
+        dependencies=[Depends(state.authorize("read"))],
         response_class=Response,
     )
     async def metrics() -> Response:

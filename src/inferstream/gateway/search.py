@@ -66,7 +66,7 @@ class Passages(BaseModel):
 
 def router(state: Gateway) -> APIRouter:
     """The search route."""
-    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=JsonRoute)
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("read"))], route_class=JsonRoute)
 
     @routes.post("/search", summary="Search the vector index (kNN, optionally hybrid with BM25)")
     async def search(body: SearchBody) -> dict[str, Any]:

@@ -36,7 +36,7 @@ STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def router(state: Gateway) -> APIRouter:
     """The prediction stream route."""
-    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize)], route_class=JsonRoute)
+    routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("read"))], route_class=JsonRoute)
     gateway_metrics = state.gateway_metrics
 
     @routes.get(
