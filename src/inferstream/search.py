@@ -26,7 +26,8 @@ from types import TracebackType
 from typing import Self
 
 from inferstream.config import Settings
-from inferstream.connectors.vectors import FloatArray, Hit, IndexMeta, VectorStore, normalize_filters, open_store
+from inferstream.connectors.stores import open_store
+from inferstream.connectors.vectors import FloatArray, Hit, IndexMeta, VectorStore, normalize_filters
 from inferstream.errors import ModelError, SearchError
 
 #: How long a searcher trusts the index's recorded model before asking again (an index rebuilt

@@ -125,7 +125,8 @@ def index_parquet(settings: Settings, path: Path, config: ModelConfig, *, batch_
 
     import pyarrow.parquet as pq
 
-    from inferstream.connectors.vectors import Document, Upsert, open_store
+    from inferstream.connectors.stores import open_store
+    from inferstream.connectors.vectors import Document, Upsert
     from inferstream.errors import SinkBackpressureError
     from inferstream.streams.index_sink import index_meta
 

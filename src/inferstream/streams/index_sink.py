@@ -37,6 +37,7 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
+from inferstream.connectors.stores import open_store
 from inferstream.connectors.vectors import (
     Delete,
     Document,
@@ -45,7 +46,6 @@ from inferstream.connectors.vectors import (
     Rejection,
     Upsert,
     VectorStore,
-    open_store,
 )
 from inferstream.errors import CommitError, ContractError, ModelError, SinkBackpressureError
 from inferstream.metrics import Metrics
