@@ -128,7 +128,7 @@ def index_parquet(settings: Settings, path: Path, config: ModelConfig, *, batch_
     from inferstream.connectors.stores import open_store
     from inferstream.connectors.vectors import Document, Upsert
     from inferstream.errors import SinkBackpressureError
-    from inferstream.streams.index_sink import index_meta
+    from inferstream.serving.index_meta import index_meta
 
     meta = index_meta(settings)
     if meta.ref != config.ref:
