@@ -520,16 +520,13 @@ class Client:
         max_records: int | None = None,
     ) -> Iterator[DriftAlert]:
         """Drift alerts as they arrive (of one monitor when given); a replayed window's repeat is dropped."""
-        from inferstream.monitoring.alerts import alerts
+        # Imported on use: the monitoring package pulls in scipy, which the SDK need not pay for.
+        from inferstream.monitoring.alerts import unique_alerts
 
-        return alerts(
-            self,
-            monitor=monitor,
-            from_beginning=from_beginning,
-            group=group,
-            idle_timeout=idle_timeout,
-            max_records=max_records,
-        )
+        with self.subscribe(
+            "drift-alerts", schema="drift-alert", group=group, from_beginning=from_beginning, idle_timeout=idle_timeout
+        ) as stream:
+            yield from unique_alerts((m.record for m in stream), monitor=monitor, max_records=max_records)
 
     # -- dead letters -----------------------------------------------------------------
 

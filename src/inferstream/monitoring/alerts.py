@@ -1,4 +1,4 @@
-"""Drift alerts: the record for a window, webhook delivery, and reading the alerts topic.
+"""Drift alerts: the record for a window, webhook delivery, and dropping the repeats of a replayed window.
 
 An alert's id is derived from the monitor, the window and the status, so a window
 replayed after a crash produces the same id: readers and webhooks can drop the
@@ -13,18 +13,15 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import httpx
 
 from inferstream.monitoring.spec import AlertingSpec, MonitorSpec
 from inferstream.monitoring.window import WindowResult
 from inferstream.schemas.records import ColumnDrift, DriftAlert
-
-if TYPE_CHECKING:
-    from inferstream.client import Client
 
 log = logging.getLogger("inferstream.monitoring")
 
@@ -151,29 +148,23 @@ class WebhookSender:
         self._client.close()
 
 
-def alerts(
-    client: Client,
-    *,
-    monitor: str | None = None,
-    from_beginning: bool = False,
-    group: str | None = None,
-    idle_timeout: float | None = None,
-    max_records: int | None = None,
+def unique_alerts(
+    records: Iterable[object], *, monitor: str | None = None, max_records: int | None = None
 ) -> Iterator[DriftAlert]:
-    """Drift alerts as they arrive (of one monitor when given); repeats of a replayed window dropped."""
+    """The drift alerts among ``records`` (of one monitor when given), each once: repeats of a replayed window dropped.
+
+    ``records`` are the decoded records of the alerts topic (anything else is passed over);
+    the SDK's ``Client.alerts`` feeds it a subscription.
+    """
     seen: list[str] = []
     count = 0
-    with client.subscribe(
-        "drift-alerts", schema="drift-alert", group=group, from_beginning=from_beginning, idle_timeout=idle_timeout
-    ) as stream:
-        for message in stream:
-            record = message.record
-            if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
-                continue
-            if record.id in seen:
-                continue
-            seen = [*seen[-_REMEMBER:], record.id]
-            yield record
-            count += 1
-            if max_records is not None and count >= max_records:
-                return
+    for record in records:
+        if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
+            continue
+        if record.id in seen:
+            continue
+        seen = [*seen[-_REMEMBER:], record.id]
+        yield record
+        count += 1
+        if max_records is not None and count >= max_records:
+            return
