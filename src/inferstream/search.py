@@ -176,10 +176,12 @@ class Searcher:
         hybrid: bool = False,
         num_candidates: int | None = None,
     ) -> SearchResult:
-        """The ``k`` documents nearest to ``text`` (fused with BM25 matches when ``hybrid``).
+        """The ``k`` documents of the vector index (Elasticsearch, or the embedded store) nearest to ``text``.
 
-        ``filters`` maps ``id``, ``model``, ``version`` or ``attributes.<key>`` to a value
-        or a list of values (any matches); every filter must hold.
+        The query is embedded with the model version that built the index; ``hybrid``
+        fuses kNN with BM25 on the text (reciprocal rank fusion). ``filters`` maps ``id``,
+        ``model``, ``version`` or ``attributes.<key>`` to a value or a list of values (any
+        matches); every filter must hold.
         """
         if k < 1:
             raise SearchError(f"k must be at least 1, not {k}")
