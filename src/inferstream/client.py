@@ -17,8 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from inferstream._client.core import Core, Lazy
 from inferstream._client.dead_letters import ReplayReport, letter_filter, read_dead_letters, replay_dead_letters
@@ -29,6 +28,7 @@ from inferstream._client.produce_sink import paused_gc
 from inferstream._client.requests import Requests
 from inferstream._client.subscribe import Received, Subscription, open_subscription, predictions_of
 from inferstream._client.topics import TopicNames
+from inferstream.closing import Closing
 from inferstream.config import Settings
 from inferstream.connectors.files import SourceRecord
 from inferstream.connectors.kafka.admin import TopicAdmin
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-class Client:
+class Client(Closing):
     """The entry point of the SDK; one per process is plenty (it is thread-safe to produce)."""
 
     def __init__(self, settings: Settings | None = None, *, metrics: Metrics | None = None) -> None:
@@ -285,11 +285,3 @@ class Client:
         self._searcher.close()
         self._requests.close()
         self._producer.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -22,9 +22,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
+from inferstream.closing import Closing
 from inferstream.config import Settings
 from inferstream.connectors.stores import open_store
 from inferstream.connectors.vectors import FloatArray, Hit, IndexMeta, VectorStore, normalize_filters
@@ -141,7 +140,7 @@ class QueryEmbedder:
         return vectors
 
 
-class Searcher:
+class Searcher(Closing):
     """Runs searches on the configured index (Elasticsearch, or the embedded store)."""
 
     def __init__(self, settings: Settings | None = None, *, store: VectorStore | None = None) -> None:
@@ -236,14 +235,6 @@ class Searcher:
     def close(self) -> None:
         """Release the store's connections."""
         self.store.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _search_hit(hit: Hit, score: float, *, knn_rank: int | None = None, text_rank: int | None = None) -> SearchHit:

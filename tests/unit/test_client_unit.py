@@ -123,3 +123,13 @@ def test_the_facade_stays_thin() -> None:
     # STYLE.md 12: a new concern is a module under inferstream/_client, not more lines here.
     lines = Path(client_module.__file__).read_text(encoding="utf-8").count("\n")
     assert lines <= 300, f"client.py has {lines} lines: move the new concern into a module of inferstream/_client"
+
+
+def test_a_with_block_closes_the_client_even_when_it_raises() -> None:
+    client = Client(Settings.load(kafka=NOWHERE))
+    producer = client.producer
+    with pytest.raises(RuntimeError), client:
+        raise RuntimeError("in the block")
+    assert client._producer.opened is None  # closed: the next use opens a new one
+    assert client.producer is not producer
+    client.close()

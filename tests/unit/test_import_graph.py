@@ -6,7 +6,7 @@ interpreter, not from a reader, so it is an edge here like any other.
 
 The layers (STYLE.md, "Layers point down"), lowest first::
 
-    errors → config → schemas → connectors, stack → serving, monitoring → streams, jobs
+    errors, closing → config → schemas → connectors, stack → serving, monitoring → streams, jobs
         → SDK (client, _client/, search) → demo → gateway → cli → benchmarks
 
 A module may import its own component and any component of a lower layer; components of
@@ -27,7 +27,8 @@ BENCHMARKS_DIR = ROOT / "benchmarks"
 #: The layers, lowest first; each holds components, and a component names the modules it is
 #: made of (each with every module below it). The longest match places a module.
 LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
-    {"errors": ("inferstream.errors",)},
+    # The error tree and the close-with-``with`` lifecycle: everything may use them.
+    {"base": ("inferstream.errors", "inferstream.closing")},
     # A monitor's declaration is configuration (pydantic models over errors only): the
     # settings hold the monitors, so it sits in config's layer, not monitoring's.
     {"config": ("inferstream.config", "inferstream.metrics", "inferstream.monitoring.spec")},

@@ -6,12 +6,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import confluent_kafka
 
 from inferstream._client.core import Core
+from inferstream.closing import Closing
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.consumer import Consumer
@@ -39,7 +39,7 @@ class Received:
     error: str | None = None
 
 
-class Subscription:
+class Subscription(Closing):
     """An iterator over consumed records that commits what it has handed out."""
 
     def __init__(
@@ -234,14 +234,6 @@ class Subscription:
             self._commit(force=True)
         finally:
             self.consumer.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def open_subscription(
