@@ -29,7 +29,8 @@ from rich.table import Table
 
 from _harness import add_common_args, bench_client, broker, note, result_line
 from inferstream.client import Client
-from inferstream.serving.chain import ChainRunner, ensure_chain_topics
+from inferstream.serving.chain import ChainRunner
+from inferstream.serving.chain_link import ensure_chain_topics
 from inferstream.serving.demo_models import CHAIN_NAME, EMBEDDER_NAME, build_demo_models, topic_sentences
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.worker import InferenceWorker

@@ -22,11 +22,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
+from inferstream.closing import Closing
 from inferstream.config import Settings
-from inferstream.connectors.vectors import FloatArray, Hit, IndexMeta, VectorStore, normalize_filters, open_store
+from inferstream.connectors.stores import open_store
+from inferstream.connectors.vectors import FloatArray, Hit, IndexMeta, VectorStore, normalize_filters
 from inferstream.errors import ModelError, SearchError
 
 #: How long a searcher trusts the index's recorded model before asking again (an index rebuilt
@@ -140,7 +140,7 @@ class QueryEmbedder:
         return vectors
 
 
-class Searcher:
+class Searcher(Closing):
     """Runs searches on the configured index (Elasticsearch, or the embedded store)."""
 
     def __init__(self, settings: Settings | None = None, *, store: VectorStore | None = None) -> None:
@@ -175,10 +175,12 @@ class Searcher:
         hybrid: bool = False,
         num_candidates: int | None = None,
     ) -> SearchResult:
-        """The ``k`` documents nearest to ``text`` (fused with BM25 matches when ``hybrid``).
+        """The ``k`` documents of the vector index (Elasticsearch, or the embedded store) nearest to ``text``.
 
-        ``filters`` maps ``id``, ``model``, ``version`` or ``attributes.<key>`` to a value
-        or a list of values (any matches); every filter must hold.
+        The query is embedded with the model version that built the index; ``hybrid``
+        fuses kNN with BM25 on the text (reciprocal rank fusion). ``filters`` maps ``id``,
+        ``model``, ``version`` or ``attributes.<key>`` to a value or a list of values (any
+        matches); every filter must hold.
         """
         if k < 1:
             raise SearchError(f"k must be at least 1, not {k}")
@@ -233,14 +235,6 @@ class Searcher:
     def close(self) -> None:
         """Release the store's connections."""
         self.store.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _search_hit(hit: Hit, score: float, *, knn_rank: int | None = None, text_rank: int | None = None) -> SearchHit:

@@ -14,7 +14,8 @@ from test_ingest import ingest_process  # the ingest processor as `inferstream s
 from inferstream import Client, Settings
 from inferstream.connectors.kafka import Producer
 from inferstream.schemas import Prediction
-from inferstream.serving.chain import ChainRunner, step_topic
+from inferstream.serving.chain import ChainRunner
+from inferstream.serving.chain_link import step_topic
 from inferstream.serving.demo_models import (
     CHAIN_NAME,
     EMBEDDER_NAME,

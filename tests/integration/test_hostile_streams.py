@@ -21,7 +21,7 @@ from test_ingest import _stats, _wait_committed, ingest_process
 from inferstream import Client, Settings
 from inferstream.config import ElasticsearchSettings
 from inferstream.connectors.embedded import EmbeddedStore
-from inferstream.connectors.vectors import open_store
+from inferstream.connectors.stores import open_store
 from inferstream.monitoring.table import read_table, table_dir
 from inferstream.schemas import Embedding, EmbeddingRequest, Prediction, codec_for
 from inferstream.serving.demo_models import EMBEDDER_NAME

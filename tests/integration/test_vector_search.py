@@ -25,7 +25,8 @@ from elasticsearch import Elasticsearch
 from inferstream import Client, Settings
 from inferstream.config import ElasticsearchSettings
 from inferstream.connectors.kafka import Producer
-from inferstream.connectors.vectors import IndexMeta, open_store
+from inferstream.connectors.stores import open_store
+from inferstream.connectors.vectors import IndexMeta
 from inferstream.demo import sample_texts
 from inferstream.gateway import BackgroundGateway
 from inferstream.schemas import Embedding

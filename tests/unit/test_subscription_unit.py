@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from inferstream import client as client_module
+from inferstream._client import subscribe as subscribe_module
 from inferstream.client import Client
 from inferstream.config import Settings
 
 
 def test_idle_time_counts_from_the_assignment_not_from_the_join(monkeypatch: pytest.MonkeyPatch) -> None:
     # No broker answers on port 1: the group never assigns anything, so the whole wait is join.
-    monkeypatch.setattr(client_module, "_JOIN_ALLOWANCE_S", 1.5)
+    monkeypatch.setattr(subscribe_module, "JOIN_ALLOWANCE_S", 1.5)
     settings = Settings.load(kafka={"bootstrap_servers": "127.0.0.1:1"})
     with Client(settings) as client:
         subscription = client.subscribe("events", from_beginning=True, idle_timeout=0.3, decode=False)

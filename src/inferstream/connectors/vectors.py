@@ -16,7 +16,8 @@ committed meanwhile, so nothing is lost. ``add()`` refuses more than
 
 Two stores implement it: :mod:`inferstream.connectors.elasticsearch` (a real
 Elasticsearch) and :mod:`inferstream.connectors.embedded` (LanceDB, in-process).
-:class:`MemoryStore` here is the test double (exact search over a dict).
+:class:`MemoryStore` here is the test double (exact search over a dict), and
+:func:`~inferstream.connectors.stores.open_store` opens the configured one.
 """
 
 from __future__ import annotations
@@ -25,15 +26,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from inferstream.errors import SearchError, SinkBackpressureError, SinkError
-
-if TYPE_CHECKING:
-    from inferstream.config import Settings
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -347,15 +345,3 @@ def _hit(doc: Document, score: float) -> Hit:
         event_time=doc.event_time,
         attributes=dict(doc.attributes),
     )
-
-
-def open_store(settings: Settings) -> VectorStore:
-    """The configured vector index: Elasticsearch at ``elasticsearch.url``, else the embedded store."""
-    config = settings.elasticsearch
-    if config.url:
-        from inferstream.connectors.elasticsearch import ElasticsearchStore
-
-        return ElasticsearchStore(config)
-    from inferstream.connectors.embedded import EmbeddedStore
-
-    return EmbeddedStore(config.embedded_dir or settings.state_dir / "vectors", config)

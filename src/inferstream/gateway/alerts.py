@@ -36,10 +36,16 @@ def router(state: Gateway) -> APIRouter:
         severity: Annotated[list[Severity] | None, _SEVERITY] = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="How many alerts at most.")] = 100,
     ) -> dict[str, Any]:
+        def read() -> list[DriftAlert]:
+            with state.client.subscribe(
+                "drift-alerts", schema="drift-alert", from_beginning=True, stop_at_end=True
+            ) as stream:
+                return recent_alerts(
+                    (m.record for m in stream), monitor=monitor, severities=severity or (), limit=limit
+                )
+
         try:
-            found = await state.call(
-                recent_alerts, state.client, monitor=monitor, severities=severity or (), limit=limit
-            )
+            found = await state.call(read)
         except TopicError as exc:
             raise ApiError(503, "topic_missing", str(exc)) from None
         except InferstreamError as exc:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Coroutine
+from importlib.metadata import version as package_version
 from typing import Any, ClassVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-import inferstream
 from inferstream.errors import InferstreamError, KafkaError
 from inferstream.gateway._body import JsonRoute
 from inferstream.gateway._errors import OIP, ApiError, ErrorShape, from_sdk
@@ -221,7 +221,7 @@ def router(state: Gateway) -> APIRouter:
 
     @routes.get("", summary="Server metadata (OIP)")
     async def server() -> dict[str, Any]:
-        return {"name": "inferstream", "version": inferstream.__version__, "extensions": []}
+        return {"name": "inferstream", "version": package_version("inferstream"), "extensions": []}
 
     infer_doc: dict[str, Any] = {
         "response_model": InferResponse,

@@ -5,6 +5,7 @@
 - :mod:`~inferstream.jobs.topics`: a topic range → Parquet (export), Parquet → a topic (replay);
 - :mod:`~inferstream.jobs.reference`: Parquet predictions → a monitor's drift reference.
 
-They share the model handler (:mod:`~inferstream.jobs._model`) and the runner and file
-plumbing (:mod:`~inferstream.jobs._pipeline`). Importing this package does not import Beam.
+They share the model handler (:mod:`~inferstream.jobs._model`), the runner and file
+plumbing (:mod:`~inferstream.jobs._pipeline`), and the model jobs' common steps
+(:mod:`~inferstream.jobs._scoring`). Importing this package does not import Beam.
 """

@@ -5,6 +5,8 @@
     corpus files ─ReadFiles→ Arrow chunks ─RunInference(OnnxBatchHandler)→ vectors ─→ <out>.parquet
                      └─ unreadable records ──────── texts the model refuses ─→ <out>.rejects.parquet
 
+(the steps every model job shares are in :mod:`inferstream.jobs._scoring`).
+
 Every row read is written or refused (``JobResult.accounted``). A document's id is
 its ``id`` (or ``document_id``) field, else ``<file name>:<line>``, so a second run
 gives the same ids. ``to="index"`` (Elasticsearch bulk with those ids as document
@@ -19,29 +21,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.metrics.metric import Metrics
-from apache_beam.ml.inference.base import RunInference
 
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
-from inferstream.jobs._model import LINE, REJECT_SCHEMA, SOURCE, OnnxBatchHandler, Scored, rejects_table
-from inferstream.jobs._pipeline import (
-    NAMESPACE,
-    REJECTS,
-    JobResult,
-    check_inputs,
-    dead_letter_rejects,
-    make_pipeline,
-    parquet_rows,
-    read_files,
-    rejects_path,
-    run,
-    write_parquet,
-)
+from inferstream.jobs._model import LINE, SOURCE, OnnxBatchHandler, Scored
+from inferstream.jobs._pipeline import JobResult, check_inputs, rejects_path
+from inferstream.jobs._scoring import ScoredRows, run_model_job
 from inferstream.serving.config import ModelConfig
 
 Target = Literal["parquet", "index"]
@@ -65,23 +53,17 @@ def embedding_schema(dims: int | None) -> pa.Schema:
     )
 
 
-class EmbeddingRows(beam.DoFn):
+class EmbeddingRows(ScoredRows):
     """``Scored`` elements → tables of the embedding schema; refused rows → ``rejects``."""
 
     def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
         self.config = config
         self.schema = embedding_schema(config.outputs.dims)
-        self.written = Metrics.counter(NAMESPACE, "rows_out")
-        self.refused = Metrics.counter(NAMESPACE, "rejected")
 
-    def process(self, scored: Scored) -> Iterator[Any]:
-        """One output table (and one rejects table) per element."""
-        if scored.rejects:
-            self.refused.inc(len(scored.rejects))
-            yield beam.pvalue.TaggedOutput(REJECTS, rejects_table(scored.rejects))
+    def write(self, scored: Scored) -> Iterator[Any]:
+        """One output table per element."""
         rows = scored.rows
-        if rows.num_rows == 0:
-            return
         field = self.config.preprocessing.field if hasattr(self.config.preprocessing, "field") else "text"
         matrix = np.stack(scored.outputs["vector"]).astype(np.float32, copy=False)
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
@@ -125,9 +107,10 @@ def index_parquet(settings: Settings, path: Path, config: ModelConfig, *, batch_
 
     import pyarrow.parquet as pq
 
-    from inferstream.connectors.vectors import Document, Upsert, open_store
+    from inferstream.connectors.stores import open_store
+    from inferstream.connectors.vectors import Document, Upsert
     from inferstream.errors import SinkBackpressureError
-    from inferstream.streams.index_sink import index_meta
+    from inferstream.serving.index_meta import index_meta
 
     meta = index_meta(settings)
     if meta.ref != config.ref:
@@ -183,29 +166,22 @@ def backfill(
     handler = OnnxBatchHandler(settings.models_dir, model)
     if handler.config.kind != "embedder":
         raise ConfigError(f"{handler.ref} is a {handler.config.kind}, not an embedder: use `inferstream job score`")
-    refused_path = rejects_path(out)
-    started = time.perf_counter()
-    pipeline = make_pipeline(flags)
-    read = read_files(pipeline, paths, handler.max_batch_size, file_format)
-    embedded = (
-        read.rows
-        | "embed" >> RunInference(handler)
-        | "rows" >> beam.ParDo(EmbeddingRows(handler.config)).with_outputs(REJECTS, main="out")
-    )
-    write_parquet(embedded.out, out, embedding_schema(handler.config.outputs.dims), "write")
-    refused = (read[REJECTS], embedded[REJECTS]) | "all rejects" >> beam.Flatten()
-    write_parquet(refused, refused_path, REJECT_SCHEMA, "write rejects")
-    counters = run(pipeline)
-    if dead_letters:
-        dead_letter_rejects(settings, refused_path, "backfill")
-    indexed = index_parquet(settings, out, handler.config) if to == "index" else None
-    return JobResult(
-        name="backfill",
-        indexed=indexed,
-        rows_in=counters.get("rows_in", 0),
-        rows_out=counters.get("rows_out", 0),
-        rejected=parquet_rows(refused_path),
+    result = run_model_job(
+        settings,
+        "backfill",
+        paths,
+        handler,
+        EmbeddingRows(handler.config),
+        rejects_path(out),
+        labels=("embed", "rows"),
         outputs=[out],
-        rejects_path=refused_path,
-        elapsed_s=time.perf_counter() - started,
+        out=(out, embedding_schema(handler.config.outputs.dims)),
+        flags=flags,
+        file_format=file_format,
+        dead_letters=dead_letters,
     )
+    if to == "index":
+        started = time.perf_counter()
+        result.indexed = index_parquet(settings, out, handler.config)
+        result.elapsed_s += time.perf_counter() - started
+    return result

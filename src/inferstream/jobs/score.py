@@ -5,6 +5,8 @@
     files ─ReadFiles→ Arrow chunks ─RunInference(OnnxBatchHandler)→ predictions ─write_batch→ inference table
              └─ unreadable records ─────── rows the model refuses ─→ <table>/_rejects/<topic>.rejects.parquet
 
+(the steps every model job shares are in :mod:`inferstream.jobs._scoring`).
+
 Rows are written with the inference table's own writer
 (:func:`inferstream.monitoring.table.write_batch`), as if they had come from a
 topic named ``job.score.<file name>``, partition 0, with the row number as the
@@ -17,32 +19,18 @@ time the job started.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics.metric import Metrics
-from apache_beam.ml.inference.base import RunInference
 
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
-from inferstream.jobs._model import LINE, REJECT_SCHEMA, SOURCE, OnnxBatchHandler, Scored, rejects_table
-from inferstream.jobs._pipeline import (
-    NAMESPACE,
-    REJECTS,
-    JobResult,
-    check_inputs,
-    dead_letter_rejects,
-    make_pipeline,
-    parquet_rows,
-    read_files,
-    run,
-    write_parquet,
-)
+from inferstream.jobs._model import LINE, SOURCE, OnnxBatchHandler, Scored
+from inferstream.jobs._pipeline import JobResult, check_inputs
+from inferstream.jobs._scoring import ScoredRows, run_model_job
 from inferstream.monitoring import table as inference_table
 from inferstream.schemas.records import Latency, Prediction
 from inferstream.serving.config import ModelConfig, TabularPreprocessing
@@ -55,22 +43,18 @@ def score_topic(path: str | Path) -> str:
     return f"job.score.{Path(path).name.removesuffix('.parquet')}"
 
 
-class WritePredictions(beam.DoFn):
+class WritePredictions(ScoredRows):
     """``Scored`` elements → inference-table files (one per element and model/date); rejects → ``rejects``."""
 
     def __init__(self, config: ModelConfig, root: Path, started: datetime) -> None:
+        super().__init__()
         self.config = config
         self.root = root
         self.started = started
-        self.written = Metrics.counter(NAMESPACE, "rows_out")
 
-    def process(self, scored: Scored) -> Iterator[Any]:
-        """Write one element's predictions; emit its rejects."""
-        if scored.rejects:
-            yield beam.pvalue.TaggedOutput(REJECTS, rejects_table(scored.rejects))
+    def write(self, scored: Scored) -> Iterator[Any]:
+        """Write one element's predictions (this step emits nothing but rejects)."""
         rows = scored.rows
-        if rows.num_rows == 0:
-            return
         source = str(rows.column(SOURCE)[0].as_py())
         lines = rows.column(LINE).to_pylist()
         inputs = rows.select(self._input_columns(rows)).to_pylist()
@@ -103,6 +87,7 @@ class WritePredictions(beam.DoFn):
         ]
         inference_table.write_batch(self.root, score_topic(source), 0, predictions)
         self.written.inc(len(predictions))
+        yield from ()  # the inference table is the output: nothing goes on down the pipeline
 
     def _input_columns(self, rows: pa.Table) -> list[str]:
         preprocessing = self.config.preprocessing
@@ -140,26 +125,16 @@ def score(
     if handler.config.kind == "embedder":
         raise ConfigError(f"{handler.ref} is an embedder: embed a corpus with `inferstream job backfill`")
     root = table_dir or inference_table.table_dir(settings)
-    refused_path = root / "_rejects" / f"{score_topic(paths[0])}.{handler.config.name}.rejects.parquet"
-    started = time.perf_counter()
-    pipeline = make_pipeline(flags)
-    read = read_files(pipeline, paths, handler.max_batch_size, file_format)
-    scored = (
-        read.rows
-        | "score" >> RunInference(handler)
-        | "write" >> beam.ParDo(WritePredictions(handler.config, root, datetime.now(UTC))).with_outputs(REJECTS)
-    )
-    refused = (read[REJECTS], scored[REJECTS]) | "all rejects" >> beam.Flatten()
-    write_parquet(refused, refused_path, REJECT_SCHEMA, "write rejects")
-    counters = run(pipeline)
-    if dead_letters:
-        dead_letter_rejects(settings, refused_path, "score")
-    return JobResult(
-        name="score",
-        rows_in=counters.get("rows_in", 0),
-        rows_out=counters.get("rows_out", 0),
-        rejected=parquet_rows(refused_path),
+    return run_model_job(
+        settings,
+        "score",
+        paths,
+        handler,
+        WritePredictions(handler.config, root, datetime.now(UTC)),
+        root / "_rejects" / f"{score_topic(paths[0])}.{handler.config.name}.rejects.parquet",
+        labels=("score", "write"),
         outputs=[root],
-        rejects_path=refused_path,
-        elapsed_s=time.perf_counter() - started,
+        flags=flags,
+        file_format=file_format,
+        dead_letters=dead_letters,
     )

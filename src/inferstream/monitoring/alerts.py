@@ -1,4 +1,4 @@
-"""Drift alerts: the record for a window, webhook delivery, and reading the alerts topic.
+"""Drift alerts: the record for a window, webhook delivery, and dropping the repeats of a replayed window.
 
 An alert's id is derived from the monitor, the window and the status, so a window
 replayed after a crash produces the same id: readers and webhooks can drop the
@@ -17,16 +17,13 @@ import time
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import httpx
 
 from inferstream.monitoring.spec import AlertingSpec, MonitorSpec
 from inferstream.monitoring.window import WindowResult
 from inferstream.schemas.records import ColumnDrift, DriftAlert
-
-if TYPE_CHECKING:
-    from inferstream.client import Client, Received
 
 log = logging.getLogger("inferstream.monitoring")
 
@@ -171,55 +168,39 @@ class RepeatFilter:
         return True
 
 
-def alerts(
-    client: Client,
-    *,
-    monitor: str | None = None,
-    from_beginning: bool = False,
-    group: str | None = None,
-    idle_timeout: float | None = None,
-    max_records: int | None = None,
+def unique_alerts(
+    records: Iterable[object], *, monitor: str | None = None, max_records: int | None = None
 ) -> Iterator[DriftAlert]:
-    """Drift alerts as they arrive (of one monitor when given); repeats of a replayed window dropped."""
+    """The drift alerts among ``records`` (of one monitor when given), each once: repeats of a replayed window dropped.
+
+    ``records`` are the decoded records of the alerts topic (anything else is passed over);
+    the SDK's ``Client.alerts`` feeds it a subscription.
+    """
     first = RepeatFilter()
     count = 0
-    with client.subscribe(
-        "drift-alerts", schema="drift-alert", group=group, from_beginning=from_beginning, idle_timeout=idle_timeout
-    ) as stream:
-        for message in stream:
-            record = message.record
-            if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
-                continue
-            if not first(record):
-                continue
-            yield record
-            count += 1
-            if max_records is not None and count >= max_records:
-                return
+    for record in records:
+        if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
+            continue
+        if not first(record):
+            continue
+        yield record
+        count += 1
+        if max_records is not None and count >= max_records:
+            return
 
 
 def recent_alerts(
-    client: Client,
+    records: Iterable[object],
     *,
     monitor: str | None = None,
     severities: Collection[str] = (),
     limit: int = 100,
 ) -> list[DriftAlert]:
-    """The last ``limit`` alerts on the topic up to now, newest first (of one monitor, of some severities).
+    """The last ``limit`` alerts among ``records``, newest first (of one monitor, of some severities).
 
-    Reads the alerts topic from its beginning to its end as of this call, and returns
-    at once (no waiting for more); repeats of a replayed window are dropped.
+    ``records``: the alerts topic read to its end as of now (the gateway's bounded
+    read); repeats of a replayed window are dropped.
     """
-    first = RepeatFilter()
-
-    def wanted(stream: Iterable[Received]) -> Iterator[DriftAlert]:
-        for message in stream:
-            record = message.record
-            if not isinstance(record, DriftAlert) or (monitor is not None and record.monitor != monitor):
-                continue
-            if (not severities or record.severity in severities) and first(record):
-                yield record
-
-    with client.subscribe("drift-alerts", schema="drift-alert", from_beginning=True, stop_at_end=True) as stream:
-        # The newest by their own time: partitions are read in no particular order.
-        return heapq.nlargest(limit, wanted(stream), key=lambda alert: alert.event_time)
+    wanted = (a for a in unique_alerts(records, monitor=monitor) if not severities or a.severity in severities)
+    # The newest by their own time: partitions are read in no particular order.
+    return heapq.nlargest(limit, wanted, key=lambda alert: alert.event_time)

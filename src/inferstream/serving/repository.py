@@ -1,20 +1,18 @@
 """The model repository: ``<root>/<name>/<version>/{model.onnx, model.toml, ...}``.
 
 Chains of models lie beside them: ``<root>/<chain>/<version>/chain.toml`` (see
-:mod:`inferstream.serving.chain`).
+:mod:`inferstream.serving.chain`), loaded and checked here with
+:mod:`inferstream.serving.chain_config`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from inferstream.errors import ModelError
+from inferstream.serving.chain_config import ChainConfig, check_chain
 from inferstream.serving.config import ModelConfig
-
-if TYPE_CHECKING:
-    from inferstream.serving.chain import ChainVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +30,20 @@ class ModelVersion:
     def file(self, name: str) -> Path:
         """A file beside the model (a tokenizer, a label map)."""
         return self.directory / name
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVersion:
+    """One version of a chain on disk, with its steps' model versions (each found in the repository)."""
+
+    config: ChainConfig
+    directory: Path
+    steps: tuple[ModelVersion, ...]
+
+    @property
+    def path(self) -> Path:
+        """The ``chain.toml``."""
+        return self.directory / "chain.toml"
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -116,12 +128,24 @@ class ModelRepository:
 
     def get_chain(self, name: str, version: str | None = None) -> ChainVersion:
         """A chain version (the latest when ``version`` is None), its steps found and checked to fit."""
-        from inferstream.serving.chain import load_chain
-
         _chosen, directory = self._directory("chain", name, version, "chain.toml")
         if (directory / "model.toml").exists():
             raise ModelError(f"{directory} holds both model.toml and chain.toml: keep one")
-        return load_chain(self, directory)
+        path = directory / "chain.toml"
+        config = ChainConfig.load(path)
+        if (config.name, config.version) != (directory.parent.name, directory.name):
+            raise ModelError(
+                f"{path} says {config.ref}, but lies in {directory.parent.name}/{directory.name}: "
+                "move it or fix the file"
+            )
+        steps = []
+        for index, step in enumerate(config.steps):
+            try:
+                steps.append(self.get(step.model, step.version))
+            except ModelError as exc:
+                raise ModelError(f"{path}: steps.{index} ({step.ref}): {exc}") from None
+        check_chain(config, [s.config for s in steps], path)
+        return ChainVersion(config=config, directory=directory, steps=tuple(steps))
 
     def resolve_chain(self, ref: str) -> ChainVersion:
         """``name:version`` or ``name`` (the latest version) of a chain."""

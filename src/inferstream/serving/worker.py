@@ -24,7 +24,7 @@ Options (:class:`WorkerOptions`):
 - ``shadow_of``: serve as a shadow — read the given primary versions' request topics
   in a group of its own, and write only to ``predictions-shadow`` (no replies).
 - ``chain``: serve as one step of a model chain — read the step's topic in the step's
-  group, and send outputs on as its :class:`~inferstream.serving.chain.ChainLink` says
+  group, and send outputs on as its :class:`~inferstream.serving.chain_link.ChainLink` says
   (the next step's requests, or the chain's predictions from the last step).
 """
 
@@ -70,7 +70,7 @@ from inferstream.serving.repository import ModelVersion
 from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_length, pool
 
 if TYPE_CHECKING:
-    from inferstream.serving.chain import ChainLink
+    from inferstream.serving.chain_link import ChainLink
 
 log = logging.getLogger("inferstream.serving")
 
@@ -741,7 +741,7 @@ class InferenceWorker:
     def _emit(
         self, items: Sequence[_Item], outputs: dict[str, Any], started: float, compute_ms: float, tag: int
     ) -> None:
-        if self.options.chain is not None:  # a chain's step: serving/chain.py shapes what it writes
+        if self.options.chain is not None:  # a chain's step: serving/chain_link.py shapes what it writes
             self._forward(items, self._outputs(outputs, len(items)), started, [compute_ms] * len(items), tag)
             return
         now = datetime.now(UTC)

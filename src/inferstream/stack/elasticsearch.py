@@ -48,28 +48,21 @@ from typing import TYPE_CHECKING
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
-from inferstream.stack.server import LocalServer
+from inferstream.stack.server import LocalServer, ServerStatus
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
 
 GROUP = "org.elasticsearch.distribution.integ-test-zip"
 MINIMUM_JAVA = 21
-_HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _JVM_DIR = Path("/usr/lib/jvm")
 
 
 @dataclass(frozen=True, slots=True)
-class ElasticsearchStatus:
+class ElasticsearchStatus(ServerStatus):
     """What ``inferstream status`` reports about the local Elasticsearch."""
 
-    running: bool
-    pid: int | None
-    version: str
     url: str
-    home: Path
-    data_dir: Path
-    log_file: Path
 
 
 def find_java_21(java_home: Path | None = None) -> JavaRuntime:
@@ -113,11 +106,13 @@ def _unzip(archive: Path, dest: Path) -> None:
                 target.chmod(mode)
 
 
-class ElasticsearchServer(LocalServer):
+class ElasticsearchServer(LocalServer[ElasticsearchStatus]):
     """One local Elasticsearch node: fetch, configure, start, probe, stop."""
 
     product = "Elasticsearch"
+    heap_setting = "elasticsearch.local.heap"
     stop_timeout = 60.0
+    poll_s = 0.5
 
     def __init__(
         self,
@@ -132,22 +127,13 @@ class ElasticsearchServer(LocalServer):
         cache_dir: Path | None = None,
         host: str = "127.0.0.1",
     ) -> None:
-        if not _HEAP.match(heap):
-            raise StackError(f"Elasticsearch heap {heap!r} is not a JVM size such as 512m (elasticsearch.local.heap)")
-        if port == transport_port:
-            raise StackError(f"the Elasticsearch HTTP and transport ports are both {port}; pick two ports")
-        self.state_dir = Path(state_dir).absolute()
-        self.port = port
         self.transport_port = transport_port
-        self.version = version
-        self.heap = heap
-        self.java_home = java_home
         self.user = user
-        self.host = host
+        super().__init__(
+            state_dir, "elasticsearch", port=port, version=version, heap=heap, java_home=java_home, host=host
+        )
         default_cache = self.state_dir / "cache" / f"elasticsearch-{version}"
         self.cache_dir = Path(cache_dir).absolute() if cache_dir else default_cache
-        self.home = self.state_dir / "elasticsearch" / version
-        super().__init__()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, cache_dir: Path | None = None) -> ElasticsearchServer:
@@ -175,16 +161,6 @@ class ElasticsearchServer(LocalServer):
     def config_dir(self) -> Path:
         """``ES_PATH_CONF``: the configuration written for this server."""
         return self.home / "config"
-
-    @property
-    def data_dir(self) -> Path:
-        """``path.data``."""
-        return self.home / "data"
-
-    @property
-    def logs_dir(self) -> Path:
-        """``path.logs``: the server's own logs."""
-        return self.home / "logs"
 
     @property
     def log_file(self) -> Path:
@@ -272,38 +248,35 @@ class ElasticsearchServer(LocalServer):
         """The Java runtime the server runs on (21+)."""
         return find_java_21(self.java_home)
 
-    def status(self) -> ElasticsearchStatus:
-        """A snapshot of where the server is and whether it runs."""
-        pid = self.pid
-        return ElasticsearchStatus(
-            running=pid is not None,
-            pid=pid,
-            version=self.version,
-            url=self.url,
-            home=self.home,
-            data_dir=self.data_dir,
-            log_file=self.log_file,
-        )
-
     def start(self, *, wait: bool = True, timeout: float = 120.0) -> ElasticsearchStatus:
         """Start the server unless it runs; with ``wait``, return once the cluster is yellow.
 
         Raises :class:`StackError` when a port is taken, Java 21+ is missing, or the
         server exits or is not ready within ``timeout`` (with the tail of its logs).
         """
-        if self.running:
-            if wait:
-                self._wait_ready(timeout, started=None, poll_s=0.5)
-            return self.status()
-        self.pid_file.unlink(missing_ok=True)
-        self._check_ports(
-            [
-                ("Elasticsearch HTTP", self.port, "INFERSTREAM_ELASTICSEARCH__LOCAL__PORT"),
-                ("Elasticsearch transport", self.transport_port, "INFERSTREAM_ELASTICSEARCH__LOCAL__TRANSPORT_PORT"),
-            ]
-        )
-        java = self.java()
-        self.fetch()
+        return self._start(wait=wait, timeout=timeout)
+
+    def health(self, *, wait_s: float = 1.0) -> str | None:
+        """The cluster status (green/yellow/red) once it is at least yellow within ``wait_s``, else None."""
+        url = f"{self.url}/_cluster/health?wait_for_status=yellow&timeout={max(int(wait_s), 1)}s"
+        try:
+            with urllib.request.urlopen(url, timeout=wait_s + 5) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        if body.get("timed_out"):
+            return None
+        return str(body.get("status"))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _ports(self) -> list[tuple[str, int, str]]:
+        return [
+            ("Elasticsearch HTTP", self.port, "INFERSTREAM_ELASTICSEARCH__LOCAL__PORT"),
+            ("Elasticsearch transport", self.transport_port, "INFERSTREAM_ELASTICSEARCH__LOCAL__TRANSPORT_PORT"),
+        ]
+
+    def _launch(self, java: JavaRuntime) -> int:
         self._write_config()
         env = {
             "ES_JAVA_HOME": str(java.executable.parent.parent),
@@ -327,24 +300,10 @@ class ElasticsearchServer(LocalServer):
         else:
             argv = launcher
             process_env = {**os.environ, **env}
-        pid = self._spawn(argv, env=process_env)
-        if wait:
-            self._wait_ready(timeout, started=pid, poll_s=0.5)
-        return self.status()
+        return self._spawn(argv, env=process_env)
 
-    def health(self, *, wait_s: float = 1.0) -> str | None:
-        """The cluster status (green/yellow/red) once it is at least yellow within ``wait_s``, else None."""
-        url = f"{self.url}/_cluster/health?wait_for_status=yellow&timeout={max(int(wait_s), 1)}s"
-        try:
-            with urllib.request.urlopen(url, timeout=wait_s + 5) as response:
-                body = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
-        if body.get("timed_out"):
-            return None
-        return str(body.get("status"))
-
-    # -- internals ------------------------------------------------------------------------
+    def _status(self, common: ServerStatus) -> ElasticsearchStatus:
+        return ElasticsearchStatus(**self._status_fields(common), url=self.url)
 
     def _signature(self) -> tuple[str, ...]:
         # The data path is on the launcher's command line (and runuser's): unique per server.

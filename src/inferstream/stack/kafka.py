@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
 from inferstream.stack.process import port_accepts
-from inferstream.stack.server import LocalServer
+from inferstream.stack.server import LOG_LINES, LocalServer, ServerStatus
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -40,8 +39,6 @@ KAFKA_LIB_ENV = "INFERSTREAM_KAFKA_LIB"
 SCALA_VERSION = "2.13"
 # Kafka's artifacts name slf4j 1.7 but no binding; this routes its logs into log4j2.
 LOG4J_SLF4J_BINDING = maven.Artifact("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3")
-_HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
-_LOG_LINES = 40
 
 _LOG4J2 = """\
 # Written by inferstream: the broker logs to {logs_dir}/server.log.
@@ -76,16 +73,10 @@ logger.clients.level = WARN
 
 
 @dataclass(frozen=True, slots=True)
-class KafkaStatus:
+class KafkaStatus(ServerStatus):
     """What ``inferstream status`` reports about one local broker."""
 
-    running: bool
-    pid: int | None
-    version: str
     bootstrap_servers: str
-    home: Path
-    data_dir: Path
-    log_file: Path
     lib_dir: Path
 
 
@@ -104,7 +95,7 @@ def _major(version: str) -> int:
     return int(head)
 
 
-class KafkaServer(LocalServer):
+class KafkaServer(LocalServer[KafkaStatus]):
     """One local Kafka broker+controller: fetch its jars, format, start, probe, stop.
 
     ``lib_dir`` (else ``$INFERSTREAM_KAFKA_LIB``, else ``<state_dir>/cache/kafka-<version>/lib``)
@@ -112,6 +103,7 @@ class KafkaServer(LocalServer):
     """
 
     product = "Kafka"
+    heap_setting = "stack.kafka_heap"
 
     def __init__(
         self,
@@ -129,17 +121,8 @@ class KafkaServer(LocalServer):
             raise StackError(
                 f"Kafka {version} is not supported by the local stack; use 3.9.x or 4.x (stack.kafka_version)"
             )
-        if not _HEAP.match(heap):
-            raise StackError(f"Kafka heap {heap!r} is not a JVM size such as 512m or 1g (stack.kafka_heap)")
-        if port == controller_port:
-            raise StackError(f"the Kafka port and controller port are both {port}; pick two ports")
-        self.state_dir = Path(state_dir).absolute()
-        self.port = port
         self.controller_port = controller_port
-        self.version = version
-        self.heap = heap
-        self.java_home = java_home
-        self.host = host
+        super().__init__(state_dir, "kafka", port=port, version=version, heap=heap, java_home=java_home, host=host)
         env_lib = os.environ.get(KAFKA_LIB_ENV)
         if lib_dir is not None:
             self.lib_dir = Path(lib_dir).absolute()
@@ -147,8 +130,6 @@ class KafkaServer(LocalServer):
             self.lib_dir = Path(env_lib).absolute()
         else:
             self.lib_dir = self.state_dir / "cache" / f"kafka-{version}" / "lib"
-        self.home = self.state_dir / "kafka" / version
-        super().__init__()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, lib_dir: Path | None = None) -> KafkaServer:
@@ -165,16 +146,6 @@ class KafkaServer(LocalServer):
         )
 
     # -- where things are ---------------------------------------------------------------
-
-    @property
-    def data_dir(self) -> Path:
-        """The KRaft log directory (``log.dirs``)."""
-        return self.home / "data"
-
-    @property
-    def logs_dir(self) -> Path:
-        """Where ``server.log`` and ``kafka.out`` are written."""
-        return self.home / "logs"
 
     @property
     def log_file(self) -> Path:
@@ -288,20 +259,6 @@ class KafkaServer(LocalServer):
         minimum = 17 if _major(self.version) >= 4 else 11
         return find_java(self.java_home, minimum=minimum, purpose=f"Kafka {self.version}")
 
-    def status(self) -> KafkaStatus:
-        """A snapshot of where the server is and whether it runs."""
-        pid = self.pid
-        return KafkaStatus(
-            running=pid is not None,
-            pid=pid,
-            version=self.version,
-            bootstrap_servers=self.bootstrap_servers,
-            home=self.home,
-            data_dir=self.data_dir,
-            log_file=self.log_file,
-            lib_dir=self.lib_dir,
-        )
-
     def start(self, *, wait: bool = True, timeout: float = 60.0) -> KafkaStatus:
         """Start the broker unless it runs; with ``wait``, return once it serves metadata.
 
@@ -310,19 +267,17 @@ class KafkaServer(LocalServer):
         or the broker exits or is not ready within ``timeout`` seconds (the
         message carries the tail of its log).
         """
-        if self.running:
-            if wait:
-                self._wait_ready(timeout, started=None)
-            return self.status()
-        self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
-        self._check_ports(
-            [
-                ("Kafka", self.port, "INFERSTREAM_STACK__KAFKA_PORT"),
-                ("controller", self.controller_port, "INFERSTREAM_STACK__CONTROLLER_PORT"),
-            ]
-        )
-        java = self.java()
-        self.fetch()
+        return self._start(wait=wait, timeout=timeout)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _ports(self) -> list[tuple[str, int, str]]:
+        return [
+            ("Kafka", self.port, "INFERSTREAM_STACK__KAFKA_PORT"),
+            ("controller", self.controller_port, "INFERSTREAM_STACK__CONTROLLER_PORT"),
+        ]
+
+    def _launch(self, java: JavaRuntime) -> int:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.properties_file.write_text(self.render_properties(), encoding="utf-8")
         self.log4j_file.write_text(self.render_log4j2(), encoding="utf-8")
@@ -336,12 +291,11 @@ class KafkaServer(LocalServer):
             "kafka.Kafka",
             str(self.properties_file),
         ]
-        pid = self._spawn(argv)
-        if wait:
-            self._wait_ready(timeout, started=pid)
-        return self.status()
+        return self._spawn(argv)
 
-    # -- internals ------------------------------------------------------------------------
+    def _status(self, common: ServerStatus) -> KafkaStatus:
+        fields = self._status_fields(common)
+        return KafkaStatus(**fields, bootstrap_servers=self.bootstrap_servers, lib_dir=self.lib_dir)
 
     def _signature(self) -> tuple[str, ...]:
         # What the broker's command line holds, so a reused pid is not taken for it.
@@ -382,7 +336,7 @@ class KafkaServer(LocalServer):
             raise StackError(
                 f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}); "
                 f"remove {self.data_dir} if it is left over from another setup. StorageTool said:\n"
-                + "\n".join(output.splitlines()[-_LOG_LINES:])
+                + "\n".join(output.splitlines()[-LOG_LINES:])
             )
 
     def _probe(self, remaining: float) -> str | None:

@@ -1,38 +1,74 @@
 """What the local Kafka and Elasticsearch servers share: a detached JVM, its pid file, its logs.
 
-A subclass says where its files are, what its command line holds (so a reused pid
-is never taken for it) and how to probe readiness; this class starts the process
-detached, remembers its pid, waits for it to be ready (reporting the tail of what
-this start logged when it is not), and stops it.
+A subclass says where its files are, which ports it takes, what its command line holds
+(so a reused pid is never taken for it), how to fetch and launch it and how to probe
+readiness; this class checks the settings, starts the process detached, remembers its
+pid, waits for it to be ready (reporting the tail of what this start logged when it is
+not), reports its status, and stops it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from inferstream.errors import StackError
+from inferstream.stack.java import JavaRuntime
 from inferstream.stack.process import file_size, port_in_use, process_alive, read_pid, spawn_detached, tail, terminate
 
-_LOG_LINES = 40
+#: Lines of each log a failure report shows.
+LOG_LINES = 40
+_HEAP = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 
 
-class LocalServer(ABC):
-    """One local server process and the files it keeps under its home."""
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """What ``inferstream status`` reports about any local server."""
+
+    running: bool
+    pid: int | None
+    version: str
+    home: Path
+    data_dir: Path
+    log_file: Path
+
+
+S = TypeVar("S", bound=ServerStatus)
+
+
+class LocalServer(ABC, Generic[S]):
+    """One local server process and the files it keeps under its home (``<state_dir>/<name>/<version>``)."""
 
     #: How messages name the product ("Kafka", "Elasticsearch").
     product: ClassVar[str]
+    #: The setting that sizes the heap, for messages.
+    heap_setting: ClassVar[str]
     #: Seconds a SIGTERM gets before SIGKILL in ``stop()``.
     stop_timeout: ClassVar[float] = 30.0
+    #: Seconds between readiness probes while starting.
+    poll_s: ClassVar[float] = 0.2
 
-    version: str
-    host: str
-    home: Path
-
-    def __init__(self) -> None:
+    def __init__(
+        self, state_dir: Path, name: str, *, port: int, version: str, heap: str, java_home: Path | None, host: str
+    ) -> None:
+        if not _HEAP.match(heap):
+            raise StackError(f"{self.product} heap {heap!r} is not a JVM size such as 512m or 1g ({self.heap_setting})")
+        self.state_dir = Path(state_dir).absolute()
+        self.port = port
+        self.version = version
+        self.heap = heap
+        self.java_home = java_home
+        self.host = host
+        self.home = self.state_dir / name / version
+        (first, port, _), (second, other, _) = self._ports()
+        if port == other:
+            raise StackError(f"the {first} and {second} ports are both {port}; pick two ports")
         # Byte offsets of the logs when this start began: failure reports show only what it wrote.
         self._log_marks: dict[Path, int] = {}
 
@@ -55,6 +91,36 @@ class LocalServer(ABC):
     @abstractmethod
     def pid_file(self) -> Path:
         """Holds the process's pid while it runs."""
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the server keeps its data (Kafka's ``log.dirs``, Elasticsearch's ``path.data``)."""
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the server writes its own logs."""
+        return self.home / "logs"
+
+    @abstractmethod
+    def fetch(self, *, timeout: float = 900.0) -> Path:
+        """Fetch the server's files from Maven Central unless they are there; returns where they are."""
+
+    @abstractmethod
+    def java(self) -> JavaRuntime:
+        """The Java runtime the server runs on."""
+
+    @abstractmethod
+    def _ports(self) -> Sequence[tuple[str, int, str]]:
+        """The two ports it takes: (what it is, the port, the setting that moves it)."""
+
+    @abstractmethod
+    def _launch(self, java: JavaRuntime) -> int:
+        """Write the server's configuration and spawn it (with ``_spawn``); returns its pid."""
+
+    @abstractmethod
+    def _status(self, common: ServerStatus) -> S:
+        """This kind of server's status: ``common`` with what only it reports."""
 
     @abstractmethod
     def _signature(self) -> tuple[str, ...]:
@@ -79,7 +145,33 @@ class LocalServer(ABC):
         """Whether the process is alive (it may still be starting)."""
         return self.pid is not None
 
+    def status(self) -> S:
+        """A snapshot of where the server is and whether it runs."""
+        pid = self.pid
+        common = ServerStatus(pid is not None, pid, self.version, self.home, self.data_dir, self.log_file)
+        return self._status(common)
+
+    @staticmethod
+    def _status_fields(common: ServerStatus) -> dict[str, Any]:
+        """``common``'s fields by name, for a subclass's status to start from."""
+        return {f.name: getattr(common, f.name) for f in dataclasses.fields(common)}
+
     # -- lifecycle --------------------------------------------------------------------------
+
+    def _start(self, *, wait: bool, timeout: float) -> S:
+        """Start the server unless it runs; with ``wait``, return once ``_probe`` passes (see ``start``)."""
+        if self.running:
+            if wait:
+                self._wait_ready(timeout, started=None)
+            return self.status()
+        self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
+        self._check_ports(self._ports())
+        java = self.java()
+        self.fetch()
+        pid = self._launch(java)
+        if wait:
+            self._wait_ready(timeout, started=pid)
+        return self.status()
 
     def stop(self, *, timeout: float | None = None) -> bool:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``); False if it was not running."""
@@ -113,12 +205,12 @@ class LocalServer(ABC):
     def _log_tail(self) -> str:
         parts = []
         for path in (self.out_file, self.log_file):
-            text = tail(path, _LOG_LINES, since=self._log_marks.get(path, 0))
+            text = tail(path, LOG_LINES, since=self._log_marks.get(path, 0))
             if text.strip():
                 parts.append(f"--- {path} (last lines)\n{text}")
         return "\n".join(parts) or f"(nothing in {self.home})"
 
-    def _wait_ready(self, timeout: float, *, started: int | None, poll_s: float = 0.2) -> None:
+    def _wait_ready(self, timeout: float, *, started: int | None) -> None:
         """Return once ``_probe`` passes; a process that exits or stays unready raises (and is stopped)."""
         deadline = time.monotonic() + timeout
         last_error = "it never answered"
@@ -133,7 +225,7 @@ class LocalServer(ABC):
             last_error = error
             if time.monotonic() >= deadline:
                 break
-            time.sleep(poll_s)
+            time.sleep(self.poll_s)
         if started is not None:
             terminate(started, timeout=20, cmdline_contains=self._signature())
             self.pid_file.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
+from inferstream.connectors.stores import open_store
 from inferstream.connectors.vectors import (
     Delete,
     Document,
@@ -45,35 +46,16 @@ from inferstream.connectors.vectors import (
     Rejection,
     Upsert,
     VectorStore,
-    open_store,
 )
-from inferstream.errors import CommitError, ContractError, ModelError, SinkBackpressureError
+from inferstream.errors import CommitError, ContractError, SinkBackpressureError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Embedding
+from inferstream.serving.index_meta import index_meta
 
 log = logging.getLogger(__name__)
 
 STAGE = "index"
-
-
-def index_meta(settings: Settings) -> IndexMeta:
-    """What the configured index holds: ``elasticsearch.model``'s vectors, dims from its model.toml."""
-    config = settings.elasticsearch
-    name, _, version = config.model.partition(":")
-    if not name or not version:
-        raise ModelError(f"elasticsearch.model must be name:version (e.g. minilm:1), not {config.model!r}")
-    dims = config.dims
-    if dims is None:
-        from inferstream.serving.repository import ModelRepository
-
-        model = ModelRepository(settings.models_dir).get(name, version)
-        dims = model.config.outputs.dims
-        if dims is None:
-            raise ModelError(
-                f"{model.directory / 'model.toml'} does not say outputs.dims; set it, or elasticsearch.dims"
-            )
-    return IndexMeta(model=name, version=version, dims=dims, similarity=config.similarity)
 
 
 @dataclass

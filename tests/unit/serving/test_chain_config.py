@@ -10,7 +10,8 @@ from inferstream.config import Settings
 from inferstream.errors import ModelError
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import InferenceRequest, Prediction
-from inferstream.serving.chain import chain_links, validate_chain
+from inferstream.serving.chain import validate_chain
+from inferstream.serving.chain_link import chain_links
 from inferstream.serving.config import ModelConfig
 from inferstream.serving.demo_models import (
     CHAIN_NAME,

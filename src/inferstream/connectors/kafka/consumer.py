@@ -14,12 +14,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from types import FrameType, TracebackType
-from typing import Any, Self
+from types import FrameType
+from typing import Any
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
 
+from inferstream.closing import Closing
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import error_of, fetch, partition_bounds
 from inferstream.errors import CommitError, KafkaError, TopicError
@@ -32,7 +33,7 @@ _LAG_EVERY_S = 5.0
 _TIMEOUT_S = 10.0
 
 
-class Consumer:
+class Consumer(Closing):
     """Consume batches from topics in a consumer group; commit only what was processed."""
 
     def __init__(
@@ -306,11 +307,3 @@ class Consumer:
             pass  # redelivered to the next owner: at-least-once
         finally:
             self._consumer.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -1,0 +1,121 @@
+"""Request/reply over Kafka: one request to a model's request topic, its answer on this client's reply topic.
+
+The request carries the client's reply topic and a deadline, so a worker that gets to
+it late dead-letters it instead of answering. A bare model name is routed by the
+model's route on the control topic, by request id.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from inferstream._client.core import Core, Lazy
+from inferstream.connectors.kafka.replies import ReplyListener
+from inferstream.errors import ContractError, DeliveryError, RequestTimeoutError
+from inferstream.schemas._types import utcnow
+from inferstream.schemas.codec import codec_for
+from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Prediction
+from inferstream.serving.routes import RouteTable
+
+
+class Requests:
+    """Asks models and waits for their answers; safe to use from many threads at once."""
+
+    def __init__(self, core: Core, client_id: str, routes: Callable[[], RouteTable]) -> None:
+        self.core = core
+        self._routes = routes
+        #: This client's reply topic (``replies.<client_id>``), owned from the first request on.
+        self._replies = Lazy(lambda: ReplyListener(core.settings, client_id))
+
+    def prediction(
+        self,
+        model: str,
+        version: str | None,
+        inputs: Mapping[str, Any],
+        timeout: float,
+        request_id: str | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Prediction:
+        """The prediction of ``model`` for ``inputs`` (``Client.predict``)."""
+        reply = self.ask(model, version, {"inputs": dict(inputs)}, InferenceRequest, timeout, request_id, attributes)
+        if not isinstance(reply, Prediction):
+            raise ContractError(f"{model} answered with a {reply.schema_name}, not a prediction: use embed()")
+        return reply
+
+    def embedding(
+        self,
+        model: str,
+        version: str | None,
+        text: str,
+        document_id: str | None,
+        timeout: float,
+        attributes: Mapping[str, str] | None,
+    ) -> Embedding:
+        """The embedding of ``text`` by ``model``, indexed under ``document_id`` (``Client.embed``)."""
+        request_id = uuid.uuid4().hex
+        fields = {"text": text, "document_id": document_id or request_id}
+        reply = self.ask(model, version, fields, EmbeddingRequest, timeout, request_id, attributes)
+        if not isinstance(reply, Embedding):
+            raise ContractError(f"{model} answered with a {reply.schema_name}, not an embedding: use predict()")
+        return reply
+
+    def ask(
+        self,
+        model: str,
+        version: str | None,
+        fields: dict[str, Any],
+        contract: type[InferenceRequest] | type[EmbeddingRequest],
+        timeout: float,
+        request_id: str | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Prediction | Embedding:
+        """Send one request and wait for its answer; ``RequestTimeoutError`` when none comes within ``timeout``."""
+        name, _, pinned = model.partition(":")
+        request_id = request_id or uuid.uuid4().hex
+        chosen = version or pinned or self._routes().resolve(name, request_id)
+        replies = self._replies.get()
+        codec = codec_for(contract)
+        request = codec.validate(
+            {
+                "request_id": request_id,
+                "model": name,
+                "version": chosen,
+                "reply_to": replies.topic,
+                "deadline": utcnow() + timedelta(seconds=timeout),
+                "attributes": dict(attributes or {}),
+                **fields,
+            }
+        )
+        future = replies.expect(request.request_id)
+        topic = self.core.settings.topics.request_topic(name, chosen)
+        deadline = time.monotonic() + timeout
+        try:
+            producer = self.core.producer()
+            producer.produce(topic, codec.encode(request), request.key(), [codec.header])
+            try:
+                producer.flush(timeout)
+            except DeliveryError as exc:
+                if not exc.retriable or time.monotonic() < deadline:
+                    raise
+                raise RequestTimeoutError(
+                    f"request {request.request_id} to {name}:{chosen} was not even acknowledged by the broker "
+                    f"within {timeout:g}s: is the broker reachable and not overloaded?"
+                ) from None
+            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except concurrent.futures.TimeoutError:
+            raise RequestTimeoutError(
+                f"no answer to request {request.request_id} from {name}:{chosen} within {timeout:g}s: "
+                f"is a worker serving {topic}? (a request it could not serve is on the dead-letter topic: "
+                "`inferstream dlq list`)"
+            ) from None
+        finally:
+            replies.forget(request.request_id)
+
+    def close(self) -> None:
+        """Release the reply topic's listener (a later request opens a new one)."""
+        self._replies.close()
