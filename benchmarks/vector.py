@@ -39,7 +39,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from _harness import REPO_ROOT, add_common_args, broker, note, result_line
+from _harness import add_common_args, broker, elasticsearch, note, result_line
 from inferstream.client import Client
 from inferstream.config import ElasticsearchSettings, Settings
 from inferstream.connectors.elasticsearch import ElasticsearchStore, encode_vector, render_mapping, render_settings
@@ -48,8 +48,6 @@ from inferstream.connectors.kafka import Producer
 from inferstream.connectors.vectors import Document, IndexMeta, Upsert, VectorStore
 from inferstream.schemas import Embedding
 from inferstream.schemas.codec import codec_for
-from inferstream.stack.elasticsearch import ElasticsearchServer
-from inferstream.stack.testing import ephemeral_elasticsearch
 from inferstream.streams.index_sink import IndexSink
 
 DIMS = 384
@@ -399,21 +397,8 @@ def run_store(
 
 @contextmanager
 def elasticsearch_url(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    version = Settings.load().elasticsearch.local.version
-    cache_dir = REPO_ROOT / ".inferstream" / "cache" / f"elasticsearch-{version}"
-    ElasticsearchServer(REPO_ROOT / ".inferstream", version=version, cache_dir=cache_dir).fetch()
-    state = Path(tempfile.mkdtemp(prefix="inferstream-bench-es-"))
-    state.chmod(0o755)  # as root, Elasticsearch runs as its own user, which must reach its data
-    started = time.perf_counter()
-    try:
-        with ephemeral_elasticsearch(state, version=version, cache_dir=cache_dir) as server:
-            note(f"started Elasticsearch {version} at {server.url} in {time.perf_counter() - started:.1f}s")
-            yield server.url
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    with elasticsearch(given) as server:
+        yield server.url
 
 
 def main() -> None:
