@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -20,9 +19,8 @@ from pathlib import Path
 
 from inferstream.client import Client
 from inferstream.config import Settings
-from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KAFKA_LIB_ENV
-from inferstream.stack.testing import Broker, SearchServer, ephemeral_elasticsearch, ephemeral_kafka
+from inferstream.stack.testing import Broker, SearchServer, ephemeral_kafka, throwaway_elasticsearch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 3
@@ -81,21 +79,13 @@ def elasticsearch(url: str | None) -> Iterator[SearchServer]:
     if url:
         yield SearchServer(url=url)
         return
-    version = Settings.load().elasticsearch.local.version
-    cache_dir = REPO_ROOT / ".inferstream" / "cache" / f"elasticsearch-{version}"
-    ElasticsearchServer(REPO_ROOT / ".inferstream", version=version, cache_dir=cache_dir).fetch()
-    state = Path(tempfile.mkdtemp(prefix="inferstream-bench-es-"))
-    state.chmod(0o755)  # as root, Elasticsearch runs as its own user, which must reach its data
     started = time.perf_counter()
-    try:
-        with ephemeral_elasticsearch(state, version=version, cache_dir=cache_dir) as server:
-            note(f"started Elasticsearch {version} at {server.url} in {time.perf_counter() - started:.1f}s")
-            try:
-                yield server
-            finally:
-                note("stopping Elasticsearch")
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    with throwaway_elasticsearch(REPO_ROOT / ".inferstream", prefix="inferstream-bench-es-") as server:
+        note(f"started Elasticsearch at {server.url} in {time.perf_counter() - started:.1f}s")
+        try:
+            yield server
+        finally:
+            note("stopping Elasticsearch")
 
 
 @contextmanager

@@ -12,7 +12,6 @@ to the real thing.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -21,9 +20,8 @@ import pytest
 
 from inferstream.config import Settings
 from inferstream.stack import KafkaServer
-from inferstream.stack.elasticsearch import ElasticsearchServer
 from inferstream.stack.kafka import KAFKA_LIB_ENV
-from inferstream.stack.testing import Broker, SearchServer, ephemeral_elasticsearch, ephemeral_kafka
+from inferstream.stack.testing import Broker, SearchServer, ephemeral_kafka, throwaway_elasticsearch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_BOOTSTRAP_ENV = "INFERSTREAM_TEST_BOOTSTRAP"
@@ -70,18 +68,8 @@ def elasticsearch() -> Iterator[SearchServer]:
     if external:
         yield SearchServer(url=external)
         return
-    version = Settings.load().elasticsearch.local.version
-    cache_dir = REPO_ROOT / ".inferstream" / "cache" / f"elasticsearch-{version}"
-    ElasticsearchServer(REPO_ROOT / ".inferstream", version=version, cache_dir=cache_dir).fetch()
-    state_dir = Path(tempfile.mkdtemp(prefix="inferstream-es-"))
-    state_dir.chmod(0o755)
-    try:
-        with ephemeral_elasticsearch(state_dir, version=version, cache_dir=cache_dir) as server:
-            yield server
-    finally:
-        import shutil
-
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with throwaway_elasticsearch(REPO_ROOT / ".inferstream") as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from test_vector_search import pydoc_corpus  # the docs passages, embedded by the real model
 
 from inferstream import Client, Settings
-from inferstream.connectors.vectors import IndexMeta
 from inferstream.demo import sample_texts
 from inferstream.gateway import BackgroundGateway
-from inferstream.schemas import Embedding
-from inferstream.search import QueryEmbedder
-from inferstream.serving.demo_models import EMBEDDER_NAME
 from inferstream.stack.testing import running_in_thread
 from inferstream.streams.index_sink import IndexSink
 
@@ -23,28 +20,11 @@ QUESTION = "what does the assert statement do"  # sample_texts()[0] is about ass
 CORPUS = 20
 
 
-def _corpus(settings: Settings) -> list[Embedding]:
-    texts = sample_texts()[:CORPUS]
-    vectors = QueryEmbedder(settings, IndexMeta(EMBEDDER_NAME, "1", 384, "cosine")).embed(texts)
-    return [
-        Embedding(
-            id=f"doc-{i}",
-            event_time="2026-01-01T00:00:00Z",
-            model=EMBEDDER_NAME,
-            version="1",
-            vector=vector,
-            text=text,
-            attributes={"source": f"pydoc#{i}", "part": "even" if i % 2 == 0 else "odd"},
-        )
-        for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
-    ]
-
-
 def test_retrieve_answers_the_passages_client_retrieve_finds(settings: Settings, models_dir: Path) -> None:
     settings = settings.model_copy(update={"models_dir": models_dir})  # the embedded store (no Elasticsearch)
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
-        assert client.produce("embeddings", _corpus(settings)).produced == CORPUS
+        assert client.produce("embeddings", pydoc_corpus(settings, CORPUS)).produced == CORPUS
     sink = IndexSink(settings)
     with running_in_thread(sink, timeout=120):
         deadline = time.monotonic() + 90

@@ -47,8 +47,13 @@ META = IndexMeta(EMBEDDER_NAME, "1", 384, "cosine")
 @pytest.fixture(scope="module")
 def corpus(models_dir: Path) -> list[Embedding]:
     """The first passages of the docs, embedded by the real model, as the worker would publish them."""
-    texts = sample_texts()[:CORPUS]
-    vectors = QueryEmbedder(Settings(models_dir=models_dir), META).embed(texts)
+    return pydoc_corpus(Settings(models_dir=models_dir), CORPUS)
+
+
+def pydoc_corpus(settings: Settings, count: int) -> list[Embedding]:
+    """The first ``count`` passages of Python's docs as embeddings of the real model (``doc-<i>``)."""
+    texts = sample_texts()[:count]
+    vectors = QueryEmbedder(settings, META).embed(texts)
     return [
         Embedding(
             id=f"doc-{i}",

@@ -10,7 +10,9 @@ The project's own integration tests use these through the ``kafka`` fixture in
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,3 +157,22 @@ def ephemeral_elasticsearch(
         yield SearchServer(url=server.url, server=server)
     finally:
         server.stop()
+
+
+@contextmanager
+def throwaway_elasticsearch(state_root: Path, *, prefix: str = "inferstream-es-") -> Iterator[SearchServer]:
+    """The configured Elasticsearch version, fetched once into ``state_root``'s cache, on free ports.
+
+    Its data lives in a fresh folder under the system's temporary directory that every user
+    can reach (as root, Elasticsearch runs as another user), removed on exit.
+    """
+    version = Settings.load().elasticsearch.local.version
+    cache_dir = state_root / "cache" / f"elasticsearch-{version}"
+    ElasticsearchServer(state_root, version=version, cache_dir=cache_dir).fetch()
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    data.chmod(0o755)
+    try:
+        with ephemeral_elasticsearch(data, version=version, cache_dir=cache_dir) as server:
+            yield server
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
