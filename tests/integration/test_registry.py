@@ -86,6 +86,15 @@ def test_import_by_alias_keeps_lineage_validates_and_serves(settings: Settings, 
     with running_in_thread(InferenceWorker(settings, version)), Client(settings) as client:
         prediction = client.predict(f"{TABULAR_NAME}:2", rows[0], timeout=60)
     assert prediction.outputs["label"] == ("benign" if target[0] else "malignant")
+    # Every prediction of the version says where it came from (the tracking URI stays out).
+    assert prediction.lineage is not None
+    assert prediction.lineage.model_dump() == {
+        "uri": "models:/bc@champion",
+        "registered_model": "bc",
+        "registered_version": "1",
+        "run_id": source["run_id"],
+        "sha256": source["sha256"],
+    }
 
 
 def test_a_model_that_does_not_fit_is_refused_and_nothing_is_left(

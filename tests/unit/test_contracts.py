@@ -174,6 +174,15 @@ def test_encoding_fields_writes_what_the_model_writes(micros: int) -> None:
         "source_event_id": None,
         "attributes": {"team": "a"},
         "outputs": {"label": "setosa", "probabilities": {"setosa": 0.9, "other": float("nan")}},
+        "lineage": None
+        if micros
+        else {
+            "uri": "models:/iris@champion",
+            "registered_model": "iris",
+            "registered_version": "3",
+            "run_id": "r",
+            "sha256": "0" * 64,
+        },
     }
     fast = codec.encode_fields(fields)
     # A model's NaN output is written as null: what the record with null would be, NaN being no JSON.

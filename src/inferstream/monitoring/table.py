@@ -205,7 +205,11 @@ def read_table(
         if not root.exists():
             raise ConfigError(f"no inference table at {root}: run `inferstream table sink` first")
         return table_schema().empty_table()
-    dataset = ds.dataset(files, format="parquet", partitioning=_PARTITIONING, partition_base_dir=str(root))
+    # The current schema, not the first file's: files written before a column was added read it as null.
+    schema = table_schema().append(pa.field("date", pa.string()))
+    dataset = ds.dataset(
+        files, schema=schema, format="parquet", partitioning=_PARTITIONING, partition_base_dir=str(root)
+    )
     condition = None
 
     def both(expr: ds.Expression) -> None:

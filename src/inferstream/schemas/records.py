@@ -107,12 +107,23 @@ class EmbeddingRequest(_Request):
     text: str = Field(min_length=1, description="Text to embed.")
 
 
+class Lineage(Part):
+    """Where a model version came from: the registry entry ``inferstream models import`` took it from."""
+
+    uri: str = Field(description="The registry URI it was imported by (models:/name/version or models:/name@alias).")
+    registered_model: str = Field(description="The registered model's name in the registry.")
+    registered_version: str = Field(description="The registered model version imported.")
+    run_id: str = Field(default="", description="The run that logged it.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the ONNX file as imported.")
+
+
 class ChainStep(Part):
     """One step of a model chain that produced a prediction."""
 
     model: Name
     version: Name
     latency_ms: float = Field(ge=0)
+    lineage: Lineage | None = Field(default=None, description="The step's version's registry lineage, if imported.")
 
 
 class Prediction(Contract):
@@ -134,6 +145,9 @@ class Prediction(Contract):
     chain: list[ChainStep] = Field(default_factory=list, description="Steps of a chain, first to last.")
     source_event_id: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+    lineage: Lineage | None = Field(
+        default=None, description="The version's registry lineage (run, registered version, sha256), if imported."
+    )
 
 
 class RequestError(Contract):
@@ -176,6 +190,7 @@ class Embedding(Contract):
     request_id: str | None = None
     latency: Latency | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+    lineage: Lineage | None = Field(default=None, description="The embedder version's registry lineage, if imported.")
 
     @property
     def dims(self) -> int:

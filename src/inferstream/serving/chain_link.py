@@ -76,15 +76,24 @@ class ChainLink:
         return codec_for(Prediction if self.last else InferenceRequest).header
 
     def output(
-        self, request: InferenceRequest, outputs: Mapping[str, Any], queue_ms: float, compute_ms: float, now: datetime
+        self,
+        request: InferenceRequest,
+        outputs: Mapping[str, Any],
+        queue_ms: float,
+        compute_ms: float,
+        now: datetime,
+        lineage: Mapping[str, str] | None = None,
     ) -> bytes:
-        """The bytes this step writes for one request: the next step's request, or the chain's prediction."""
+        """The bytes this step writes for one request: the next step's request, or the chain's prediction.
+
+        ``lineage`` is this step's version's (``ModelConfig.lineage``), kept in its chain step.
+        """
         total_ms = max((now - request.event_time).total_seconds() * 1000, 0.0)
         taken = sum(step.latency_ms for step in request.chain)
         model, version = self.steps[self.step - 1]
         steps = [
-            *({"model": s.model, "version": s.version, "latency_ms": s.latency_ms} for s in request.chain),
-            {"model": model, "version": version, "latency_ms": max(total_ms - taken, 0.0)},
+            *(step.model_dump() for step in request.chain),
+            {"model": model, "version": version, "latency_ms": max(total_ms - taken, 0.0), "lineage": lineage},
         ]
         common = {
             "request_id": request.request_id,
@@ -119,6 +128,7 @@ class ChainLink:
                 "chain": steps,
                 "source_event_id": request.source_event_id,
                 "attributes": request.attributes,
+                "lineage": None,  # a chain's own version is no registry's: each step's is in ``chain``
             }
         )
 

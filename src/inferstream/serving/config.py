@@ -171,6 +171,24 @@ class ModelConfig(_Part):
         return self
 
     @property
+    def lineage(self) -> dict[str, str] | None:
+        """What every output of this version says of where it came from (the contracts' ``lineage``).
+
+        The registry entry, run and file hash of an imported version; None for one
+        put in the repository by hand. The tracking URI stays out: it may hold credentials.
+        """
+        if self.source is None:
+            return None
+        source = self.source
+        return {
+            "uri": source.uri,
+            "registered_model": source.registered_model,
+            "registered_version": source.registered_version,
+            "run_id": source.run_id,
+            "sha256": source.sha256,
+        }
+
+    @property
     def ref(self) -> str:
         """``name:version``."""
         return f"{self.name}:{self.version}"

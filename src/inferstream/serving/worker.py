@@ -60,6 +60,7 @@ from inferstream.schemas.records import (
     EmbeddingRequest,
     InferenceRequest,
     Latency,
+    Lineage,
     Prediction,
     RequestError,
 )
@@ -266,6 +267,7 @@ class InferenceWorker:
         self._prediction_codec = codec_for(Prediction)
         self._prediction_header = [self._prediction_codec.header]
         self._embedding_codec = codec_for(Embedding)
+        self._lineage = Lineage.model_validate(config.lineage) if config.lineage else None
         self._error_codec = codec_for(RequestError)
         # Error replies go to reply topics only (a hostile request cannot aim them at another topic).
         self._replies_prefix = topics.reply_topic("")
@@ -700,6 +702,7 @@ class InferenceWorker:
                     total_ms=max((now - request.event_time).total_seconds() * 1000, 0.0),
                 ),
                 attributes=request.attributes,
+                lineage=self._lineage,
             )
             try:
                 value = self._embedding_codec.encode(embedding)
@@ -749,7 +752,7 @@ class InferenceWorker:
         # Built from a validated request and our own outputs: encoded from its fields
         # (~1 µs a record; constructing and serialising the model costs ~10 µs).
         encode = self._prediction_codec.encode_fields
-        name, version, shadow = self.config.name, self.config.version, self.shadow
+        name, version, shadow, lineage = self.config.name, self.config.version, self.shadow, self.config.lineage
         values: list[bytes] = []
         keys: list[bytes] = []
         for item, row in zip(items, rows, strict=True):
@@ -774,6 +777,7 @@ class InferenceWorker:
                         "chain": [],
                         "source_event_id": request.source_event_id,
                         "attributes": request.attributes,
+                        "lineage": lineage,
                     }
                 )
             except ContractError as exc:  # a value JSON cannot carry: this request alone is refused
@@ -825,7 +829,7 @@ class InferenceWorker:
             assert isinstance(request, InferenceRequest)
             queue_ms = max((started - item.received) * 1000, 0.0)
             try:
-                values.append(link.output(request, row, queue_ms, compute, now))
+                values.append(link.output(request, row, queue_ms, compute, now, self.config.lineage))
             except ContractError as exc:
                 self._dead_letter(item, exc, tag)
                 continue

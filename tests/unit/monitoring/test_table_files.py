@@ -76,3 +76,23 @@ def test_a_crash_between_parts_loses_nothing_and_writes_nothing_twice(tmp_path: 
     ids = read_table(restarted.root).column("request_id").to_pylist()
     assert sorted(ids) == sorted(f"p{o}" for o in range(20))
     assert [o for o in range(25) if o in written_offsets(restarted.root, restarted.topic)[0]] == list(range(20))
+
+
+def test_files_written_before_a_column_was_added_read_it_as_null(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from inferstream.schemas.records import Lineage
+
+    lineage = Lineage(uri="models:/m/4", registered_model="m", registered_version="4", sha256="0" * 64)
+    rows = [(o, p.model_copy(update={"lineage": lineage})) for o, p in _rows(0, 4)]
+    new = write_batch(tmp_path, TOPIC, 0, rows)
+    for old in write_batch(tmp_path, TOPIC, 1, _rows(0, 4)):
+        pq.write_table(pq.read_table(old).drop_columns(["lineage"]), old)  # as an older release wrote it
+    table = read_table(tmp_path)
+    assert table.num_rows == 8
+    by_partition: dict[int, list] = {0: [], 1: []}
+    for partition, value in zip(table["_partition"].to_pylist(), table["lineage"].to_pylist(), strict=True):
+        by_partition[partition].append(value)
+    assert by_partition[1] == [None] * 4
+    assert [v["registered_version"] for v in by_partition[0]] == ["4"] * 4
+    assert all(path.exists() for path in new)

@@ -103,7 +103,7 @@ def test_outputs_carry_the_request_through_and_list_the_steps(demo: ModelReposit
     )
     vector = np.linspace(-1, 1, 384, dtype=np.float32)
     middle = codec_for(InferenceRequest).decode(
-        first.output(request, {"embedding": vector}, 1.0, 2.0, start + timedelta(milliseconds=20))
+        first.output(request, {"embedding": vector}, 1.0, 2.0, start + timedelta(milliseconds=20), LINEAGE)
     )
     assert (middle.request_id, middle.reply_to, middle.deadline) == ("r1", "p.replies.c1", request.deadline)
     assert (middle.source_event_id, middle.attributes, middle.model) == ("e1", {"tenant": "a"}, CHAIN_NAME)
@@ -122,6 +122,12 @@ def test_outputs_carry_the_request_through_and_list_the_steps(demo: ModelReposit
     assert [(s.model, s.version) for s in prediction.chain] == [(EMBEDDER_NAME, "1"), (TOPIC_NAME, "1")]
     assert sum(s.latency_ms for s in prediction.chain) == pytest.approx(prediction.latency.total_ms)
     assert prediction.attributes == {"tenant": "a"}
+    # An imported step's lineage stays with its step to the end; the chain's own version has none.
+    assert [s.lineage and s.lineage.registered_version for s in prediction.chain] == ["7", None]
+    assert prediction.lineage is None
+
+
+LINEAGE = {"uri": "models:/minilm/7", "registered_model": "minilm", "registered_version": "7", "sha256": "f" * 64}
 
 
 @pytest.mark.parametrize(
