@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -96,23 +95,34 @@ def timed(call: Callable[[int], None], count: int, threads: int) -> tuple[float,
     return time.perf_counter() - started, latencies
 
 
+#: The stream client, a process of its own (as curl or a browser would be): counts events
+#: in the raw bytes and prints the monotonic time (system-wide on Linux) of the last one.
+_STREAM_READER = """
+import sys, time, httpx
+url, count = sys.argv[1], int(sys.argv[2])
+marker, seen, tail = b"event: prediction", 0, b""
+with httpx.stream("GET", url, timeout=120) as response:
+    print("connected", flush=True)
+    for chunk in response.iter_raw():
+        data = tail + chunk
+        seen += data.count(marker)
+        tail = data[-(len(marker) - 1):]
+        if seen >= count:
+            break
+print(seen, time.monotonic(), flush=True)
+"""
+
+
 def stream_rate(client: Client, url: str, count: int) -> tuple[float, float]:
     """(predictions/s delivered to one stream client, predictions/s produced)."""
-    got: list[float] = []
-    connected = threading.Event()
-
-    def read() -> None:
-        with httpx.stream("GET", f"{url}/v1/predictions/stream", timeout=120) as response:
-            connected.set()
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    got.append(time.perf_counter())
-                    if len(got) >= count:
-                        return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    connected.wait(60)  # headers come after the fan-out took the subscriber
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _STREAM_READER, f"{url}/v1/predictions/stream", str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None
+    if reader.stdout.readline().strip() != "connected":  # headers come after the fan-out took the subscriber
+        raise RuntimeError("the stream client did not connect")
     now = datetime.now(UTC).isoformat()
     records = [
         {
@@ -126,14 +136,19 @@ def stream_rate(client: Client, url: str, count: int) -> tuple[float, float]:
         }
         for i in range(count)
     ]
-    started = time.perf_counter()
+    started = time.monotonic()
     client.produce("predictions", records)
-    produced_s = time.perf_counter() - started
-    reader.join(300)
-    if len(got) < count:
-        raise RuntimeError(f"the stream client got {len(got)} of {count} predictions")
+    produced_s = time.monotonic() - started
+    try:
+        out, _ = reader.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        reader.kill()
+        raise RuntimeError(f"the stream client did not get {count} predictions in 300 s") from None
+    seen, last = out.split()
+    if int(seen) < count:
+        raise RuntimeError(f"the stream client got {seen} of {count} predictions")
     # Both from the first record produced: to the last one received, and to the last one acknowledged.
-    return count / (got[-1] - started), count / produced_s
+    return count / (float(last) - started), count / produced_s
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from rich.table import Table
 
 from _harness import add_common_args, bench_client, broker, fresh_topic, note, result_line
 from inferstream.client import Client
+from inferstream.runtime import settle
 from inferstream.schemas import Prediction
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.onnx import OnnxModel
@@ -266,6 +267,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--gpu", action="store_true", help="Run the models on CUDA only (no CPU fallback).")
+    parser.add_argument(
+        "--gc-default", action="store_true", help="Keep Python's default garbage collection (no runtime.settle())."
+    )
     args = parser.parse_args()
     count = 20_000 if args.quick else 100_000
     seconds = 4.0 if args.quick else 15.0
@@ -287,6 +291,8 @@ def main() -> None:
             note(f"producing {count} requests twice (raw source and request topic) ...")
             client.produce(source, requests, schema="inference-request")
             client.produce(settings.topics.request_topic(TABULAR_NAME, "1"), requests)
+            if not args.gc_default:
+                settle()  # as `inferstream serve` does before its loop (every path below runs so)
             note("raw consume→produce passthrough ...")
             raw_s = raw_passthrough(client, source, target, count)
             note("lean Python loop (parse, run, encode; no validation) ...")

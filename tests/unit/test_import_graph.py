@@ -27,8 +27,8 @@ BENCHMARKS_DIR = ROOT / "benchmarks"
 #: The layers, lowest first; each holds components, and a component names the modules it is
 #: made of (each with every module below it). The longest match places a module.
 LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
-    # The error tree and the close-with-``with`` lifecycle: everything may use them.
-    {"base": ("inferstream.errors", "inferstream.closing")},
+    # The error tree, the close-with-``with`` lifecycle and the runtime's settings: everything may use them.
+    {"base": ("inferstream.errors", "inferstream.closing", "inferstream.runtime")},
     # A monitor's declaration is configuration (pydantic models over errors only): the
     # settings hold the monitors, so it sits in config's layer, not monitoring's.
     {"config": ("inferstream.config", "inferstream.metrics", "inferstream.monitoring.spec")},

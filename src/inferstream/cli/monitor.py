@@ -15,6 +15,7 @@ from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
 from inferstream.errors import ConfigError
 from inferstream.monitoring.reports import monitor_state_dir, read_status
+from inferstream.runtime import settle
 
 # The statistics, Parquet and monitor modules (scipy, pandas, pyarrow datasets) load in the
 # commands that use them: every other command of the CLI starts without them.
@@ -107,6 +108,7 @@ def run(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     console.print(f"monitor {name}: {monitor.spec.ref} on {monitor.topic}, reference {monitor.reference.path}")
+    settle()
     stats = monitor.run()
     console.print(
         f"{stats.predictions} predictions, {stats.windows} windows ({stats.drifted_windows} drifted), "

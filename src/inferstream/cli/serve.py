@@ -21,6 +21,7 @@ from inferstream.cli._common import console, settings_of
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
 from inferstream.metrics import Metrics
+from inferstream.runtime import settle
 from inferstream.serving.chain import ChainRunner
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import read_routes
@@ -119,6 +120,7 @@ def serve(
         f"serving {version.config.ref} ({role}{', exactly-once' if exactly_once else ''}) "
         f"from {', '.join(worker.request_topics)} → {worker.output_topic}"
     )
+    settle()
     stats = runner.run()
     console.print(
         f"served {stats.requests} requests: {stats.predictions} predictions, {stats.dead_letters} dead letters, "
@@ -189,6 +191,7 @@ def _serve_chain(settings: Settings, ref: str, metrics_port: int | None) -> None
         console.print(
             f"serving {chain.config.ref} step {worker.config.ref}: {worker.request_topic} → {worker.output_topic}"
         )
+    settle()
     stats = runner.run()
     console.print(
         f"served {stats.requests} requests: {stats.predictions} predictions, {stats.dead_letters} dead letters"

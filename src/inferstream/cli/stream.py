@@ -11,6 +11,7 @@ import typer
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
 from inferstream.metrics import Metrics
+from inferstream.runtime import settle
 from inferstream.streams.index_sink import IndexSink
 
 stream_app = typer.Typer(
@@ -49,6 +50,7 @@ def index(
     if not settings.elasticsearch.url:
         console.print("embedded vector store: one writer, so run a single copy of `stream index`")
     console.print(f"indexing {sink.topic} ({sink.meta.ref}) into {sink.store.location}")
+    settle()
     stats = sink.run(idle_timeout=idle_timeout)
     console.print(
         f"indexed {stats.records} records: {stats.upserts} upserts, {stats.deletes} deletes, "
@@ -74,6 +76,7 @@ def ingest(
     router = IngestRouter(settings)
     rules = ", ".join(f"{r.type}:{r.input} → {r.model}:{r.version}" for rs in router.rules.values() for r in rs)
     console.print(f"ingesting {settings.topics.name('events')} (group {settings.ingest.group}): {rules or 'no rules'}")
+    settle()
     stats = run(settings, metrics=metrics)
     console.print(
         f"ingested {stats.events} events: {stats.routed} routed ({stats.requests} requests), "

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
+from inferstream.runtime import settle
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -61,6 +62,7 @@ def sink(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     console.print(f"archiving {worker.sink.topic} → {worker.sink.root}")
+    settle()
     stats = worker.run()
     console.print(
         f"consumed {stats.consumed}: written {stats.written}, dead letters {stats.dead_letters}, "

@@ -33,6 +33,7 @@ from inferstream.gateway._errors import NATIVE, ApiError, shape_of, validation_m
 from inferstream.gateway._metrics import GatewayMetrics, Observe
 from inferstream.gateway._state import GRACE_S, Gateway
 from inferstream.metrics import Metrics
+from inferstream.runtime import settle
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import DriftAlert, Prediction
 from inferstream.serving.repository import ModelRepository
@@ -112,6 +113,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     host = host or config.host
     warn_if_open(settings, host)  # before the app's client contacts Kafka
     app = create_app(settings)
+    settle()
     _GatewayServer(_config(settings, app, host, config.port if port is None else port), app.state.gateway).run()
 
 

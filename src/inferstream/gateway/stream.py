@@ -58,7 +58,7 @@ def router(state: Gateway) -> APIRouter:
         def accept(prediction: Prediction) -> bool:
             return (not name or prediction.model == name) and (not version or prediction.version == version)
 
-        subscriber = await subscribe(state.predictions, accept)
+        subscriber = await subscribe(state.predictions, accept if model else None)
         gateway_metrics.stream_clients.inc()
 
         def ended() -> None:
@@ -77,7 +77,7 @@ def router(state: Gateway) -> APIRouter:
     return routes
 
 
-async def subscribe(fanout: Fanout[C], accept: Callable[[C], bool]) -> FanoutSubscriber[C]:
+async def subscribe(fanout: Fanout[C], accept: Callable[[C], bool] | None) -> FanoutSubscriber[C]:
     """A new subscriber of ``fanout``; 503 when its topic is missing or Kafka cannot be reached."""
     try:
         return await fanout.subscribe(accept)
@@ -119,17 +119,19 @@ async def _events(
     sent: Callable[[int], None],
     ended: Callable[[], None],
 ) -> AsyncIterator[bytes]:
+    event_line = b"event: %s\r\n" % event
     try:
         async for batch in subscriber.batches():
-            chunks = []
+            chunks: list[bytes] = []
+            append = chunks.append
             for record, raw in batch:
                 # SSE data is one line: records on the topic are compact JSON, but re-encode any that are not.
-                data = raw if not breaks_line(raw) else encode(record)
+                data = raw if b"\n" not in raw and b"\r" not in raw else encode(record)
                 key = key_of(record).encode()
-                chunks.append(b"event: %s\r\n" % event)
-                if not breaks_line(key):
-                    chunks.append(b"id: %s\r\n" % key)
-                chunks.append(b"data: %s\r\n\r\n" % data)
+                append(event_line)
+                if b"\n" not in key and b"\r" not in key:
+                    append(b"id: %s\r\n" % key)
+                append(b"data: %s\r\n\r\n" % data)
             yield b"".join(chunks)
             sent(len(batch))
         if subscriber.dropped is not None:
@@ -137,8 +139,3 @@ async def _events(
             yield b"event: dropped\r\ndata: %s\r\n\r\n" % reason
     finally:
         ended()
-
-
-def breaks_line(data: bytes) -> bool:
-    """Whether ``data`` holds a line break (which would end an SSE field early)."""
-    return b"\n" in data or b"\r" in data

@@ -11,8 +11,10 @@ It reads from the end of every partition at the moment it starts (no consumer
 group, nothing committed: a live view, like ``tail -f``). Partitions added to the
 topic later are not read until the fan-out is restarted.
 
-Memory stays bounded: each subscriber has a queue of ``queue_size`` records. When a
-subscriber's queue is full the reader waits for it at most ``drop_after_s``; a
+Records move in batches (one fetch, decoded once, off the event loop): a subscriber's
+queue holds lists, and its reader takes all that is queued at once. Memory stays
+bounded: each subscriber has a queue of ``queue_size`` records. When a subscriber's
+queue has no room for the next batch the reader waits for it at most ``drop_after_s``; a
 subscriber that takes nothing for that long is dropped with a reason (its queue is
 emptied, its iteration ends, ``dropped`` says why), and the others go on. So a
 burst never costs a fast subscriber a record, and a stalled one costs at most its
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
@@ -46,39 +49,67 @@ _BATCH = 500
 
 
 class FanoutSubscriber(Generic[C]):
-    """One subscriber: a filter and a bounded queue of (record, raw bytes)."""
+    """One subscriber: a filter and a bounded queue of batches of (record, raw bytes)."""
 
     def __init__(self, accept: Callable[[C], bool], queue_size: int, name: str) -> None:
         self.accept = accept
         self.name = name
-        self._queue: asyncio.Queue[tuple[C, bytes] | None] = asyncio.Queue(queue_size)
+        self.queue_size = queue_size
+        self._batches: deque[list[tuple[C, bytes]]] = deque()
+        self._queued = 0
+        self._ready = asyncio.Event()  # something queued, or the end
+        self._room = asyncio.Event()  # something taken
+        self._ended = False
         #: Why the fan-out stopped feeding this subscriber (None while it is fed).
         self.dropped: str | None = None
         #: Records taken from the queue so far.
         self.taken = 0
 
-    async def batches(self, max_batch: int = 100) -> AsyncIterator[list[tuple[C, bytes]]]:
+    async def batches(self, max_batch: int = 1000) -> AsyncIterator[list[tuple[C, bytes]]]:
         """Lists of queued records (waits for the first, takes what else is queued), until dropped."""
+        queued = self._batches
         while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    self._queue.put_nowait(None)  # seen again on the next call, after this batch
-                    break
-                batch.append(item)
+            while not queued:
+                if self._ended:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+            batch = queued.popleft()
+            while queued and len(batch) + len(queued[0]) <= max_batch:
+                batch = batch + queued.popleft()
+            self._queued -= len(batch)
             self.taken += len(batch)
+            self._room.set()
             yield batch
+
+    def _fits(self, count: int) -> bool:
+        # An empty queue takes any one batch: a stalled subscriber costs its queue plus one batch.
+        return not self._queued or self._queued + count <= self.queue_size
+
+    async def _wait_for_room(self, count: int, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._fits(count):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or self._ended:
+                return False
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), left)
+        return not self._ended
+
+    def _push(self, items: list[tuple[C, bytes]]) -> None:
+        self._batches.append(items)
+        self._queued += len(items)
+        self._ready.set()
 
     def _end(self, reason: str) -> None:
         # Free what was queued at once (memory stays bounded), then wake the reader of the queue.
         self.dropped = reason
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
+        self._ended = True
+        self._batches.clear()
+        self._queued = 0
+        self._ready.set()
+        self._room.set()
 
 
 class Fanout(Generic[C]):
@@ -93,7 +124,6 @@ class Fanout(Generic[C]):
         queue_size: int,
         drop_after_s: float = 5.0,
         on_drop: Callable[[FanoutSubscriber[C], str], None] | None = None,
-        on_record: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -101,7 +131,6 @@ class Fanout(Generic[C]):
         self.queue_size = queue_size
         self.drop_after_s = drop_after_s
         self._on_drop = on_drop
-        self._on_record = on_record
         self._subscribers: list[FanoutSubscriber[C]] = []
         self._consumer: confluent_kafka.Consumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -166,42 +195,43 @@ class Fanout(Generic[C]):
         assert consumer is not None
         try:
             while not self._stopping:
-                messages = await asyncio.to_thread(fetch, consumer, _BATCH, 0.2)
-                for message in messages:
-                    value = message.value()
-                    if message.error() is not None or value is None:
-                        continue
-                    try:
-                        record = self.codec.decode(value, headers=message.headers())
-                    except ContractError:
-                        self.undecodable += 1
-                        continue
-                    if self._on_record is not None:
-                        self._on_record()
-                    await self._offer(record, value)
+                # Fetched and decoded off the event loop: the loop only hands batches out.
+                records = await asyncio.to_thread(self._fetch, consumer)
+                if records:
+                    await self._offer(records)
         except Exception as exc:  # the stream cannot go on: tell every subscriber why
             log.exception("reading %s for streaming failed", self.topic)
             self._end_all(f"the gateway stopped reading {self.topic}: {exc}")
             raise
 
-    async def _offer(self, record: C, raw: bytes) -> None:
+    def _fetch(self, consumer: confluent_kafka.Consumer) -> list[tuple[C, bytes]]:
+        records = []
+        decode = self.codec.decode
+        for message in fetch(consumer, _BATCH, 0.2):
+            value = message.value()
+            if message.error() is not None or value is None:
+                continue
+            try:
+                records.append((decode(value, headers=message.headers()), value))
+            except ContractError:
+                self.undecodable += 1
+        return records
+
+    async def _offer(self, records: list[tuple[C, bytes]]) -> None:
         for subscriber in list(self._subscribers):
-            if not subscriber.accept(record):
+            accept = subscriber.accept
+            items = records if accept is _all else [item for item in records if accept(item[0])]
+            if not items:
                 continue
-            queue = subscriber._queue
-            try:
-                queue.put_nowait((record, raw))
+            if not subscriber._fits(len(items)) and not await subscriber._wait_for_room(len(items), self.drop_after_s):
+                if subscriber in self._subscribers:  # not gone meanwhile
+                    self._drop(
+                        subscriber,
+                        f"too slow: {self.queue_size} records waited for this client for "
+                        f"{self.drop_after_s:g}s; reconnect to go on from the newest record",
+                    )
                 continue
-            except asyncio.QueueFull:
-                pass
-            try:
-                await asyncio.wait_for(queue.put((record, raw)), self.drop_after_s)
-            except TimeoutError:
-                self._drop(
-                    subscriber,
-                    f"too slow: {self.queue_size} records waited for this client for {self.drop_after_s:g}s; "
-                    "reconnect to go on from the newest record",
-                )
+            subscriber._push(items)
 
     def _drop(self, subscriber: FanoutSubscriber[C], reason: str) -> None:
         self.unsubscribe(subscriber)
