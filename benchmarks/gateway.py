@@ -16,8 +16,9 @@ OpenAI embeddings: ``POST /v1/embeddings`` with B texts a request (base64, as th
 ``openai`` client asks) to the demo embedder served by ``inferstream serve``, in
 texts/s, against ``Client.embed()`` of one text a call from C threads (C texts in
 flight either way). OIP infer:
-``POST /v2/models/breast-cancer/versions/1/infer`` with R rows a request (JSON
-tensors), in rows/s, against ``Client.predict()`` above.
+``POST /v2/models/breast-cancer/versions/1/infer`` with one row a request (JSON
+tensors) from C threads, against ``Client.predict()`` above (``ratio_oip``); and with R
+rows a request, in rows/s (``ratio_oip_rows``: what batching a request buys).
 
     .venv/bin/python benchmarks/gateway.py --quick
 """
@@ -157,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     count = 300 if args.quick else 3000
     threads = 8 if args.quick else 16
-    stream_count = 5000 if args.quick else 50_000
+    stream_count = 20_000 if args.quick else 100_000
     texts_count, texts_per_request = (64, 8) if args.quick else (640, 16)
     rows_per_request = 16
     rows, _ = tabular_rows()
@@ -226,6 +227,15 @@ def main() -> None:
                 timed(infer, threads, threads)
                 infer_s, _ = timed(infer, count // rows_per_request, threads)
                 oip_rows = (count // rows_per_request) * rows_per_request
+                note(f"OIP infer: {count} requests of one row, like Client.predict() ...")
+
+                def infer_one(i: int) -> None:
+                    row = rows[i % len(rows)]
+                    tensor = {"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": list(row.values())}
+                    http.post(infer_path, json={"inputs": [tensor]}).raise_for_status()
+
+                timed(infer_one, threads * 4, threads)
+                infer_one_s, infer_one_ms = timed(infer_one, count, threads)
 
                 note(f"embeddings: {texts_count} texts each way, {texts_per_request} a request over HTTP ...")
 
@@ -254,6 +264,16 @@ def main() -> None:
     table.add_row("Client.predict()", str(count), f"{d50:.1f}", f"{d99:.1f}", f"{direct_rps:,.0f}", "")
     table.add_row(
         "HTTP gateway", str(count), f"{h50:.1f}", f"{h99:.1f}", f"{http_rps:,.0f}", f"{http_rps / direct_rps:.2f}"
+    )
+    o50, o99 = np.percentile(infer_one_ms, [50, 99])
+    oip_rps = count / infer_one_s
+    table.add_row(
+        "OIP infer, one row a request",
+        str(count),
+        f"{o50:.1f}",
+        f"{o99:.1f}",
+        f"{oip_rps:,.0f}",
+        f"{oip_rps / direct_rps:.2f}",
     )
     table.add_row(
         f"OIP infer, {rows_per_request} rows a request",
@@ -286,6 +306,9 @@ def main() -> None:
                 "sse_delivered_per_s": delivered,
                 "sse_produced_per_s": produced,
                 "ratio_sse": delivered / produced,
+                "oip_infer_rps": oip_rps,
+                "ratio_oip": oip_rps / direct_rps,
+                "oip_p99_ms": float(o99),
                 "oip_rows_per_s": oip_rows / infer_s,
                 "ratio_oip_rows": oip_rows / infer_s / direct_rps,
                 "openai_embed_texts_per_s": openai_embed,

@@ -176,6 +176,25 @@ def test_producer_delivery_failures_are_raised_not_swallowed(settings: Settings)
     assert not failure.retriable
 
 
+def test_a_watched_record_reports_its_own_fate_only(settings: Settings) -> None:
+    # Request/reply waits on its own record: a failure goes to that record's future, and a
+    # flush by another thread of the same producer neither waits for it nor raises for it.
+    import pytest
+
+    from inferstream.errors import DeliveryError
+
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+    producer = Producer(settings, overrides={"message.timeout.ms": 3000})
+    missing = producer.produce_watched(settings.topics.name("no-such-topic"), b"x", key=b"k")
+    good = producer.produce_watched(settings.topics.name("events"), b"{}", key=b"g")
+    producer.flush(timeout=30)
+    assert good.result(timeout=0) is None
+    with pytest.raises(DeliveryError, match="no-such-topic"):
+        missing.result(timeout=0)
+    producer.close()
+
+
 def test_metrics_are_exported_on_loopback(settings: Settings) -> None:
     metrics = Metrics()
     port = metrics.serve(0)

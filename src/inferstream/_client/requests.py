@@ -16,11 +16,14 @@ from typing import Any
 
 from inferstream._client.core import Core, Lazy
 from inferstream.connectors.kafka.replies import ReplyListener
-from inferstream.errors import ContractError, DeliveryError, RequestTimeoutError
+from inferstream.errors import ContractError, RequestTimeoutError
 from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Prediction
 from inferstream.serving.routes import RouteTable
+
+#: How often a waiting call serves the producer's delivery reports (its own may be a failure).
+_POLL_S = 0.05
 
 
 class Requests:
@@ -96,23 +99,30 @@ class Requests:
         deadline = time.monotonic() + timeout
         try:
             producer = self.core.producer()
-            producer.produce(topic, codec.encode(request), request.key(), [codec.header])
-            try:
-                producer.flush(timeout)
-            except DeliveryError as exc:
-                if not exc.retriable or time.monotonic() < deadline:
-                    raise
+            # No flush: it would wait for every thread's records. The request's own delivery
+            # report (served by any poll) fails the call at once if the broker refused it.
+            delivered = producer.produce_watched(topic, codec.encode(request), request.key(), [codec.header])
+            producer.poll(0)
+            while True:
+                if delivered.done() and delivered.exception() is not None:
+                    raise delivered.exception()  # type: ignore[misc]
+                left = deadline - time.monotonic()
+                try:
+                    return future.result(timeout=min(max(left, 0.0), _POLL_S))
+                except concurrent.futures.TimeoutError:
+                    if left <= _POLL_S:
+                        break
+                    producer.poll(0)
+            if not delivered.done():
                 raise RequestTimeoutError(
                     f"request {request.request_id} to {name}:{chosen} was not even acknowledged by the broker "
                     f"within {timeout:g}s: is the broker reachable and not overloaded?"
-                ) from None
-            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
-        except concurrent.futures.TimeoutError:
+                )
             raise RequestTimeoutError(
                 f"no answer to request {request.request_id} from {name}:{chosen} within {timeout:g}s: "
                 f"is a worker serving {topic}? (a request it could not serve is on the dead-letter topic: "
                 "`inferstream dlq list`)"
-            ) from None
+            )
         finally:
             replies.forget(request.request_id)
 

@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -35,7 +35,7 @@ from inferstream.gateway._errors import ApiError
 
 log = logging.getLogger("inferstream.gateway")
 
-Dependency = Callable[[HTTPAuthorizationCredentials | None], None]
+Dependency = Callable[[HTTPAuthorizationCredentials | None], Awaitable[None]]
 #: A router's dependency for a scope: ``Depends(state.authorize("predict"))``.
 Authorize = Callable[[Scope], Dependency]
 
@@ -200,7 +200,9 @@ def bearer(settings: Settings) -> Authorize:
     ring = KeyRing(settings)
 
     def authorize(scope: Scope) -> Dependency:
-        def check(
+        # async: a sync dependency would cost every request a hop to a worker thread (the check
+        # is a hash and a dict lookup; the keys file is looked at every few seconds at most).
+        async def check(
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
         ) -> None:
             ring.check(credentials.credentials if credentials is not None else None, scope)

@@ -84,6 +84,11 @@ class Gateway:
             name, version = resolve_model(ref, request_id, routes=self.client.routes, repository=self.repository)
             return self.repository.get(name, version)
 
+        name, _, version = ref.partition(":")
+        if version:  # the common case, a version read before: no hop to the pool
+            loaded = self.repository.loaded(name, version)
+            if loaded is not None:
+                return loaded
         try:
             return await self.call(find)
         except ModelError as exc:

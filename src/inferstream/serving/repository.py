@@ -46,6 +46,14 @@ class ChainVersion:
         return self.directory / "chain.toml"
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
 def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
@@ -55,6 +63,8 @@ class ModelRepository:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # model.toml → (its mtime and size, the version read from it): a file changed is read again.
+        self._loaded: dict[Path, tuple[tuple[int, int], ModelVersion]] = {}
 
     def _names(self, marker: str) -> list[str]:
         if not self.root.is_dir():
@@ -92,13 +102,31 @@ class ModelRepository:
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """A model version (the latest when ``version`` is None); a clear error if absent."""
+        if version is not None:
+            found = self.loaded(name, version)
+            if found is not None:
+                return found
         chosen, directory = self._directory("model", name, version, "model.toml")
-        config = ModelConfig.load(directory / "model.toml")
+        path = directory / "model.toml"
+        stamp = _stamp(path)
+        config = ModelConfig.load(path)
         if (config.name, config.version) != (name, chosen):
-            raise ModelError(
-                f"{directory / 'model.toml'} says {config.ref}, but lies in {name}/{chosen}: move it or fix the file"
-            )
-        return ModelVersion(config=config, directory=directory)
+            raise ModelError(f"{path} says {config.ref}, but lies in {name}/{chosen}: move it or fix the file")
+        loaded = ModelVersion(config=config, directory=directory)
+        if stamp is not None:
+            self._loaded[path] = (stamp, loaded)
+        return loaded
+
+    def loaded(self, name: str, version: str) -> ModelVersion | None:
+        """``name:version`` as read before, if its ``model.toml`` has not changed since (one ``stat``); else None.
+
+        For hot paths (the gateway, on every request): ``get`` reads the file when this is None.
+        """
+        path = self.root / name / version / "model.toml"
+        cached = self._loaded.get(path)
+        if cached is None or cached[0] != _stamp(path):
+            return None
+        return cached[1]
 
     def resolve(self, ref: str) -> ModelVersion:
         """``name:version`` or ``name`` (the latest version)."""

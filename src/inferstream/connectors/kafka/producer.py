@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -140,6 +141,23 @@ class Producer:
                 self._record_failure(topic, key, value, list(headers or ()), error, tag)
                 return
 
+    def produce_watched(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+    ) -> Future[None]:
+        """Queue one record; the future is done once the broker acknowledged it, or fails with its ``DeliveryError``.
+
+        The record's fate goes to the future alone, never to ``flush()`` or
+        ``take_failures()``: for a caller waiting on its own record while other threads
+        produce (request/reply). Reports are served by ``poll()`` or any flush.
+        """
+        fate: Future[None] = Future()
+        self.produce(topic, value, key, headers, tag=_Watched(fate))
+        return fate
+
     def produce_many(
         self,
         topic: str,
@@ -243,7 +261,9 @@ class Producer:
     ) -> None:
         if err is None:
             self.delivered += 1
-            if tag is not None and self._on_ack is not None:
+            if type(tag) is _Watched:
+                tag.fate.set_result(None)
+            elif tag is not None and self._on_ack is not None:
                 self._on_ack(tag)
             if self._metrics is not None:
                 topic = msg.topic() or ""
@@ -264,20 +284,29 @@ class Producer:
         tag: Any,
     ) -> None:
         code = err.name()
-        self._failures.append(
-            DeliveryFailure(
-                topic=topic,
-                key=key.encode() if isinstance(key, str) else key,
-                value=value.encode() if isinstance(value, str) else value,
-                headers=headers,
-                code=code,
-                reason=_reason(err),
-                retriable=bool(err.retriable()) and err.code() not in _PERMANENT,
-                tag=tag,
-            )
+        failure = DeliveryFailure(
+            topic=topic,
+            key=key.encode() if isinstance(key, str) else key,
+            value=value.encode() if isinstance(value, str) else value,
+            headers=headers,
+            code=code,
+            reason=_reason(err),
+            retriable=bool(err.retriable()) and err.code() not in _PERMANENT,
+            tag=tag,
         )
+        if type(tag) is _Watched:
+            tag.fate.set_exception(failure.error())
+        else:
+            self._failures.append(failure)
         if self._metrics is not None:
             self._metrics.delivery_errors.labels(topic, code).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class _Watched:
+    """The tag of a record produced with ``produce_watched``: its future."""
+
+    fate: Future[None]
 
 
 class _Tagged:
