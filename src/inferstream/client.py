@@ -159,13 +159,14 @@ class Client(Closing):
         document_id: str | None = None,
         timeout: float = 10.0,
         attributes: Mapping[str, str] | None = None,
+        index: bool = True,
     ) -> Embedding:
         """Embed one text with an embedder (``name:version``) and wait for the vector.
 
         The embedding also goes to the embeddings topic (and so to the index) under
-        ``document_id`` (a fresh id by default).
+        ``document_id`` (a fresh id by default); ``index=False`` only answers this call.
         """
-        return self._requests.embedding(model, version, text, document_id, timeout, attributes)
+        return self._requests.embedding(model, version, text, document_id, timeout, attributes, index)
 
     @property
     def routes(self) -> RouteTable:

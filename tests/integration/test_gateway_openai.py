@@ -76,6 +76,10 @@ def test_embeddings_through_the_openai_client_equal_client_embed(
     one = client.embeddings.create(model=f"{EMBEDDER_NAME}:1", input=TEXTS[0], dimensions=384)
     with Client(settings) as sdk:
         direct = [sdk.embed(f"{EMBEDDER_NAME}:1", text, timeout=30).vector for text in TEXTS]
+        # OpenAI calls answer the caller only: the embeddings topic (the index's input) has the SDK's three.
+        topic = settings.topics.platform_topics()["embeddings"]
+        written = list(sdk.subscribe(topic, from_beginning=True, idle_timeout=3))
+    assert len(written) == len(TEXTS)
 
     for answer in (as_base64, as_floats):
         assert answer.model == f"{EMBEDDER_NAME}:1"

@@ -262,3 +262,12 @@ def test_records_are_immutable() -> None:
     event = codec_for(Event).validate({"id": "e", "type": "t", "text": "x"})
     with pytest.raises(ValueError, match="frozen"):
         event.text = "y"  # type: ignore[misc]
+
+
+def test_an_embedding_request_kept_out_of_the_index_needs_someone_to_answer() -> None:
+    codec = codec_for(EmbeddingRequest)
+    base = {"request_id": "r", "model": "mini", "version": "1", "document_id": "d", "text": "hi"}
+    assert codec.validate(base).index is True
+    assert codec.validate({**base, "index": False, "reply_to": "p.replies.c1"}).index is False
+    with pytest.raises(RecordValidationError, match="index = false needs reply_to"):
+        codec.validate({**base, "index": False})

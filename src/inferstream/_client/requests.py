@@ -58,10 +58,11 @@ class Requests:
         document_id: str | None,
         timeout: float,
         attributes: Mapping[str, str] | None,
+        index: bool = True,
     ) -> Embedding:
-        """The embedding of ``text`` by ``model``, indexed under ``document_id`` (``Client.embed``)."""
+        """The embedding of ``text`` by ``model`` (``Client.embed``), indexed under ``document_id`` if ``index``."""
         request_id = uuid.uuid4().hex
-        fields = {"text": text, "document_id": document_id or request_id}
+        fields = {"text": text, "document_id": document_id or request_id, "index": index}
         reply = self.ask(model, version, fields, EmbeddingRequest, timeout, request_id, attributes)
         if not isinstance(reply, Embedding):
             raise ContractError(f"{model} answered with a {reply.schema_name}, not an embedding: use predict()")

@@ -204,7 +204,7 @@ def router(state: Gateway) -> APIRouter:
 
         def predict(row: Any) -> Any:
             if shown.embeds:
-                return state.client.embed(config.ref, row, timeout=limit).vector
+                return state.client.embed(config.ref, row, timeout=limit, index=False).vector
             return state.client.predict(config.ref, row, timeout=limit).outputs
 
         try:

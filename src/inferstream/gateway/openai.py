@@ -7,9 +7,8 @@ The official ``openai`` package works against it with ``base_url`` = the gateway
     client.embeddings.create(model="minilm", input=["first text", "second text"])
 
 Each text is one request to an embedder worker through Kafka (``Client.embed``),
-all of a call's texts at once; like every ``Client.embed``, the vectors also go
-to the embeddings topic (and so to the index), here with the attribute
-``source=openai``. ``usage`` counts the tokens the model sees (special tokens
+all of a call's texts at once, with ``index=False``: the vectors answer the call
+and go nowhere else (no embeddings topic, no index). ``usage`` counts the tokens the model sees (special tokens
 included), from the model's own ``tokenizer.json``; a text the model would refuse
 (empty, longer than its ``max_length``) is answered at once with a 400. Errors take
 OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
@@ -162,7 +161,7 @@ def router(state: Gateway) -> APIRouter:
         await state.require_model(config.name, config.version)
 
         def embed(text: str) -> Embedding:
-            return state.client.embed(config.ref, text, timeout=limit, attributes={"source": "openai"})
+            return state.client.embed(config.ref, text, timeout=limit, index=False)
 
         try:
             vectors = [e.vector for e in await state.each(embed, texts)]

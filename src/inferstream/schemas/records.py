@@ -105,6 +105,17 @@ class EmbeddingRequest(_Request):
 
     document_id: Id = Field(description="Id of the document the embedding indexes (the event id).")
     text: str = Field(min_length=1, description="Text to embed.")
+    index: bool = Field(
+        default=True,
+        description="False: the embedding answers the caller (reply_to) only; nothing goes to the embeddings "
+        "topic, so nothing is indexed (a query, an OpenAI embeddings call).",
+    )
+
+    @model_validator(mode="after")
+    def _answered_somewhere(self) -> EmbeddingRequest:
+        if not self.index and not self.reply_to:
+            raise ValueError("index = false needs reply_to: the embedding would go nowhere")
+        return self
 
 
 class Lineage(Part):

@@ -709,8 +709,9 @@ class InferenceWorker:
             except ContractError as exc:
                 self._dead_letter(item, exc, tag)
                 continue
-            self._in_flight[tag][0] += 2 if request.reply_to else 1
-            self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
+            self._in_flight[tag][0] += int(request.index) + bool(request.reply_to)
+            if request.index:
+                self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
             if request.reply_to:
                 self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
             self._served(1)
