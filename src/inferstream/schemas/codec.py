@@ -16,6 +16,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
+from inferstream.schemas.compiled import fast_decoder
 from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
 from inferstream.schemas.records import Contract
 
@@ -127,6 +128,8 @@ class Codec(Generic[C]):
         self.header = (SCHEMA_HEADER, schema_header_value(contract))
         self._many: TypeAdapter[list[C]] = TypeAdapter(list[contract])  # type: ignore[valid-type]
         self._serializer = contract.__pydantic_serializer__
+        #: The compiled decoder (schemas/compiled.py), None for a contract it cannot mirror exactly.
+        self._fast = fast_decoder(contract)
 
     def __repr__(self) -> str:
         return f"Codec({self.name}/{self.contract.schema_version})"
@@ -185,6 +188,10 @@ class Codec(Generic[C]):
         try:
             if headers is not None:
                 self.check_header(headers)
+            if self._fast is not None and type(data) is bytes:
+                fast = self._fast.decode(data)
+                if fast is not None:  # checked in compiled code, the JSON policy included
+                    return fast  # type: ignore[no-any-return]
             record = self.contract.model_validate_json(data)
         except ContractError:
             raise

@@ -1,0 +1,314 @@
+"""Compiled decoding of the hot-path contracts: msgspec structs derived from the pydantic models.
+
+The pydantic models stay the one definition (JSON Schema files, errors, settings,
+HTTP bodies). From each model this module derives a msgspec ``Struct`` whose decoder
+checks the JSON in compiled code, then builds the pydantic record from it without a
+second validation: ~2–3× cheaper than pydantic's ``model_validate_json`` plus the
+JSON policy's walk (:mod:`inferstream.schemas.jsonpolicy`).
+
+The derived struct accepts a *subset* of what the model accepts, always with the
+same values, and nothing the policy refuses:
+
+- strings with the model's length and pattern limits (``$`` anchored at the very end);
+- timestamps as RFC 3339 text (``T``, up to 6 fractional digits, ``Z`` or an offset;
+  naive means UTC, as the model says);
+- integers within int64 (the rest of the policy's 64-bit range goes to the model),
+  finite floats (the JSON parser refuses NaN, ±Infinity and numbers beyond float64),
+  valid UTF-8 without lone surrogates;
+- free-form JSON values (model inputs, outputs) nested at most two levels: a scalar,
+  or an object or array of scalars;
+- nested parts as structs of their own, unknown fields refused.
+
+Whatever the struct does not take (a number where a string is expected, an epoch
+timestamp, deeper nesting, a bad record) goes the model's way (``decode`` returns
+None): the model then accepts it with the same result, or refuses it with its own
+error message. ``tests/unit/test_compiled_contracts.py`` checks both paths agree.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+import msgspec
+from pydantic import AfterValidator, BaseModel, Strict
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from inferstream.schemas._types import _utc
+from inferstream.schemas.jsonpolicy import INT_MIN
+
+#: msgspec bounds fit int64: integers from 2**63 to the policy's INT_MAX (uint64) go to the model.
+_INT64_MAX = 2**63 - 1
+_INT = Annotated[int, msgspec.Meta(ge=INT_MIN, le=_INT64_MAX)]
+_SCALAR = _INT | float | str | bool | None
+#: A free-form JSON value as the fast path takes it: a scalar, or one level of object or array of scalars.
+_JSON = _SCALAR | dict[str, _SCALAR] | list[_SCALAR]
+#: RFC 3339 date-time text the fast path parses (others go to the model).
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?\Z"
+_TIMESTAMP = Annotated[str, msgspec.Meta(pattern=_RFC3339)]
+
+
+class UnsupportedError(TypeError):
+    """A model has a field the fast path cannot mirror exactly: it decodes with pydantic only."""
+
+
+def _timestamp(value: str | datetime) -> datetime:
+    # Text from the record; a datetime from a default factory (``utcnow``) stays as it is.
+    return _utc(datetime.fromisoformat(value)) if type(value) is str else value  # type: ignore[return-value]
+
+
+class _Field:
+    """How one field goes from the struct to the model: as it is, a timestamp, or a nested part."""
+
+    __slots__ = ("convert", "name")
+
+    def __init__(self, name: str, convert: Callable[[Any], Any] | None) -> None:
+        self.name = name
+        self.convert = convert
+
+
+def _pattern(pattern: str) -> str:
+    # pydantic matches with Rust's regex, where ``$`` is the end of the text; in Python's
+    # ``re`` it also matches before a final newline.
+    return re.sub(r"(?<!\\)\$$", r"\\Z", pattern)
+
+
+def _matching(pattern: str) -> Callable[[str], str]:
+    """A check of the pattern, for the record's builder: names repeat, so those seen are remembered."""
+    if pattern == r"\S":  # an id: anything but blank (what the regex says, without running it)
+
+        def not_blank(value: str) -> str:
+            if value.isspace():
+                raise ValueError("blank")
+            return value
+
+        return not_blank
+    search = re.compile(_pattern(pattern)).search
+    seen: set[str] = set()
+
+    def check(value: str) -> str:
+        if value not in seen:
+            if search(value) is None:
+                raise ValueError(f"does not match {pattern}")
+            if len(seen) > 10_000:
+                seen.clear()
+            seen.add(value)
+        return value
+
+    return check
+
+
+def _constrained_str(metadata: list[Any]) -> tuple[Any, Callable[[Any], Any] | None]:
+    meta: dict[str, Any] = {}
+    check = None
+    for item in metadata:
+        if isinstance(item, annotated_types.MinLen):
+            meta["min_length"] = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            meta["max_length"] = item.max_length
+        elif getattr(item, "pattern", None) is not None:
+            check = _matching(item.pattern)
+        elif isinstance(item, Strict):
+            continue
+        else:
+            raise UnsupportedError(f"string constraint {item!r}")
+    return (Annotated[str, msgspec.Meta(**meta)] if meta else str), check
+
+
+def _number(kind: type, metadata: list[Any]) -> Any:
+    meta: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, annotated_types.Ge):
+            meta["ge"] = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            meta["gt"] = item.gt
+        elif isinstance(item, annotated_types.Le):
+            meta["le"] = item.le
+        elif isinstance(item, annotated_types.Lt):
+            meta["lt"] = item.lt
+        else:
+            raise UnsupportedError(f"number constraint {item!r}")
+    if kind is int:
+        meta = {"ge": INT_MIN, "le": _INT64_MAX, **meta}
+    return Annotated[kind, msgspec.Meta(**meta)] if meta else kind
+
+
+class _Mapper:
+    """Maps a model's field annotations to struct types, recording the conversions back."""
+
+    def __init__(self) -> None:
+        self.structs: dict[type[BaseModel], tuple[type[msgspec.Struct], Callable[[Any], BaseModel]]] = {}
+
+    def field_type(self, annotation: Any, metadata: list[Any]) -> tuple[Any, Callable[[Any], Any] | None]:
+        """The struct type of an annotation, and the conversion of its decoded value (None: as it is)."""
+        validators = [m for m in metadata if isinstance(m, AfterValidator)]
+        others = [m for m in metadata if not isinstance(m, AfterValidator)]
+        while get_origin(annotation) is typing.Annotated:
+            inner, *extra = get_args(annotation)
+            validators += [m for m in extra if isinstance(m, AfterValidator)]
+            others += [m for m in extra if not isinstance(m, AfterValidator)]
+            annotation = inner
+        if any(v.func is not _utc for v in validators):
+            raise UnsupportedError(f"validator on {annotation!r}")
+        origin = get_origin(annotation)
+        if origin is Union or origin is types.UnionType:
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            optional = len(members) < len(get_args(annotation))
+            if len(members) == 1:
+                inner_type, convert = self.field_type(members[0], others + validators)
+                if not optional:
+                    return inner_type, convert
+                return inner_type | None, (None if convert is None else _optional(convert))
+            if others or validators:
+                raise UnsupportedError(f"constrained union {annotation!r}")
+            return self._scalar_union(members, optional), None
+        if annotation is datetime:
+            if others:
+                raise UnsupportedError("constrained datetime")
+            return _TIMESTAMP, _timestamp
+        if annotation is str:
+            return _constrained_str(others)
+        if annotation is bool:
+            return bool, None
+        if annotation in (int, float):
+            return _number(annotation, others), None
+        if getattr(annotation, "__name__", None) == "JsonValue":
+            return _JSON, None
+        if others or validators:
+            raise UnsupportedError(f"constraint on {annotation!r}")
+        if origin is Literal:
+            return annotation, None
+        if origin is dict:
+            key, value = get_args(annotation)
+            if key is not str:
+                raise UnsupportedError(f"mapping with {key!r} keys")
+            value_type, convert = self.field_type(value, [])
+            if convert is not None:
+                raise UnsupportedError(f"mapping of {value!r}")
+            return dict[str, value_type], None  # type: ignore[valid-type]
+        if origin is list:
+            (item,) = get_args(annotation)
+            item_type, convert = self.field_type(item, [])
+            if convert is None:
+                return list[item_type], None  # type: ignore[valid-type]
+            return list[item_type], _each(convert)  # type: ignore[valid-type]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            struct, build = self.struct(annotation)
+            return struct, build
+        raise UnsupportedError(f"no compiled form of {annotation!r}")
+
+    def _scalar_union(self, members: list[Any], optional: bool) -> Any:
+        kinds = []
+        for member in members:
+            while get_origin(member) is typing.Annotated:
+                inner, *extra = get_args(member)
+                if any(not isinstance(m, Strict) for m in extra):
+                    raise UnsupportedError(f"union member {member!r}")
+                member = inner
+            if member not in (int, float, str, bool):
+                raise UnsupportedError(f"union member {member!r}")
+            kinds.append(_INT if member is int else member)
+        union: Any = kinds[0]
+        for kind in kinds[1:]:
+            union = union | kind
+        return union | None if optional else union
+
+    def struct(self, model: type[BaseModel]) -> tuple[type[msgspec.Struct], Callable[[Any], BaseModel]]:
+        """The struct of a model (made once) and the function building the model from a decoded struct."""
+        if model in self.structs:
+            return self.structs[model]
+        decorators = model.__pydantic_decorators__
+        if decorators.field_validators or decorators.validators or decorators.root_validators:
+            raise UnsupportedError(f"{model.__name__} has field validators")
+        after = []
+        for decorator in decorators.model_validators.values():
+            if decorator.info.mode != "after":
+                raise UnsupportedError(f"{model.__name__} has a {decorator.info.mode} model validator")
+            after.append(decorator.func)
+        fields: list[tuple[str, Any, Any]] = []
+        conversions: list[_Field] = []
+        for name, info in model.model_fields.items():
+            kind, convert = self.field_type(info.annotation, list(info.metadata))
+            fields.append((name, kind, _default(info, convert)))
+            conversions.append(_Field(name, convert))
+        struct = msgspec.defstruct(
+            f"{model.__name__}Struct", fields, kw_only=True, forbid_unknown_fields=True, frozen=True
+        )
+        build = _builder(model, conversions, after)
+        self.structs[model] = (struct, build)
+        return struct, build
+
+
+def _default(info: FieldInfo, convert: Callable[[Any], Any] | None) -> Any:
+    if info.default_factory is not None:
+        return msgspec.field(default_factory=info.default_factory)  # type: ignore[arg-type]
+    if info.default is PydanticUndefined:
+        return msgspec.NODEFAULT
+    if info.default is not None and convert is not None:
+        raise UnsupportedError(f"default {info.default!r} of a converted field")
+    return info.default
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _each(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda values: [convert(v) for v in values]
+
+
+def _builder(
+    model: type[BaseModel], conversions: list[_Field], after: list[Callable[[Any], Any]]
+) -> Callable[[Any], BaseModel]:
+    names = frozenset(c.name for c in conversions)
+    converted = [(c.name, c.convert) for c in conversions if c.convert is not None]
+    new = model.__new__
+    set_attribute = object.__setattr__
+    as_dict = msgspec.structs.asdict
+
+    def build(struct: Any) -> BaseModel:
+        values = as_dict(struct)  # in field order: the model's serializer writes __dict__'s order
+        for name, convert in converted:
+            values[name] = convert(values[name])
+        record = new(model)
+        set_attribute(record, "__dict__", values)
+        set_attribute(record, "__pydantic_fields_set__", names)
+        set_attribute(record, "__pydantic_extra__", None)
+        set_attribute(record, "__pydantic_private__", None)
+        for check in after:
+            check(record)
+        return record
+
+    return build
+
+
+class FastDecoder:
+    """Decodes one contract's JSON bytes in compiled code; None where the model must decide."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        struct, self._build = _Mapper().struct(model)
+        self._decode = msgspec.json.Decoder(struct).decode
+
+    def decode(self, data: bytes) -> Any:
+        """The record, or None: not taken here (the model decodes it, or says what is wrong)."""
+        try:
+            return self._build(self._decode(data))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
+            return None
+
+
+def fast_decoder(model: type[BaseModel]) -> FastDecoder | None:
+    """The compiled decoder of a model, or None when one of its fields has no exact compiled form."""
+    try:
+        return FastDecoder(model)
+    except UnsupportedError:
+        return None
+
+
+__all__ = ["FastDecoder", "UnsupportedError", "fast_decoder"]

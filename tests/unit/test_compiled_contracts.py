@@ -1,0 +1,140 @@
+"""The compiled decoders (schemas/compiled.py) agree with the pydantic models they are derived from.
+
+Whatever the compiled path accepts, the model accepts with the same record (same
+values, same bytes when encoded again); whatever the model refuses, the compiled path
+leaves to it (returns None), so errors keep the model's wording.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inferstream.errors import ContractError
+from inferstream.schemas import CONTRACTS, Contract, codec_for
+from inferstream.schemas._types import new_id, utcnow
+from inferstream.schemas.compiled import FastDecoder, fast_decoder
+
+GOLDEN = Path(__file__).parent / "contracts"
+FAST = sorted((c for c in CONTRACTS.values() if fast_decoder(c) is not None), key=lambda c: c.schema_name)
+
+
+def _golden(contract: type[Contract]) -> list[dict[str, Any]]:
+    path = GOLDEN / f"{contract.schema_name}.v{contract.schema_version}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _model(contract: type[Contract], data: bytes) -> Contract | None:
+    try:
+        return contract.model_validate_json(data) if _policy_ok(contract, data) else None
+    except ValueError:
+        return None
+
+
+def _policy_ok(contract: type[Contract], data: bytes) -> bool:
+    # The codec's own pydantic path: the model, then the JSON policy.
+    codec = codec_for(contract)
+    fast, codec._fast = codec._fast, None
+    try:
+        codec.decode(data)
+        return True
+    except ContractError:
+        return False
+    finally:
+        codec._fast = fast
+
+
+def _agree(contract: type[Contract], data: bytes) -> None:
+    decoder = fast_decoder(contract)
+    assert decoder is not None
+    fast = decoder.decode(data)
+    slow = _model(contract, data)
+    if fast is None:
+        return  # left to the model: nothing to compare (the model accepts or refuses it alone)
+    assert slow is not None, f"compiled path took what the model refuses: {data!r}"
+    # Fields left out get their defaults; a fresh id or the current time differs between two decodes.
+    given = json.loads(data)
+    fresh = {n for n, f in contract.model_fields.items() if n not in given and f.default_factory in (new_id, utcnow)}
+    slow = slow.model_copy(update={name: getattr(fast, name) for name in fresh})
+    assert fast == slow
+    assert fast.model_dump() == slow.model_dump()
+    codec = codec_for(contract)
+    assert codec.encode(fast) == codec.encode(slow)
+    for name in contract.model_fields:
+        assert type(getattr(fast, name)) is type(getattr(slow, name)), name
+
+
+def test_the_hot_path_contracts_have_a_compiled_decoder() -> None:
+    names = {c.schema_name for c in FAST}
+    assert {"event", "inference-request", "embedding-request", "prediction"} <= names
+
+
+@pytest.mark.parametrize("contract", FAST, ids=lambda c: c.schema_name)
+def test_golden_records_decode_the_same_both_ways(contract: type[Contract]) -> None:
+    decoder = fast_decoder(contract)
+    assert isinstance(decoder, FastDecoder)
+    taken = 0
+    for record in _golden(contract):
+        data = json.dumps(record).encode()
+        _agree(contract, data)
+        taken += decoder.decode(data) is not None
+    assert taken >= 1  # the compiled path is the common path, not a formality
+
+
+def test_the_codec_takes_the_compiled_path_for_plain_records() -> None:
+    from inferstream.schemas.records import Prediction
+
+    codec = codec_for(Prediction)
+    data = json.dumps(_golden(Prediction)[1]).encode()
+    assert codec._fast is not None and codec._fast.decode(data) is not None
+    assert codec.decode(data) == Prediction.model_validate_json(data)
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05.1234567Z",
+            "2026-01-02T03:04:05+02:00",
+            "2026-01-02T03:04:05",
+            "2026-01-02 03:04:05Z",
+            "2026-01-02",
+            "iris",
+            "iris\n",
+            "a b",
+            "",
+        ]
+    ),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("contract", FAST, ids=lambda c: c.schema_name)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_records_decode_the_same_or_go_to_the_model(contract: type[Contract], data: st.DataObject) -> None:
+    record = dict(data.draw(st.sampled_from(_golden(contract))))
+    for name in data.draw(st.lists(st.sampled_from(sorted(contract.model_fields)), max_size=3, unique=True)):
+        action = data.draw(st.sampled_from(["replace", "drop", "nest"]))
+        if action == "drop":
+            record.pop(name, None)
+        elif action == "nest" and isinstance(record.get(name), dict) and record[name]:
+            key = data.draw(st.sampled_from(sorted(record[name])))
+            record[name] = {**record[name], key: data.draw(_VALUES)}
+        else:
+            record[name] = data.draw(_VALUES)
+    _agree(contract, json.dumps(record).encode())
