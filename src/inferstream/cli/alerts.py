@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, settings_of
-from inferstream.client import Client
-from inferstream.schemas.records import DriftAlert
+from inferstream.cli._common import client_of, console
+
+if TYPE_CHECKING:
+    from inferstream.schemas.records import DriftAlert
 
 _COLOURS = {"critical": "bold red", "warning": "yellow", "info": "green"}
 
@@ -40,7 +41,7 @@ def alerts(
 ) -> None:
     """The drift alerts on the alerts topic (all so far; with --follow, then new ones as they come)."""
     columns = ["severity", "status", "monitor", "model", "window", "rows", "drift", "drifted columns", "report"]
-    with Client(settings_of(ctx)) as client:
+    with client_of(ctx) as client:
         stream = client.alerts(monitor=monitor, from_beginning=True, idle_timeout=None if follow else timeout)
         if not follow:
             view = Table(*columns)

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
-from inferstream.demo import run_demo
 
 
 @app.command()
@@ -22,6 +21,8 @@ def demo(
     events: Annotated[int, typer.Option("--events", "-n", help="Sample events to produce.", min=40)] = 1000,
 ) -> None:
     """Start a local Kafka (unless one answers), stream sample events through it, show what happened."""
+    from inferstream.demo import run_demo
+
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     summary = run_demo(settings_of(ctx), events=events, say=lambda text: console.print(f"[cyan]demo[/] {escape(text)}"))
     for sample in summary.samples:

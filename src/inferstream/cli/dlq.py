@@ -9,8 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, out, parse_time, settings_of
-from inferstream.client import Client
+from inferstream.cli._common import client_of, console, out, parse_time
 
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
@@ -39,7 +38,7 @@ def list_(
     ] = False,
 ) -> None:
     """A table of the dead letters now on the topic, oldest first."""
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     letters = client.dead_letters(
         max_records=max_records,
         source_topic=source_topic,
@@ -96,7 +95,7 @@ def replay(
 
     Those at the maximum attempt count stay on the dead-letter topic.
     """
-    with Client(settings_of(ctx)) as client:
+    with client_of(ctx) as client:
         report = client.replay_dead_letters(
             source_topic=source_topic,
             stage=stage,

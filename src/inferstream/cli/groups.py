@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -11,9 +11,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, out, parse_time, settings_of
-from inferstream.client import Client
-from inferstream.connectors.kafka.groups import GroupInfo, ResetPlan, ResetTarget
+from inferstream.cli._common import client_of, console, out, parse_time
+
+if TYPE_CHECKING:
+    from inferstream.connectors.kafka.groups import GroupInfo, ResetPlan
 
 
 class _DescribeByDefault(TyperGroup):
@@ -45,7 +46,7 @@ def describe(
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per group on stdout.")] = False,
 ) -> None:
     """State, members, and per partition the committed offset, log end offset, lag and reader."""
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     if group is not None:
         infos = [client.groups.describe(group)]
     else:
@@ -87,6 +88,8 @@ def reset(
 
     The group's consumers must be stopped; offsets outside the log are clamped to it.
     """
+    from inferstream.connectors.kafka.groups import ResetTarget
+
     moment = parse_time(to_datetime, option="--to-datetime")
     targets = [
         ResetTarget.to_offset(to_offset) if to_offset is not None else None,
@@ -98,7 +101,7 @@ def reset(
     chosen = [target for target in targets if target is not None]
     if len(chosen) != 1:
         raise typer.BadParameter("choose one of --to-offset, --to-earliest, --to-latest, --to-datetime, --shift-by")
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     plan = client.groups.reset(group, client.topic(topic), chosen[0], partitions=partition, execute=execute)
     if json_:
         out(json.dumps(plan.as_dict(), separators=(",", ":")))

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
-from inferstream.config import Settings
-from inferstream.schemas.records import Route
-from inferstream.serving.chain import validate_chain
-from inferstream.serving.compare import compare
-from inferstream.serving.demo_models import build_demo_models
-from inferstream.serving.onnx import OnnxModel
-from inferstream.serving.repository import ModelRepository
-from inferstream.serving.routes import parse_weights, promote, read_routes, rollback, set_route
+
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+    from inferstream.schemas.records import Route
+    from inferstream.serving.repository import ModelRepository
 
 models_app = typer.Typer(help="The ONNX model repository.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
 def _repository(ctx: typer.Context) -> ModelRepository:
+    from inferstream.serving.repository import ModelRepository
+
     return ModelRepository(settings_of(ctx).models_dir)
 
 
@@ -66,6 +65,9 @@ def validate(
 
     A chain: every step exists and validates, and each step's outputs feed the next step's inputs.
     """
+    from inferstream.serving.chain import validate_chain
+    from inferstream.serving.onnx import OnnxModel
+
     repository = _repository(ctx)
     if ref is None:
         versions, chains = repository.all(), repository.all_chains()
@@ -89,6 +91,8 @@ def validate(
 @models_app.command("build-demo")
 def build_demo(ctx: typer.Context) -> None:
     """Build the demo models into the repository (reproducibly: same files, same sha256)."""
+    from inferstream.serving.demo_models import build_demo_models
+
     root = settings_of(ctx).models_dir
     with console.status(f"building the demo models into {root} ..."):
         files = build_demo_models(root)
@@ -111,6 +115,8 @@ def route(
     shadow: Annotated[list[str] | None, typer.Option("--shadow", help="A shadow version (repeatable).")] = None,
 ) -> None:
     """Route a model's requests to versions by weight (takes effect at once, no restarts)."""
+    from inferstream.serving.routes import parse_weights, set_route
+
     settings = settings_of(ctx)
     repository = _repository(ctx)
     known = repository.versions(name) or repository.chain_versions(name)
@@ -126,6 +132,8 @@ def promote_(
     version: Annotated[str, typer.Argument(help="The version that gets all the traffic.")],
 ) -> None:
     """Send all of a model's traffic to one version (the previous route is kept for rollback)."""
+    from inferstream.serving.routes import promote
+
     new = promote(settings_of(ctx), name, version.removeprefix("v"))
     console.print(f"[green]promoted[/] {_route_line(new)}")
 
@@ -133,6 +141,8 @@ def promote_(
 @models_app.command("rollback")
 def rollback_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Restore the route before the current one."""
+    from inferstream.serving.routes import rollback
+
     new = rollback(settings_of(ctx), name)
     console.print(f"[yellow]rolled back[/] {_route_line(new)}")
 
@@ -140,6 +150,8 @@ def rollback_(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Mode
 @models_app.command("routes")
 def routes(ctx: typer.Context) -> None:
     """Every model's current route."""
+    from inferstream.serving.routes import read_routes
+
     table = Table(title="routes")
     for column in ("model", "versions", "shadow", "previous", "set at"):
         table.add_column(column)
@@ -162,6 +174,8 @@ def compare_(
     shadow: Annotated[str, typer.Argument(help="The shadow version.")],
 ) -> None:
     """Agreement and latency of a shadow version against the primary, on the same requests."""
+    from inferstream.serving.compare import compare
+
     result = compare(settings_of(ctx), name, primary.removeprefix("v"), shadow.removeprefix("v"))
     table = Table(title=f"{name}: v{result.primary} (primary) against v{result.shadow} (shadow)")
     table.add_column("")

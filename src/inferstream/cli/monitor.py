@@ -14,11 +14,10 @@ from rich.table import Table
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
 from inferstream.errors import ConfigError
-from inferstream.monitoring.reports import monitor_state_dir, read_status
 from inferstream.runtime import settle
 
-# The statistics, Parquet and monitor modules (scipy, pandas, pyarrow datasets) load in the
-# commands that use them: every other command of the CLI starts without them.
+# The statistics, Parquet and monitor modules (scipy, pandas, pyarrow datasets), and the
+# settings, load in the commands that use them: every other command of the CLI starts without them.
 
 monitor_app = typer.Typer(help="Drift monitors: references, running, status.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
@@ -28,6 +27,7 @@ app.add_typer(monitor_app, name="monitor")
 def list_monitors(ctx: typer.Context) -> None:
     """The declared monitors, their references and whether an alert is open."""
     from inferstream.monitoring import reference as references
+    from inferstream.monitoring.reports import monitor_state_dir, read_status
 
     settings = settings_of(ctx)
     view = Table("monitor", "model", "columns", "window", "reference", "alert open")
@@ -119,6 +119,8 @@ def run(
 @monitor_app.command("status")
 def status(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Monitor name.")]) -> None:
     """The monitor's latest-status JSON (its last window, alert state, counts)."""
+    from inferstream.monitoring.reports import monitor_state_dir, read_status
+
     settings = settings_of(ctx)
     settings.monitoring.monitor(name)
     document = read_status(monitor_state_dir(settings, name))

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, parse_pairs, print_error, settings_of
-from inferstream.client import Client, ProduceReport
-from inferstream.connectors.files import count_records, detect_format, read_records
 from inferstream.errors import RecordValidationError
+
+if TYPE_CHECKING:
+    from inferstream.client import ProduceReport
 
 _SHOWN_ERRORS = 20
 
@@ -47,6 +47,11 @@ def produce(
     ] = None,
 ) -> None:
     """Validate records against the topic's contract and produce them, keyed by id."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from inferstream.client import Client
+    from inferstream.connectors.files import count_records, detect_format, read_records
+
     settings = settings_of(ctx)
     kind = detect_format(file, fmt)
     headers = [(k, v.encode()) for k, v in parse_pairs(header or [], what="--header").items()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import webbrowser
 from typing import Annotated
 
 import typer
@@ -10,7 +9,6 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
-from inferstream.monitoring.reports import find_report, list_reports
 
 reports_app = typer.Typer(help="HTML drift reports of the windows that alerted.", no_args_is_help=True)
 app.add_typer(reports_app, name="reports")
@@ -22,6 +20,8 @@ def list_(
     monitor: Annotated[str | None, typer.Option("--monitor", "-m", help="Only this monitor's reports.")] = None,
 ) -> None:
     """Reports on disk, newest first."""
+    from inferstream.monitoring.reports import list_reports
+
     view = Table("monitor", "written", "size", "path")
     for report in list_reports(settings_of(ctx), monitor):
         view.add_row(
@@ -36,6 +36,10 @@ def open_(
     which: Annotated[str, typer.Argument(help="A path, a file name, a monitor (its newest) or `latest`.")] = "latest",
 ) -> None:
     """Open a report in the browser (prints its path too)."""
+    import webbrowser
+
+    from inferstream.monitoring.reports import find_report
+
     path = find_report(settings_of(ctx), which)
     out(str(path))
     webbrowser.open(path.resolve().as_uri())

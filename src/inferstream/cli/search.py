@@ -13,7 +13,6 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import out, parse_pairs, settings_of
-from inferstream.search import Searcher
 
 _stdout = Console(highlight=False)
 
@@ -34,6 +33,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per hit on stdout.")] = False,
 ) -> None:
     """Search the vector index: Elasticsearch when elasticsearch.url is set, else the embedded store."""
+    from inferstream.search import Searcher
+
     settings = settings_of(ctx)
     wanted: dict[str, list[str]] = {}
     for key, value in parse_pairs(filters or [], what="--filter").items():

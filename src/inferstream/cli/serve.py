@@ -12,21 +12,19 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
-from inferstream.config import Settings
 from inferstream.errors import ConfigError
-from inferstream.metrics import Metrics
 from inferstream.runtime import settle
-from inferstream.serving.chain import ChainRunner
-from inferstream.serving.repository import ModelRepository
-from inferstream.serving.routes import read_routes
-from inferstream.serving.supervisor import ScaleEvent, ScalePolicy, Supervisor, serve_command, threads_per_copy
-from inferstream.serving.worker import WorkerOptions, WorkerRunner
+
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+    from inferstream.serving.supervisor import ScaleEvent
+    from inferstream.serving.worker import WorkerOptions
 
 
 @app.command()
@@ -75,6 +73,12 @@ def serve(
 
     A chain is served whole: one worker per step, in this process.
     """
+    from inferstream.metrics import Metrics
+    from inferstream.serving.repository import ModelRepository
+    from inferstream.serving.routes import read_routes
+    from inferstream.serving.supervisor import threads_per_copy
+    from inferstream.serving.worker import WorkerOptions, WorkerRunner
+
     settings = settings_of(ctx)
     if ModelRepository(settings.models_dir).is_chain(model):
         if replicas > 1 or autoscale or exactly_once or shadow:
@@ -137,6 +141,8 @@ def _supervise(
     options: WorkerOptions,
     threads: int | None,
 ) -> int:
+    from inferstream.serving.supervisor import ScalePolicy, Supervisor, serve_command
+
     settings = settings_of(ctx)
     root = ctx.find_root().params
     extra = [
@@ -179,6 +185,10 @@ def _print_event(event: ScaleEvent) -> None:
 
 
 def _serve_chain(settings: Settings, ref: str, metrics_port: int | None) -> None:
+    from inferstream.metrics import Metrics
+    from inferstream.serving.chain import ChainRunner
+    from inferstream.serving.repository import ModelRepository
+
     chain = ModelRepository(settings.models_dir).resolve_chain(ref)
     metrics = Metrics()
     port = metrics_port if metrics_port is not None else settings.metrics.port

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -10,8 +10,9 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
-from inferstream.stack import KafkaServer
-from inferstream.stack.elasticsearch import ElasticsearchServer
+
+if TYPE_CHECKING:
+    from inferstream.stack.elasticsearch import ElasticsearchServer
 
 # Results go to stdout (scripts read them); progress and hints go to stderr.
 _stdout = Console(highlight=False)
@@ -37,6 +38,9 @@ def up(
     The jars come from Maven Central on first use (needs `mvn` and Java 17+); data
     and logs stay under the state directory, so topics survive `down` and `up`.
     """
+    from inferstream.stack import KafkaServer
+    from inferstream.stack.elasticsearch import ElasticsearchServer
+
     settings = settings_of(ctx)
     server = KafkaServer.from_settings(settings)
     if server.running:
@@ -83,6 +87,9 @@ def down(
     timeout: Annotated[float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.", min=1)] = 30.0,
 ) -> None:
     """Stop the Kafka (and Elasticsearch) that `inferstream up` started (their data is kept)."""
+    from inferstream.stack import KafkaServer
+    from inferstream.stack.elasticsearch import ElasticsearchServer
+
     search = ElasticsearchServer.from_settings(settings_of(ctx))
     if search.running:
         search_pid = search.pid
@@ -105,6 +112,9 @@ def status(ctx: typer.Context) -> None:
 
     Exits 0 while it runs and 3 when it is stopped.
     """
+    from inferstream.stack import KafkaServer
+    from inferstream.stack.elasticsearch import ElasticsearchServer
+
     server = KafkaServer.from_settings(settings_of(ctx))
     info = server.status()
     table = Table(show_header=False, box=None, pad_edge=False)

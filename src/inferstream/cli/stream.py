@@ -10,9 +10,7 @@ import typer
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
-from inferstream.metrics import Metrics
 from inferstream.runtime import settle
-from inferstream.streams.index_sink import IndexSink
 
 stream_app = typer.Typer(
     help="Stream processors: ingest (events → requests), index (embeddings → the vector index).", no_args_is_help=True
@@ -35,6 +33,9 @@ def index(
     The embedded store takes one writer: run one copy. Elasticsearch takes several
     copies (one consumer group, partitions shared).
     """
+    from inferstream.metrics import Metrics
+    from inferstream.streams.index_sink import IndexSink
+
     settings = settings_of(ctx)
     metrics = Metrics(namespace=settings.metrics.namespace)
     port = metrics_port if metrics_port is not None else settings.metrics.port
@@ -66,6 +67,7 @@ def ingest(
     ] = None,
 ) -> None:
     """Route events to embedding and inference requests by ingest.rules until Ctrl-C; bad ones to dead letters."""
+    from inferstream.metrics import Metrics
     from inferstream.streams.ingest import IngestRouter, run
 
     settings = settings_of(ctx)

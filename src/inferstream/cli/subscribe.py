@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, settings_of
-from inferstream.client import Client
+from inferstream.cli._common import client_of, console
+
+if TYPE_CHECKING:
+    from inferstream.client import Client
 
 
 @app.command()
@@ -53,7 +55,7 @@ def subscribe(
     ``--from-beginning --max N`` reads what the topic holds: it stops at N records, or at the
     end offsets read at the start when there are fewer; ``--follow`` waits for new ones instead.
     """
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     # A bounded read of what is there: with fewer than N records it would otherwise wait forever.
     stop_at_end = from_beginning and max_records is not None and not follow
     if model is not None:

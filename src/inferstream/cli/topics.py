@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, out, parse_pairs, settings_of
-from inferstream.client import Client
+from inferstream.cli._common import client_of, console, out, parse_pairs
 
 topics_app = typer.Typer(help="Create, list and describe topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
@@ -33,7 +32,7 @@ def create(
     config: Annotated[list[str] | None, typer.Option("--config", help="Topic config key=value (repeatable).")] = None,
 ) -> None:
     """Create topics; existing ones are left as they are (idempotent)."""
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     results: dict[str, bool] = {}
     if platform:
         results.update(client.topics.ensure_platform_topics())
@@ -53,14 +52,14 @@ def list_(
     all_: Annotated[bool, typer.Option("--all", help="Include internal topics (__consumer_offsets, ...).")] = False,
 ) -> None:
     """Print topic names, one per line."""
-    for name in Client(settings_of(ctx)).topics.list(include_internal=all_):
+    for name in client_of(ctx).topics.list(include_internal=all_):
         out(name)
 
 
 @topics_app.command("describe")
 def describe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Topic to describe.")]) -> None:
     """Partitions (leader, replicas, ISR, offsets) and non-default configuration of a topic."""
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     info = client.topics.describe(client.topic(name))
     table = Table(title=f"{info.name}  ({len(info.partitions)} partitions, {info.messages} records)")
     for column in ("partition", "leader", "replicas", "isr", "low", "high"):
@@ -82,7 +81,7 @@ def describe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Topic
 @topics_app.command("delete")
 def delete(ctx: typer.Context, names: Annotated[list[str], typer.Argument(help="Topics to delete.")]) -> None:
     """Delete topics (missing ones are ignored)."""
-    client = Client(settings_of(ctx))
+    client = client_of(ctx)
     full = [client.topic(name) for name in names]
     client.topics.delete(*full)
     for name in full:
