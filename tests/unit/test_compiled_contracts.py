@@ -91,7 +91,8 @@ def test_the_codec_takes_the_compiled_path_for_plain_records() -> None:
 
     codec = codec_for(Prediction)
     data = json.dumps(_golden(Prediction)[1]).encode()
-    assert codec._fast is not None and codec._fast.decode(data) is not None
+    assert codec._fast is not None
+    assert codec._fast.decode(data) is not None
     assert codec.decode(data) == Prediction.model_validate_json(data)
 
 
