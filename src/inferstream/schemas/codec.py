@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
 from inferstream.schemas.compiled import fast_decoder
 from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
+from inferstream.schemas.policy_plan import PolicyPlan
 from inferstream.schemas.records import Contract
 
 C = TypeVar("C", bound=Contract)
@@ -130,6 +131,8 @@ class Codec(Generic[C]):
         self._serializer = contract.__pydantic_serializer__
         #: The compiled decoder (schemas/compiled.py), None for a contract it cannot mirror exactly.
         self._fast = fast_decoder(contract)
+        #: Where the JSON policy must look in a validated batch (schemas/policy_plan.py).
+        self._plan = PolicyPlan(contract)
 
     def __repr__(self) -> str:
         return f"Codec({self.name}/{self.contract.schema_version})"
@@ -249,10 +252,11 @@ class Codec(Generic[C]):
     def _police(self, result: BatchResult[C]) -> BatchResult[C]:
         # The JSON policy on every valid record: a NaN, a huge integer or a lone surrogate
         # moves it to the errors (user-built values can hold what JSON text cannot).
+        records, positions = result.records, result.positions
         bad = {
-            position: problem
-            for record, position in zip(result.records, result.positions, strict=True)
-            if (problem := problem_in_fields(record.__dict__)) is not None
+            positions[index]: problem
+            for index in self._plan.suspects(records)
+            if (problem := problem_in_fields(records[index].__dict__)) is not None
         }
         if not bad:
             return result
