@@ -1,9 +1,11 @@
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inferstream.errors import ContractError, RecordValidationError
 from inferstream.schemas import (
@@ -271,3 +273,31 @@ def test_an_embedding_request_kept_out_of_the_index_needs_someone_to_answer() ->
     assert codec.validate({**base, "index": False, "reply_to": "p.replies.c1"}).index is False
     with pytest.raises(RecordValidationError, match="index = false needs reply_to"):
         codec.validate({**base, "index": False})
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_FEATURE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(st.none(), _TEXT),
+    features=st.one_of(st.none(), st.dictionaries(_TEXT, _FEATURE, max_size=4)),
+    attributes=st.dictionaries(_TEXT, _TEXT, max_size=3),
+    when=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])),
+)
+def test_batches_of_flat_contracts_encode_to_the_bytes_pydantic_writes(
+    text: str | None, features: dict | None, attributes: dict, when: datetime
+) -> None:
+    # encode_many writes plain contracts with orjson; readers must not see a difference.
+    codec = codec_for(Event)
+    assert codec._flat
+    value = {"id": "e1", "type": "t", "event_time": when, "text": text or "x", "features": features}
+    event = codec.validate({**value, "attributes": attributes})
+    assert codec.encode_many([event]) == [codec.encode(event)]
