@@ -9,7 +9,8 @@ windows (false alarm rate), then the demo's 1.3x shift at a known window (detect
 delay in windows), then back to normal (windows until resolved). Throughput: the
 monitor's path (JSON decode into columns, panes, sketches, statistics) on in-memory
 windows, against evidently's ``DataDriftPreset`` alone on the same windows already
-in pandas; then end to end through Kafka (produce, then a ``DriftMonitor`` reads it).
+in pandas; then end to end through Kafka (produce, then a ``DriftMonitor`` reads it;
+timed from its first batch, its group join shown apart).
 """
 
 from __future__ import annotations
@@ -152,18 +153,27 @@ def end_to_end(bootstrap: str, names: list[str], records: list[dict], window: in
                 for i, value in enumerate(values):
                     producer.produce(topic, value, str(i).encode(), header)
             monitor = DriftMonitor(settings, monitor_spec, reports=False, max_batch=20_000)
-            started = time.perf_counter()
+            launched = time.perf_counter()
             thread = threading.Thread(target=monitor.run, daemon=True)
             thread.start()
             expected = total // window
             deadline = time.monotonic() + 600
+            # Timed from the first batch read, as the serving benchmark times its worker: joining
+            # the consumer group is paid once per start, not per prediction (shown apart).
+            while not monitor.stats.predictions and time.monotonic() < deadline:
+                time.sleep(0.001)
+            started = time.perf_counter()
+            first = monitor.stats.predictions
             while monitor.stats.windows < expected and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.01)
             elapsed = time.perf_counter() - started
             monitor.stop()
             thread.join(60)
-            note(f"end to end: {monitor.stats.windows} windows, {monitor.stats.predictions} predictions read")
-            return monitor.stats.windows * window / elapsed
+            note(
+                f"end to end: {monitor.stats.windows} windows, {monitor.stats.predictions} predictions read; "
+                f"{started - launched:.1f} s from start to the first batch (group join)"
+            )
+            return (monitor.stats.windows * window - first) / elapsed
 
 
 def main() -> int:

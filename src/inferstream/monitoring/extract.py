@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from inferstream.monitoring.spec import ColumnSpec
 from inferstream.monitoring.window import Batch, ColumnBatch, TopicPartition
@@ -34,6 +35,15 @@ def field_value(record: Mapping[str, Any], path: Sequence[str]) -> Any:
             return _MISSING
         value = value[part]
     return value
+
+
+def _lenient(value: bytes | None) -> Any:
+    # What orjson refuses but a monitor still reads: NaN (counted as missing values) and lone
+    # surrogate escapes; anything else is a bad record.
+    try:
+        return json.loads(value) if value is not None else None
+    except (ValueError, RecursionError):  # malformed, not UTF-8, or nested too deep
+        return None
 
 
 def event_seconds(value: Any) -> float | None:
@@ -87,11 +97,12 @@ class Extractor:
         part_index: list[int] = []
         offsets: list[int] = []
         bad = 0
+        loads = orjson.loads
         for value, tp, offset in values:
             try:
-                record = json.loads(value) if value is not None else None
-            except (ValueError, RecursionError):  # malformed, not UTF-8, or nested too deep
-                record = None
+                record = loads(value) if value is not None else None
+            except orjson.JSONDecodeError:
+                record = _lenient(value)
             if not isinstance(record, dict):
                 bad += 1
                 continue
