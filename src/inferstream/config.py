@@ -392,9 +392,11 @@ class ElasticsearchSettings(_Frozen):
     refresh_interval: str = "1s"
     shards: int = Field(default=1, ge=1)
     replicas: int = Field(default=0, ge=0)
-    # The index sink writes when it holds this many records, or its oldest waited this long.
+    # The index sink writes when it holds this many records, or its oldest waited this long,
+    # or no record came for flush_idle_ms (the topic is drained: no reason to wait longer).
     flush_max_records: int = Field(default=2000, ge=1)
     flush_interval_ms: int = Field(default=200, ge=0)
+    flush_idle_ms: int = Field(default=20, ge=0)
     # Backoff while the index is unreachable or overloaded: doubles from min to max.
     retry_backoff_min_ms: int = Field(default=200, ge=1)
     retry_backoff_max_ms: int = Field(default=5000, ge=1)

@@ -3,7 +3,8 @@
 ::
 
     embeddings ──batch consume──▶ decode / check ──▶ store.add(Upsert | Delete)
-                                      │ bad                   │ every flush_max_records or flush_interval_ms
+                                      │ bad                   │ at flush_max_records, flush_interval_ms,
+                                      │                       │ or flush_idle_ms without a record
                                       ▼                       ▼
                                  dead-letters ◀── refused ── store.flush() ──▶ commit offsets
 
@@ -149,12 +150,14 @@ class IndexSink:
         log.info("indexing %s into %s (%s, group %s)", self.topic, self.store.location, self.meta.ref, self.group_id)
         self.ready.set()
         interval = self.config.flush_interval_ms / 1000
+        idle = self.config.flush_idle_ms / 1000
         idle_since = time.monotonic()
         try:
             while not consumer.stopping:
                 room = max(min(self.config.flush_max_records, self.store.max_buffered - self.store.pending), 1)
-                # Wait for the next record no longer than until the pending ones are due.
-                wait = self._first_uncommitted + interval - time.monotonic() if self._uncommitted else 0.5
+                # Wait for the next record no longer than until the pending ones are due, or than
+                # flush_idle_ms: a topic that gives nothing for that long is drained for now.
+                wait = min(self._first_uncommitted + interval - time.monotonic(), idle) if self._uncommitted else 0.5
                 batch = consumer.consume(room, max(wait, 0.005))
                 now = time.monotonic()
                 if batch:
@@ -164,7 +167,8 @@ class IndexSink:
                     for message in batch:
                         self._add(message)
                 if self._uncommitted and (
-                    self.store.pending >= self.config.flush_max_records
+                    not batch
+                    or self.store.pending >= self.config.flush_max_records
                     or self.store.pending >= self.store.max_buffered
                     or now - self._first_uncommitted >= interval
                 ):
