@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,6 +50,17 @@ def _policy_ok(contract: type[Contract], data: bytes) -> bool:
         codec._fast = fast
 
 
+def _plain(value: Any) -> Any:
+    """A dump with vectors as lists (arrays do not compare with ``==``)."""
+    if isinstance(value, np.ndarray):
+        return (str(value.dtype), value.tolist())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _agree(contract: type[Contract], data: bytes) -> None:
     decoder = fast_decoder(contract)
     assert decoder is not None
@@ -61,8 +73,7 @@ def _agree(contract: type[Contract], data: bytes) -> None:
     given = json.loads(data)
     fresh = {n for n, f in contract.model_fields.items() if n not in given and f.default_factory in (new_id, utcnow)}
     slow = slow.model_copy(update={name: getattr(fast, name) for name in fresh})
-    assert fast == slow
-    assert fast.model_dump() == slow.model_dump()
+    assert _plain(fast.model_dump()) == _plain(slow.model_dump())
     codec = codec_for(contract)
     assert codec.encode(fast) == codec.encode(slow)
     for name in contract.model_fields:
@@ -71,7 +82,7 @@ def _agree(contract: type[Contract], data: bytes) -> None:
 
 def test_the_hot_path_contracts_have_a_compiled_decoder() -> None:
     names = {c.schema_name for c in FAST}
-    assert {"event", "inference-request", "embedding-request", "prediction"} <= names
+    assert {"event", "inference-request", "embedding-request", "prediction", "embedding"} <= names
 
 
 @pytest.mark.parametrize("contract", FAST, ids=lambda c: c.schema_name)

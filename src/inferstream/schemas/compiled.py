@@ -17,7 +17,8 @@ same values, and nothing the policy refuses:
   valid UTF-8 without lone surrogates;
 - free-form JSON values (model inputs, outputs) nested at most two levels: a scalar,
   or an object or array of scalars;
-- nested parts as structs of their own, unknown fields refused.
+- nested parts as structs of their own, unknown fields refused;
+- vectors as base64 text, decoded by the model's own function.
 
 Whatever the struct does not take (a number where a string is expected, an epoch
 timestamp, deeper nesting, a bad record) goes the model's way (``decode`` returns
@@ -36,11 +37,11 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 import msgspec
-from pydantic import AfterValidator, BaseModel, Strict
+from pydantic import AfterValidator, BaseModel, PlainValidator, Strict
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from inferstream.schemas._types import _utc
+from inferstream.schemas._types import _to_vector, _utc
 from inferstream.schemas.jsonpolicy import INT_MIN
 
 #: msgspec bounds fit int64: integers from 2**63 to the policy's INT_MAX (uint64) go to the model.
@@ -151,9 +152,14 @@ class _Mapper:
         others = [m for m in metadata if not isinstance(m, AfterValidator)]
         while get_origin(annotation) is typing.Annotated:
             inner, *extra = get_args(annotation)
+            others += [m for m in extra if isinstance(m, PlainValidator)]
             validators += [m for m in extra if isinstance(m, AfterValidator)]
             others += [m for m in extra if not isinstance(m, AfterValidator)]
             annotation = inner
+        if any(isinstance(m, PlainValidator) and m.func is _to_vector for m in others):
+            # A vector: base64 text here, turned into the array by the model's own function
+            # (a JSON array of numbers, the other form the model takes, goes to the model).
+            return str, _to_vector
         if any(v.func is not _utc for v in validators):
             raise UnsupportedError(f"validator on {annotation!r}")
         origin = get_origin(annotation)
