@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from inferstream._client.core import Core, Lazy
+from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.replies import ReplyListener
 from inferstream.errors import ContractError, RequestTimeoutError
 from inferstream.schemas._types import utcnow
@@ -34,6 +35,8 @@ class Requests:
         self._routes = routes
         #: This client's reply topic (``replies.<client_id>``), owned from the first request on.
         self._replies = Lazy(lambda: ReplyListener(core.settings, client_id))
+        #: Requests go out at once (no linger: someone waits for each), not with the client's bulk producer.
+        self._producer = Lazy(lambda: Producer(core.settings, metrics=core.metrics, overrides={"linger.ms": 0}))
 
     def prediction(
         self,
@@ -99,7 +102,7 @@ class Requests:
         topic = self.core.settings.topics.request_topic(name, chosen)
         deadline = time.monotonic() + timeout
         try:
-            producer = self.core.producer()
+            producer = self._producer.get()
             # No flush: it would wait for every thread's records. The request's own delivery
             # report (served by any poll) fails the call at once if the broker refused it.
             delivered = producer.produce_watched(topic, codec.encode(request), request.key(), [codec.header])
@@ -128,5 +131,6 @@ class Requests:
             replies.forget(request.request_id)
 
     def close(self) -> None:
-        """Release the reply topic's listener (a later request opens a new one)."""
+        """Release the request producer and the reply topic's listener (a later request opens new ones)."""
+        self._producer.close()
         self._replies.close()
