@@ -132,7 +132,8 @@ class OnnxBatchHandler(ModelHandler[pa.Table, Scored, LoadedModel]):
         fed = np.asarray(prepared.positions, dtype=np.int64)
         started = time.perf_counter()
         per_row: list[dict[str, Any]] = [{} for _ in prepared.positions]
-        for bucket in bucket_by_length(prepared.lengths, self.max_batch_size):
+        tokens = self.config.batching.max_batch_tokens
+        for bucket in bucket_by_length(prepared.lengths, self.max_batch_size, tokens):
             rows = np.asarray(bucket)
             width = int(prepared.lengths[rows].max())
             feeds = {name: array[rows, :width] for name, array in prepared.feeds.items()}

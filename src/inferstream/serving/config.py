@@ -98,6 +98,12 @@ class Batching(_Part):
         ge=1,
         description="Text models: up to this many model batches are taken together and regrouped by token length.",
     )
+    max_batch_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Text models: at most this many padded tokens in a model batch (rows x its longest text), "
+        "so long texts go in smaller batches: far less memory, and on CPUs often faster. 0: no limit.",
+    )
 
 
 class Runtime(_Part):

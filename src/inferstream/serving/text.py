@@ -197,17 +197,34 @@ def _padded(shape: tuple[int, ...], rows: list[list[int]], pad: int) -> npt.NDAr
     return matrix
 
 
-def bucket_by_length(lengths: Sequence[int] | npt.NDArray[Any], max_batch_size: int) -> list[list[int]]:
+def bucket_by_length(
+    lengths: Sequence[int] | npt.NDArray[Any], max_batch_size: int, max_tokens: int = 0
+) -> list[list[int]]:
     """Indices into ``lengths`` grouped into batches of at most ``max_batch_size`` similar lengths.
 
     Sorting by length before cutting means each batch pads to a length close to
     its own texts'; every index appears exactly once. Token counts are best,
     but character counts are a good enough proxy where tokenizing twice costs.
+    With ``max_tokens``, a batch also stops before its rows times its longest
+    length would pass it (a text longer than that alone makes a batch).
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[start : start + max_batch_size].tolist() for start in range(0, len(order), max_batch_size)]
+    ordered = np.asarray(lengths)
+    order = np.argsort(ordered, kind="stable")
+    if max_tokens <= 0:
+        return [order[start : start + max_batch_size].tolist() for start in range(0, len(order), max_batch_size)]
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for index in order.tolist():
+        # Sorted: the new text is the batch's longest.
+        if batch and (len(batch) >= max_batch_size or (len(batch) + 1) * int(ordered[index]) > max_tokens):
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def pool(

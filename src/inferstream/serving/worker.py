@@ -653,7 +653,8 @@ class InferenceWorker:
         vectors: list[Any] = [None] * len(items)
         compute: list[float] = [0.0] * len(items)
         failed: dict[int, Exception] = {}
-        for bucket in bucket_by_length(prepared.lengths, self.config.batching.max_batch_size):
+        batching = self.config.batching
+        for bucket in bucket_by_length(prepared.lengths, batching.max_batch_size, batching.max_batch_tokens):
             rows = np.asarray(bucket)
             width = int(prepared.lengths[rows].max())
             feeds = {name: array[rows, :width] for name, array in prepared.feeds.items()}

@@ -189,6 +189,16 @@ def test_bucketing_edges() -> None:
         bucket_by_length([1], 0)
 
 
+def test_a_token_budget_puts_long_texts_in_smaller_batches() -> None:
+    lengths = [10] * 8 + [100] * 8 + [300]
+    buckets = bucket_by_length(lengths, 32, max_tokens=400)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))  # each once
+    for bucket in buckets:
+        assert len(bucket) * max(lengths[i] for i in bucket) <= 400 or len(bucket) == 1
+    assert [len(b) for b in buckets] == [8, 4, 4, 1]  # short ones together; the 300 alone
+    assert bucket_by_length(lengths, 32, max_tokens=0) == bucket_by_length(lengths, 32)
+
+
 # -- pooling ------------------------------------------------------------------------------
 
 
