@@ -303,8 +303,9 @@ class KafkaServer(LocalServer[KafkaStatus]):
 
     def _jvm_options(self) -> list[str]:
         return [
-            f"-Xms{self.heap}",
+            "-Xms64m",  # grows as needed up to -Xmx: an idle single-node broker keeps a small footprint
             f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
             "-XX:+ExitOnOutOfMemoryError",
             f"-XX:ErrorFile={self.logs_dir}/hs_err_pid%p.log",
             "-Djava.awt.headless=true",
