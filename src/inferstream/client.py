@@ -7,9 +7,8 @@
 ...     for message in client.subscribe("events", from_beginning=True, max_records=1):
 ...         print(message.record)
 
-:class:`Client` is a facade: each concern lives in a private module of its own under
-:mod:`inferstream._client` (producing, subscribing, request/reply, dead letters), and
-search is :mod:`inferstream.search`. A new feature adds a module there, not lines here.
+:class:`Client` is a facade: each concern lives in a private module of :mod:`inferstream._client` (producing,
+subscribing, request/reply, dead letters), search in :mod:`inferstream.search`: new features add modules, not lines.
 """
 
 from __future__ import annotations
@@ -149,6 +148,19 @@ class Client(Closing):
         from many threads at once.
         """
         return self._requests.prediction(model, version, inputs, timeout, request_id, attributes)
+
+    async def predict_async(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        timeout: float = 10.0,
+        request_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Prediction:
+        """``predict()`` for asyncio code: sent from the event loop, the answer awaited without a thread."""
+        return await self._requests.prediction_async(model, version, inputs, timeout, request_id, attributes)
 
     def embed(
         self,

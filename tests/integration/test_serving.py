@@ -144,6 +144,25 @@ def test_predict_round_trip_from_many_threads(serving: tuple[Settings, Inference
     assert others == []
 
 
+def test_predict_async_awaits_many_answers_on_one_event_loop(serving: tuple[Settings, InferenceWorker]) -> None:
+    import asyncio
+
+    settings, _worker = serving
+    rows, target = _rows()
+    labels = {0: "malignant", 1: "benign"}
+
+    async def ask_all(client: Client) -> list[Prediction]:
+        calls = [client.predict_async(f"{TABULAR_NAME}:1", rows[i], timeout=30) for i in range(30)]
+        return list(await asyncio.gather(*calls))
+
+    with Client(settings) as client:
+        answers = asyncio.run(ask_all(client))  # the first call opens the reply topic in a thread
+        assert [a.outputs["label"] for a in answers] == [labels[int(t)] for t in target[:30]]
+        client.topics.ensure_request_topic("nobody", "1")
+        with pytest.raises(RequestTimeoutError, match=r"no answer to request .* from nobody:1 within 1s"):
+            asyncio.run(client.predict_async("nobody:1", {"x": 1.0}, timeout=1))
+
+
 def test_predict_times_out_clearly_without_a_worker(settings: Settings) -> None:
     with Client(settings) as client:
         client.topics.ensure_request_topic("nobody", "1")

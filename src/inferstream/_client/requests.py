@@ -7,6 +7,7 @@ model's route on the control topic, by request id.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
 import uuid
@@ -53,6 +54,22 @@ class Requests:
             raise ContractError(f"{model} answered with a {reply.schema_name}, not a prediction: use embed()")
         return reply
 
+    async def prediction_async(
+        self,
+        model: str,
+        version: str | None,
+        inputs: Mapping[str, Any],
+        timeout: float,
+        request_id: str | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Prediction:
+        """``prediction`` for asyncio code (``Client.predict_async``)."""
+        fields = {"inputs": dict(inputs)}
+        reply = await self.ask_async(model, version, fields, InferenceRequest, timeout, request_id, attributes)
+        if not isinstance(reply, Prediction):
+            raise ContractError(f"{model} answered with a {reply.schema_name}, not a prediction: use embed()")
+        return reply
+
     def embedding(
         self,
         model: str,
@@ -85,6 +102,43 @@ class Requests:
         name, _, pinned = model.partition(":")
         request_id = request_id or uuid.uuid4().hex
         chosen = version or pinned or self._routes().resolve(name, request_id)
+        return self._send(name, chosen, fields, contract, timeout, request_id, attributes).wait()
+
+    async def ask_async(
+        self,
+        model: str,
+        version: str | None,
+        fields: dict[str, Any],
+        contract: type[InferenceRequest] | type[EmbeddingRequest],
+        timeout: float,
+        request_id: str | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Prediction | Embedding:
+        """``ask`` for asyncio code: sent from the event loop, the answer awaited without a thread.
+
+        What may block (opening the reply topic and the producer on first use, reading the
+        routes for a bare name) runs in a thread.
+        """
+        name, _, pinned = model.partition(":")
+        request_id = request_id or uuid.uuid4().hex
+        chosen = version or pinned
+        if not chosen:
+            chosen = await asyncio.to_thread(lambda: self._routes().resolve(name, request_id))
+        if self._replies.opened is None or self._producer.opened is None:
+            await asyncio.to_thread(lambda: (self._replies.get(), self._producer.get()))
+        pending = self._send(name, chosen, fields, contract, timeout, request_id, attributes)
+        return await pending.wait_async()
+
+    def _send(
+        self,
+        name: str,
+        chosen: str,
+        fields: dict[str, Any],
+        contract: type[InferenceRequest] | type[EmbeddingRequest],
+        timeout: float,
+        request_id: str,
+        attributes: Mapping[str, str] | None,
+    ) -> _Pending:
         replies = self._replies.get()
         codec = codec_for(contract)
         request = codec.validate(
@@ -98,39 +152,97 @@ class Requests:
                 **fields,
             }
         )
-        future = replies.expect(request.request_id)
-        topic = self.core.settings.topics.request_topic(name, chosen)
-        deadline = time.monotonic() + timeout
+        pending = _Pending(
+            replies,
+            self._producer.get(),
+            replies.expect(request.request_id),
+            f"{name}:{chosen}",
+            request.request_id,
+            self.core.settings.topics.request_topic(name, chosen),
+            timeout,
+        )
         try:
-            producer = self._producer.get()
             # No flush: it would wait for every thread's records. The request's own delivery
             # report (served by any poll) fails the call at once if the broker refused it.
-            delivered = producer.produce_watched(topic, codec.encode(request), request.key(), [codec.header])
-            producer.poll(0)
-            while True:
-                if delivered.done() and delivered.exception() is not None:
-                    raise delivered.exception()  # type: ignore[misc]
-                left = deadline - time.monotonic()
-                try:
-                    return future.result(timeout=min(max(left, 0.0), _POLL_S))
-                except concurrent.futures.TimeoutError:
-                    if left <= _POLL_S:
-                        break
-                    producer.poll(0)
-            if not delivered.done():
-                raise RequestTimeoutError(
-                    f"request {request.request_id} to {name}:{chosen} was not even acknowledged by the broker "
-                    f"within {timeout:g}s: is the broker reachable and not overloaded?"
-                )
-            raise RequestTimeoutError(
-                f"no answer to request {request.request_id} from {name}:{chosen} within {timeout:g}s: "
-                f"is a worker serving {topic}? (a request it could not serve is on the dead-letter topic: "
-                "`inferstream dlq list`)"
+            pending.delivered = pending.producer.produce_watched(
+                pending.topic, codec.encode(request), request.key(), [codec.header]
             )
-        finally:
+            pending.producer.poll(0)
+        except BaseException:
             replies.forget(request.request_id)
+            raise
+        return pending
 
     def close(self) -> None:
         """Release the request producer and the reply topic's listener (a later request opens new ones)."""
         self._producer.close()
         self._replies.close()
+
+
+class _Pending:
+    """One request sent: its reply to wait for (in a thread or in asyncio), and its own delivery report."""
+
+    def __init__(
+        self,
+        replies: ReplyListener,
+        producer: Producer,
+        reply: concurrent.futures.Future[Prediction | Embedding],
+        ref: str,
+        request_id: str,
+        topic: str,
+        timeout: float,
+    ) -> None:
+        self.replies, self.producer, self.reply = replies, producer, reply
+        self.ref, self.request_id, self.topic, self.timeout = ref, request_id, topic, timeout
+        self.deadline = time.monotonic() + timeout
+        self.delivered: concurrent.futures.Future[None] | None = None
+
+    def _refused(self) -> None:
+        delivered = self.delivered
+        if delivered is not None and delivered.done() and delivered.exception() is not None:
+            raise delivered.exception()  # type: ignore[misc]
+
+    def wait(self) -> Prediction | Embedding:
+        """The answer; ``RequestTimeoutError`` when none comes in time."""
+        try:
+            while True:
+                self._refused()
+                left = self.deadline - time.monotonic()
+                try:
+                    return self.reply.result(timeout=min(max(left, 0.0), _POLL_S))
+                except concurrent.futures.TimeoutError:
+                    if left <= _POLL_S:
+                        break
+                    self.producer.poll(0)
+            raise self._timeout()
+        finally:
+            self.replies.forget(self.request_id)
+
+    async def wait_async(self) -> Prediction | Embedding:
+        """``wait`` in asyncio; the reply's future is awaited, never cancelled (the listener completes it)."""
+        reply = asyncio.wrap_future(self.reply)
+        try:
+            while True:
+                self._refused()
+                left = self.deadline - time.monotonic()
+                done, _ = await asyncio.wait({reply}, timeout=min(max(left, 0.0), _POLL_S))
+                if done:
+                    return reply.result()
+                if left <= _POLL_S:
+                    break
+                self.producer.poll(0)
+            raise self._timeout()
+        finally:
+            self.replies.forget(self.request_id)
+
+    def _timeout(self) -> RequestTimeoutError:
+        if self.delivered is None or not self.delivered.done():
+            return RequestTimeoutError(
+                f"request {self.request_id} to {self.ref} was not even acknowledged by the broker "
+                f"within {self.timeout:g}s: is the broker reachable and not overloaded?"
+            )
+        return RequestTimeoutError(
+            f"no answer to request {self.request_id} from {self.ref} within {self.timeout:g}s: "
+            f"is a worker serving {self.topic}? (a request it could not serve is on the dead-letter topic: "
+            "`inferstream dlq list`)"
+        )

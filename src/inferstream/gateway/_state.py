@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -67,11 +67,7 @@ class Gateway:
 
         The first failure is raised once every call has ended (none is left running unseen).
         """
-        results = await asyncio.gather(*(self.call(function, item) for item in items), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results  # type: ignore[return-value]
+        return await every(self.call(function, item) for item in items)
 
     async def model(self, ref: str, request_id: str) -> ModelVersion:
         """The model version ``ref`` names, from the repository (``models_dir``); 404 ``unknown_model`` if none.
@@ -129,3 +125,12 @@ class Gateway:
         """Let the waiting calls end, and close the SDK client (its reply topic is deleted)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()
+
+
+async def every(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Every call's result, in order; the first failure is raised once every call has ended."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

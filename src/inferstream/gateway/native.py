@@ -59,8 +59,7 @@ def router(state: Gateway) -> APIRouter:
             await state.require_model(model, version)
         timeout = min(body.timeout or limit, limit)
         try:
-            prediction = await state.call(
-                state.client.predict,
+            prediction = await state.client.predict_async(
                 model,
                 body.inputs,
                 version=version,

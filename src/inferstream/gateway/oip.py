@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from inferstream.errors import InferstreamError, KafkaError
 from inferstream.gateway._body import JsonRoute
 from inferstream.gateway._errors import OIP, ApiError, ErrorShape, from_sdk
-from inferstream.gateway._state import Gateway
+from inferstream.gateway._state import Gateway, every
 from inferstream.gateway._tensors import Signature, TensorSpec, output_tensor, parse_input, signature
 from inferstream.serving.repository import ModelVersion
 
@@ -202,13 +202,17 @@ def router(state: Gateway) -> APIRouter:
         config = found.config
         await state.require_model(config.name, config.version)
 
-        def predict(row: Any) -> Any:
-            if shown.embeds:
-                return state.client.embed(config.ref, row, timeout=limit, index=False).vector
-            return state.client.predict(config.ref, row, timeout=limit).outputs
+        def embed(row: Any) -> Any:
+            return state.client.embed(config.ref, row, timeout=limit, index=False).vector
+
+        async def predict(row: Any) -> Any:
+            return (await state.client.predict_async(config.ref, row, timeout=limit)).outputs
 
         try:
-            answers = await state.each(predict, rows)
+            if shown.embeds:
+                answers = await state.each(embed, rows)
+            else:  # every row's request at once, awaited on the event loop
+                answers = await every(predict(row) for row in rows)
         except InferstreamError as exc:
             raise from_sdk(exc) from None
         answer = {
