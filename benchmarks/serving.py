@@ -221,7 +221,7 @@ def raw_embedder(version: Any, texts: list[str], batch_sizes: tuple[int, ...]) -
     """Best raw texts/s (arrival order) with its batch size, and texts/s sorted by length."""
     from inferstream.schemas import EmbeddingRequest
     from inferstream.serving.onnx import OnnxModel
-    from inferstream.serving.text import TextPreprocessor, pool
+    from inferstream.serving.text import TextPreprocessor, bucket_by_length, pool
 
     model = OnnxModel(version).load()
     pre = TextPreprocessor(version.config, version.directory).load()
@@ -231,34 +231,26 @@ def raw_embedder(version: Any, texts: list[str], batch_sizes: tuple[int, ...]) -
         for i, t in enumerate(texts)
     ]
 
-    def run(ordered: list[EmbeddingRequest], size: int) -> float:
-        started = time.perf_counter()
-        for start in range(0, len(ordered), size):
-            prepared = pre.prepare(ordered[start : start + size])
+    def run(batches: list[list[EmbeddingRequest]]) -> float:
+        started = time.perf_counter()  # tokenisation included, as in the worker
+        for batch in batches:
+            prepared = pre.prepare(batch)
             hidden = model.run(prepared.feeds)[spec.embedding or ""]
             pool(hidden, prepared.attention_mask, spec.pooling, spec.normalize)
-        return len(ordered) / (time.perf_counter() - started)
+        return len(requests) / (time.perf_counter() - started)
 
     best, best_size = 0.0, batch_sizes[0]
     for size in batch_sizes:
-        rate = run(requests, size)
+        rate = run([requests[start : start + size] for start in range(0, len(requests), size)])
         note(f"raw embedder, batch {size}: {rate:.0f} texts/s")
         if rate > best:
             best, best_size = rate, size
     # Sorted: the whole input at once, cut as the model's batching says (max_batch_size and
     # max_batch_tokens, as the worker cuts what it takes), run back to back without Kafka.
-    from inferstream.serving.text import bucket_by_length
-
     batching = version.config.batching
-    started = time.perf_counter()  # tokenisation included, as in the worker
-    prepared = pre.prepare(requests)
-    for bucket in bucket_by_length(prepared.lengths, batching.max_batch_size, batching.max_batch_tokens):
-        rows = np.asarray(bucket)
-        width = int(prepared.lengths[rows].max())
-        hidden = model.run({name: array[rows, :width] for name, array in prepared.feeds.items()})
-        pool(hidden[spec.embedding or ""], prepared.attention_mask[rows, :width], spec.pooling, spec.normalize)
-    sorted_rps = len(requests) / (time.perf_counter() - started)
-    return best, best_size, sorted_rps
+    lengths = [len(e) for e in pre.encode([r.text for r in requests])]
+    buckets = bucket_by_length(lengths, batching.max_batch_size, batching.max_batch_tokens)
+    return best, best_size, run([[requests[i] for i in bucket] for bucket in buckets])
 
 
 def embedder_pipeline(client: Client, settings: Any, version: Any, texts: list[str]) -> tuple[float, float]:

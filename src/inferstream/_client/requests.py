@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from inferstream._client.core import Core, Lazy
 from inferstream.connectors.kafka.producer import Producer
@@ -50,9 +50,7 @@ class Requests:
     ) -> Prediction:
         """The prediction of ``model`` for ``inputs`` (``Client.predict``)."""
         reply = self.ask(model, version, {"inputs": dict(inputs)}, InferenceRequest, timeout, request_id, attributes)
-        if not isinstance(reply, Prediction):
-            raise ContractError(f"{model} answered with a {reply.schema_name}, not a prediction: use embed()")
-        return reply
+        return _answer(Prediction, model, reply)
 
     async def prediction_async(
         self,
@@ -65,10 +63,11 @@ class Requests:
     ) -> Prediction:
         """``prediction`` for asyncio code (``Client.predict_async``)."""
         fields = {"inputs": dict(inputs)}
-        reply = await self.ask_async(model, version, fields, InferenceRequest, timeout, request_id, attributes)
-        if not isinstance(reply, Prediction):
-            raise ContractError(f"{model} answered with a {reply.schema_name}, not a prediction: use embed()")
-        return reply
+        return _answer(
+            Prediction,
+            model,
+            await self.ask_async(model, version, fields, InferenceRequest, timeout, request_id, attributes),
+        )
 
     def embedding(
         self,
@@ -83,10 +82,9 @@ class Requests:
         """The embedding of ``text`` by ``model`` (``Client.embed``), indexed under ``document_id`` if ``index``."""
         request_id = uuid.uuid4().hex
         fields = {"text": text, "document_id": document_id or request_id, "index": index}
-        reply = self.ask(model, version, fields, EmbeddingRequest, timeout, request_id, attributes)
-        if not isinstance(reply, Embedding):
-            raise ContractError(f"{model} answered with a {reply.schema_name}, not an embedding: use predict()")
-        return reply
+        return _answer(
+            Embedding, model, self.ask(model, version, fields, EmbeddingRequest, timeout, request_id, attributes)
+        )
 
     def ask(
         self,
@@ -99,9 +97,8 @@ class Requests:
         attributes: Mapping[str, str] | None,
     ) -> Prediction | Embedding:
         """Send one request and wait for its answer; ``RequestTimeoutError`` when none comes within ``timeout``."""
-        name, _, pinned = model.partition(":")
-        request_id = request_id or uuid.uuid4().hex
-        chosen = version or pinned or self._routes().resolve(name, request_id)
+        name, chosen, request_id = _target(model, version, request_id)
+        chosen = chosen or self._routes().resolve(name, request_id)
         return self._send(name, chosen, fields, contract, timeout, request_id, attributes).wait()
 
     async def ask_async(
@@ -119,15 +116,12 @@ class Requests:
         What may block (opening the reply topic and the producer on first use, reading the
         routes for a bare name) runs in a thread.
         """
-        name, _, pinned = model.partition(":")
-        request_id = request_id or uuid.uuid4().hex
-        chosen = version or pinned
+        name, chosen, request_id = _target(model, version, request_id)
         if not chosen:
             chosen = await asyncio.to_thread(lambda: self._routes().resolve(name, request_id))
         if self._replies.opened is None or self._producer.opened is None:
             await asyncio.to_thread(lambda: (self._replies.get(), self._producer.get()))
-        pending = self._send(name, chosen, fields, contract, timeout, request_id, attributes)
-        return await pending.wait_async()
+        return await self._send(name, chosen, fields, contract, timeout, request_id, attributes).wait_async()
 
     def _send(
         self,
@@ -179,6 +173,25 @@ class Requests:
         self._replies.close()
 
 
+R = TypeVar("R", Prediction, Embedding)
+
+
+def _target(model: str, version: str | None, request_id: str | None) -> tuple[str, str, str]:
+    """(name, the version given or pinned in ``name:version`` or "" for the route's pick, request id)."""
+    name, _, pinned = model.partition(":")
+    return name, version or pinned, request_id or uuid.uuid4().hex
+
+
+_EXPECTED = {Prediction: "a prediction: use embed()", Embedding: "an embedding: use predict()"}
+
+
+def _answer(kind: type[R], model: str, reply: Prediction | Embedding) -> R:
+    """The reply as what the call expects; ContractError when the model is of the other kind."""
+    if not isinstance(reply, kind):
+        raise ContractError(f"{model} answered with a {reply.schema_name}, not {_EXPECTED[kind]}")
+    return reply
+
+
 class _Pending:
     """One request sent: its reply to wait for (in a thread or in asyncio), and its own delivery report."""
 
@@ -197,24 +210,25 @@ class _Pending:
         self.deadline = time.monotonic() + timeout
         self.delivered: concurrent.futures.Future[None] | None = None
 
-    def _refused(self) -> None:
+    def _next_wait(self) -> tuple[float, bool]:
+        """How long to wait for the reply now, and whether that is the last wait; raises a refusal."""
         delivered = self.delivered
         if delivered is not None and delivered.done() and delivered.exception() is not None:
             raise delivered.exception()  # type: ignore[misc]
+        left = self.deadline - time.monotonic()
+        return min(max(left, 0.0), _POLL_S), left <= _POLL_S
 
     def wait(self) -> Prediction | Embedding:
         """The answer; ``RequestTimeoutError`` when none comes in time."""
         try:
             while True:
-                self._refused()
-                left = self.deadline - time.monotonic()
+                wait, last = self._next_wait()
                 try:
-                    return self.reply.result(timeout=min(max(left, 0.0), _POLL_S))
+                    return self.reply.result(timeout=wait)
                 except concurrent.futures.TimeoutError:
-                    if left <= _POLL_S:
-                        break
-                    self.producer.poll(0)
-            raise self._timeout()
+                    if last:
+                        raise self._timeout() from None
+                self.producer.poll(0)  # serves delivery reports: ours may be a refusal
         finally:
             self.replies.forget(self.request_id)
 
@@ -223,15 +237,12 @@ class _Pending:
         reply = asyncio.wrap_future(self.reply)
         try:
             while True:
-                self._refused()
-                left = self.deadline - time.monotonic()
-                done, _ = await asyncio.wait({reply}, timeout=min(max(left, 0.0), _POLL_S))
-                if done:
+                wait, last = self._next_wait()
+                if (await asyncio.wait({reply}, timeout=wait))[0]:
                     return reply.result()
-                if left <= _POLL_S:
-                    break
+                if last:
+                    raise self._timeout()
                 self.producer.poll(0)
-            raise self._timeout()
         finally:
             self.replies.forget(self.request_id)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import FrameType, TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inferstream.client import Client
 from inferstream.config import Settings
-from inferstream.connectors.kafka.fanout import Fanout
+from inferstream.connectors.kafka.fanout import Fanout, FanoutSubscriber
 from inferstream.errors import ConfigError, InferstreamError
 from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream
 from inferstream.gateway._auth import bearer, warn_if_open
@@ -35,8 +35,28 @@ from inferstream.gateway._state import GRACE_S, Gateway
 from inferstream.metrics import Metrics
 from inferstream.runtime import settle
 from inferstream.schemas.codec import codec_for
-from inferstream.schemas.records import DriftAlert, Prediction
+from inferstream.schemas.records import Contract, DriftAlert, Prediction
 from inferstream.serving.repository import ModelRepository
+
+C = TypeVar("C", bound=Contract)
+
+
+def _fanout(
+    settings: Settings,
+    topic: str,
+    contract: type[C],
+    on_drop: Callable[[FanoutSubscriber[C], str], None] | None = None,
+) -> Fanout[C]:
+    """The one reader of a platform topic that feeds the gateway's streams of it."""
+    gateway = settings.gateway
+    return Fanout(
+        settings,
+        settings.topics.platform_topics()[topic],
+        codec_for(contract),
+        queue_size=gateway.sse_queue_size,
+        drop_after_s=gateway.sse_drop_after_s,
+        on_drop=on_drop,
+    )
 
 
 def create_app(settings: Settings, *, client: Client | None = None, metrics: Metrics | None = None) -> FastAPI:
@@ -44,21 +64,10 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     metrics = metrics or Metrics(namespace=settings.metrics.namespace)
     client = client or Client(settings, metrics=metrics)
     gateway_metrics = GatewayMetrics(metrics)
-    predictions: Fanout[Prediction] = Fanout(
-        settings,
-        settings.topics.platform_topics()["predictions"],
-        codec_for(Prediction),
-        queue_size=settings.gateway.sse_queue_size,
-        drop_after_s=settings.gateway.sse_drop_after_s,
-        on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc(),
+    predictions = _fanout(
+        settings, "predictions", Prediction, on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc()
     )
-    drift_alerts: Fanout[DriftAlert] = Fanout(
-        settings,
-        settings.topics.platform_topics()["drift-alerts"],
-        codec_for(DriftAlert),
-        queue_size=settings.gateway.sse_queue_size,
-        drop_after_s=settings.gateway.sse_drop_after_s,
-    )
+    drift_alerts = _fanout(settings, "drift-alerts", DriftAlert)
     repository = ModelRepository(settings.models_dir)
     state = Gateway(settings, client, metrics, gateway_metrics, predictions, drift_alerts, bearer(settings), repository)
 

@@ -9,17 +9,16 @@ free-form JSON values (model inputs and outputs, features) → a JSON ``string``
 from __future__ import annotations
 
 import json
-import types
-import typing
 from collections.abc import Iterable
 from datetime import datetime
 from functools import cache
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
+from inferstream.schemas._annotations import members, unwrap
 from inferstream.schemas.records import Contract
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -27,17 +26,7 @@ _JSON_TYPES = {"JsonValue"}
 
 
 def _strip(annotation: Any) -> Any:
-    """The type inside any ``Annotated[...]`` wrappers."""
-    while get_origin(annotation) is typing.Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
-
-
-def _non_null(annotation: Any) -> list[Any]:
-    origin = get_origin(annotation)
-    if origin is Union or origin is types.UnionType:
-        return [a for a in get_args(annotation) if a is not type(None)]
-    return [annotation]
+    return unwrap(annotation)[0]
 
 
 def _is_vector(annotation: Any) -> bool:
@@ -51,11 +40,11 @@ def arrow_type(annotation: Any) -> pa.DataType:
         return pa.list_(pa.float32())
     if getattr(annotation, "__name__", None) in _JSON_TYPES or annotation is Any:
         return pa.string()
-    members = _non_null(annotation)
-    if len(members) > 1:
+    kept = members(annotation)[0]
+    if len(kept) > 1:
         # A union of scalars (features) or of anything else: keep the JSON text.
         return pa.string()
-    annotation = _strip(members[0])
+    annotation = _strip(kept[0])
     origin = get_origin(annotation)
     if origin is Literal or annotation is str:
         return pa.string()

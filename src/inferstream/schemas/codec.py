@@ -11,13 +11,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import UnionType
-from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
+from inferstream.schemas._annotations import is_union, members, unwrap
 from inferstream.schemas.compiled import fast_decoder
 from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
 from inferstream.schemas.policy_plan import PolicyPlan
@@ -306,13 +306,14 @@ class Codec(Generic[C]):
 
 def _json_native(annotation: Any) -> bool:
     """Whether values of a field's type are JSON's own (orjson and pydantic write them alike)."""
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
+    annotation = unwrap(annotation)[0]
     if getattr(annotation, "__name__", None) == "JsonValue":
         return True
+    if is_union(annotation):
+        return all(_json_native(a) for a in members(annotation)[0])
     origin = get_origin(annotation)
-    if origin is Union or origin is UnionType or origin is list or origin is dict:
-        return all(_json_native(a) for a in get_args(annotation) if a is not type(None))
+    if origin is list or origin is dict:
+        return all(_json_native(a) for a in get_args(annotation))
     return origin is Literal or annotation in (str, int, float, bool, datetime)
 
 

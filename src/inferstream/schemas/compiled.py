@@ -29,11 +29,9 @@ error message. ``tests/unit/test_compiled_contracts.py`` checks both paths agree
 from __future__ import annotations
 
 import re
-import types
-import typing
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 import msgspec
@@ -41,6 +39,7 @@ from pydantic import AfterValidator, BaseModel, PlainValidator, Strict
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from inferstream.schemas._annotations import is_union, members, unwrap
 from inferstream.schemas._types import _to_vector, _utc
 from inferstream.schemas.jsonpolicy import INT_MIN
 
@@ -62,16 +61,6 @@ class UnsupportedError(TypeError):
 def _timestamp(value: str | datetime) -> datetime:
     # Text from the record; a datetime from a default factory (``utcnow``) stays as it is.
     return _utc(datetime.fromisoformat(value)) if type(value) is str else value  # type: ignore[return-value]
-
-
-class _Field:
-    """How one field goes from the struct to the model: as it is, a timestamp, or a nested part."""
-
-    __slots__ = ("convert", "name")
-
-    def __init__(self, name: str, convert: Callable[[Any], Any] | None) -> None:
-        self.name = name
-        self.convert = convert
 
 
 def _pattern(pattern: str) -> str:
@@ -148,14 +137,9 @@ class _Mapper:
 
     def field_type(self, annotation: Any, metadata: list[Any]) -> tuple[Any, Callable[[Any], Any] | None]:
         """The struct type of an annotation, and the conversion of its decoded value (None: as it is)."""
-        validators = [m for m in metadata if isinstance(m, AfterValidator)]
-        others = [m for m in metadata if not isinstance(m, AfterValidator)]
-        while get_origin(annotation) is typing.Annotated:
-            inner, *extra = get_args(annotation)
-            others += [m for m in extra if isinstance(m, PlainValidator)]
-            validators += [m for m in extra if isinstance(m, AfterValidator)]
-            others += [m for m in extra if not isinstance(m, AfterValidator)]
-            annotation = inner
+        annotation, inner = unwrap(annotation)
+        validators = [m for m in metadata + inner if isinstance(m, AfterValidator)]
+        others = [m for m in metadata + inner if not isinstance(m, AfterValidator)]
         if any(isinstance(m, PlainValidator) and m.func is _to_vector for m in others):
             # A vector: base64 text here, turned into the array by the model's own function
             # (a JSON array of numbers, the other form the model takes, goes to the model).
@@ -163,17 +147,16 @@ class _Mapper:
         if any(v.func is not _utc for v in validators):
             raise UnsupportedError(f"validator on {annotation!r}")
         origin = get_origin(annotation)
-        if origin is Union or origin is types.UnionType:
-            members = [a for a in get_args(annotation) if a is not type(None)]
-            optional = len(members) < len(get_args(annotation))
-            if len(members) == 1:
-                inner_type, convert = self.field_type(members[0], others + validators)
+        if is_union(annotation):
+            kept, optional = members(annotation)
+            if len(kept) == 1:
+                inner_type, convert = self.field_type(kept[0], others + validators)
                 if not optional:
                     return inner_type, convert
                 return inner_type | None, (None if convert is None else _optional(convert))
             if others or validators:
                 raise UnsupportedError(f"constrained union {annotation!r}")
-            return self._scalar_union(members, optional), None
+            return self._scalar_union(kept, optional), None
         if annotation is datetime:
             if others:
                 raise UnsupportedError("constrained datetime")
@@ -212,11 +195,9 @@ class _Mapper:
     def _scalar_union(self, members: list[Any], optional: bool) -> Any:
         kinds = []
         for member in members:
-            while get_origin(member) is typing.Annotated:
-                inner, *extra = get_args(member)
-                if any(not isinstance(m, Strict) for m in extra):
-                    raise UnsupportedError(f"union member {member!r}")
-                member = inner
+            member, extra = unwrap(member)
+            if any(not isinstance(m, Strict) for m in extra):
+                raise UnsupportedError(f"union member {member!r}")
             if member not in (int, float, str, bool):
                 raise UnsupportedError(f"union member {member!r}")
             kinds.append(_INT if member is int else member)
@@ -238,15 +219,16 @@ class _Mapper:
                 raise UnsupportedError(f"{model.__name__} has a {decorator.info.mode} model validator")
             after.append(decorator.func)
         fields: list[tuple[str, Any, Any]] = []
-        conversions: list[_Field] = []
+        converted: list[tuple[str, Callable[[Any], Any]]] = []
         for name, info in model.model_fields.items():
             kind, convert = self.field_type(info.annotation, list(info.metadata))
             fields.append((name, kind, _default(info, convert)))
-            conversions.append(_Field(name, convert))
+            if convert is not None:
+                converted.append((name, convert))
         struct = msgspec.defstruct(
             f"{model.__name__}Struct", fields, kw_only=True, forbid_unknown_fields=True, frozen=True
         )
-        build = _builder(model, conversions, after)
+        build = _builder(model, converted, after)
         self.structs[model] = (struct, build)
         return struct, build
 
@@ -270,10 +252,9 @@ def _each(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _builder(
-    model: type[BaseModel], conversions: list[_Field], after: list[Callable[[Any], Any]]
+    model: type[BaseModel], converted: list[tuple[str, Callable[[Any], Any]]], after: list[Callable[[Any], Any]]
 ) -> Callable[[Any], BaseModel]:
-    names = frozenset(c.name for c in conversions)
-    converted = [(c.name, c.convert) for c in conversions if c.convert is not None]
+    names = frozenset(model.model_fields)
     new = model.__new__
     set_attribute = object.__setattr__
     as_dict = msgspec.structs.asdict

@@ -13,37 +13,28 @@ walk, which says what is wrong and where.
 
 from __future__ import annotations
 
-import types
-import typing
 from collections.abc import Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from inferstream.schemas._annotations import is_union, members, unwrap
 from inferstream.schemas.jsonpolicy import INT_MAX, INT_MIN
 
 #: Patterns whose every match is ASCII (a name: the pieces of topic names).
 _ASCII_PATTERNS = frozenset({r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"})
 
 
-def _strip(annotation: Any) -> tuple[Any, list[Any]]:
-    metadata: list[Any] = []
-    while get_origin(annotation) is typing.Annotated:
-        annotation, *extra = get_args(annotation)
-        metadata += extra
-    return annotation, metadata
-
-
 def _kind(annotation: Any, metadata: list[Any]) -> str:
     """``skip``, ``str``, ``str_map``, ``int`` or ``walk`` (anything else: the full check)."""
-    annotation, more = _strip(annotation)
+    annotation, more = unwrap(annotation)
     metadata = metadata + more
+    if is_union(annotation):
+        kept, _ = members(annotation)
+        return _kind(kept[0], metadata) if len(kept) == 1 else "walk"
     origin = get_origin(annotation)
-    if origin is Union or origin is types.UnionType:
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        return _kind(members[0], metadata) if len(members) == 1 else "walk"
     if annotation in (bool, float, datetime) or origin is Literal:
         return "skip"
     if annotation is int:
@@ -51,7 +42,7 @@ def _kind(annotation: Any, metadata: list[Any]) -> str:
     if annotation is str:
         patterns = {getattr(m, "pattern", None) for m in metadata} - {None}
         return "skip" if patterns and patterns <= _ASCII_PATTERNS else "str"
-    if origin is dict and all(_strip(a)[0] is str for a in get_args(annotation)):
+    if origin is dict and all(unwrap(a)[0] is str for a in get_args(annotation)):
         return "str_map"
     return "walk"
 

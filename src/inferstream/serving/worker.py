@@ -267,7 +267,9 @@ class InferenceWorker:
         self._prediction_codec = codec_for(Prediction)
         self._prediction_header = [self._prediction_codec.header]
         self._embedding_codec = codec_for(Embedding)
-        self._lineage = Lineage.model_validate(config.lineage) if config.lineage else None
+        # Where this version came from, in every output: as fields (predictions, chain steps) and as a part.
+        self._lineage_fields = config.lineage
+        self._lineage = Lineage.model_validate(self._lineage_fields) if self._lineage_fields else None
         self._error_codec = codec_for(RequestError)
         # Error replies go to reply topics only (a hostile request cannot aim them at another topic).
         self._replies_prefix = topics.reply_topic("")
@@ -754,7 +756,7 @@ class InferenceWorker:
         # Built from a validated request and our own outputs: encoded from its fields
         # (~1 µs a record; constructing and serialising the model costs ~10 µs).
         encode = self._prediction_codec.encode_fields
-        name, version, shadow, lineage = self.config.name, self.config.version, self.shadow, self.config.lineage
+        name, version, shadow, lineage = self.config.name, self.config.version, self.shadow, self._lineage_fields
         values: list[bytes] = []
         keys: list[bytes] = []
         for item, row in zip(items, rows, strict=True):
@@ -831,7 +833,7 @@ class InferenceWorker:
             assert isinstance(request, InferenceRequest)
             queue_ms = max((started - item.received) * 1000, 0.0)
             try:
-                values.append(link.output(request, row, queue_ms, compute, now, self.config.lineage))
+                values.append(link.output(request, row, queue_ms, compute, now, self._lineage_fields))
             except ContractError as exc:
                 self._dead_letter(item, exc, tag)
                 continue
