@@ -15,10 +15,11 @@ produced to the last acknowledged).
 OpenAI embeddings: ``POST /v1/embeddings`` with B texts a request (base64, as the
 ``openai`` client asks) to the demo embedder served by ``inferstream serve``, in
 texts/s, against ``Client.embed()`` of one text a call from C threads (C texts in
-flight either way). OIP infer:
-``POST /v2/models/breast-cancer/versions/1/infer`` with one row a request (JSON
-tensors) from C threads, against ``Client.predict()`` above (``ratio_oip``); and with R
-rows a request, in rows/s (``ratio_oip_rows``: what batching a request buys).
+flight either way). OIP infer: ``tritonclient.http`` (the protocol's own client, one
+a thread, its defaults: tensors as bytes after the JSON) calling
+``/v2/models/breast-cancer/versions/1/infer`` with one row a request from C threads,
+against ``Client.predict()`` above (``ratio_oip``); and with R rows a request, in
+rows/s (``ratio_oip_rows``: what batching a request buys).
 
     .venv/bin/python benchmarks/gateway.py --quick
 """
@@ -31,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import tritonclient.http as triton
 from rich.console import Console
 from rich.table import Table
 
@@ -152,6 +155,23 @@ def stream_rate(client: Client, url: str, count: int) -> tuple[float, float]:
     return count / (float(last) - started), count / produced_s
 
 
+class _TritonClients:
+    """One ``tritonclient.http`` client a thread (it is not thread-safe), with its default binary tensors."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.removeprefix("http://")
+        self.local = threading.local()
+
+    def infer(self, features: np.ndarray) -> None:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = triton.InferenceServerClient(url=self.url, network_timeout=60)
+        tensor = triton.InferInput("input", list(features.shape), "FP32")
+        tensor.set_data_from_numpy(features)
+        result = client.infer(TABULAR_NAME, [tensor], model_version="1")
+        assert result.as_numpy("label").shape == (len(features),)
+
+
 def _fitting(texts: list[str], embedder: Path, count: int) -> list[str]:
     """The first ``count`` texts the embedder takes whole (the demo corpus has a few over its max_length)."""
     from tokenizers import Tokenizer
@@ -229,13 +249,12 @@ def main() -> None:
                 direct_s, direct_ms = timed(direct, count, threads)
                 http_s, http_ms = timed(over_http, count, threads)
                 note(f"OIP infer: {count} rows in requests of {rows_per_request} ...")
-                infer_path = f"/v2/models/{TABULAR_NAME}/versions/1/infer"
+                oip = _TritonClients(url)
+                features = np.asarray([list(row.values()) for row in rows], dtype=np.float32)
 
                 def infer(i: int) -> None:
-                    chunk = [rows[(i * rows_per_request + j) % len(rows)] for j in range(rows_per_request)]
-                    data = [value for row in chunk for value in row.values()]
-                    tensor = {"name": "input", "shape": [rows_per_request, len(chunk[0])], "datatype": "FP32"}
-                    http.post(infer_path, json={"inputs": [{**tensor, "data": data}]}).raise_for_status()
+                    at = (i * rows_per_request) % (len(features) - rows_per_request)
+                    oip.infer(features[at : at + rows_per_request])
 
                 timed(infer, threads, threads)
                 infer_s, _ = timed(infer, count // rows_per_request, threads)
@@ -243,9 +262,8 @@ def main() -> None:
                 note(f"OIP infer: {count} requests of one row, like Client.predict() ...")
 
                 def infer_one(i: int) -> None:
-                    row = rows[i % len(rows)]
-                    tensor = {"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": list(row.values())}
-                    http.post(infer_path, json={"inputs": [tensor]}).raise_for_status()
+                    at = i % len(features)
+                    oip.infer(features[at : at + 1])
 
                 timed(infer_one, threads * 4, threads)
                 infer_one_s, infer_one_ms = timed(infer_one, count, threads)

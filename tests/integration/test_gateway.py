@@ -295,6 +295,7 @@ def test_healthz_metrics_and_openapi(platform: Settings) -> None:
     with BackgroundGateway(platform) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
         health = http.get("/healthz")
         http.post("/v1/events", json={"id": "e1", "type": "review", "text": "counted"})
+        http.post("/v1/models/nope:1/predict", json={"inputs": {}})  # answered past FastAPI's routing
         metrics = http.get("/metrics")
         schema = http.get("/openapi.json").json()
     assert health.status_code == 200
@@ -302,6 +303,7 @@ def test_healthz_metrics_and_openapi(platform: Settings) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'inferstream_gateway_requests_total{route="/healthz",status="200"} 1.0' in metrics.text
     assert 'inferstream_gateway_requests_total{route="/v1/events",status="200"} 1.0' in metrics.text
+    assert 'inferstream_gateway_requests_total{route="/v1/models/{name}/predict",status="404"} 1.0' in metrics.text
     events_topic = platform.topics.name("events")
     assert f'inferstream_records_out_total{{stage="produce",topic="{events_topic}"}} 1.0' in metrics.text
     assert {

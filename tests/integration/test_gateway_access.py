@@ -40,6 +40,9 @@ def test_keys_have_scopes_and_rate_limits(platform: Settings) -> None:
             {"name": "ingest", "secret": "produce-key", "scopes": ["produce"], "rate_per_s": 0.5, "burst": 2}
         ),
         ApiKey.model_validate({"name": "ops", "secret": "admin-key", "scopes": ["admin"]}),
+        ApiKey.model_validate(
+            {"name": "scorer", "secret": "predict-key", "scopes": ["predict"], "rate_per_s": 0.5, "burst": 2}
+        ),
     ]
     settings = _with(platform, keys=keys)
     with BackgroundGateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
@@ -58,6 +61,21 @@ def test_keys_have_scopes_and_rate_limits(platform: Settings) -> None:
         assert http.get("/metrics", headers=_auth("admin-key")).status_code == 200
         assert http.post("/v1/events", json=EVENT, headers=_auth("admin-key")).status_code == 200
         assert http.get("/healthz").status_code == 200  # probes stay open
+        # Predict and infer (answered past FastAPI's routing) take the same keys, scopes and rates:
+        # one token spent a request, whether the body is taken directly or left to FastAPI.
+        predict, infer = "/v1/models/nope:1/predict", "/v2/models/nope/versions/1/infer"
+        assert http.post(predict, json={"inputs": {}}).status_code == 401
+        forbidden = http.post(infer, json={"inputs": []}, headers=_auth("read-key"))
+        assert forbidden.status_code == 403, forbidden.text
+        assert set(forbidden.json()) == {"error"}
+        scored = [
+            http.post(predict, json={"inputs": "not an object"}, headers=_auth("predict-key")),
+            http.post(predict, json={"inputs": {}}, headers=_auth("predict-key")),
+            http.post(infer, json={"inputs": []}, headers=_auth("predict-key")),
+        ]
+        assert [a.status_code for a in scored] == [422, 404, 429], [a.text for a in scored]
+        assert set(scored[2].json()) == {"error"}
+        assert int(scored[2].headers["Retry-After"]) >= 1
 
 
 def test_keys_rotate_from_a_file_without_a_restart(platform: Settings, tmp_path: Path) -> None:

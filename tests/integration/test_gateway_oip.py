@@ -95,7 +95,8 @@ def test_metadata_readiness_and_infer_equal_client_predict(platform: Settings, t
     assert list(labels) == [d["label"] for d in direct]
     expected = np.asarray([[d["probabilities"]["malignant"], d["probabilities"]["benign"]] for d in direct])
     np.testing.assert_allclose(probabilities, expected, rtol=1e-6)
-    assert list(bare.as_numpy("label")) == list(labels[:2])
+    # No outputs named: tritonclient asks for bytes, and BYTES come back as bytes (as from Triton).
+    assert [label.decode() for label in bare.as_numpy("label")] == list(labels[:2])
     assert only_label.as_numpy("probabilities") is None
     assert list(only_label.as_numpy("label")) == list(labels[:1])
 
@@ -113,10 +114,6 @@ def test_bad_requests_get_the_protocols_errors(tabular: BackgroundGateway) -> No
             client.get_model_metadata("no-such-model", headers=_auth())
         with pytest.raises(InferenceServerException) as unauthorized:
             client.get_model_metadata(TABULAR_NAME)
-        binary = triton.InferInput("input", list(features.shape), "FP32")
-        binary.set_data_from_numpy(features, binary_data=True)
-        with pytest.raises(InferenceServerException) as not_json:
-            client.infer(TABULAR_NAME, [binary], headers=_auth())
     finally:
         client.close()
     assert bad_shape.value.status() == "400"
@@ -126,8 +123,6 @@ def test_bad_requests_get_the_protocols_errors(tabular: BackgroundGateway) -> No
     assert unknown.value.status() == "404"
     assert "no-such-model" in unknown.value.message()
     assert unauthorized.value.status() == "401"
-    assert not_json.value.status() == "400"
-    assert "binary_data=False" in not_json.value.message()
     with httpx.Client(base_url=tabular.url, headers=_auth(), timeout=30) as http:
         url = f"/v2/models/{TABULAR_NAME}/versions/1/infer"
         ragged = http.post(
@@ -156,6 +151,61 @@ def test_bad_requests_get_the_protocols_errors(tabular: BackgroundGateway) -> No
     } <= paths
 
 
+def test_binary_tensors_and_compressed_bodies_as_tritonclient_sends_them(tabular: BackgroundGateway) -> None:
+    rows, _ = tabular_rows()
+    features = np.asarray([list(r.values()) for r in rows[:5]], dtype=np.float32)
+    client = _client(tabular)
+    try:
+        json_out = [triton.InferRequestedOutput(n, binary_data=False) for n in ("label", "probabilities")]
+        as_json = client.infer(TABULAR_NAME, [_input(features)], model_version="1", outputs=json_out, headers=_auth())
+        binary = triton.InferInput("input", list(features.shape), "FP32")
+        binary.set_data_from_numpy(features)  # tritonclient's default: the tensor's bytes after the JSON
+        # No outputs named: tritonclient asks for every output as bytes (binary_data_output).
+        as_bytes = client.infer(TABULAR_NAME, [binary], model_version="1", headers=_auth())
+        mixed = client.infer(
+            TABULAR_NAME,
+            [binary],
+            outputs=[
+                triton.InferRequestedOutput("label", binary_data=False),
+                triton.InferRequestedOutput("probabilities", binary_data=True),
+            ],
+            headers=_auth(),
+            request_compression_algorithm="gzip",
+        )
+        deflated = client.infer(TABULAR_NAME, [binary], headers=_auth(), request_compression_algorithm="deflate")
+    finally:
+        client.close()
+    labels = list(as_json.as_numpy("label"))
+    assert list(mixed.as_numpy("label")) == labels  # asked for as JSON: str
+    for result in (as_bytes, deflated):  # as bytes: BYTES elements come back as bytes
+        assert [label.decode() for label in result.as_numpy("label")] == labels
+    for result in (as_bytes, mixed, deflated):
+        np.testing.assert_array_equal(result.as_numpy("probabilities"), as_json.as_numpy("probabilities"))
+    outputs = {o["name"]: o for o in as_bytes.get_response()["outputs"]}
+    assert outputs["probabilities"]["parameters"] == {"binary_data_size": 5 * 2 * 4}
+    assert "data" not in outputs["probabilities"]
+    mixed_outputs = {o["name"]: o for o in mixed.get_response()["outputs"]}
+    assert "data" in mixed_outputs["label"]
+    assert "data" not in mixed_outputs["probabilities"]
+
+    url = f"{tabular.url}/v2/models/{TABULAR_NAME}/versions/1/infer"
+    head = b'{"inputs":[{"name":"input","shape":[1,30],"datatype":"FP32","parameters":{"binary_data_size":120}}]}'
+    with httpx.Client(headers=_auth(), timeout=30) as http:
+        short = http.post(url, content=head + bytes(100), headers={"Inference-Header-Content-Length": str(len(head))})
+        past = http.post(url, content=head + bytes(120), headers={"Inference-Header-Content-Length": "99999"})
+        not_gzip = http.post(url, content=b"{}", headers={"Content-Encoding": "gzip"})
+        brotli = http.post(url, content=b"{}", headers={"Content-Encoding": "br"})
+        no_token = httpx.post(url, content=head + bytes(120), headers={"Inference-Header-Content-Length": "1"})
+    for response in (short, past, not_gzip, brotli):
+        assert response.status_code == 400, response.text
+        assert set(response.json()) == {"error"}
+    assert "binary_data_size 120, but 100 bytes follow" in short.json()["error"]
+    assert "Inference-Header-Content-Length is '99999'" in past.json()["error"]
+    assert "not valid gzip" in not_gzip.json()["error"]
+    assert "'br' is not served" in brotli.json()["error"]
+    assert no_token.status_code == 401  # the key is checked before the body is judged
+
+
 def test_texts_in_embeddings_out(platform: Settings, models_dir: Path) -> None:
     texts = ["The cat sat on the mat.", "Quarterly revenue grew by eight percent."]
     worker = InferenceWorker(platform, ModelRepository(models_dir).get(EMBEDDER_NAME, "1"))
@@ -167,6 +217,9 @@ def test_texts_in_embeddings_out(platform: Settings, models_dir: Path) -> None:
             tensor.set_data_from_numpy(np.asarray(texts, dtype=object), binary_data=False)
             wanted = [triton.InferRequestedOutput("embedding", binary_data=False)]
             result = client.infer(EMBEDDER_NAME, [tensor], model_version="1", outputs=wanted, headers=_auth())
+            as_bytes = triton.InferInput("text", [2], "BYTES")
+            as_bytes.set_data_from_numpy(np.asarray(texts, dtype=object))  # length-prefixed elements
+            binary = client.infer(EMBEDDER_NAME, [as_bytes], model_version="1", headers=_auth())
         finally:
             client.close()
         with Client(platform) as sdk:
@@ -174,3 +227,4 @@ def test_texts_in_embeddings_out(platform: Settings, models_dir: Path) -> None:
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert metadata["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
     np.testing.assert_array_equal(result.as_numpy("embedding"), direct)
+    np.testing.assert_array_equal(binary.as_numpy("embedding"), direct)

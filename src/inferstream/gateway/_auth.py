@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -195,9 +195,18 @@ def _read_keys(path: Path) -> list[ApiKey]:
         raise ConfigError(f"gateway keys file {path}: {problems}") from None
 
 
-def bearer(settings: Settings) -> Authorize:
+def token_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token of raw ASGI headers, read as FastAPI's ``HTTPBearer`` reads it (None if there is none)."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            credentials = credentials.strip()
+            return credentials if scheme.lower() == "bearer" and credentials else None
+    return None
+
+
+def bearer(ring: KeyRing) -> Authorize:
     """A FastAPI dependency factory: ``authorize(scope)`` answers 401/403/429 unless the request may."""
-    ring = KeyRing(settings)
 
     def authorize(scope: Scope) -> Dependency:
         # async: a sync dependency would cost every request a hop to a worker thread (the check
@@ -212,4 +221,4 @@ def bearer(settings: Settings) -> Authorize:
     return authorize
 
 
-__all__ = ["Authorize", "KeyRing", "bearer", "check_exposure", "is_loopback", "warn_if_open"]
+__all__ = ["Authorize", "KeyRing", "bearer", "check_exposure", "is_loopback", "token_of", "warn_if_open"]

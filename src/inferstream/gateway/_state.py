@@ -21,7 +21,7 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout
 from inferstream.errors import KafkaError, ModelError
-from inferstream.gateway._auth import Authorize
+from inferstream.gateway._auth import Authorize, KeyRing
 from inferstream.gateway._errors import ApiError
 from inferstream.gateway._metrics import GatewayMetrics
 from inferstream.metrics import Metrics
@@ -50,6 +50,7 @@ class Gateway:
     predictions: Fanout[Prediction]
     alerts: Fanout[DriftAlert]
     authorize: Authorize
+    keys: KeyRing
     repository: ModelRepository
     loop: asyncio.AbstractEventLoop | None = None
     _known_topics: set[str] = field(default_factory=set)
@@ -129,6 +130,9 @@ class Gateway:
 
 async def every(calls: Iterable[Awaitable[T]]) -> list[T]:
     """Every call's result, in order; the first failure is raised once every call has ended."""
+    calls = list(calls)
+    if len(calls) == 1:  # one row, one request: no task to schedule
+        return [await calls[0]]
     results = await asyncio.gather(*calls, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

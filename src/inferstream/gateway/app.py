@@ -1,7 +1,8 @@
 """The gateway's app factory, and running it: under uvicorn until a signal, or in a thread.
 
 :func:`create_app` builds the shared state (:class:`inferstream.gateway._state.Gateway`),
-includes one router per interface and adds the middleware (body limit, metrics).
+includes one router per interface and adds the middleware (body limit, metrics, and
+the hot routes answered directly: :mod:`inferstream.gateway._direct`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout, FanoutSubscriber
 from inferstream.errors import ConfigError, InferstreamError
 from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream
-from inferstream.gateway._auth import bearer, warn_if_open
+from inferstream.gateway._auth import KeyRing, bearer, warn_if_open
 from inferstream.gateway._body import BodyLimit, JsonBodyError
+from inferstream.gateway._direct import Direct
 from inferstream.gateway._errors import NATIVE, ApiError, shape_of, validation_message
 from inferstream.gateway._metrics import GatewayMetrics, Observe
 from inferstream.gateway._state import GRACE_S, Gateway
@@ -69,7 +71,10 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     )
     drift_alerts = _fanout(settings, "drift-alerts", DriftAlert)
     repository = ModelRepository(settings.models_dir)
-    state = Gateway(settings, client, metrics, gateway_metrics, predictions, drift_alerts, bearer(settings), repository)
+    keys = KeyRing(settings)
+    state = Gateway(
+        settings, client, metrics, gateway_metrics, predictions, drift_alerts, bearer(keys), keys, repository
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,6 +116,8 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     for router in routers:
         app.include_router(router)
     routes = [route for router in routers for route in router.routes]
+    # Innermost: the hot routes answered past FastAPI, inside the body limit and the metrics.
+    app.add_middleware(Direct, routes=[*native.direct(state), *oip.direct(state)], api_routes=routes, keys=keys)
     app.add_middleware(Observe, metrics=gateway_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway.max_body_bytes, routes=routes)
     return app

@@ -1,9 +1,13 @@
-"""``POST /v1/models/{name}/predict``: one prediction, request/reply through Kafka (``Client.predict``)."""
+"""``POST /v1/models/{name}/predict``: one prediction, request/reply through Kafka (``Client.predict``).
+
+Answered by :mod:`inferstream.gateway._direct`, past FastAPI's request machinery; the
+FastAPI route describes it and answers the bodies the direct route leaves it.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from inferstream.errors import (
     ConfigError,
@@ -13,7 +17,8 @@ from inferstream.errors import (
     RecordValidationError,
     RequestTimeoutError,
 )
-from inferstream.gateway._body import JsonRoute
+from inferstream.gateway._body import JsonRoute, Scope, parse_json
+from inferstream.gateway._direct import DirectRoute, Fallback, header, is_json
 from inferstream.gateway._errors import ApiError
 from inferstream.gateway._state import Gateway
 from inferstream.schemas.codec import codec_for
@@ -39,8 +44,7 @@ class PredictBody(BaseModel):
 def router(state: Gateway) -> APIRouter:
     """The native predict route."""
     routes = APIRouter(prefix="/v1", dependencies=[Depends(state.authorize("predict"))], route_class=JsonRoute)
-    limit = state.settings.gateway.predict_timeout_s
-    codec = codec_for(Prediction)
+    predict = _Predict(state)
 
     @routes.post(
         "/models/{name}/predict",
@@ -52,7 +56,43 @@ def router(state: Gateway) -> APIRouter:
             504: {"description": "No prediction within the timeout."},
         },
     )
-    async def predict(name: str, body: PredictBody) -> Response:
+    async def endpoint(name: str, body: PredictBody) -> Response:
+        return await predict.answer(name, body)
+
+    return routes
+
+
+def direct(state: Gateway) -> list[DirectRoute]:
+    """The predict route, answered past FastAPI's request machinery (:mod:`inferstream.gateway._direct`)."""
+    predict = _Predict(state)
+
+    async def answer(params: dict[str, str], body: PredictBody) -> Response:
+        return await predict.answer(params["name"], body)
+
+    return [DirectRoute("/v1/models/{name}/predict", "predict", _parse, answer)]
+
+
+def _parse(scope: Scope, body: bytes) -> PredictBody:
+    # Anything FastAPI would word otherwise is left to it: another Content-Type, an invalid body.
+    if not is_json(header(scope, b"content-type")):
+        raise Fallback
+    try:
+        return PredictBody.model_validate(parse_json(body))
+    except ValidationError:
+        raise Fallback from None
+
+
+class _Predict:
+    """Predict: what the FastAPI endpoint and the direct route both call."""
+
+    def __init__(self, state: Gateway) -> None:
+        self.state = state
+        self.limit = state.settings.gateway.predict_timeout_s
+        self.codec = codec_for(Prediction)
+
+    async def answer(self, name: str, body: PredictBody) -> Response:
+        """The prediction of ``body.inputs`` by ``name`` (``model`` or ``model:version``)."""
+        state, limit = self.state, self.limit
         model, _, pinned = name.partition(":")
         version = body.version or pinned or None
         if version is not None:
@@ -80,6 +120,4 @@ def router(state: Gateway) -> APIRouter:
             raise ApiError(422, "invalid_request", str(exc)) from None
         except KafkaError as exc:
             raise ApiError(503, "kafka_unavailable", str(exc)) from None
-        return Response(codec.encode(prediction), media_type="application/json")
-
-    return routes
+        return Response(self.codec.encode(prediction), media_type="application/json")

@@ -11,9 +11,13 @@
 Each row of the input tensor is one request through Kafka (``Client.predict``, or
 ``Client.embed`` for an embedder), all of a call's rows at once; the answers come
 back as output tensors in row order (:mod:`inferstream.gateway._tensors`). Without a
-version, a name goes by its route, else to its highest version. Tensor data is JSON (``binary_data=False`` in
-tritonclient): the binary extension is not served. Errors are ``{"error": message}``:
-400 for a bad request (shape, datatype, data), 404 for an unknown model.
+version, a name goes by its route, else to its highest version. Tensor data is JSON,
+or raw bytes after the JSON (the binary data extension, tritonclient's default:
+:mod:`inferstream.gateway._binary`); bodies may come gzip- or deflate-compressed.
+Errors are ``{"error": message}``: 400 for a bad request (shape, datatype, data), 404
+for an unknown model. Infer is answered by :mod:`inferstream.gateway._direct`, past
+FastAPI's request machinery; its FastAPI routes describe it and answer what the
+direct route leaves them.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from collections.abc import Callable, Coroutine
 from importlib.metadata import version as package_version
 from typing import Any, ClassVar
 
-import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from inferstream.errors import InferstreamError, KafkaError
-from inferstream.gateway._body import JsonRoute
-from inferstream.gateway._errors import OIP, ApiError, ErrorShape, from_sdk
+from inferstream.gateway import _binary
+from inferstream.gateway._body import JsonRoute, Scope, parse_json
+from inferstream.gateway._direct import DirectRoute, Fallback, header, is_json
+from inferstream.gateway._errors import OIP, ApiError, ErrorShape, from_sdk, validation_message
 from inferstream.gateway._state import Gateway, every
 from inferstream.gateway._tensors import Signature, TensorSpec, output_tensor, parse_input, signature
 from inferstream.serving.repository import ModelVersion
@@ -43,20 +48,16 @@ PLATFORM = "onnxruntime_onnx"
 class OipRoute(JsonRoute):
     """A route whose errors take the protocol's shape, ``{"error": message}``.
 
-    Bodies are JSON whatever their Content-Type says (tritonclient sends none);
-    binary tensor data is refused.
+    Bodies are JSON when no Content-Type is given (tritonclient sends none).
     """
 
     error_shape: ClassVar[ErrorShape] = OIP
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The JSON route's handler, after a check that the body is JSON alone."""
+        """The JSON route's handler, reading a body without a Content-Type as JSON."""
         handler = super().get_route_handler()
 
         async def json_only(request: Request) -> Response:
-            # tritonclient's binary extension: a JSON header, then raw tensor bytes.
-            if "inference-header-content-length" in request.headers:
-                raise ApiError(400, "binary_data", "binary tensor data is not served: send JSON (binary_data=False)")
             if "content-type" not in request.headers:
                 request.scope["headers"] = [*request.scope["headers"], (b"content-type", b"application/json")]
             return await handler(request)
@@ -72,7 +73,11 @@ class InputTensor(BaseModel):
     name: str
     shape: list[int] = Field(min_length=1, max_length=8)
     datatype: str
-    data: list[JsonValue] = Field(description="Row-major, flat or nested.")
+    data: list[JsonValue] | None = Field(
+        default=None,
+        description="Row-major, flat or nested; left out when the tensor's bytes follow the JSON "
+        "(binary data extension: `parameters.binary_data_size`).",
+    )
     parameters: dict[str, JsonValue] | None = None
 
 
@@ -164,7 +169,7 @@ def probes(state: Gateway) -> APIRouter:
 def router(state: Gateway) -> APIRouter:
     """The model routes (behind the token)."""
     routes = APIRouter(prefix="/v2", dependencies=[Depends(state.authorize("predict"))], route_class=OipRoute)
-    limit = state.settings.gateway.predict_timeout_s
+    infer = _Infer(state)
 
     async def version_of(name: str, version: str | None, request_id: str = "") -> ModelVersion:
         return await state.model(f"{name}:{version}" if version else name, request_id)
@@ -192,36 +197,6 @@ def router(state: Gateway) -> APIRouter:
         if info.members < 1:
             raise ApiError(503, "not_ready", f"no worker serves {found.ref} (its group {group} has no members)")
         return {"name": found.name, "ready": True}
-
-    async def infer(name: str, version: str | None, body: InferBody) -> Response:
-        found = await version_of(name, version, uuid.uuid4().hex)
-        shown = signature(found.config)
-        tensor = _the_input(shown, body)
-        rows = shown.rows(parse_input(shown.input, tensor.datatype, tensor.shape, tensor.data, MAX_ROWS))
-        wanted = _wanted(shown, body)
-        config = found.config
-        await state.require_model(config.name, config.version)
-
-        def embed(row: Any) -> Any:
-            return state.client.embed(config.ref, row, timeout=limit, index=False).vector
-
-        async def predict(row: Any) -> Any:
-            return (await state.client.predict_async(config.ref, row, timeout=limit)).outputs
-
-        try:
-            if shown.embeds:
-                answers = await state.each(embed, rows)
-            else:  # every row's request at once, awaited on the event loop
-                answers = await every(predict(row) for row in rows)
-        except InferstreamError as exc:
-            raise from_sdk(exc) from None
-        answer = {
-            "model_name": config.name,
-            "model_version": config.version,
-            **({"id": body.id} if body.id is not None else {}),
-            "outputs": [output_tensor(spec, answers, config) for spec in wanted],
-        }
-        return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     @routes.get("", summary="Server metadata (OIP)")
     async def server() -> dict[str, Any]:
@@ -257,13 +232,106 @@ def router(state: Gateway) -> APIRouter:
 
     @routes.post("/models/{name}/infer", summary="Infer (OIP): each row one request through Kafka", **infer_doc)
     async def model_infer(name: str, body: InferBody) -> Response:
-        return await infer(name, None, body)
+        return await infer.answer(name, None, body, None)
 
     @routes.post("/models/{name}/versions/{version}/infer", summary="Infer with one version (OIP)", **infer_doc)
     async def version_infer(name: str, version: str, body: InferBody) -> Response:
-        return await infer(name, version, body)
+        return await infer.answer(name, version, body, None)
 
     return routes
+
+
+def direct(state: Gateway) -> list[DirectRoute]:
+    """The infer routes, answered past FastAPI's request machinery (:mod:`inferstream.gateway._direct`)."""
+    infer = _Infer(state)
+
+    async def model_infer(params: dict[str, str], parsed: Parsed) -> Response:
+        return await infer.answer(params["name"], None, *parsed)
+
+    async def version_infer(params: dict[str, str], parsed: Parsed) -> Response:
+        return await infer.answer(params["name"], params["version"], *parsed)
+
+    return [
+        DirectRoute("/v2/models/{name}/infer", "predict", infer.parse, model_infer),
+        DirectRoute("/v2/models/{name}/versions/{version}/infer", "predict", infer.parse, version_infer),
+    ]
+
+
+#: An infer body, and the tensor bytes after its JSON (binary data extension), if any.
+Parsed = tuple[InferBody, memoryview | None]
+
+
+class _Infer:
+    """Infer: what the FastAPI endpoints and the direct routes both call."""
+
+    def __init__(self, state: Gateway) -> None:
+        self.state = state
+        self.limit = state.settings.gateway.predict_timeout_s
+        self.max_body = state.settings.gateway.max_body_bytes
+
+    def parse(self, scope: Scope, body: bytes) -> Parsed:
+        """The body: JSON, or JSON then tensor bytes, either maybe compressed; 400 when it is not one."""
+        length = header(scope, b"inference-header-content-length")
+        if length is None and not is_json(header(scope, b"content-type")):
+            raise Fallback
+        encoding = header(scope, b"content-encoding")
+        if encoding is not None and encoding.strip().lower() != "identity":
+            body = _binary.inflate(body, encoding, self.max_body)
+        raw = None
+        if length is not None:
+            body, raw = _binary.split(body, length)
+        try:
+            return InferBody.model_validate(parse_json(body)), raw
+        except ValidationError as exc:  # worded as the FastAPI route words it
+            message, param = validation_message(exc.errors())
+            raise ApiError(400, "invalid_request", message, param=param) from None
+
+    async def answer(self, name: str, version: str | None, body: InferBody, raw: memoryview | None) -> Response:
+        """Each row of the input one request through Kafka, all at once; the answers as output tensors."""
+        state = self.state
+        # The request id only picks a bare name's version by its route.
+        found = await state.model(f"{name}:{version}" if version else name, "" if version else uuid.uuid4().hex)
+        shown = signature(found.config)
+        tensor = _the_input(shown, body)
+        if tensor.data is not None and raw:
+            raise ApiError(400, "invalid_binary", f"input {tensor.name!r} has data, yet bytes follow the JSON")
+        data = tensor.data
+        if data is None:
+            data = _binary.input_data(tensor.name, tensor.datatype, tensor.parameters, raw)
+        rows = shown.rows(parse_input(shown.input, tensor.datatype, tensor.shape, data, MAX_ROWS))
+        wanted = _wanted(shown, body)
+        config = found.config
+        await state.require_model(config.name, config.version)
+        limit = self.limit
+
+        def embed(row: Any) -> Any:
+            return state.client.embed(config.ref, row, timeout=limit, index=False).vector
+
+        async def predict(row: Any) -> Any:
+            return (await state.client.predict_async(config.ref, row, timeout=limit)).outputs
+
+        try:
+            if shown.embeds:
+                answers = await state.each(embed, rows)
+            else:  # every row's request at once, awaited on the event loop
+                answers = await every(predict(row) for row in rows)
+        except InferstreamError as exc:
+            raise from_sdk(exc) from None
+        answer = {
+            "model_name": config.name,
+            "model_version": config.version,
+            **({"id": body.id} if body.id is not None else {}),
+            "outputs": [output_tensor(spec, answers, config) for spec in wanted],
+        }
+        return _binary.answer(answer, [_as_bytes(body, spec.name) for spec in wanted])
+
+
+def _as_bytes(body: InferBody, name: str) -> bool:
+    """Whether output ``name`` goes as bytes: its ``binary_data``, else the request's ``binary_data_output``."""
+    for requested in body.outputs or ():
+        if requested.name == name and requested.parameters and "binary_data" in requested.parameters:
+            return requested.parameters["binary_data"] is True
+    return bool(body.parameters and body.parameters.get("binary_data_output") is True)
 
 
 def _the_input(shown: Signature, body: InferBody) -> InputTensor:
