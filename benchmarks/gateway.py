@@ -5,7 +5,8 @@ The baseline is ``Client.predict()`` from this process with C threads; the gatew
 path is ``POST /v1/models/breast-cancer:1/predict`` from C threads (httpx, kept-alive
 connections) to ``inferstream gateway`` (a process of its own, so the HTTP client
 and the server do not share an interpreter). p50/p99 latency and throughput of each,
-and the ratio gateway/direct.
+and the ratio gateway/direct. The direct, HTTP and OIP calls take turns in rounds, so
+that load from elsewhere on the machine weighs on each alike.
 
 Stream: one client reads ``GET /v1/predictions/stream`` while predictions are
 produced to the predictions topic as fast as the SDK goes; the delivery rate (from
@@ -39,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -97,6 +99,25 @@ def timed(call: Callable[[int], None], count: int, threads: int) -> tuple[float,
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(count)))
     return time.perf_counter() - started, latencies
+
+
+#: Direct and gateway calls take turns in this many rounds: a burst of load from elsewhere
+#: on a shared machine then weighs on both sides of a ratio alike.
+ROUNDS = 3
+
+
+def _in_turns(calls: list[Callable[[int], None]], count: int, threads: int) -> list[Any]:
+    """For each call in turn, ``count`` calls split over :data:`ROUNDS` rounds: seconds and latencies, flat."""
+    seconds = [0.0] * len(calls)
+    latencies: list[list[np.ndarray]] = [[] for _ in calls]
+    share = count // ROUNDS
+    for round_ in range(ROUNDS):
+        size = count - share * (ROUNDS - 1) if round_ == ROUNDS - 1 else share
+        for n, call in enumerate(calls):
+            took, ms = timed(call, size, threads)
+            seconds[n] += took
+            latencies[n].append(ms)
+    return [x for n in range(len(calls)) for x in (seconds[n], np.concatenate(latencies[n]))]
 
 
 #: The stream client, a process of its own (as curl or a browser would be): counts events
@@ -243,12 +264,6 @@ def main() -> None:
                     response = http.post(path, json={"inputs": rows[i % len(rows)]})
                     response.raise_for_status()
 
-                note(f"warming up, then {count} predictions each way with {threads} threads ...")
-                timed(direct, threads * 4, threads)
-                timed(over_http, threads * 4, threads)
-                direct_s, direct_ms = timed(direct, count, threads)
-                http_s, http_ms = timed(over_http, count, threads)
-                note(f"OIP infer: {count} rows in requests of {rows_per_request} ...")
                 oip = _TritonClients(url)
                 features = np.asarray([list(row.values()) for row in rows], dtype=np.float32)
 
@@ -256,17 +271,23 @@ def main() -> None:
                     at = (i * rows_per_request) % (len(features) - rows_per_request)
                     oip.infer(features[at : at + rows_per_request])
 
-                timed(infer, threads, threads)
-                infer_s, _ = timed(infer, count // rows_per_request, threads)
-                oip_rows = (count // rows_per_request) * rows_per_request
-                note(f"OIP infer: {count} requests of one row, like Client.predict() ...")
-
                 def infer_one(i: int) -> None:
                     at = i % len(features)
                     oip.infer(features[at : at + 1])
 
-                timed(infer_one, threads * 4, threads)
-                infer_one_s, infer_one_ms = timed(infer_one, count, threads)
+                note(
+                    f"warming up, then {count} predictions each way with {threads} threads "
+                    f"(direct, HTTP and OIP infer taking turns, {ROUNDS} rounds) ..."
+                )
+                for call in (direct, over_http, infer_one):
+                    timed(call, threads * 4, threads)
+                direct_s, direct_ms, http_s, http_ms, infer_one_s, infer_one_ms = _in_turns(
+                    [direct, over_http, infer_one], count, threads
+                )
+                note(f"OIP infer: {count} rows in requests of {rows_per_request} ...")
+                timed(infer, threads, threads)
+                infer_s, _ = timed(infer, count // rows_per_request, threads)
+                oip_rows = (count // rows_per_request) * rows_per_request
 
                 note(f"embeddings: {texts_count} texts each way, {texts_per_request} a request over HTTP ...")
 
