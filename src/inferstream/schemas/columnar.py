@@ -17,6 +17,7 @@ cannot reach the model or the readers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,7 +150,23 @@ def _columns_problem(batch: pa.RecordBatch) -> FieldProblem | None:
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         return FieldProblem("columns", f"column(s) named twice: {', '.join(twice[:5])}")
-    for field in batch.schema:
+    if not set(batch.schema.types) <= _SCALAR_TYPES:
+        return _type_problem(batch.schema)
+    problem = columns_problem(dict.fromkeys(names, batch.num_rows))
+    return None if problem is None else FieldProblem("columns", problem)
+
+
+#: Arrow types of scalar columns (the common ones: checked as a set, without a loop over the columns).
+_SCALAR_TYPES = frozenset(
+    (
+        *(pa.float64(), pa.float32(), pa.float16(), pa.bool_(), pa.string(), pa.large_string(), pa.null()),
+        *(pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()),
+    )
+)
+
+
+def _type_problem(schema: pa.Schema) -> FieldProblem | None:
+    for field in schema:
         kind = field.type
         if not (
             pa.types.is_integer(kind)
@@ -160,8 +177,7 @@ def _columns_problem(batch: pa.RecordBatch) -> FieldProblem | None:
             or pa.types.is_null(kind)
         ):
             return FieldProblem(f"columns.{field.name}", f"is {kind}: a column holds scalars (numbers, text, bool)")
-    problem = columns_problem(dict.fromkeys(names, batch.num_rows))
-    return None if problem is None else FieldProblem("columns", problem)
+    return None
 
 
 def _read_arrow(value: bytes, contract: str) -> tuple[pa.RecordBatch, dict[str, Any]]:
@@ -224,8 +240,14 @@ def write_arrow(batch: pa.RecordBatch, fields: Mapping[str, Any]) -> bytes:
 def prediction_batch_arrow(fields: Mapping[str, Any], inputs: pa.RecordBatch, outputs: Mapping[str, pa.Array]) -> bytes:
     """The Arrow form of a prediction batch: the request's columns and the outputs, ``fields`` as metadata."""
     arrays = [*inputs.columns, *outputs.values()]
-    names = [f"inputs.{n}" for n in inputs.schema.names] + [f"outputs.{n}" for n in outputs]
+    names = _names(tuple(inputs.schema.names), tuple(outputs))
     return write_arrow(pa.RecordBatch.from_arrays(arrays, names=names), fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _names(inputs: tuple[str, ...], outputs: tuple[str, ...]) -> list[str]:
+    """A prediction batch's column names (requests of one model repeat them: made once)."""
+    return [f"inputs.{n}" for n in inputs] + [f"outputs.{n}" for n in outputs]
 
 
 def decode_prediction_batch(value: bytes, headers: Headers | None) -> PredictionBatch:

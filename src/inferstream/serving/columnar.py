@@ -50,12 +50,14 @@ class ColumnarScorer:
         if missing:
             more = " ..." if len(missing) > 5 else ""
             raise ValueError(f"columns: missing feature(s) {', '.join(missing[:5])}{more} of {len(self.features)}")
-        matrix = np.empty((request.rows, len(self.features)), dtype=self.dtype)
-        for index, name in enumerate(self.features):
+        columns = []
+        for name in self.features:
             try:
-                matrix[:, index] = _numbers(request.column(name))
+                columns.append(_numbers(request.column(name)))
             except (TypeError, ValueError, pa.ArrowException):
                 raise ValueError(f"columns.{name}: not numbers") from None
+        # Float64 views of the record's buffers, stacked and cast once (not a strided write per column).
+        matrix = np.stack(columns, axis=1).astype(self.dtype, copy=False)
         if not self.allow_nan:
             bad = np.isnan(matrix).any(axis=0)
             if bad.any():
