@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from inferstream._client.alerts import alerts as alerts_of
+from inferstream._client.batches import predict_batch
 from inferstream._client.core import Core, Lazy
 from inferstream._client.dead_letters import ReplayReport, letter_filter, read_dead_letters, replay_dead_letters
 from inferstream._client.forward import forward
@@ -34,7 +36,7 @@ from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.groups import GroupAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.metrics import Metrics
-from inferstream.schemas.records import Contract, DeadLetter, DriftAlert, Embedding, Prediction
+from inferstream.schemas.records import Contract, DeadLetter, Embedding, Prediction
 from inferstream.search import Searcher
 from inferstream.serving.routes import RouteTable
 
@@ -180,6 +182,9 @@ class Client(Closing):
         """
         return self._requests.embedding(model, version, text, document_id, timeout, attributes, index)
 
+    #: Bulk scoring, many rows in one request: :func:`inferstream._client.batches.predict_batch`.
+    predict_batch = forward("_requests", predict_batch)
+
     @property
     def routes(self) -> RouteTable:
         """The models' routes (from the control topic, kept current): alias → version by request id."""
@@ -223,23 +228,8 @@ class Client(Closing):
         with self.subscribe("predictions-shadow" if shadow else "predictions", schema="prediction", **options) as s:
             yield from predictions_of(s, name, version or pinned or None)
 
-    def alerts(
-        self,
-        *,
-        monitor: str | None = None,
-        from_beginning: bool = False,
-        group: str | None = None,
-        idle_timeout: float | None = None,
-        max_records: int | None = None,
-    ) -> Iterator[DriftAlert]:
-        """Drift alerts as they arrive (of one monitor when given); a replayed window's repeat is dropped."""
-        # Imported on use: the monitoring package pulls in scipy, which the SDK need not pay for.
-        from inferstream.monitoring.alerts import unique_alerts
-
-        with self.subscribe(
-            "drift-alerts", schema="drift-alert", group=group, from_beginning=from_beginning, idle_timeout=idle_timeout
-        ) as stream:
-            yield from unique_alerts((m.record for m in stream), monitor=monitor, max_records=max_records)
+    #: Drift alerts as they arrive: :func:`inferstream._client.alerts.alerts`.
+    alerts = forward("_core", alerts_of)
 
     def dead_letters(
         self,

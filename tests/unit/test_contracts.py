@@ -39,8 +39,10 @@ def test_every_topic_has_a_contract() -> None:
     assert set(CONTRACTS) == {
         "event",
         "inference-request",
+        "inference-batch-request",
         "embedding-request",
         "prediction",
+        "prediction-batch",
         "request-error",
         "embedding",
         "drift-alert",

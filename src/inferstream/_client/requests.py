@@ -11,21 +11,25 @@ import asyncio
 import concurrent.futures
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from inferstream._client.core import Core, Lazy
 from inferstream.connectors.kafka.producer import Producer
-from inferstream.connectors.kafka.replies import ReplyListener
+from inferstream.connectors.kafka.replies import Reply, ReplyListener
 from inferstream.errors import ContractError, RequestTimeoutError
 from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import codec_for
-from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Prediction
+from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Prediction, PredictionBatch
 from inferstream.serving.routes import RouteTable
 
 #: How often a waiting call serves the producer's delivery reports (its own may be a failure).
 _POLL_S = 0.05
+
+#: Builds a request's value and headers from its head (request id, model, version, reply-to,
+#: deadline, attributes); raises ``ContractError`` for bad input, before anything is sent.
+Build = Callable[[dict[str, Any]], tuple[bytes, Sequence[tuple[str, bytes]]]]
 
 
 class Requests:
@@ -50,7 +54,7 @@ class Requests:
     ) -> Prediction:
         """The prediction of ``model`` for ``inputs`` (``Client.predict``)."""
         reply = self.ask(model, version, {"inputs": dict(inputs)}, InferenceRequest, timeout, request_id, attributes)
-        return _answer(Prediction, model, reply)
+        return answer(Prediction, model, reply)
 
     async def prediction_async(
         self,
@@ -63,7 +67,7 @@ class Requests:
     ) -> Prediction:
         """``prediction`` for asyncio code (``Client.predict_async``)."""
         fields = {"inputs": dict(inputs)}
-        return _answer(
+        return answer(
             Prediction,
             model,
             await self.ask_async(model, version, fields, InferenceRequest, timeout, request_id, attributes),
@@ -82,7 +86,7 @@ class Requests:
         """The embedding of ``text`` by ``model`` (``Client.embed``), indexed under ``document_id`` if ``index``."""
         request_id = uuid.uuid4().hex
         fields = {"text": text, "document_id": document_id or request_id, "index": index}
-        return _answer(
+        return answer(
             Embedding, model, self.ask(model, version, fields, EmbeddingRequest, timeout, request_id, attributes)
         )
 
@@ -95,11 +99,23 @@ class Requests:
         timeout: float,
         request_id: str | None,
         attributes: Mapping[str, str] | None,
-    ) -> Prediction | Embedding:
+    ) -> Reply:
         """Send one request and wait for its answer; ``RequestTimeoutError`` when none comes within ``timeout``."""
+        return self.ask_built(model, version, _builder(contract, fields), timeout, request_id, attributes)
+
+    def ask_built(
+        self,
+        model: str,
+        version: str | None,
+        build: Build,
+        timeout: float,
+        request_id: str | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Reply:
+        """``ask`` for a request whose value ``build`` makes from its head (a columnar request, ...)."""
         name, chosen, request_id = _target(model, version, request_id)
         chosen = chosen or self._routes().resolve(name, request_id)
-        return self._send(name, chosen, fields, contract, timeout, request_id, attributes).wait()
+        return self._send(name, chosen, build, timeout, request_id, attributes).wait()
 
     async def ask_async(
         self,
@@ -110,7 +126,7 @@ class Requests:
         timeout: float,
         request_id: str | None,
         attributes: Mapping[str, str] | None,
-    ) -> Prediction | Embedding:
+    ) -> Reply:
         """``ask`` for asyncio code: sent from the event loop, the answer awaited without a thread.
 
         What may block (opening the reply topic and the producer on first use, reading the
@@ -121,21 +137,20 @@ class Requests:
             chosen = await asyncio.to_thread(lambda: self._routes().resolve(name, request_id))
         if self._replies.opened is None or self._producer.opened is None:
             await asyncio.to_thread(lambda: (self._replies.get(), self._producer.get()))
-        return await self._send(name, chosen, fields, contract, timeout, request_id, attributes).wait_async()
+        build = _builder(contract, fields)
+        return await self._send(name, chosen, build, timeout, request_id, attributes).wait_async()
 
     def _send(
         self,
         name: str,
         chosen: str,
-        fields: dict[str, Any],
-        contract: type[InferenceRequest] | type[EmbeddingRequest],
+        build: Build,
         timeout: float,
         request_id: str,
         attributes: Mapping[str, str] | None,
     ) -> _Pending:
         replies = self._replies.get()
-        codec = codec_for(contract)
-        request = codec.validate(
+        value, headers = build(
             {
                 "request_id": request_id,
                 "model": name,
@@ -143,27 +158,24 @@ class Requests:
                 "reply_to": replies.topic,
                 "deadline": utcnow() + timedelta(seconds=timeout),
                 "attributes": dict(attributes or {}),
-                **fields,
             }
         )
         pending = _Pending(
             replies,
             self._producer.get(),
-            replies.expect(request.request_id),
+            replies.expect(request_id),
             f"{name}:{chosen}",
-            request.request_id,
+            request_id,
             self.core.settings.topics.request_topic(name, chosen),
             timeout,
         )
         try:
             # No flush: it would wait for every thread's records. The request's own delivery
             # report (served by any poll) fails the call at once if the broker refused it.
-            pending.delivered = pending.producer.produce_watched(
-                pending.topic, codec.encode(request), request.key(), [codec.header]
-            )
+            pending.delivered = pending.producer.produce_watched(pending.topic, value, request_id.encode(), headers)
             pending.producer.poll(0)
         except BaseException:
-            replies.forget(request.request_id)
+            replies.forget(request_id)
             raise
         return pending
 
@@ -173,7 +185,18 @@ class Requests:
         self._replies.close()
 
 
-R = TypeVar("R", Prediction, Embedding)
+R = TypeVar("R", Prediction, Embedding, PredictionBatch)
+
+
+def _builder(contract: type[InferenceRequest] | type[EmbeddingRequest], fields: dict[str, Any]) -> Build:
+    """A ``Build`` of one JSON request of ``contract`` with ``fields`` (validated at once)."""
+    codec = codec_for(contract)
+
+    def build(head: dict[str, Any]) -> tuple[bytes, Sequence[tuple[str, bytes]]]:
+        request = codec.validate({**head, **fields})
+        return codec.encode(request), [codec.header]
+
+    return build
 
 
 def _target(model: str, version: str | None, request_id: str | None) -> tuple[str, str, str]:
@@ -182,10 +205,14 @@ def _target(model: str, version: str | None, request_id: str | None) -> tuple[st
     return name, version or pinned, request_id or uuid.uuid4().hex
 
 
-_EXPECTED = {Prediction: "a prediction: use embed()", Embedding: "an embedding: use predict()"}
+_EXPECTED = {
+    Prediction: "a prediction: use embed()",
+    Embedding: "an embedding: use predict()",
+    PredictionBatch: "a prediction batch",
+}
 
 
-def _answer(kind: type[R], model: str, reply: Prediction | Embedding) -> R:
+def answer(kind: type[R], model: str, reply: Reply) -> R:
     """The reply as what the call expects; ContractError when the model is of the other kind."""
     if not isinstance(reply, kind):
         raise ContractError(f"{model} answered with a {reply.schema_name}, not {_EXPECTED[kind]}")
@@ -199,7 +226,7 @@ class _Pending:
         self,
         replies: ReplyListener,
         producer: Producer,
-        reply: concurrent.futures.Future[Prediction | Embedding],
+        reply: concurrent.futures.Future[Reply],
         ref: str,
         request_id: str,
         topic: str,
@@ -218,7 +245,7 @@ class _Pending:
         left = self.deadline - time.monotonic()
         return min(max(left, 0.0), _POLL_S), left <= _POLL_S
 
-    def wait(self) -> Prediction | Embedding:
+    def wait(self) -> Reply:
         """The answer; ``RequestTimeoutError`` when none comes in time."""
         try:
             while True:
@@ -232,7 +259,7 @@ class _Pending:
         finally:
             self.replies.forget(self.request_id)
 
-    async def wait_async(self) -> Prediction | Embedding:
+    async def wait_async(self) -> Reply:
         """``wait`` in asyncio; the reply's future is awaited, never cancelled (the listener completes it)."""
         reply = asyncio.wrap_future(self.reply)
         try:

@@ -18,6 +18,7 @@ from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.errors import ContractError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, codec_for
+from inferstream.schemas.columnar import decode_prediction_batch, is_prediction_batch
 from inferstream.schemas.records import Contract, Prediction, contract_named
 
 #: Seconds of a subscription's group join that its idle timeout does not count.
@@ -204,7 +205,10 @@ class Subscription(Closing):
         error = None
         if self._codec is not None and value is not None:
             try:
-                record = self._codec.decode(value, headers=headers)
+                if self._codec.contract is Prediction and is_prediction_batch(headers):
+                    record = decode_prediction_batch(value, headers)  # a predictions topic's other contract
+                else:
+                    record = self._codec.decode(value, headers=headers)
             except ContractError as exc:
                 error = str(exc)
         _ts_type, ts = message.timestamp()

@@ -21,10 +21,16 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from inferstream.errors import ContractError
 from inferstream.monitoring.spec import ColumnSpec
 from inferstream.monitoring.window import Batch, ColumnBatch, TopicPartition
+from inferstream.schemas.codec import Headers, codec_for
+from inferstream.schemas.columnar import decode_predictions, is_prediction_batch
+from inferstream.schemas.records import Prediction
 
 _MISSING = object()
+#: The header of a single prediction (the common case, told apart without parsing).
+_PREDICTION_HEADER = codec_for(Prediction).header
 
 
 def field_value(record: Mapping[str, Any], path: Sequence[str]) -> Any:
@@ -43,6 +49,14 @@ def _lenient(value: bytes | None) -> Any:
     try:
         return json.loads(value) if value is not None else None
     except (ValueError, RecursionError):  # malformed, not UTF-8, or nested too deep
+        return None
+
+
+def _batch_rows(value: bytes | None, headers: Headers) -> list[dict[str, Any]] | None:
+    """A prediction batch's rows as decoded JSON objects (the inference table expands it alike); None if bad."""
+    try:
+        return [p.model_dump(mode="json") for p in decode_predictions(value or b"", headers)]
+    except ContractError:
         return None
 
 
@@ -88,39 +102,56 @@ class Extractor:
         self.version = version
         self.dims: dict[str, int] = {}
         self.skipped = 0  # other models' predictions
+        self.expanded = 0  # rows of prediction batches beyond one per record
 
-    def decode(self, values: Sequence[tuple[bytes | None, TopicPartition, int]]) -> Batch:
-        """A batch from (value, partition, offset) triples; other models' predictions are skipped."""
+    def decode(
+        self,
+        values: Sequence[tuple[bytes | None, TopicPartition, int]],
+        headers: Sequence[Headers | None] | None = None,
+    ) -> Batch:
+        """A batch from (value, partition, offset) triples; other models' predictions are skipped.
+
+        With the records' ``headers``, a prediction batch (a columnar request's answer) gives
+        one row per row it scored, all at its offset; ``expanded`` counts the rows beyond one
+        per record, so records in = rows out − expanded + skipped + bad.
+        """
         records: list[dict[str, Any]] = []
         times: list[float] = []
         parts: dict[TopicPartition, int] = {}
         part_index: list[int] = []
         offsets: list[int] = []
         bad = 0
-        loads = orjson.loads
-        for value, tp, offset in values:
-            try:
-                record = loads(value) if value is not None else None
-            except orjson.JSONDecodeError:
-                record = _lenient(value)
-            if not isinstance(record, dict):
+        loads, plain = orjson.loads, _PREDICTION_HEADER
+        for index, (value, tp, offset) in enumerate(values):
+            found = headers[index] if headers is not None else None
+            if found and found[0] != plain and is_prediction_batch(found):
+                taken = _batch_rows(value, found)
+            else:
+                try:
+                    record = loads(value) if value is not None else None
+                except orjson.JSONDecodeError:
+                    record = _lenient(value)
+                taken = [record] if isinstance(record, dict) else None
+            if taken is None:
                 bad += 1
                 continue
-            model = record.get("model")
-            if model != self.model or (self.version is not None and str(record.get("version")) != self.version):
+            model = taken[0].get("model")
+            if model != self.model or (self.version is not None and str(taken[0].get("version")) != self.version):
                 if isinstance(model, str):
                     self.skipped += 1
                     continue
                 bad += 1
                 continue
-            seconds = event_seconds(record.get("event_time"))
+            seconds = event_seconds(taken[0].get("event_time"))  # a batch's rows share the request's time
             if seconds is None:
                 bad += 1
                 continue
-            records.append(record)
-            times.append(seconds)
-            part_index.append(parts.setdefault(tp, len(parts)))
-            offsets.append(offset)
+            self.expanded += len(taken) - 1
+            for record in taken:
+                records.append(record)
+                times.append(seconds)
+                part_index.append(parts.setdefault(tp, len(parts)))
+                offsets.append(offset)
         columns = {spec.name: self._column(spec, records) for spec in self.columns}
         return Batch(
             times=np.asarray(times, dtype=np.float64),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from inferstream.schemas._types import (
     Id,
@@ -154,6 +154,97 @@ class Prediction(Contract):
     predicted_at: Timestamp = Field(default_factory=utcnow, description="When the output was produced (UTC).")
     shadow: bool = Field(default=False, description="True when from a shadow version (never shown to users).")
     chain: list[ChainStep] = Field(default_factory=list, description="Steps of a chain, first to last.")
+    source_event_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    lineage: Lineage | None = Field(
+        default=None, description="The version's registry lineage (run, registered version, sha256), if imported."
+    )
+
+
+#: The most rows one columnar request may carry (bulk scoring: split larger tables).
+MAX_BATCH_ROWS = 65_536
+
+#: A column of a columnar record: one scalar per row.
+Column = list[Scalar]
+
+
+class BatchRequestHead(_Request):
+    """The fields of a columnar request besides its columns (the Arrow form's schema metadata)."""
+
+
+class InferenceBatchRequest(BatchRequestHead):
+    """Many rows to score with one model version as one batch (``requests.<model>.<version>``, bulk scoring).
+
+    Two forms, told apart by the ``content-type`` header: JSON (this contract as it
+    reads, ``columns`` an object of equal-length arrays keyed by the model's feature
+    names) or Arrow (``application/vnd.apache.arrow.stream``: an IPC stream of one
+    record batch whose columns are the features, every other field JSON text in the
+    schema's ``inferstream`` metadata). The answer is one ``prediction-batch`` record,
+    in the form asked.
+    """
+
+    schema_name: ClassVar[str] = "inference-batch-request"
+    schema_version: ClassVar[int] = 1
+
+    columns: dict[str, Column] = Field(
+        description=f"Model inputs as columns: feature name -> one value per row (1 to {MAX_BATCH_ROWS} rows, "
+        "every column the same length)."
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _rectangular(cls, columns: dict[str, Column]) -> dict[str, Column]:
+        problem = columns_problem({name: len(values) for name, values in columns.items()})
+        if problem is not None:
+            raise ValueError(problem)
+        return columns
+
+
+def columns_problem(lengths: dict[str, int]) -> str | None:
+    """What is wrong with columns of these lengths (by name), or None: not empty, not ragged, not oversized."""
+    if not lengths:
+        return "no columns: give at least one column of one or more values"
+    first, rows = next(iter(lengths.items()))
+    for name, length in lengths.items():
+        if length != rows:
+            return (
+                f"column {name!r} has {length} values where column {first!r} has {rows}: "
+                "every column needs one value per row"
+            )
+    if rows == 0:
+        return "the columns hold no rows"
+    if rows > MAX_BATCH_ROWS:
+        return f"{rows} rows is more than {MAX_BATCH_ROWS} in one request: split the table"
+    return None
+
+
+class PredictionBatch(Contract):
+    """A model's answer to one columnar request, on ``predictions`` (and the request's reply-to).
+
+    Inputs and outputs are columns, one value per row, in the request's row order; in
+    the Arrow form (the request's) they are the record batch's ``inputs.<name>`` and
+    ``outputs.<name>`` columns and every other field is JSON text in its schema's
+    ``inferstream`` metadata. Readers that take rows (the inference table, drift
+    monitors) expand it with :func:`inferstream.schemas.columnar.prediction_rows`.
+    """
+
+    schema_name: ClassVar[str] = "prediction-batch"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "request_id"
+
+    request_id: Id = Field(description="The request's id.")
+    event_time: Timestamp = Field(description="The request's event time (UTC).")
+    model: Name
+    version: Name
+    rows: int = Field(ge=1, le=MAX_BATCH_ROWS, description="Rows scored: the length of every column.")
+    inputs: dict[str, Column] = Field(description="The request's columns, for monitors and tables.")
+    outputs: dict[str, JsonValue] = Field(
+        description="Model outputs by name, each a column (one value per row) or an object of columns "
+        "(probabilities by label)."
+    )
+    latency: Latency
+    predicted_at: Timestamp = Field(default_factory=utcnow, description="When the output was produced (UTC).")
+    shadow: bool = Field(default=False, description="True when from a shadow version (never shown to users).")
     source_event_id: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
     lineage: Lineage | None = Field(
@@ -315,8 +406,10 @@ CONTRACTS: dict[str, type[Contract]] = {
     for c in (
         Event,
         InferenceRequest,
+        InferenceBatchRequest,
         EmbeddingRequest,
         Prediction,
+        PredictionBatch,
         RequestError,
         Embedding,
         DriftAlert,
@@ -339,6 +432,8 @@ def contract_named(name: str) -> type[Contract]:
 
 __all__ = [
     "CONTRACTS",
+    "MAX_BATCH_ROWS",
+    "BatchRequestHead",
     "ChainStep",
     "ColumnDrift",
     "Contract",
@@ -347,11 +442,14 @@ __all__ = [
     "Embedding",
     "EmbeddingRequest",
     "Event",
+    "InferenceBatchRequest",
     "InferenceRequest",
     "Latency",
     "Prediction",
+    "PredictionBatch",
     "RequestError",
     "Route",
     "RouteVersion",
+    "columns_problem",
     "contract_named",
 ]

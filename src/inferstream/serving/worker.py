@@ -26,6 +26,11 @@ Options (:class:`WorkerOptions`):
 - ``chain``: serve as one step of a model chain — read the step's topic in the step's
   group, and send outputs on as its :class:`~inferstream.serving.chain_link.ChainLink` says
   (the next step's requests, or the chain's predictions from the last step).
+
+A columnar request (``inference-batch-request``, JSON or Arrow: many rows in one record)
+is scored as one model run of its own and answered with one ``prediction-batch`` record
+(:mod:`inferstream.serving.columnar`). Tabular models take them, as primaries or shadows;
+embedders and chain steps dead-letter them with the reason.
 """
 
 from __future__ import annotations
@@ -55,6 +60,14 @@ from inferstream.connectors.kafka.producer import Producer
 from inferstream.errors import ContractError, ModelError, TransactionError
 from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, codec_for
+from inferstream.schemas.columnar import (
+    ColumnarRequest,
+    arrow_fields,
+    decode_request,
+    form_of,
+    headers_for,
+    is_batch_request,
+)
 from inferstream.schemas.records import (
     Embedding,
     EmbeddingRequest,
@@ -62,9 +75,11 @@ from inferstream.schemas.records import (
     Latency,
     Lineage,
     Prediction,
+    PredictionBatch,
     RequestError,
 )
-from inferstream.serving.config import TextPreprocessing, VectorPreprocessing
+from inferstream.serving.columnar import ColumnarScorer
+from inferstream.serving.config import TabularPreprocessing, TextPreprocessing, VectorPreprocessing
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.preprocess import Prepared, TabularPreprocessor, VectorPreprocessor
 from inferstream.serving.repository import ModelVersion
@@ -101,7 +116,7 @@ _STUCK_S = _SEND_OFFSETS_S + _COMMIT_S + 10.0
 @dataclass(slots=True)
 class _Item:
     message: confluent_kafka.Message
-    request: InferenceRequest | EmbeddingRequest | None
+    request: InferenceRequest | EmbeddingRequest | ColumnarRequest | None
     error: Exception | None
     received: float
 
@@ -188,11 +203,13 @@ class WorkerOptions:
 
 @dataclass
 class WorkerStats:
-    """Counts since the worker started: requests = predictions + dead letters."""
+    """Counts since the worker started: requests = predictions + dead letters (records, columnar ones too)."""
 
     requests: int = 0
     predictions: int = 0
     dead_letters: int = 0
+    #: Rows scored in columnar requests (each is one request and one prediction above).
+    columnar_rows: int = 0
     batches: int = 0
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -271,9 +288,16 @@ class InferenceWorker:
         self._lineage_fields = config.lineage
         self._lineage = Lineage.model_validate(self._lineage_fields) if self._lineage_fields else None
         self._error_codec = codec_for(RequestError)
+        self._columnar_headers = {form: headers_for(PredictionBatch, form) for form in ("json", "arrow")}
         # Error replies go to reply topics only (a hostile request cannot aim them at another topic).
         self._replies_prefix = topics.reply_topic("")
         self._labels = config.outputs.labels
+        # Columnar requests: tabular models only (a chain's steps and embedders refuse them).
+        self._columnar = (
+            ColumnarScorer(config)
+            if isinstance(config.preprocessing, TabularPreprocessing) and options.chain is None
+            else None
+        )
         self.ready = threading.Event()
         #: Set when a batch could not be served: the worker stops, and nothing after it is committed.
         self.failure: Exception | None = None
@@ -462,7 +486,17 @@ class InferenceWorker:
         try:
             if value is None:
                 raise ContractError("request has no value (a tombstone?)")
-            request = self._request_codec.decode(value, headers=message.headers())
+            headers = message.headers()
+            request: InferenceRequest | EmbeddingRequest | ColumnarRequest
+            if headers and headers[0] != self._request_codec.header and is_batch_request(headers):
+                if self._columnar is None:
+                    raise ContractError(
+                        f"{self.config.ref} does not take columnar requests"
+                        + (" inside a chain" if self.options.chain else " (tabular models only)")
+                    )
+                request = decode_request(value, headers)
+            else:
+                request = self._request_codec.decode(value, headers=headers)
             if request.model != self.serves[0] or (
                 request.version != self.serves[1] and request.version not in self.options.shadow_of
             ):
@@ -584,9 +618,16 @@ class InferenceWorker:
         for item in batch:
             if item.error is not None:
                 self._dead_letter(item, item.error, tag)
+        if any(isinstance(item.request, ColumnarRequest) for item in good):
+            for item in good:
+                if isinstance(item.request, ColumnarRequest):
+                    self._serve_columnar(item, item.request, started, tag)
+            good = [item for item in good if not isinstance(item.request, ColumnarRequest)]
         prepared: Prepared
         if isinstance(self._preprocessor, TextPreprocessor):
-            prepared = self._preprocessor.prepare([item.request for item in good if item.request is not None])
+            prepared = self._preprocessor.prepare(
+                [item.request for item in good if isinstance(item.request, EmbeddingRequest | InferenceRequest)]
+            )
         else:
             prepared = self._preprocessor.prepare(
                 [item.request for item in good if isinstance(item.request, InferenceRequest)]
@@ -611,6 +652,54 @@ class InferenceWorker:
             self.metrics.stage_seconds.labels("serve", "queue").observe(max(started - batch[0].received, 0.0))
         self.stats.requests += len(batch)
         self._acked(tag)  # the extra count: offsets move once every output is acknowledged
+
+    def _serve_columnar(self, item: _Item, request: ColumnarRequest, started: float, tag: int) -> None:
+        # One record, many rows: one model run of its own, one answer in the form asked.
+        assert self._columnar is not None
+        try:
+            feeds = self._columnar.feeds(request)
+        except ValueError as exc:
+            self._dead_letter(item, exc, tag)
+            return
+        compute_start = time.monotonic()
+        outputs, failed = self._run_model(feeds, 1)  # a failure is this record's: dead-lettered, as one row's
+        compute_ms = (time.monotonic() - compute_start) * 1000
+        if failed:
+            self._dead_letter(item, failed[0], tag)
+            return
+        self._observe(request.rows, compute_ms)
+        head = request.head
+        now = datetime.now(UTC)
+        fields = {
+            "request_id": head.request_id,
+            "event_time": head.event_time,
+            "model": self.config.name,
+            "version": self.config.version,
+            "rows": request.rows,
+            "latency": {
+                "queue_ms": max((started - item.received) * 1000, 0.0),
+                "compute_ms": compute_ms,
+                "total_ms": max((now - head.event_time).total_seconds() * 1000, 0.0),
+            },
+            "predicted_at": now,
+            "shadow": self.shadow,
+            "source_event_id": head.source_event_id,
+            "attributes": head.attributes,
+            "lineage": self._lineage_fields,
+        }
+        try:
+            value = self._columnar.encode(request, outputs, fields)
+        except ContractError as exc:
+            self._dead_letter(item, exc, tag)
+            return
+        key, headers = head.request_id.encode(), self._columnar_headers[request.form]
+        self._in_flight[tag][0] += 1
+        self._producer.produce(self.output_topic, value, key, headers, tag=tag)
+        if head.reply_to and not self.shadow:  # users never see a shadow's outputs
+            self._in_flight[tag][0] += 1
+            self._producer.produce(head.reply_to, value, key, headers, tag=tag)
+        self.stats.columnar_rows += request.rows
+        self._served(1)
 
     def _run_model(self, feeds: dict[str, Any], count: int) -> tuple[dict[str, Any], dict[int, Exception]]:
         """The model's outputs for the rows that ran, and the error of each row that could not.
@@ -851,7 +940,7 @@ class InferenceWorker:
         self.stats.dead_letters += 1
         # The caller waiting on a reply topic learns why at once, instead of at its timeout.
         request = item.request
-        reply_to = request.reply_to if request is not None else _reply_to_of(item.message.value())
+        reply_to = request.reply_to if request is not None else _reply_to_of(item.message)
         if not reply_to or self.shadow or not reply_to.startswith(self._replies_prefix):
             return
         request_id = request.request_id if request is not None else _request_id_of(item.message)
@@ -878,10 +967,11 @@ class InferenceWorker:
         self._producer.produce(reply_to, value, request_id.encode(), [self._error_codec.header], tag=tag)
 
 
-def _reply_to_of(value: bytes | None) -> str | None:
-    # The reply-to of a request that failed to decode, if its bytes still say one.
+def _reply_to_of(message: confluent_kafka.Message) -> str | None:
+    # The reply-to of a request that failed to decode, if its bytes (or its Arrow metadata) still say one.
+    value = message.value()
     try:
-        fields = orjson.loads(value or b"")
+        fields = arrow_fields(value) if form_of(message.headers()) == "arrow" else orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return None
     reply_to = fields.get("reply_to") if isinstance(fields, dict) else None

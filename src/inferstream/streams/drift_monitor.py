@@ -128,15 +128,17 @@ class DriftMonitor:
                 messages = self._consumer.consume(self.max_batch, 0.2)
                 now = time.monotonic()
                 if messages:
-                    skipped = self.extractor.skipped
+                    skipped, expanded = self.extractor.skipped, self.extractor.expanded
                     batch = self.extractor.decode(
-                        [(m.value(), (m.topic() or "", m.partition() or 0), m.offset() or 0) for m in messages]
+                        [(m.value(), (m.topic() or "", m.partition() or 0), m.offset() or 0) for m in messages],
+                        [m.headers() for m in messages],
                     )
                     for m in messages:
                         self.windows.saw((m.topic() or "", m.partition() or 0), m.offset() or 0)
                     self.stats.predictions += len(batch)
                     self.stats.bad_records += batch.bad_records
-                    self.metrics.handled("monitor", "out", len(batch))
+                    # Records handled: a prediction batch's rows count once (records in = out + skipped + invalid).
+                    self.metrics.handled("monitor", "out", len(batch) - (self.extractor.expanded - expanded))
                     self.metrics.handled("monitor", "skipped", self.extractor.skipped - skipped)
                     self.metrics.handled("monitor", "invalid", batch.bad_records)
                     if len(batch) and not self.spec.version:

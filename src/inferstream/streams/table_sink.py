@@ -5,9 +5,11 @@ for it. The sink follows one lifecycle (``setup() → add() → flush()``): reco
 buffer per partition up to ``max_rows`` (a full buffer raises
 :class:`SinkBackpressureError`, and the loop flushes before reading on), a flush
 writes each partition's batch as files (temporary name, fsync, rename) and only
-then are the offsets committed. Records that are not predictions go to the
-dead-letter topic. ``stats`` reconciles: consumed = written + dead-lettered +
-skipped (replayed after a crash, already in files).
+then are the offsets committed. A prediction batch (the answer to a columnar
+request) gives one row per row it scored, all at its offset, and is never split
+between two files. Records that are not predictions go to the dead-letter topic.
+``stats`` reconciles in records: consumed = written + dead-lettered + skipped
+(replayed after a crash, already in files); ``rows`` counts the rows written.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.errors import ContractError, InferstreamError
 from inferstream.metrics import Metrics
 from inferstream.monitoring.table import Written, remove_temporary, table_dir, write_batch, written_offsets
-from inferstream.schemas.codec import codec_for
+from inferstream.schemas.columnar import decode_predictions
 from inferstream.schemas.records import Prediction
 
 log = logging.getLogger("inferstream.table")
@@ -43,10 +45,11 @@ class SinkBackpressureError(InferstreamError):
 
 @dataclass
 class SinkStats:
-    """Counts since start: consumed = written + dead_letters + skipped."""
+    """Counts of records since start: consumed = written + dead_letters + skipped (``rows``: rows written)."""
 
     consumed: int = 0
     written: int = 0
+    rows: int = 0
     dead_letters: int = 0
     skipped: int = 0
     files: list[Path] = field(default_factory=list)
@@ -64,10 +67,13 @@ class ParquetTableSink:
         self.max_delay_s = max_delay_s
         self._buffer: dict[int, list[tuple[int, Prediction]]] = {}
         self._buffered = 0
+        self._records = 0  # records buffered (a prediction batch is one record of many rows)
         self._oldest: float | None = None
         self._written: dict[int, Written] = {}
         #: rows written to files since start
         self.rows_written = 0
+        #: records written to files since start
+        self.records_written = 0
 
     def setup(self) -> None:
         """Create the table directory, drop half-written files, learn what is written already."""
@@ -83,10 +89,18 @@ class ParquetTableSink:
 
     def add(self, partition: int, offset: int, prediction: Prediction) -> None:
         """Buffer one prediction; SinkBackpressureError when the buffer is full."""
-        if self._buffered >= self.max_rows:
+        self.add_rows(partition, offset, [prediction])
+
+    def add_rows(self, partition: int, offset: int, predictions: list[Prediction]) -> None:
+        """Buffer the rows of one record (all or none); SinkBackpressureError when they do not fit.
+
+        A record's rows always go into one file: a crash after a flush then replays whole records.
+        """
+        if self._buffered and self._buffered + len(predictions) > self.max_rows:
             raise SinkBackpressureError(0.0, f"table sink buffer holds {self._buffered} rows: flush first")
-        self._buffer.setdefault(partition, []).append((offset, prediction))
-        self._buffered += 1
+        self._buffer.setdefault(partition, []).extend((offset, prediction) for prediction in predictions)
+        self._buffered += len(predictions)
+        self._records += 1
         if self._oldest is None:
             self._oldest = time.monotonic()
 
@@ -106,6 +120,8 @@ class ParquetTableSink:
             self._written[partition] = Written(max(rows[-1][0], done.up_to), done.beyond)
         self._buffer.clear()
         self._buffered = 0
+        self.records_written += self._records
+        self._records = 0
         self._oldest = None
         return written
 
@@ -135,7 +151,6 @@ class InferenceTableSink:
         self.stats = SinkStats()
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._codec = codec_for(Prediction)
 
     def run(self) -> SinkStats:
         """Consume, buffer, flush and commit until ``stop()``; flushes what is buffered on the way out."""
@@ -177,27 +192,27 @@ class InferenceTableSink:
             value = message.value()
             if value is None:
                 raise ContractError("prediction has no value (a tombstone?)")
-            prediction = self._codec.decode(value, headers=message.headers())
-        except Exception as exc:  # about this record alone (the codec raises ContractError for its bytes)
+            predictions = decode_predictions(value, message.headers())  # a prediction batch gives its rows
+        except Exception as exc:  # about this record alone (decoding raises ContractError for its bytes)
             dlq.send_message(message, exc)
             self.stats.dead_letters += 1
             return
         try:
-            self.sink.add(partition, offset, prediction)
+            self.sink.add_rows(partition, offset, predictions)
         except SinkBackpressureError:
             self._write(dlq)  # never buffer past max_rows; committed with the next flush
-            self.sink.add(partition, offset, prediction)
+            self.sink.add_rows(partition, offset, predictions)
 
     def _write(self, dlq: DeadLetterWriter) -> None:
         # Dead letters are acknowledged before the files that cover their offsets exist: a
         # restart skips every offset up to a complete batch's last, dead-lettered ones too.
         dlq.flush()
-        before = self.sink.rows_written
+        before = self.sink.records_written
         started = time.monotonic()
         self.stats.files += self.sink.flush()
-        self.stats.written = self.sink.rows_written
-        self.metrics.records_out.labels("inference-table", "table").inc(self.sink.rows_written - before)
-        self.metrics.handled("table", "out", self.sink.rows_written - before)
+        self.stats.written, self.stats.rows = self.sink.records_written, self.sink.rows_written
+        self.metrics.records_out.labels("inference-table", "table").inc(self.sink.records_written - before)
+        self.metrics.handled("table", "out", self.sink.records_written - before)
         self.metrics.stage_seconds.labels("table", "write").observe(time.monotonic() - started)
 
     def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:

@@ -3,7 +3,7 @@
 The listener reads partition 0 of ``replies.<client id>`` from the end offset it
 saw *before* the first request went out (no consumer group, nothing committed),
 and completes the future waiting for each request id with the prediction or
-embedding it carries (told apart by the ``inferstream-schema`` header), or fails it
+embedding or prediction batch it carries (told apart by the ``inferstream-schema`` header), or fails it
 with ``RequestRejectedError`` when a worker refused the request (a ``request-error``
 record: the reason, at once, instead of a timeout). Replies nobody waits for any more
 (their call timed out) are dropped.
@@ -24,9 +24,10 @@ from inferstream.connectors.kafka._util import fetch
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.errors import ContractError, KafkaError, RequestRejectedError
 from inferstream.schemas.codec import Codec, codec_for, parse_schema_header
-from inferstream.schemas.records import Embedding, Prediction, RequestError
+from inferstream.schemas.columnar import decode_prediction_batch
+from inferstream.schemas.records import Embedding, Prediction, PredictionBatch, RequestError
 
-Reply = Prediction | Embedding
+Reply = Prediction | Embedding | PredictionBatch
 
 _TIMEOUT_S = 15.0
 
@@ -99,6 +100,8 @@ class ReplyListener:
 
     def _reply(self, value: bytes, headers: Any) -> Reply:
         found = parse_schema_header(headers)
+        if found is not None and found[0] == PredictionBatch.schema_name:
+            return decode_prediction_batch(value, headers)  # JSON or Arrow, as the request was
         codec = self._codecs.get(found[0] if found else "prediction", self._codecs["prediction"])
         reply = codec.decode(value, headers=headers)
         if isinstance(reply, RequestError):
@@ -108,7 +111,7 @@ class ReplyListener:
                 error_class=reply.error_class,
                 stage=reply.stage,
             )
-        assert isinstance(reply, Prediction | Embedding)
+        assert isinstance(reply, Prediction | Embedding | PredictionBatch)
         return reply
 
     def close(self) -> None:
