@@ -88,10 +88,16 @@ class OutputSpec(_Part):
 
 
 class Batching(_Part):
-    """When a worker closes a batch: at ``max_batch_size``, or when the oldest waited ``max_queue_delay_ms``."""
+    """When a worker closes a batch: at ``max_batch_size``, or when the oldest waited ``max_queue_delay_ms``.
+
+    With no delay (the default, as Triton's dynamic batcher) a batch is what is queued
+    when the model is free: a lone request runs at once, and under load batches grow
+    by themselves while the model runs the one before. A delay trades latency for
+    fuller batches (a GPU serving a trickle).
+    """
 
     max_batch_size: int = Field(default=64, ge=1)
-    max_queue_delay_ms: float = Field(default=5.0, ge=0)
+    max_queue_delay_ms: float = Field(default=0.0, ge=0)
     queue_size: int = Field(default=4096, ge=1, description="Requests held in memory before consuming pauses.")
     length_buckets: int = Field(
         default=16,

@@ -202,7 +202,7 @@ labels = {json.dumps(labels)}
 
 [batching]
 max_batch_size = 256
-max_queue_delay_ms = 5
+max_queue_delay_ms = 0  # a batch is what is queued when the model is free
 
 [runtime]
 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -302,7 +302,7 @@ dims = {dims}
 
 [batching]
 max_batch_size = 32
-max_queue_delay_ms = 5
+max_queue_delay_ms = 0  # a batch is what is queued when the model is free
 # Long texts in smaller batches: on 2 CPU cores, 1024 tokens a batch embeds ~20% faster than
 # 32 texts of 256 tokens and peaks at a quarter of the memory (raise it on a GPU).
 max_batch_tokens = 1024
@@ -411,7 +411,7 @@ labels = {json.dumps(labels)}
 
 [batching]
 max_batch_size = 256
-max_queue_delay_ms = 5
+max_queue_delay_ms = 0  # a batch is what is queued when the model is free
 
 [runtime]
 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -4,12 +4,20 @@ ONNX Runtime silently falls back to the CPU when a GPU provider cannot start, so
 the providers actually in use are read back from the session after loading
 (``get_providers()``); a model configured for a GPU refuses to run on the CPU
 unless its ``runtime.allow_cpu_fallback`` says it may.
+
+One process loads one session per model file and runtime settings: a second
+``OnnxModel`` of the same version (the query embedder beside the embedding worker, a
+chain step beside its worker) shares the first one's session, whose ``run`` is
+thread-safe, instead of holding the weights twice. A session lives as long as a model
+uses it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +38,9 @@ _ORT_TYPES = {
     "int32": "tensor(int32)",
 }
 _DUMMY_SEQUENCE = 8
+# Sessions by model file (path, modification time, size) and runtime settings.
+_SESSIONS: weakref.WeakValueDictionary[tuple[Any, ...], Any] = weakref.WeakValueDictionary()
+_SESSIONS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,11 @@ class ValidationReport:
     batch_size: int
     output_shapes: dict[str, tuple[int, ...]]
     latency_ms: float
+
+
+def runtime_key(runtime: Any) -> tuple[Any, ...]:
+    """What of a model's runtime settings makes its session differ (threads; providers are keyed apart)."""
+    return (runtime.intra_op_threads, runtime.inter_op_threads)
 
 
 class OnnxModel:
@@ -79,23 +95,34 @@ class OnnxModel:
             if not runtime.allow_cpu_fallback:
                 raise ProviderUnavailableError(self._refusal(available))
             usable = [CPU_PROVIDER]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = runtime.intra_op_threads
-        options.inter_op_num_threads = runtime.inter_op_threads
-        options.log_severity_level = 3  # errors only: provider fallbacks are checked below
-        try:
-            with warnings.catch_warnings():
-                # ONNX Runtime warns and falls back when a provider cannot start; checked below.
-                warnings.simplefilter("ignore", UserWarning)
-                session = ort.InferenceSession(str(path), sess_options=options, providers=usable)
-        except Exception as exc:  # onnxruntime raises its own, untyped, errors
-            raise ModelError(f"cannot load {path} ({self.config.ref}): {exc}") from None
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, *usable, "|", *runtime_key(runtime))
+        with _SESSIONS_LOCK:
+            session = _SESSIONS.get(key)
+            if session is None:
+                session = self._session_of(ort, usable)
+                _SESSIONS[key] = session
         active = list(session.get_providers())
         if runtime.wants_gpu and active[0] not in GPU_PROVIDERS and not runtime.allow_cpu_fallback:
             raise ProviderUnavailableError(self._refusal(available, active=active))
         self._session = session
         self._check_signature()
         return self
+
+    def _session_of(self, ort: Any, usable: list[str]) -> Any:
+        runtime = self.config.runtime
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = runtime.intra_op_threads
+        options.inter_op_num_threads = runtime.inter_op_threads
+        options.log_severity_level = 3  # errors only: provider fallbacks are checked by load()
+        path = self.version.onnx_path
+        try:
+            with warnings.catch_warnings():
+                # ONNX Runtime warns and falls back when a provider cannot start; load() checks.
+                warnings.simplefilter("ignore", UserWarning)
+                return ort.InferenceSession(str(path), sess_options=options, providers=usable)
+        except Exception as exc:  # onnxruntime raises its own, untyped, errors
+            raise ModelError(f"cannot load {path} ({self.config.ref}): {exc}") from None
 
     def _refusal(self, available: list[str], active: list[str] | None = None) -> str:
         wanted = ", ".join(self.config.runtime.providers)

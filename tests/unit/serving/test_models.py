@@ -113,3 +113,23 @@ def test_model_toml_errors_name_file_and_field(tmp_path: Path) -> None:
     path.write_text("name = [")
     with pytest.raises(ModelError, match="not valid TOML"):
         ModelConfig.load(path)
+
+
+def test_one_session_per_model_file_and_runtime(repository: ModelRepository, tmp_path: Path) -> None:
+    import os
+
+    version = repository.get(TABULAR_NAME)
+    first, second = OnnxModel(version).load(), OnnxModel(repository.get(TABULAR_NAME, "1")).load()
+    assert first._session is second._session  # the query embedder beside its worker: one copy of the weights
+    features = np.zeros((2, 30), dtype=np.float32)
+    np.testing.assert_array_equal(first.run({"input": features})["label"], second.run({"input": features})["label"])
+    threaded = _edit_toml(
+        repository, tmp_path / "a", "allow_cpu_fallback = true", "allow_cpu_fallback = true\nintra_op_threads = 1"
+    )
+    assert OnnxModel(threaded.get(TABULAR_NAME)).load()._session is not first._session  # other settings
+    copy = _edit_toml(repository, tmp_path / "b", "allow_cpu_fallback = true", "allow_cpu_fallback = true")
+    model = OnnxModel(copy.get(TABULAR_NAME)).load()
+    assert model._session is not first._session  # another file
+    stat = model.version.onnx_path.stat()
+    os.utime(model.version.onnx_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert OnnxModel(copy.get(TABULAR_NAME)).load()._session is not model._session  # replaced in place: afresh
