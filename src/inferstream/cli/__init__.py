@@ -28,12 +28,14 @@ from inferstream.cli import (  # noqa: F401  (register commands)
 from inferstream.cli._app import app
 from inferstream.cli._common import print_error
 from inferstream.errors import InferstreamError
+from inferstream.runtime import limit_malloc_arenas
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
     """Entry point of the ``inferstream`` console script."""
+    limit_malloc_arenas()
     try:
         app()
     except InferstreamError as exc:
