@@ -77,7 +77,7 @@ class MonitorMetrics:
             ["monitor", "column"], namespace=ns, registry=reg,
         )  # fmt: skip
         self.share = Gauge(
-            "drift_share", "Share of the monitored columns that drifted in the last closed window.",
+            "drift_share_ratio", "Share of the monitored columns that drifted in the last closed window.",
             ["monitor"], namespace=ns, registry=reg,
         )  # fmt: skip
         self.windows = Counter(
