@@ -220,3 +220,13 @@ def test_worker_metrics_are_exported(serving: tuple[Settings, InferenceWorker]) 
     assert registry.get_sample_value("inferstream_stage_seconds_count", {"stage": "serve", "step": "compute"}) >= 1
     assert registry.get_sample_value("inferstream_stage_seconds_count", {"stage": "serve", "step": "queue"}) >= 1
     assert 'inferstream_records_out_total{stage="serve"' in body
+    # Per model version, as Triton names them: requests by outcome, rows, executions, latencies.
+    version = {"model": TABULAR_NAME, "version": "1"}
+    served = registry.get_sample_value("inferstream_inference_requests_total", {**version, "outcome": "success"})
+    assert served >= 3
+    assert registry.get_sample_value("inferstream_inference_count_total", version) >= 3
+    assert registry.get_sample_value("inferstream_inference_exec_count_total", version) >= 1
+    assert registry.get_sample_value("inferstream_inference_queue_seconds_count", version) == served
+    assert registry.get_sample_value("inferstream_inference_request_seconds_count", version) == served
+    assert registry.get_sample_value("inferstream_inference_compute_seconds_count", version) >= 1
+    assert 'inferstream_inference_batch_size_bucket{le="+Inf",model=' in body

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
+from inferstream.cli._metrics import MetricsPort, exported_metrics
 from inferstream.errors import ConfigError
 from inferstream.runtime import settle
 
@@ -95,12 +96,14 @@ def run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Monitor name.")],
     no_reports: Annotated[bool, typer.Option("--no-reports", help="No HTML reports.")] = False,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Watch the monitor's predictions until Ctrl-C (a restart replays the open window)."""
     from inferstream.streams.drift_monitor import DriftMonitor
 
     settings = settings_of(ctx)
-    monitor = DriftMonitor(settings, settings.monitoring.monitor(name), reports=not no_reports)
+    spec = settings.monitoring.monitor(name)
+    monitor = DriftMonitor(settings, spec, reports=not no_reports, metrics=exported_metrics(settings, metrics_port))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         monitor.stop()

@@ -18,6 +18,8 @@ import typer
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
+from inferstream.cli._metrics import MetricsPort, exported_metrics
+from inferstream.cli._metrics import metrics_port as port_of
 from inferstream.errors import ConfigError
 from inferstream.runtime import settle
 
@@ -56,9 +58,7 @@ def serve(
     supervisor: Annotated[
         int | None, typer.Option("--supervisor", hidden=True, help="The pid of the supervisor: stop when it is gone.")
     ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
-    ] = None,
+    metrics_port: MetricsPort = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -73,7 +73,6 @@ def serve(
 
     A chain is served whole: one worker per step, in this process.
     """
-    from inferstream.metrics import Metrics
     from inferstream.serving.repository import ModelRepository
     from inferstream.serving.routes import read_routes
     from inferstream.serving.supervisor import threads_per_copy
@@ -104,11 +103,10 @@ def serve(
     if replicas > 1 or autoscale:
         copies = max_replicas if autoscale else replicas
         per_copy = threads or threads_per_copy(version.config.runtime.intra_op_threads, copies)
-        raise typer.Exit(_supervise(ctx, version.config.ref, replicas, autoscale, max_replicas, options, per_copy))
-    metrics = Metrics()
-    port = metrics_port if metrics_port is not None else settings.metrics.port
-    if port:
-        console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
+        raise typer.Exit(
+            _supervise(ctx, version.config.ref, replicas, autoscale, max_replicas, options, per_copy, metrics_port)
+        )
+    metrics = exported_metrics(settings, metrics_port)
     runner = WorkerRunner(settings, version, metrics=metrics, options=options)
     worker = runner.worker
 
@@ -140,6 +138,7 @@ def _supervise(
     max_replicas: int,
     options: WorkerOptions,
     threads: int | None,
+    metrics_option: int | None,
 ) -> int:
     from inferstream.serving.supervisor import ScalePolicy, Supervisor, serve_command
 
@@ -161,7 +160,11 @@ def _supervise(
         replicas=replicas,
         policy=ScalePolicy(min_replicas=1, max_replicas=max_replicas) if autoscale else None,
         on_event=_print_event,
+        metrics=exported_metrics(settings, metrics_option),
+        metrics_port=port_of(settings, metrics_option),
     )
+    if supervisor.metrics_port:
+        console.print(f"worker copy N exports its metrics on port {supervisor.metrics_port} + 1 + N")
     signal.signal(signal.SIGINT, supervisor.stop)
     signal.signal(signal.SIGTERM, supervisor.stop)
     return supervisor.run()
@@ -185,15 +188,11 @@ def _print_event(event: ScaleEvent) -> None:
 
 
 def _serve_chain(settings: Settings, ref: str, metrics_port: int | None) -> None:
-    from inferstream.metrics import Metrics
     from inferstream.serving.chain import ChainRunner
     from inferstream.serving.repository import ModelRepository
 
     chain = ModelRepository(settings.models_dir).resolve_chain(ref)
-    metrics = Metrics()
-    port = metrics_port if metrics_port is not None else settings.metrics.port
-    if port:
-        console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
+    metrics = exported_metrics(settings, metrics_port)
     runner = ChainRunner(settings, chain, metrics=metrics)
     signal.signal(signal.SIGINT, lambda signum, frame: runner.stop())
     signal.signal(signal.SIGTERM, lambda signum, frame: runner.stop())

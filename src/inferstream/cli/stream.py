@@ -10,6 +10,7 @@ import typer
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
+from inferstream.cli._metrics import MetricsPort, exported_metrics
 from inferstream.runtime import settle
 
 stream_app = typer.Typer(
@@ -21,9 +22,7 @@ app.add_typer(stream_app, name="stream")
 @stream_app.command("index")
 def index(
     ctx: typer.Context,
-    metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
-    ] = None,
+    metrics_port: MetricsPort = None,
     idle_timeout: Annotated[
         float | None, typer.Option("--idle-timeout", help="Stop after this many seconds without a record.", min=0)
     ] = None,
@@ -33,14 +32,10 @@ def index(
     The embedded store takes one writer: run one copy. Elasticsearch takes several
     copies (one consumer group, partitions shared).
     """
-    from inferstream.metrics import Metrics
     from inferstream.streams.index_sink import IndexSink
 
     settings = settings_of(ctx)
-    metrics = Metrics(namespace=settings.metrics.namespace)
-    port = metrics_port if metrics_port is not None else settings.metrics.port
-    if port:
-        console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
+    metrics = exported_metrics(settings, metrics_port)
     sink = IndexSink(settings, metrics=metrics)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -62,19 +57,13 @@ def index(
 @stream_app.command("ingest")
 def ingest(
     ctx: typer.Context,
-    metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Export Prometheus metrics on 127.0.0.1:PORT.")
-    ] = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Route events to embedding and inference requests by ingest.rules until Ctrl-C; bad ones to dead letters."""
-    from inferstream.metrics import Metrics
     from inferstream.streams.ingest import IngestRouter, run
 
     settings = settings_of(ctx)
-    metrics = Metrics(namespace=settings.metrics.namespace)
-    port = metrics_port if metrics_port is not None else settings.metrics.port
-    if port:
-        console.print(f"metrics on http://{settings.metrics.host}:{metrics.serve(port, settings.metrics.host)}/metrics")
+    metrics = exported_metrics(settings, metrics_port)
     router = IngestRouter(settings)
     rules = ", ".join(f"{r.type}:{r.input} → {r.model}:{r.version}" for rs in router.rules.values() for r in rs)
     console.print(f"ingesting {settings.topics.name('events')} (group {settings.ingest.group}): {rules or 'no rules'}")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from inferstream.cli._app import app
 from inferstream.cli._common import console, out, settings_of
+from inferstream.cli._metrics import MetricsPort, exported_metrics
 from inferstream.runtime import settle
 
 if TYPE_CHECKING:
@@ -49,12 +50,14 @@ def sink(
     ctx: typer.Context,
     max_rows: Annotated[int, typer.Option("--max-rows", help="Rows per file at most (per partition).", min=1)] = 50_000,
     max_delay: Annotated[float, typer.Option("--max-delay", help="Seconds a row waits for its file at most.")] = 5.0,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Archive the predictions topic into the table until Ctrl-C (files renamed into place, then committed)."""
     from inferstream.streams.table_sink import InferenceTableSink
 
     settings = settings_of(ctx)
-    worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay)
+    metrics = exported_metrics(settings, metrics_port)
+    worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay, metrics=metrics)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()

@@ -13,7 +13,6 @@ only, unless ``gateway.allow_insecure``.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import secrets
@@ -32,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from inferstream.config import ApiKey, Scope, Settings
 from inferstream.errors import ConfigError
 from inferstream.gateway._errors import ApiError
+from inferstream.metrics import is_loopback
 
 log = logging.getLogger("inferstream.gateway")
 
@@ -42,17 +42,6 @@ Authorize = Callable[[Scope], Dependency]
 _RELOAD_EVERY_S = 1.0
 UNAUTHORIZED = "send the gateway's token or one of its API keys as `Authorization: Bearer <token>`"
 _KEYS = TypeAdapter(list[ApiKey])
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ``::1`` or ``localhost``."""
-    name = host.strip().removeprefix("[").removesuffix("]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
 
 
 def check_exposure(settings: Settings, host: str) -> bool:

@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     """The gateway's FastAPI app; the client is closed (and its reply topic deleted) on shutdown."""
     metrics = metrics or Metrics(namespace=settings.metrics.namespace)
     client = client or Client(settings, metrics=metrics)
-    gateway_metrics = GatewayMetrics(metrics)
+    gateway_metrics = metrics.part(GatewayMetrics)
     predictions = _fanout(
         settings, "predictions", Prediction, on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc()
     )

@@ -7,6 +7,10 @@ joining the group) every few seconds: it adds a copy while the lag is high and n
 shrinking, and removes one (SIGTERM: it finishes the batch in hand and commits) after
 the lag stayed low for a while, between one copy and the partition count. A copy
 that dies is started again; a copy whose supervisor dies stops by itself.
+
+With ``metrics_port`` set, the supervisor's own metrics go on that port (the caller
+serves them) and copy N exports its own on ``metrics_port + 1 + N``; without it the
+copies export nothing, whatever ``metrics.port`` says (they would all want one port).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
+from inferstream.metrics import Metrics
+from inferstream.serving.metrics import SupervisorMetrics
 
 log = logging.getLogger("inferstream.supervisor")
 
@@ -74,8 +80,18 @@ class Supervisor:
     policy: ScalePolicy | None = None  # None: a fixed number of copies
     on_event: Callable[[ScaleEvent], None] | None = None
     events: list[ScaleEvent] = field(default_factory=list)
+    metrics: Metrics | None = None
+    #: The supervisor's metrics port: copy N exports on this + 1 + N (0: the copies export none).
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
+        self.metrics = self.metrics or Metrics(namespace=self.settings.metrics.namespace)
+        part = self.metrics.part(SupervisorMetrics)
+        self._replicas_gauge = part.replicas.labels(self.group_id)
+        self._lag_gauge = part.lag.labels(self.group_id)
+        self._scaled_up = part.scale_events.labels(self.group_id, "up")
+        self._scaled_down = part.scale_events.labels(self.group_id, "down")
+        self._restarts = part.restarts.labels(self.group_id)
         self._copies: list[_Copy] = []
         self._stop = threading.Event()
         self._lag_reader: confluent_kafka.Consumer | None = None
@@ -86,7 +102,11 @@ class Supervisor:
     def _start_copy(self) -> None:
         used = {c.instance for c in self._copies}
         instance = next(i for i in range(len(used) + 1) if i not in used)
-        command = [*self.command, "--instance", str(instance), "--supervisor", str(os.getpid())]
+        port = self.metrics_port + 1 + instance if self.metrics_port else 0
+        command = [
+            *self.command,
+            *("--instance", str(instance), "--supervisor", str(os.getpid()), "--metrics-port", str(port)),
+        ]
         process = subprocess.Popen(command, env=os.environ.copy())
         self._copies.append(_Copy(instance, process))
 
@@ -111,8 +131,10 @@ class Supervisor:
             self._copies.remove(copy)
             if not copy.stopping and not self._stop.is_set():
                 log.warning("worker copy %d exited with %d; starting it again", copy.instance, code)
+                self._restarts.inc()
                 time.sleep(1.0)
                 self._start_copy()
+        self._replicas_gauge.set(self.running)
 
     # -- lag --------------------------------------------------------------------------
 
@@ -129,9 +151,13 @@ class Supervisor:
             if metadata is not None and metadata.error is None:
                 parts += [TopicPartition(topic, p) for p in metadata.partitions]
         total = 0
+        assert self.metrics is not None
         for tp in reader.committed(parts, timeout=10):
             low, high = reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            total += max(high - (tp.offset if tp.offset >= 0 else low), 0)
+            lag = max(high - (tp.offset if tp.offset >= 0 else low), 0)
+            self.metrics.consumer_lag.labels(self.group_id, tp.topic, str(tp.partition)).set(lag)
+            total += lag
+        self._lag_gauge.set(total)
         return total
 
     def partitions(self) -> int:
@@ -155,6 +181,7 @@ class Supervisor:
         growing = len(history) >= 2 and lag >= history[-2]
         if lag > policy.scale_up_lag and growing and self.running < ceiling:
             self._start_copy()
+            self._scaled_up.inc()
             self._record(lag, f"lag {lag} > {policy.scale_up_lag} and not shrinking")
             history.clear()
         elif (
@@ -163,11 +190,13 @@ class Supervisor:
             and self.running > policy.min_replicas
         ):
             self._stop_copy()
+            self._scaled_down.inc()
             self._record(lag, f"lag ≤ {policy.scale_down_lag} for {policy.drained_samples} samples")
             history.clear()
 
     def _record(self, lag: int, reason: str) -> None:
         event = ScaleEvent(at=time.time(), replicas=self.running, lag=lag, reason=reason)
+        self._replicas_gauge.set(event.replicas)
         self.events.append(event)
         log.info("%d copies: %s", event.replicas, reason)
         if self.on_event is not None:

@@ -80,6 +80,7 @@ from inferstream.schemas.records import (
 )
 from inferstream.serving.columnar import ColumnarScorer
 from inferstream.serving.config import TabularPreprocessing, TextPreprocessing, VectorPreprocessing
+from inferstream.serving.metrics import InferenceMetrics
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.preprocess import Prepared, TabularPreprocessor, VectorPreprocessor
 from inferstream.serving.repository import ModelVersion
@@ -241,6 +242,7 @@ class InferenceWorker:
         self.config = config
         self.model = OnnxModel(version)
         self.metrics = metrics or Metrics()
+        self._model_metrics = self.metrics.part(InferenceMetrics).bind(config.name, config.version)
         self.stats = WorkerStats()
         topics = settings.topics
         served = options.shadow_of or (config.version,)
@@ -670,17 +672,15 @@ class InferenceWorker:
         self._observe(request.rows, compute_ms)
         head = request.head
         now = datetime.now(UTC)
+        queue_s = max(started - item.received, 0.0)
+        total_s = max((now - head.event_time).total_seconds(), 0.0)
         fields = {
             "request_id": head.request_id,
             "event_time": head.event_time,
             "model": self.config.name,
             "version": self.config.version,
             "rows": request.rows,
-            "latency": {
-                "queue_ms": max((started - item.received) * 1000, 0.0),
-                "compute_ms": compute_ms,
-                "total_ms": max((now - head.event_time).total_seconds() * 1000, 0.0),
-            },
+            "latency": {"queue_ms": queue_s * 1000, "compute_ms": compute_ms, "total_ms": total_s * 1000},
             "predicted_at": now,
             "shadow": self.shadow,
             "source_event_id": head.source_event_id,
@@ -700,6 +700,7 @@ class InferenceWorker:
             self._producer.produce(head.reply_to, value, key, headers, tag=tag)
         self.stats.columnar_rows += request.rows
         self._served(1)
+        self._model_metrics.latencies((queue_s,), (total_s,))
 
     def _run_model(self, feeds: dict[str, Any], count: int) -> tuple[dict[str, Any], dict[int, Exception]]:
         """The model's outputs for the rows that ran, and the error of each row that could not.
@@ -728,11 +729,14 @@ class InferenceWorker:
     def _served(self, count: int) -> None:
         self.stats.predictions += count
         self.metrics.handled("serve", "out", count)
+        self._model_metrics.served(count)
 
     def _observe(self, size: int, compute_ms: float) -> None:
+        # batch_size{stage="serve"} is the consumer's (records per consumed batch); rows per
+        # model run are inference_batch_size{model,version}.
         self.stats.batches += 1
         self.stats.batch_sizes.append(size)
-        self.metrics.batch_size.labels("serve").observe(size)
+        self._model_metrics.executed(size, compute_ms / 1000)
         self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
 
     def _embed(self, items: Sequence[_Item], prepared: TextPrepared, started: float, tag: int) -> None:
@@ -776,10 +780,14 @@ class InferenceWorker:
             return
         now = datetime.now(UTC)
         header = [self._embedding_codec.header]
+        queued: list[float] = []
+        totals: list[float] = []
         for row in done:
             item = items[row]
             request = item.request
             assert isinstance(request, EmbeddingRequest)
+            queue_s = max(started - item.received, 0.0)
+            total_s = max((now - request.event_time).total_seconds(), 0.0)
             embedding = Embedding.model_construct(
                 id=request.document_id,
                 event_time=request.event_time,
@@ -789,9 +797,7 @@ class InferenceWorker:
                 text=request.text,
                 request_id=request.request_id,
                 latency=Latency.model_construct(
-                    queue_ms=max((started - item.received) * 1000, 0.0),
-                    compute_ms=compute[row],
-                    total_ms=max((now - request.event_time).total_seconds() * 1000, 0.0),
+                    queue_ms=queue_s * 1000, compute_ms=compute[row], total_ms=total_s * 1000
                 ),
                 attributes=request.attributes,
                 lineage=self._lineage,
@@ -807,6 +813,9 @@ class InferenceWorker:
             if request.reply_to:
                 self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
             self._served(1)
+            queued.append(queue_s)
+            totals.append(total_s)
+        self._model_metrics.latencies(queued, totals)
 
     def _acked(self, tag: Any) -> None:
         entry = self._in_flight.get(tag)
@@ -848,9 +857,13 @@ class InferenceWorker:
         name, version, shadow, lineage = self.config.name, self.config.version, self.shadow, self._lineage_fields
         values: list[bytes] = []
         keys: list[bytes] = []
+        queued: list[float] = []
+        totals: list[float] = []
         for item, row in zip(items, rows, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
+            queue_s = max(started - item.received, 0.0)
+            total_s = max((now - request.event_time).total_seconds(), 0.0)
             try:
                 value = encode(
                     {
@@ -860,11 +873,7 @@ class InferenceWorker:
                         "version": version,
                         "inputs": request.inputs,
                         "outputs": row,
-                        "latency": {
-                            "queue_ms": max((started - item.received) * 1000, 0.0),
-                            "compute_ms": compute_ms,
-                            "total_ms": max((now - request.event_time).total_seconds() * 1000, 0.0),
-                        },
+                        "latency": {"queue_ms": queue_s * 1000, "compute_ms": compute_ms, "total_ms": total_s * 1000},
                         "predicted_at": now,
                         "shadow": shadow,
                         "chain": [],
@@ -878,12 +887,15 @@ class InferenceWorker:
                 continue
             values.append(value)
             keys.append(request.request_id.encode())
+            queued.append(queue_s)
+            totals.append(total_s)
             if request.reply_to and not shadow:  # users never see a shadow's outputs
                 self._in_flight[tag][0] += 1
                 self._producer.produce(request.reply_to, value, keys[-1], self._prediction_header, tag=tag)
         self._in_flight[tag][0] += len(values)
         self._producer.produce_many(self.output_topic, values, keys, self._prediction_header, tag=tag)
         self._served(len(values))
+        self._model_metrics.latencies(queued, totals)
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
         spec = self.config.outputs
@@ -917,27 +929,33 @@ class InferenceWorker:
         header = [link.header]
         values: list[bytes] = []
         keys: list[bytes] = []
+        queued: list[float] = []
+        totals: list[float] = []
         for item, row, compute in zip(items, rows, compute_ms, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
-            queue_ms = max((started - item.received) * 1000, 0.0)
+            queue_s = max(started - item.received, 0.0)
             try:
-                values.append(link.output(request, row, queue_ms, compute, now, self._lineage_fields))
+                values.append(link.output(request, row, queue_s * 1000, compute, now, self._lineage_fields))
             except ContractError as exc:
                 self._dead_letter(item, exc, tag)
                 continue
             keys.append(request.request_id.encode())
+            queued.append(queue_s)
+            totals.append(max((now - request.event_time).total_seconds(), 0.0))
             if link.last and request.reply_to:
                 self._in_flight[tag][0] += 1
                 self._producer.produce(request.reply_to, values[-1], keys[-1], header, tag=tag)
         self._in_flight[tag][0] += len(values)
         self._producer.produce_many(self.output_topic, values, keys, header, tag=tag)
         self._served(len(values))
+        self._model_metrics.latencies(queued, totals)
 
     def _dead_letter(self, item: _Item, error: Exception, tag: int) -> None:
         self._in_flight[tag][0] += 1
         self._dlq.send_message(item.message, error, tag=tag)
         self.stats.dead_letters += 1
+        self._model_metrics.failed()
         # The caller waiting on a reply topic learns why at once, instead of at its timeout.
         request = item.request
         reply_to = request.reply_to if request is not None else _reply_to_of(item.message)

@@ -40,6 +40,7 @@ from inferstream.monitoring.spec import MonitorSpec
 from inferstream.monitoring.window import Hysteresis, WindowResult, Windows
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import DriftAlert
+from inferstream.streams.metrics import MonitorMetrics
 
 log = logging.getLogger("inferstream.monitoring")
 
@@ -78,7 +79,8 @@ class DriftMonitor:
         self.reference = reference or reference_for(settings, spec)
         self.profiles = self.reference.for_spec(spec)
         self.kinds = {name: p.kind for name, p in self.profiles.items()}
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(namespace=settings.metrics.namespace)
+        self._drift_metrics = self.metrics.part(MonitorMetrics)
         self.reports = reports
         self.max_batch = max_batch
         self.stats = MonitorStats()
@@ -94,6 +96,9 @@ class DriftMonitor:
         status = read_status(self.state_dir) or {}
         self.windows = Windows(spec.window, self.profiles, spec.alerting, state=status.get("windows"))
         self.hysteresis = Hysteresis.restore(spec.alerting, status.get("alerting"))
+        self._drift_metrics.state(
+            spec.name, active=self.hysteresis.active, drifted=bool(self.hysteresis.history[-1:] == [True])
+        )
         self.extractor = Extractor(spec.columns, self.kinds, model=spec.model, version=spec.version)
         self._webhook = (
             WebhookSender(spec.alerting, self.state_dir / "webhook-sent.json", transport=webhook_transport)
@@ -175,6 +180,8 @@ class DriftMonitor:
         self.stats.windows += 1
         self.stats.drifted_windows += int(result.dataset_drift)
         transition = self.hysteresis.update(result.dataset_drift, result.end.timestamp())
+        self._drift_metrics.window(self.spec.name, result.scores, result.drift_share, result.dataset_drift)
+        self._drift_metrics.state(self.spec.name, active=self.hysteresis.active, drifted=result.dataset_drift)
         summary = {**result.summary(), "transition": transition}
         self.recent.append(summary)
         self._last_window = summary
@@ -189,6 +196,7 @@ class DriftMonitor:
         alert = make_alert(self.spec, self._version_seen or "unknown", result, status, self.kinds, report)
         self._publish(alert)
         self.published.append(alert)
+        self._drift_metrics.alerts.labels(self.spec.name, status).inc()
         if status == "drift":
             self.stats.alerts += 1
         else:

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import confluent_kafka
 import numpy as np
@@ -53,6 +54,7 @@ from inferstream.metrics import Metrics
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Embedding
 from inferstream.serving.index_meta import index_meta
+from inferstream.streams.metrics import IndexMetrics
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,10 @@ class IndexSink:
         self.meta = meta or index_meta(settings)
         self.store = store or open_store(settings)
         self.metrics = metrics or Metrics(namespace=settings.metrics.namespace)
+        index_metrics = self.metrics.part(IndexMetrics)
+        self._indexed = index_metrics.indexed.labels(self.config.index)
+        self._deleted = index_metrics.deleted.labels(self.config.index)
+        self._freshness = index_metrics.freshness.labels(self.config.index)
         self.topic = settings.topics.platform_topics()["embeddings"]
         self.group_id = group_id or self.config.group_id or settings.topics.group(f"index-{self.config.index}")
         self.from_beginning = from_beginning
@@ -288,6 +294,8 @@ class IndexSink:
             return  # stopping: nothing committed, the records come again
         rejected = {r.position: r for r in refused}
         upserts = deletes = 0
+        written_at = datetime.now(UTC)
+        freshness: list[float] = []
         for position, (op, message) in enumerate(zip(self._ops, self._op_messages, strict=True)):
             rejection = rejected.get(position)
             if rejection is not None:
@@ -296,6 +304,7 @@ class IndexSink:
                 deletes += 1
             else:
                 upserts += 1
+                freshness.append(max((written_at - op.document.event_time).total_seconds(), 0.0))
         self._dlq.flush()
         written = len(self._ops) - len(rejected)
         if written:
@@ -311,6 +320,9 @@ class IndexSink:
         self.stats.upserts += upserts
         self.stats.deletes += deletes
         self.metrics.handled(STAGE, "out", upserts + deletes)
+        self._indexed.inc(upserts)
+        self._deleted.inc(deletes)
+        self._freshness.observe_many(freshness)
         self.stats.flushes += 1
         self.metrics.stage_seconds.labels(STAGE, "flush").observe(time.monotonic() - started)
         self._uncommitted, self._ops, self._op_messages = [], [], []

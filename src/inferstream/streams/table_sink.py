@@ -31,6 +31,7 @@ from inferstream.metrics import Metrics
 from inferstream.monitoring.table import Written, remove_temporary, table_dir, write_batch, written_offsets
 from inferstream.schemas.columnar import decode_predictions
 from inferstream.schemas.records import Prediction
+from inferstream.streams.metrics import TableMetrics
 
 log = logging.getLogger("inferstream.table")
 
@@ -146,7 +147,8 @@ class InferenceTableSink:
     ) -> None:
         self.settings = settings
         self.sink = ParquetTableSink(settings, root, max_rows=max_rows, max_delay_s=max_delay_s)
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(namespace=settings.metrics.namespace)
+        self._table_metrics = self.metrics.part(TableMetrics)
         self.group_id = group_id or settings.topics.group("table")
         self.stats = SinkStats()
         self.ready = threading.Event()
@@ -207,9 +209,12 @@ class InferenceTableSink:
         # Dead letters are acknowledged before the files that cover their offsets exist: a
         # restart skips every offset up to a complete batch's last, dead-lettered ones too.
         dlq.flush()
-        before = self.sink.records_written
+        before, rows_before = self.sink.records_written, self.sink.rows_written
         started = time.monotonic()
-        self.stats.files += self.sink.flush()
+        files = self.sink.flush()
+        self.stats.files += files
+        self._table_metrics.files.inc(len(files))
+        self._table_metrics.rows.inc(self.sink.rows_written - rows_before)
         self.stats.written, self.stats.rows = self.sink.records_written, self.sink.rows_written
         self.metrics.records_out.labels("inference-table", "table").inc(self.sink.records_written - before)
         self.metrics.handled("table", "out", self.sink.records_written - before)

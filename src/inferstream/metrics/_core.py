@@ -1,8 +1,11 @@
-"""Prometheus metrics every long-running inferstream process exports on 127.0.0.1.
+"""The registry of one process: the metrics every stage shares, and the sets a kind of process adds.
 
 One registry per process (``Metrics``), created explicitly: nothing registers at
 import time, so tests and several pipelines in one process do not collide.
 Names are stable snake_case: ``inferstream_records_in_total{topic,stage}``, ...
+A kind of process adds its own families as a metric set, a class taking the
+``Metrics`` it registers on: ``metrics.part(InferenceMetrics)`` creates it once per
+registry (several workers of a chain share one).
 
 Every stage reconciles in its metrics: the records it consumed
 (``records_in_total{stage}``) are the records it handled,
@@ -13,10 +16,19 @@ a monitor's window instead), once nothing is in flight.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from inferstream.metrics._http import warn_if_exposed
+
+_Part = TypeVar("_Part")
+
+#: Latency buckets in seconds (half a millisecond to a minute) for every latency histogram.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 @dataclass
@@ -34,6 +46,8 @@ class Metrics:
     batch_size: Histogram = field(init=False)
     stage_seconds: Histogram = field(init=False)
     _server: Any = field(default=None, init=False, repr=False)
+    _parts: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+    _parts_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         ns, reg = self.namespace, self.registry
@@ -91,9 +105,18 @@ class Metrics:
         if count:
             self.records_handled.labels(stage, outcome).inc(count)
 
+    def part(self, kind: Callable[[Metrics], _Part]) -> _Part:
+        """The metric set ``kind`` on this registry, created on first use (one per registry)."""
+        with self._parts_lock:
+            found = self._parts.get(kind)
+            if found is None:
+                found = self._parts[kind] = kind(self)
+            return found
+
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Export on http://host:port/metrics (loopback by default); returns the bound port."""
+        """Export on http://host:port/metrics (loopback by default, a loud warning beyond); the bound port."""
         if self._server is None:
+            warn_if_exposed(host, port)
             self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return int(self._server.server_port)
 
