@@ -50,14 +50,17 @@ class ColumnarScorer:
         if missing:
             more = " ..." if len(missing) > 5 else ""
             raise ValueError(f"columns: missing feature(s) {', '.join(missing[:5])}{more} of {len(self.features)}")
-        columns = []
-        for name in self.features:
-            try:
-                columns.append(_numbers(request.column(name)))
-            except (TypeError, ValueError, pa.ArrowException):
-                raise ValueError(f"columns.{name}: not numbers") from None
-        # Float64 views of the record's buffers, stacked and cast once (not a strided write per column).
-        matrix = np.stack(columns, axis=1).astype(self.dtype, copy=False)
+        stacked = _tensor(request.batch, self.features) if request.batch is not None else None
+        if stacked is None:  # JSON lists, or a column Arrow cannot stack (it is named below)
+            columns = []
+            for name in self.features:
+                try:
+                    columns.append(_numbers(request.column(name)))
+                except (TypeError, ValueError, pa.ArrowException):
+                    raise ValueError(f"columns.{name}: not numbers") from None
+            # Float64 views of the record's buffers, stacked and cast once (not a strided write per column).
+            stacked = np.stack(columns, axis=1)
+        matrix = stacked.astype(self.dtype, copy=False)
         if not self.allow_nan:
             bad = np.isnan(matrix).any(axis=0)
             if bad.any():
@@ -113,6 +116,18 @@ class ColumnarScorer:
         if spec.score:
             columns["score"] = pa.array(np.asarray(outputs[spec.score]).reshape(rows))
         return columns
+
+
+def _tensor(batch: pa.RecordBatch, features: list[str]) -> npt.NDArray[Any] | None:
+    """The features of an Arrow batch as one row-major matrix, nulls as NaN, in one Arrow call.
+
+    ~20 µs for 256 rows of 30 features, against ~100 µs column by column. None when a
+    column is not numbers (bool, text): the column-by-column path then converts or names it.
+    """
+    try:
+        return np.asarray(batch.select(features).to_tensor(null_to_nan=True, row_major=True))
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
 
 
 def _numbers(column: pa.Array | list[Any]) -> npt.NDArray[Any]:
