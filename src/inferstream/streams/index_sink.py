@@ -4,7 +4,8 @@
 
     embeddings ──batch consume──▶ decode / check ──▶ store.add(Upsert | Delete)
                                       │ bad                   │ at flush_max_records, flush_interval_ms,
-                                      │                       │ or flush_idle_ms without a record
+                                      │                       │ or flush_idle_ms without a record and
+                                      │                       │ none known to be on its way (drained)
                                       ▼                       ▼
                                  dead-letters ◀── refused ── store.flush() ──▶ commit offsets
 
@@ -173,7 +174,7 @@ class IndexSink:
                     for message in batch:
                         self._add(message)
                 if self._uncommitted and (
-                    not batch
+                    (not batch and not consumer.behind())  # drained, not a fetch on its way
                     or self.store.pending >= self.config.flush_max_records
                     or self.store.pending >= self.store.max_buffered
                     or now - self._first_uncommitted >= interval

@@ -160,6 +160,24 @@ class Consumer(Closing):
         """(topic, partition) pairs this consumer owns now."""
         return sorted(self._assigned)
 
+    def behind(self) -> bool:
+        """Whether an owned partition has records past this consumer's position, as far as it knows now.
+
+        From the end offsets the last fetches brought (no call to the broker): a pause
+        in what ``consume`` hands out while this is true is a fetch on its way, not a
+        drained topic.
+        """
+        parts = [TopicPartition(t, p) for t, p in self._assigned]
+        if not parts:
+            return False
+        for tp in self._consumer.position(parts):
+            if tp.offset < 0:
+                continue  # nothing read yet: where it starts is not known here
+            cached = self._consumer.get_watermark_offsets(tp, cached=True)
+            if cached and cached[1] > tp.offset:
+                return True
+        return False
+
     def update_lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the end of each owned partition (also set on the lag gauge).
 
