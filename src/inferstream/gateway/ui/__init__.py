@@ -7,6 +7,7 @@ chart library) over one polled JSON document kept by :class:`._board.Board`. See
 
 from __future__ import annotations
 
+from inferstream.gateway.ui._access import dashboard_link
 from inferstream.gateway.ui._routes import router
 
-__all__ = ["router"]
+__all__ = ["dashboard_link", "router"]

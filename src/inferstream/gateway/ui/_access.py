@@ -13,10 +13,12 @@ the keys file stops working at once. The token is never logged.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import RedirectResponse
 
+from inferstream.config import Settings
 from inferstream.gateway._auth import KeyRing, token_of
 
 #: The cookie that keeps a browser logged in.
@@ -53,3 +55,13 @@ def log_in(keys: KeyRing, request: Request, token: str) -> RedirectResponse:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def dashboard_link(base_url: str, settings: Settings) -> str:
+    """The address to open the dashboard at: with the gateway's token when it has one (for its own user to open)."""
+    gateway = settings.gateway
+    if gateway.token is not None:
+        return f"{base_url}/ui?token={quote(gateway.token.get_secret_value(), safe='')}"
+    if gateway.keys or gateway.keys_file is not None:
+        return f"{base_url}/ui?token=<one of the gateway's API keys with the read scope>"
+    return f"{base_url}/ui"
