@@ -156,6 +156,11 @@ class Board:
                 self.problems[name] = str(exc)
                 await asyncio.sleep(RETRY_S)
                 continue
+            except Exception as exc:  # anything else must not end the dashboard's view of this topic either
+                log.exception("the dashboard could not read %s", name)
+                self.problems[name] = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(RETRY_S)
+                continue
             self.problems.pop(name, None)
             try:
                 async for batch in subscriber.batches():

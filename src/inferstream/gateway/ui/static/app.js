@@ -147,7 +147,7 @@
         series.push(line(column + " threshold", color, { dash: [4, 4], width: 1 }));
         data.push(m.windows.map((w) => (w.columns[column] ? w.columns[column].threshold : null)));
       });
-      series.push({ label: "alert", stroke: "#dc2626", fill: "#dc2626", paths: () => null, points: { show: true, size: 11, width: 2 } });
+      series.push({ label: "alert", stroke: "#dc2626", paths: () => null, points: { show: true, size: 11, width: 2, stroke: "#dc2626", fill: "#dc2626" } });
       data.push(
         m.windows.map((w) => {
           if (!w.alert) return null;
