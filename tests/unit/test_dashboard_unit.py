@@ -8,10 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from inferstream.config import Settings
+from inferstream.connectors.kafka.groups import GroupInfo, PartitionLag
 from inferstream.gateway import create_app
 from inferstream.gateway.ui._access import COOKIE
 from inferstream.gateway.ui._drift import DriftTimeline
 from inferstream.gateway.ui._history import parse_prediction
+from inferstream.gateway.ui._platform import served
 from inferstream.gateway.ui._reports import report_file, report_link
 from inferstream.gateway.ui._series import SPAN_S, ModelSeries
 from inferstream.schemas.records import ColumnDrift, DriftAlert
@@ -199,3 +201,32 @@ def test_the_page_files_are_served_and_nothing_else(http: TestClient) -> None:
     assert http.get("/ui/static/index.html").status_code == 404
     assert http.get("/ui/static/../_routes.py").status_code == 404
     assert http.get("/ui/static/vendor/../../_routes.py").status_code == 404
+
+
+def test_served_model_versions_are_read_from_their_workers_groups() -> None:
+    settings = Settings.load(topics={"prefix": "p."})
+    infos = [
+        GroupInfo(
+            "p.serve-breast-cancer-1",
+            "Stable",
+            2,
+            [
+                PartitionLag("p.requests.breast-cancer.1", 0, committed=10, log_end=15, lag=5),
+                PartitionLag("p.requests.breast-cancer.1", 1, committed=None, log_end=3, lag=3),
+            ],
+        ),
+        GroupInfo("p.serve-minilm-1", "Empty", 0, [PartitionLag("p.requests.minilm.1", 0, 4, 4, 0)]),
+        GroupInfo("p.shadow-breast-cancer-2", "Stable", 1, [PartitionLag("p.requests.breast-cancer.1", 0, 1, 15, 14)]),
+        GroupInfo("p.index", "Stable", 1, [PartitionLag("p.embeddings", 0, 1, 1, 0)]),
+    ]
+    assert served(settings, infos) == [
+        {
+            "model": "breast-cancer",
+            "version": "1",
+            "workers": 2,
+            "lag": 8,
+            "committed": 10,
+            "group": "p.serve-breast-cancer-1",
+        },
+        {"model": "minilm", "version": "1", "workers": 0, "lag": 0, "committed": 4, "group": "p.serve-minilm-1"},
+    ]

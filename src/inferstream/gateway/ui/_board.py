@@ -56,6 +56,8 @@ HISTORY_PER_PARTITION = 20_000
 #: Predictions in the tail; of each batch only the last few are kept (the tail is sampled).
 TAIL = 20
 TAIL_PER_BATCH = 4
+#: Consumption rates kept per worker group (one a refresh).
+CONSUMED_POINTS = 100
 #: Characters of a tail prediction's outputs shown.
 OUTPUTS_CHARS = 300
 #: History records folded between two yields to the event loop.
@@ -75,6 +77,9 @@ class Board:
         self.problems: dict[str, str] = {}
         #: Whether each source's history has been read.
         self.loaded = {"predictions": False, "alerts": False, "views": False}
+        #: Per worker group: when its committed offsets were read and their sum; its consumption rates since.
+        self._committed: dict[str, tuple[float, int]] = {}
+        self._consumed: dict[str, deque[tuple[float, float]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot: tuple[float, bytes] | None = None
 
@@ -174,6 +179,7 @@ class Board:
     async def _views(self) -> None:
         while True:
             views, statuses, problems = await asyncio.to_thread(self._read_views)
+            self._rates(views.get("served", []), time.time())
             self.views.update(views)
             for status in statuses:
                 self.drift.add_status(status)
@@ -184,6 +190,19 @@ class Board:
                     self.problems.pop(section, None)
             self.loaded["views"] = True
             await asyncio.sleep(REFRESH_S)
+
+    def _rates(self, served: list[dict[str, Any]], now: float) -> None:
+        # Requests consumed per second by each model version's workers, from their committed
+        # offsets: the throughput of those whose outputs are not predictions (embedders).
+        for entry in served:
+            group, committed = entry["group"], entry["committed"]
+            before = self._committed.get(group)
+            self._committed[group] = (now, committed)
+            rates = self._consumed.setdefault(group, deque(maxlen=CONSUMED_POINTS))
+            if before is not None and now > before[0]:
+                rates.append((now, max(committed - before[1], 0) / (now - before[0])))
+            entry["consumed"] = {"t": [round(t, 3) for t, _ in rates], "rate": [round(r, 3) for _, r in rates]}
+            entry["consumed_per_s"] = rates[-1][1] if rates else None
 
     def _read_views(self) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
         state = self.state
@@ -233,7 +252,13 @@ class Board:
         models = {(m["model"], m["version"]): m for m in self.series.snapshot(now)}
         for entry in self.views["served"]:
             key = (entry["model"], entry["version"])
-            models[key] = {**(models.get(key) or _idle(*key)), "workers": entry["workers"], "lag": entry["lag"]}
+            models[key] = {
+                **(models.get(key) or _idle(*key)),
+                "workers": entry["workers"],
+                "lag": entry["lag"],
+                "consumed_per_s": entry.get("consumed_per_s"),
+                "consumed": entry.get("consumed"),
+            }
         return {
             "now": now,
             "loaded": self.loaded,

@@ -50,12 +50,15 @@ def lag_view(infos: list[GroupInfo]) -> list[dict[str, Any]]:
 
 
 def served(settings: Settings, infos: list[GroupInfo]) -> list[dict[str, Any]]:
-    """The model versions whose workers' groups have members now (read from their request topics)."""
+    """The model versions with a workers' group, named by the request topics it reads: members, lag, committed.
+
+    Shadow versions read their primary's request topic in groups of their own: they
+    show in the lag table, not here.
+    """
     prefix = settings.topics.prefix + "requests."
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for info in infos:
-        shadow = info.group.startswith(settings.topics.group("shadow-"))
-        if not (info.group.startswith(settings.topics.group("serve-")) or shadow):
+        if not info.group.startswith(settings.topics.group("serve-")):
             continue
         for partition in info.partitions:
             model, dot, version = partition.topic.removeprefix(prefix).rpartition(".")
@@ -63,10 +66,18 @@ def served(settings: Settings, infos: list[GroupInfo]) -> list[dict[str, Any]]:
                 continue
             entry = found.setdefault(
                 (model, version),
-                {"model": model, "version": version, "workers": 0, "lag": 0, "shadow": shadow, "group": info.group},
+                {
+                    "model": model,
+                    "version": version,
+                    "workers": 0,
+                    "lag": 0,
+                    "committed": 0,
+                    "group": info.group,
+                },
             )
             entry["workers"] = max(entry["workers"], info.members)
             entry["lag"] += partition.lag or 0
+            entry["committed"] += partition.committed or 0
     return [found[key] for key in sorted(found)]
 
 

@@ -84,6 +84,7 @@
           { "data-model": m.model + ":" + m.version },
           el("td", { class: "name", text: m.model + ":" + m.version }),
           el("td", { text: m.workers === undefined ? "–" : String(m.workers) }),
+          el("td", { text: num(m.consumed_per_s, 1) }),
           el("td", { text: num(m.rate_per_s, 1) }),
           el("td", { text: num(m.p50_ms, 1) }),
           el("td", { text: num(m.p99_ms, 1) }),
@@ -94,22 +95,23 @@
     );
     const cards = document.getElementById("model-charts");
     for (const m of models) {
-      if (!m.series) continue;
+      const consumed = m.consumed && m.consumed.t.length > 1 ? m.consumed : null;
+      if (!m.series && !consumed) continue;
       const key = m.model + ":" + m.version;
       let card = cards.querySelector('[data-model="' + CSS.escape(key) + '"]');
       if (!card) {
-        card = el(
-          "div",
-          { class: "card", "data-model": key },
-          el("h3", { text: key }),
-          el("div", { class: "chart throughput" }),
-          el("div", { class: "chart latency" })
-        );
+        card = el("div", { class: "card", "data-model": key }, el("h3", { text: key }));
         cards.append(card);
       }
-      const s = m.series;
-      chart("throughput " + key, card.querySelector(".throughput"), "predictions / s", [line("predictions", PALETTE[0], { fill: "rgba(37,99,235,0.12)" })], [s.t, s.count]);
-      chart("latency " + key, card.querySelector(".latency"), "latency ms", [line("p50", PALETTE[2]), line("p99", PALETTE[1])], [s.t, s.p50, s.p99]);
+      const part = (name) => card.querySelector(".chart." + name) || card.appendChild(el("div", { class: "chart " + name }));
+      if (m.series) {
+        const s = m.series;
+        chart("throughput " + key, part("throughput"), "predictions / s", [line("predictions", PALETTE[0], { fill: "rgba(37,99,235,0.12)" })], [s.t, s.count]);
+        chart("latency " + key, part("latency"), "latency ms", [line("p50", PALETTE[2]), line("p99", PALETTE[1])], [s.t, s.p50, s.p99]);
+      } else {
+        // Outputs that are not predictions (an embedder's): its workers' pace, from their committed offsets.
+        chart("consumed " + key, part("consumed"), "requests consumed / s", [line("requests", PALETTE[3], { fill: "rgba(147,51,234,0.12)" })], [consumed.t, consumed.rate]);
+      }
     }
   }
 
