@@ -3,7 +3,7 @@
 Started by the first request for it (a gateway nobody looks at spends nothing on
 it), it runs three tasks on the gateway's event loop:
 
-- predictions: the newest records of the topic (:mod:`inferstream.gateway.ui._history`),
+- predictions: the newest records of the topic (:mod:`inferstream.gateway.ui._history`, about :data:`HISTORY`),
   then every batch of the prediction fan-out folded into :class:`ModelSeries` (a
   dictionary lookup and a few additions a record) and a few of each batch kept
   as the sampled tail;
@@ -44,6 +44,7 @@ from inferstream.schemas.records import Contract, DriftAlert, Prediction
 log = logging.getLogger("inferstream.gateway")
 
 C = TypeVar("C", bound=Contract)
+H = TypeVar("H")
 
 #: Seconds between reads of the slow views (groups, dead letters, routes, status files).
 REFRESH_S = 3.0
@@ -51,8 +52,8 @@ REFRESH_S = 3.0
 SNAPSHOT_S = 0.5
 #: Seconds before a source that failed (a topic missing, the broker away) is tried again.
 RETRY_S = 2.0
-#: Predictions read from each partition on load.
-HISTORY_PER_PARTITION = 20_000
+#: Predictions read on load (the newest, shared by the partitions; none older than the span drawn).
+HISTORY = 60_000
 #: Predictions in the tail; of each batch only the last few are kept (the tail is sampled).
 TAIL = 20
 TAIL_PER_BATCH = 4
@@ -107,17 +108,18 @@ class Board:
     async def _predictions(self) -> None:
         settings = self.state.settings
 
-        def load() -> list[Seen]:
+        def load() -> tuple[list[Seen], list[bytes]]:
             since = datetime.now(UTC) - timedelta(seconds=SPAN_S)
-            return recent_predictions(settings, per_partition=HISTORY_PER_PARTITION, since=since)
+            return recent_predictions(settings, total=HISTORY, since=since, tail=TAIL)
 
-        async def fold_history(history: list[Seen]) -> None:
+        async def fold_history(history: tuple[list[Seen], list[bytes]]) -> None:
+            seen, last = history
             add = self.series.add
-            for start in range(0, len(history), _CHUNK):
-                for seen in history[start : start + _CHUNK]:
-                    add(seen.model, seen.version, seen.predicted_at, seen.total_ms)
+            for start in range(0, len(seen), _CHUNK):
+                for one in seen[start : start + _CHUNK]:
+                    add(one.model, one.version, one.predicted_at, one.total_ms)
                 await asyncio.sleep(0)  # the loop serves requests between chunks
-            self.tail.extend(seen.raw for seen in history[-TAIL:])
+            self.tail.extend(last)
 
         def fold(batch: Sequence[tuple[Prediction, bytes]]) -> None:
             add = self.series.add
@@ -131,7 +133,7 @@ class Board:
         settings = self.state.settings
 
         def load() -> list[DriftAlert]:
-            return recent_alerts(settings, per_partition=1000)
+            return recent_alerts(settings, total=1000)
 
         async def fold_history(history: list[DriftAlert]) -> None:
             for alert in history:
@@ -146,8 +148,8 @@ class Board:
     async def _follow(
         self,
         name: str,
-        load: Callable[[], list[Any]],
-        fold_history: Callable[[list[Any]], Awaitable[None]],
+        load: Callable[[], H],
+        fold_history: Callable[[H], Awaitable[None]],
         fanout: Fanout[C],
         fold: Callable[[Sequence[tuple[C, bytes]]], None],
     ) -> None:

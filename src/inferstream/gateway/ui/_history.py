@@ -2,13 +2,14 @@
 
 Workers run without metrics ports by default, so the history of each model version
 comes from the predictions topic itself: a bounded read of its newest records (at
-most ``per_partition`` a partition, none older than ``since``). Blocking: run it in
+most about ``total`` records, none older than ``since``). Blocking: run it in
 a thread. Records that are not single predictions (a prediction batch, anything
 undecodable) are passed over.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,35 +27,37 @@ from inferstream.schemas.records import DriftAlert
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """The fields of a prediction the dashboard keeps (and the raw record, for the tail)."""
+    """The fields of a prediction the dashboard keeps."""
 
     model: str
     version: str
     predicted_at: float
     total_ms: float
-    raw: bytes
 
 
 def newest_records(
-    settings: Settings, topic: str, per_partition: int, since: datetime | None
+    settings: Settings, topic: str, total: int, since: datetime | None
 ) -> Iterator[confluent_kafka.Message]:
-    """The newest records of ``topic`` up to now: at most ``per_partition`` a partition, none before ``since``."""
+    """The newest records of ``topic`` up to now: about ``total`` (shared by its partitions), none before ``since``."""
     partitions = TopicAdmin(settings).describe(topic, with_config=False).partitions
+    per_partition = max(total // max(len(partitions), 1), 1)
     starts = {p.partition: max(p.low, p.high - per_partition) for p in partitions}
     # Records the broker deleted meanwhile are no loss here: the view is of what is left.
     return read_bounded(settings, topic, since=since, start_offsets=starts, on_gap=lambda *_: None)
 
 
-def recent_predictions(settings: Settings, *, per_partition: int, since: datetime) -> list[Seen]:
-    """The newest single predictions on the topic (at most ``per_partition`` a partition, from ``since``)."""
+def recent_predictions(settings: Settings, *, total: int, since: datetime, tail: int) -> tuple[list[Seen], list[bytes]]:
+    """The newest single predictions on the topic (about ``total``, from ``since``), and the last ``tail`` as bytes."""
     topic = settings.topics.platform_topics()["predictions"]
     found = []
-    for message in newest_records(settings, topic, per_partition, since):
+    last: deque[bytes] = deque(maxlen=tail)
+    for message in newest_records(settings, topic, total, since):
         value = message.value()
         seen = parse_prediction(value) if value else None
-        if seen is not None:
+        if seen is not None and value is not None:
             found.append(seen)
-    return found
+            last.append(value)
+    return found, list(last)
 
 
 def parse_prediction(value: bytes) -> Seen | None:
@@ -68,15 +71,15 @@ def parse_prediction(value: bytes) -> Seen | None:
         return None
     if not isinstance(model, str) or not isinstance(version, str) or not isinstance(latency, int | float):
         return None
-    return Seen(model, version, at, float(latency), value)
+    return Seen(model, version, at, float(latency))
 
 
-def recent_alerts(settings: Settings, *, per_partition: int) -> list[DriftAlert]:
-    """The newest drift alerts on the topic, oldest first (at most ``per_partition`` a partition)."""
+def recent_alerts(settings: Settings, *, total: int) -> list[DriftAlert]:
+    """The newest drift alerts on the topic (about ``total``), oldest first."""
     topic = settings.topics.platform_topics()["drift-alerts"]
     codec = codec_for(DriftAlert)
     alerts = []
-    for message in newest_records(settings, topic, per_partition, None):
+    for message in newest_records(settings, topic, total, None):
         value = message.value()
         if not value:
             continue

@@ -85,7 +85,7 @@ def dead_letters(settings: Settings) -> dict[str, Any]:
     """How many dead letters the topic holds, and the newest :data:`DEAD_LETTERS` with their reasons."""
     topic = settings.topics.platform_topics()["dead-letters"]
     total = TopicAdmin(settings).describe(topic, with_config=False).messages
-    letters = [from_message(message) for message in newest_records(settings, topic, DEAD_LETTERS, None)]
+    letters = [from_message(message) for message in newest_records(settings, topic, DEAD_LETTERS * 4, None)]
     letters.sort(key=lambda letter: letter.event_time, reverse=True)
     return {
         "total": total,
