@@ -6,12 +6,16 @@ browser logs in with the token link, then the test checks what a user would see:
 each model version named, charts with data, the alert raised by a drift it
 injects, the search box finding a passage, lag, dead letters, routes, and no
 console error. It saves a screenshot (and to ``$INFERSTREAM_ARTIFACTS`` when set).
+``inferstream demo --keep`` prints the dashboard's link and serves it until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,3 +255,56 @@ def test_the_dashboard_shows_the_running_pipeline(
                 shutil.copy(screenshot, Path(artifacts) / "dashboard.png")
             errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
             assert errors == []
+
+
+def test_demo_keep_serves_the_dashboard_until_ctrl_c(settings: Settings, models_dir: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "INFERSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "INFERSTREAM_STATE_DIR": str(tmp_path / "state"),
+        "INFERSTREAM_MODELS_DIR": str(models_dir),
+        "INFERSTREAM_GATEWAY__TOKEN": TOKEN,
+        "INFERSTREAM_GATEWAY__PORT": "0",  # any free port
+        "COLUMNS": "200",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "inferstream", "demo", "--keep", "--events", "100"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        link = None
+        for line in demo.stdout:
+            lines.append(line)
+            if "the live dashboard: " in line:
+                link = line.split("the live dashboard: ", 1)[1].strip()
+                break
+        assert link is not None, "".join(lines)
+        assert link.endswith(f"/ui?token={TOKEN}")
+        base = link.removesuffix(f"/ui?token={TOKEN}")
+        with httpx.Client(base_url=base, timeout=30) as http:
+            page = http.get(link)  # the token link: a cookie, then the page
+            assert page.status_code == 200
+            assert str(page.url) == f"{base}/ui"
+
+            def tabular_seen() -> dict[str, Any] | None:
+                models = http.get("/ui/api/state").json()["models"]
+                return next((m for m in models if m["model"] == TABULAR_NAME and m["total"] > 0), None)
+
+            # The demo's predictions, read back from its topics by the dashboard it keeps serving.
+            assert _eventually(tabular_seen, what="the demo's predictions on the dashboard")["version"] == "1"
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+        lines.append(rest)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = "".join(lines)
+    assert demo.returncode == 0, output
+    assert "demo summary" in output
+    assert "every event is accounted for" in output
