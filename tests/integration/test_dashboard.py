@@ -286,7 +286,7 @@ def test_demo_keep_serves_the_dashboard_until_ctrl_c(settings: Settings, models_
         assert link is not None, "".join(lines)
         assert link.endswith(f"/ui?token={TOKEN}")
         base = link.removesuffix(f"/ui?token={TOKEN}")
-        with httpx.Client(base_url=base, timeout=30) as http:
+        with httpx.Client(base_url=base, timeout=30, follow_redirects=True) as http:
             page = http.get(link)  # the token link: a cookie, then the page
             assert page.status_code == 200
             assert str(page.url) == f"{base}/ui"
