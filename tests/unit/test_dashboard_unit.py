@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from inferstream.config import Settings
 from inferstream.connectors.kafka.groups import GroupInfo, PartitionLag
 from inferstream.gateway import create_app
-from inferstream.gateway.ui._access import COOKIE
+from inferstream.gateway.ui._access import COOKIE, dashboard_link
 from inferstream.gateway.ui._drift import DriftTimeline
 from inferstream.gateway.ui._history import parse_prediction
 from inferstream.gateway.ui._platform import served
@@ -230,3 +230,10 @@ def test_served_model_versions_are_read_from_their_workers_groups() -> None:
         },
         {"model": "minilm", "version": "1", "workers": 0, "lag": 0, "committed": 4, "group": "p.serve-minilm-1"},
     ]
+
+
+def test_the_dashboard_link_shows_the_token_only_when_asked() -> None:
+    settings = Settings.load(gateway={"token": "a b/c"})
+    assert dashboard_link("http://h:1", settings) == "http://h:1/ui?token=<the gateway's token>"
+    assert dashboard_link("http://h:1", settings, reveal=True) == "http://h:1/ui?token=a%20b%2Fc"
+    assert dashboard_link("http://h:1", Settings.load()) == "http://h:1/ui"

@@ -104,9 +104,8 @@ def _keep_serving(settings: Settings) -> None:
     except InferstreamError:  # the configured port is taken: any free one will do
         gateway = BackgroundGateway(settings, port=0).start()
     try:
-        console.print(
-            f"[cyan]demo[/] the live dashboard: {escape(dashboard_link(gateway.url, settings))}", soft_wrap=True
-        )
+        link = dashboard_link(gateway.url, settings, reveal=True)  # this terminal's own local demo
+        console.print(f"[cyan]demo[/] the live dashboard: {escape(link)}", soft_wrap=True)
         console.print("[cyan]demo[/] the platform keeps running; Ctrl-C stops it")
         while True:
             time.sleep(3600)

@@ -57,11 +57,16 @@ def log_in(keys: KeyRing, request: Request, token: str) -> RedirectResponse:
     return response
 
 
-def dashboard_link(base_url: str, settings: Settings) -> str:
-    """The address to open the dashboard at: with the gateway's token when it has one (for its own user to open)."""
+def dashboard_link(base_url: str, settings: Settings, *, reveal: bool = False) -> str:
+    """The address that opens the dashboard; with the gateway's token in it only when ``reveal``.
+
+    A long-running server's output often ends up in a log, where a token must never be:
+    ``inferstream dashboard`` shows where the token goes; the interactive demo shows it.
+    """
     gateway = settings.gateway
     if gateway.token is not None:
-        return f"{base_url}/ui?token={quote(gateway.token.get_secret_value(), safe='')}"
+        token = quote(gateway.token.get_secret_value(), safe="") if reveal else "<the gateway's token>"
+        return f"{base_url}/ui?token={token}"
     if gateway.keys or gateway.keys_file is not None:
-        return f"{base_url}/ui?token=<one of the gateway's API keys with the read scope>"
+        return f"{base_url}/ui?token=<an API key with the read scope>"
     return f"{base_url}/ui"
