@@ -34,6 +34,9 @@ from inferstream.errors import KafkaError
 from inferstream.stack.kafka import KafkaServer
 
 Say = Callable[[str], None]
+#: Called with the demo's settings and its summary while the platform still runs (``demo --keep``
+#: serves the dashboard there until Ctrl-C); the platform stops when it returns.
+Keep = Callable[[Settings, "DemoSummary"], None]
 
 
 @dataclass
@@ -131,8 +134,12 @@ def _reachable(settings: Settings) -> bool:
     return True
 
 
-def run_demo(settings: Settings, *, events: int = 1000, say: Say = print) -> DemoSummary:
-    """Run the demo against the configured Kafka, starting a local one if none answers."""
+def run_demo(settings: Settings, *, events: int = 1000, say: Say = print, keep: Keep | None = None) -> DemoSummary:
+    """Run the demo against the configured Kafka, starting a local one if none answers.
+
+    ``keep``, when given, is called once everything has been shown, with the platform
+    still running (its workers, sink, monitor and Kafka); the demo stops when it returns.
+    """
     started = time.perf_counter()
     server: KafkaServer | None = None
     summary = DemoSummary(settings.kafka.bootstrap_servers, "", started_kafka=False, planned_events=events)
@@ -150,7 +157,7 @@ def run_demo(settings: Settings, *, events: int = 1000, say: Say = print) -> Dem
         summary.started_kafka = server is not None
         summary.prefix = f"demo-{uuid.uuid4().hex[:8]}."
         topics = settings.topics.model_copy(update={"prefix": summary.prefix})
-        _stream(settings.model_copy(update={"topics": topics}), events, summary, say)
+        _stream(settings.model_copy(update={"topics": topics}), events, summary, say, keep)
     finally:
         # Also on Ctrl-C, even half-way through starting: stop what the demo started.
         if server is not None:
@@ -160,7 +167,7 @@ def run_demo(settings: Settings, *, events: int = 1000, say: Say = print) -> Dem
     return summary
 
 
-def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say) -> None:
+def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say, keep: Keep | None) -> None:
     # Files of this run (vector store, references, reports) under the state dir, apart from other runs.
     settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo" / summary.prefix.rstrip(".")})
     with Client(settings) as client, _Platform(settings, say) as platform:
@@ -185,6 +192,8 @@ def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say) -> 
         platform.follow(client, summary)
         _ask(client, summary, say)
         summary.dead_letters = sum(1 for _ in client.dead_letters())
+        if keep is not None:
+            keep(settings, summary)
 
 
 def clinical_rows(count: int, *, shift_after: float = 0.5) -> Iterator[tuple[dict[str, float], bool]]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -14,17 +15,51 @@ from rich.table import Table
 from inferstream.cli._app import app
 from inferstream.cli._common import console, settings_of
 
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+    from inferstream.demo import DemoSummary
+
 
 @app.command()
 def demo(
     ctx: typer.Context,
     events: Annotated[int, typer.Option("--events", "-n", help="Sample events to produce.", min=40)] = 1000,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Then keep the platform running and serve the live dashboard (the gateway at /ui) until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """Start a local Kafka (unless one answers), stream sample events through it, show what happened."""
     from inferstream.demo import run_demo
 
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
-    summary = run_demo(settings_of(ctx), events=events, say=lambda text: console.print(f"[cyan]demo[/] {escape(text)}"))
+    started = time.perf_counter()
+    shown: list[DemoSummary] = []
+
+    def serve_dashboard(settings: Settings, summary: DemoSummary) -> None:
+        summary.elapsed_s = time.perf_counter() - started
+        _show(summary)
+        shown.append(summary)
+        _keep_serving(settings)
+
+    summary = run_demo(
+        settings_of(ctx),
+        events=events,
+        say=lambda text: console.print(f"[cyan]demo[/] {escape(text)}"),
+        keep=serve_dashboard if keep else None,
+    )
+    if not shown:
+        _show(summary)
+    if not summary.accounted:
+        console.print("[bold red]some events are unaccounted for[/]")
+        raise typer.Exit(1)
+    console.print("[green]every event is accounted for.[/]")
+
+
+def _show(summary: DemoSummary) -> None:
     for sample in summary.samples:
         console.print_json(json.dumps(sample))
     table = Table(title="demo summary")
@@ -55,10 +90,29 @@ def demo(
     table.add_row("predict() round trip", f"{summary.predict_round_trip_ms:.1f} ms")
     table.add_row("wall time", f"{summary.elapsed_s:.1f} s")
     console.print(table)
-    if not summary.accounted:
-        console.print("[bold red]some events are unaccounted for[/]")
-        raise typer.Exit(1)
-    console.print("[green]every event is accounted for.[/]")
+
+
+def _keep_serving(settings: Settings) -> None:
+    """The gateway with the dashboard over the demo's platform, until Ctrl-C (or SIGTERM)."""
+    from inferstream.errors import InferstreamError
+    from inferstream.gateway import BackgroundGateway
+    from inferstream.gateway.ui import dashboard_link
+
+    gateway = BackgroundGateway(settings, port=settings.gateway.port)
+    try:
+        gateway.start()
+    except InferstreamError:  # the configured port is taken: any free one will do
+        gateway = BackgroundGateway(settings, port=0).start()
+    try:
+        link = dashboard_link(gateway.url, settings, reveal=True)  # this terminal's own local demo
+        console.print(f"[cyan]demo[/] the live dashboard: {escape(link)}", soft_wrap=True)
+        console.print("[cyan]demo[/] the platform keeps running; Ctrl-C stops it")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("[cyan]demo[/] stopping the dashboard ...")
+    finally:
+        gateway.stop()
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -53,6 +53,8 @@ class Gateway:
     keys: KeyRing
     repository: ModelRepository
     loop: asyncio.AbstractEventLoop | None = None
+    #: Run (awaited, in order) when the gateway stops, before the streams end: the dashboard's tasks.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _known_topics: set[str] = field(default_factory=set)
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="gateway-reply")
@@ -119,6 +121,9 @@ class Gateway:
 
     async def end_streams(self) -> None:
         """End every server-sent event stream (each client gets a last ``dropped`` event) and stop reading."""
+        closers, self.closers = self.closers, []
+        for close in closers:
+            await close()
         await self.predictions.close()
         await self.alerts.close()
 

@@ -27,7 +27,7 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.fanout import Fanout, FanoutSubscriber
 from inferstream.errors import ConfigError, InferstreamError
-from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream
+from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream, ui
 from inferstream.gateway._auth import KeyRing, bearer, warn_if_open
 from inferstream.gateway._body import BodyLimit, JsonBodyError
 from inferstream.gateway._direct import Direct
@@ -110,7 +110,7 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         message, param = validation_message(exc.errors())
         return ApiError(400, "invalid_request", message, param=param).response(shape)
 
-    interfaces = (native, stream, events, search, alerts, openai, oip, operations)
+    interfaces = (native, stream, events, search, alerts, openai, oip, operations, ui)
     routers = [interface.router(state) for interface in interfaces]
     routers.append(oip.probes(state))
     for router in routers:
