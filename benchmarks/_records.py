@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,3 +102,20 @@ def embeddings(count: int, dims: int = 384) -> list[dict[str, Any]]:
         }
         for i in range(count)
     ]
+
+
+def fitting_texts(texts: list[str], embedder: Path, count: int) -> list[str]:
+    """The first ``count`` texts the embedder takes whole (the demo corpus has a few over its max_length).
+
+    A longer text is refused by the worker (dead-lettered, with the reason), so neither
+    side of a comparison would embed it.
+    """
+    from tokenizers import Tokenizer
+
+    from inferstream.serving.config import ModelConfig
+
+    tokenizer = Tokenizer.from_file(str(embedder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    limit = ModelConfig.load(embedder / "model.toml").preprocessing.max_length  # type: ignore[union-attr]
+    return [text for text in texts if len(tokenizer.encode(text).ids) <= limit][:count]

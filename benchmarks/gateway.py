@@ -49,6 +49,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _harness import add_common_args, bench_client, broker, note, result_line
+from _records import fitting_texts
 from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.demo import sample_texts
@@ -193,19 +194,6 @@ class _TritonClients:
         assert result.as_numpy("label").shape == (len(features),)
 
 
-def _fitting(texts: list[str], embedder: Path, count: int) -> list[str]:
-    """The first ``count`` texts the embedder takes whole (the demo corpus has a few over its max_length)."""
-    from tokenizers import Tokenizer
-
-    from inferstream.serving.config import ModelConfig
-
-    tokenizer = Tokenizer.from_file(str(embedder / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    limit = ModelConfig.load(embedder / "model.toml").preprocessing.max_length  # type: ignore[union-attr]
-    return [text for text in texts if len(tokenizer.encode(text).ids) <= limit][:count]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
@@ -219,7 +207,7 @@ def main() -> None:
     embedder = f"{EMBEDDER_NAME}:1"
     with tempfile.TemporaryDirectory(prefix="inferstream-models-") as models, broker(args.bootstrap_servers) as servers:
         build_demo_models(Path(models))
-        texts = _fitting(sample_texts(), Path(models) / EMBEDDER_NAME / "1", texts_count)
+        texts = fitting_texts(sample_texts(), Path(models) / EMBEDDER_NAME / "1", texts_count)
         with bench_client(servers) as client:
             settings = client.settings
             client.topics.ensure_platform_topics()

@@ -51,6 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _harness import add_common_args, bench_client, broker, fresh_topic, note, result_line
+from _records import fitting_texts
 from inferstream.client import Client
 from inferstream.runtime import settle
 from inferstream.schemas import Prediction
@@ -356,8 +357,9 @@ def main() -> None:
             from inferstream.demo import sample_texts
             from inferstream.serving.demo_models import EMBEDDER_NAME
 
-            texts = (sample_texts() * 10)[: 160 if args.quick else 3000]
             embedder = ModelRepository(Path(models)).resolve(EMBEDDER_NAME)
+            # Texts the embedder takes whole: a longer one is dead-lettered, embedded by neither side.
+            texts = fitting_texts(sample_texts() * 10, embedder.directory, 160 if args.quick else 3000)
             note(f"raw ONNX Runtime embedder on {len(texts)} texts ...")
             raw_text_rps, best_size, sorted_rps = raw_embedder(
                 embedder, texts, (16, 32) if args.quick else (16, 32, 64)
