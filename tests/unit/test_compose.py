@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 PLATFORM = {"serve", "ingest", "monitor"}
-SERVICES = {"kafka", "elasticsearch"} | PLATFORM
+SERVICES = {"kafka", "elasticsearch", "prometheus", "grafana"} | PLATFORM
 
 
 def _docker_compose() -> str | None:

@@ -7,11 +7,12 @@ broker: constructing them contacts nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from metrics_doc import PROCESSES as DOCUMENTED_PROCESSES
+from metrics_doc import documented_metrics
 
 from inferstream.cli._metrics import exported_metrics
 from inferstream.config import Settings
@@ -20,9 +21,6 @@ from inferstream.monitoring.reference import build_reference
 from inferstream.monitoring.spec import MonitorSpec
 from inferstream.serving.demo_models import TABULAR_NAME
 from inferstream.serving.repository import ModelRepository
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-ROW = re.compile(r"^\| `(inferstream_\w+)` \| (\w+) \|([^|]*)\| [^|]+ \| ([^|]+) \|$", re.M)
 
 
 def _serve(settings: Settings, tmp: Path, models_dir: Path) -> Metrics:
@@ -91,6 +89,10 @@ PROCESSES: dict[str, Callable[[Settings, Path, Path], Metrics]] = {
 }
 
 
+def test_the_catalog_builds_every_process_the_list_names() -> None:
+    assert set(PROCESSES) == DOCUMENTED_PROCESSES
+
+
 def _exported(metrics: Metrics) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Exported name → (type, labels) of every family the registry holds."""
     found: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -101,20 +103,6 @@ def _exported(metrics: Metrics) -> dict[str, tuple[str, tuple[str, ...]]]:
                 name = f"{family.name}_total" if family.type == "counter" else family.name
                 found[name] = (family.type, labels)
     return found
-
-
-def _documented() -> dict[str, tuple[str, tuple[str, ...], set[str]]]:
-    text = DOC.read_text()
-    found = ROW.findall(text)
-    # A row the pattern does not read would drop out of both checks unseen.
-    assert len(found) == text.count("\n| `inferstream_"), f"a metric row of {DOC.name} is not in the table's shape"
-    rows: dict[str, tuple[str, tuple[str, ...], set[str]]] = {}
-    for name, kind, labels, where in found:
-        assert name not in rows, f"{name} is listed twice in {DOC.name}"
-        processes = set(PROCESSES) if where.strip() == "every process" else {p.strip() for p in where.split(",")}
-        assert processes <= set(PROCESSES), f"{name}: unknown processes {processes - set(PROCESSES)}"
-        rows[name] = (kind, tuple(re.findall(r"`(\w+)`", labels)), processes)
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +116,7 @@ def exported(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 def test_every_exported_metric_is_documented_with_its_type_labels_and_processes(
     exported: dict[str, dict[str, tuple[str, tuple[str, ...]]]],
 ) -> None:
-    documented = _documented()
+    documented = documented_metrics()
     for process, metrics in exported.items():
         for name, (kind, labels) in metrics.items():
             assert name in documented, f"{process} exports {name}, which docs/metrics.md does not list"
@@ -139,6 +127,6 @@ def test_every_exported_metric_is_documented_with_its_type_labels_and_processes(
 def test_every_documented_metric_is_exported_where_the_list_says(
     exported: dict[str, dict[str, tuple[str, ...]]],
 ) -> None:
-    for name, (_kind, _labels, processes) in _documented().items():
+    for name, (_kind, _labels, processes) in documented_metrics().items():
         for process in processes:
             assert name in exported[process], f"docs/metrics.md lists {name} for {process}, which does not export it"
