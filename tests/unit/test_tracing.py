@@ -198,3 +198,21 @@ def test_the_gateway_records_a_span_per_request_when_tracing_is_on(exporter: Any
     assert f"{span.parent.span_id:016x}" == SPAN
     assert span.attributes["http.response.status_code"] == 200
     assert current == [TraceParent(TRACE, f"{span.context.span_id:016x}", 1)]
+
+
+def test_outputs_of_a_batch_nobody_records_keep_their_requests_parent() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracing.install(provider)
+    try:
+        spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+        assert spans is not None
+        batch = spans.batch("serve m:1", [GOOD], 0.0, {})
+        assert batch.output(GOOD) == GOOD
+        batch.end()
+    finally:
+        tracing.install(None)
+    assert memory.get_finished_spans() == ()

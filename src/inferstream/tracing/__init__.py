@@ -20,7 +20,7 @@ from inferstream.tracing._context import (
     use,
     valid,
 )
-from inferstream.tracing._otel import Batch, Spans, flush, install, spans_for, traceparent_of
+from inferstream.tracing._otel import Batch, Spans, flush, install, new_provider, spans_for, traceparent_of
 
 __all__ = [
     "TRACEPARENT",
@@ -31,6 +31,7 @@ __all__ = [
     "flush",
     "header_of",
     "install",
+    "new_provider",
     "new_span_id",
     "new_trace",
     "outgoing",

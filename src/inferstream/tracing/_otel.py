@@ -29,6 +29,7 @@ from inferstream.tracing._context import TraceParent, valid
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span
 
 _lock = threading.Lock()
@@ -44,30 +45,33 @@ def install(provider: TracerProvider | None) -> None:
         _provider = provider
 
 
+def new_provider(settings: TracingSettings, service: str, exporter: SpanExporter | None = None) -> TracerProvider:
+    """A provider as ``tracing`` says: service name, sampler, span limits, batching; OTLP unless ``exporter``."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError as exc:
+        raise ConfigError(
+            f"tracing.enabled needs OpenTelemetry ({exc.name} is missing): "
+            "pip install 'inferstream[tracing]', or set INFERSTREAM_TRACING__ENABLED=false"
+        ) from None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name or service}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+        span_limits=SpanLimits(max_links=_MAX_LINKS),
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+    return provider
+
+
 def _configured(settings: TracingSettings, service: str) -> TracerProvider:
     global _provider
     with _lock:
         if _provider is None:
-            try:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-                from opentelemetry.sdk.resources import Resource
-                from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-                from opentelemetry.sdk.trace.export import BatchSpanProcessor
-                from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-            except ImportError as exc:
-                raise ConfigError(
-                    f"tracing.enabled needs OpenTelemetry ({exc.name} is missing): "
-                    "pip install 'inferstream[tracing]', or set INFERSTREAM_TRACING__ENABLED=false"
-                ) from None
-
-            provider = TracerProvider(
-                resource=Resource.create({"service.name": settings.service_name or service}),
-                sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
-                span_limits=SpanLimits(max_links=_MAX_LINKS),
-            )
-            endpoint = settings.otlp_endpoint
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-            _provider = provider
+            _provider = new_provider(settings, service)
         return _provider
 
 
@@ -158,9 +162,11 @@ class Batch:
         own = self.span.get_span_context()
         trace_id = f"{own.trace_id:032x}".encode("ascii")
         child = f"00-{own.trace_id:032x}-{own.span_id:016x}-{int(own.trace_flags):02x}".encode("ascii")
-        # What each request's outputs carry: the batch span in its trace, else the request's own parent.
+        # What each request's outputs carry: the batch span in its trace (when it is recorded: a
+        # parent nobody exported would cut the trace), else the request's own parent.
+        recorded = self.span.is_recording()
         self._outputs = {
-            raw: (child if header[3:35] == trace_id else header) if header is not None else None
+            raw: (child if recorded and header[3:35] == trace_id else header) if header is not None else None
             for raw, header in checked.items()
         }
         from opentelemetry.trace import set_span_in_context
