@@ -96,10 +96,14 @@ def test_a_gateway_request_through_a_chain_is_one_connected_trace(
     assert gateway_parent == CALLER.span_id
     assert step1_parent == gateway_span
     assert step2_parent == step1_span
-    # Each batch's children: waiting for the batch, the model run, producing its outputs.
-    for step in (step1_span, step2_span):
-        children = {s.name for s in exporter.get_finished_spans() if s.parent and _hex(s)[2] == step}
-        assert children == {"batch wait", "inference", "produce"}
+
+    # Each batch's children: waiting for the batch, the model run, producing its outputs (and step 1's
+    # outputs are step 2's requests).
+    def children(span_id: str) -> set[str]:
+        return {s.name for s in exporter.get_finished_spans() if _hex(s)[2] == span_id}
+
+    assert children(step1_span) == {"batch wait", "inference", "produce", f"serve {TOPIC_NAME}:1"}
+    assert children(step2_span) == {"batch wait", "inference", "produce"}
     # The prediction record carries the trace on (its parent: the last step's batch span) ...
     with Client(settings) as client:
         (received,) = [

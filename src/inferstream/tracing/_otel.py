@@ -36,6 +36,8 @@ _lock = threading.Lock()
 _provider: TracerProvider | None = None
 #: More links than OpenTelemetry's default of 128: one per request of a batch.
 _MAX_LINKS = 4096
+# The trace flags of a header's last two digits (almost always 00 or 01), made once.
+_flags: dict[bytes, Any] = {}
 
 
 def install(provider: TracerProvider | None) -> None:
@@ -145,11 +147,13 @@ class Batch:
             checked[raw] = header = valid(raw)
             if header is None:
                 continue
-            flags = int(header[53:55], 16)
+            flags = _flags.get(header[53:55])
+            if flags is None:
+                flags = _flags[header[53:55]] = TraceFlags(int(header[53:55], 16))
             if parent is None and flags & 1:
                 parent = TraceParent(header[3:35].decode(), header[36:52].decode(), flags)
                 continue
-            links.append(Link(SpanContext(int(header[3:35], 16), int(header[36:52], 16), True, TraceFlags(flags))))
+            links.append(Link(SpanContext(int(header[3:35], 16), int(header[36:52], 16), True, flags)))
         context = _otel_context(parent) if parent is not None else None
         self.span = spans.tracer.start_span(
             name,
