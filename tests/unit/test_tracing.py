@@ -130,7 +130,7 @@ def test_tracing_off_starts_no_spans() -> None:
     assert tracing.spans_for(TracingSettings(), "test") is None
 
 
-def test_a_batch_span_is_the_child_of_its_first_sampled_request_and_links_the_others(exporter: Any) -> None:
+def test_a_batch_span_is_the_child_of_its_first_sampled_request_and_links_the_other_sampled_ones(exporter: Any) -> None:
     spans = tracing.spans_for(TracingSettings(enabled=True), "test")
     assert spans is not None
     other = new_trace()
@@ -148,7 +148,9 @@ def test_a_batch_span_is_the_child_of_its_first_sampled_request_and_links_the_ot
     serve, inference = finished["serve m:1"], finished["inference"]
     assert f"{serve.context.trace_id:032x}" == TRACE
     assert f"{serve.parent.span_id:016x}" == SPAN
-    assert sorted(f"{link.context.trace_id:032x}" for link in serve.links) == sorted(["1" * 32, other.trace_id])
+    # Linked: the other sampled request (one nobody records would be a link to nothing).
+    assert [f"{link.context.trace_id:032x}" for link in serve.links] == [other.trace_id]
+    assert batch.output(unsampled) == unsampled
     assert inference.parent.span_id == serve.context.span_id
     assert parse(ours) == TraceParent(TRACE, f"{serve.context.span_id:016x}", 1)
 
@@ -216,3 +218,16 @@ def test_outputs_of_a_batch_nobody_records_keep_their_requests_parent() -> None:
     finally:
         tracing.install(None)
     assert memory.get_finished_spans() == ()
+
+
+def test_a_large_batch_links_32_requests_and_the_others_keep_their_own_parent(exporter: Any) -> None:
+    spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+    assert spans is not None
+    traces = [new_trace() for _ in range(100)]
+    batch = spans.batch("serve m:1", [t.header for t in traces], 0.0, {})
+    batch.end()
+    (serve,) = exporter.get_finished_spans()
+    linked = [f"{link.context.trace_id:032x}" for link in serve.links]
+    assert linked == [t.trace_id for t in traces[1:33]]
+    assert parse(batch.output(traces[0].header)) == TraceParent(traces[0].trace_id, f"{serve.context.span_id:016x}", 1)
+    assert all(batch.output(t.header) == t.header for t in traces[1:])
