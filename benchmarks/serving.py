@@ -18,6 +18,12 @@ columns the model's features) through the worker, which answers each with one
 ``prediction-batch`` record, against a raw consume→produce passthrough of the same
 records in the same run; both counted in rows (``ratio_columnar``).
 
+Observability: the worker on requests that each carry a ``traceparent``, with metrics
+and tracing off, then with its metrics exported on a port (scraped every second:
+``ratio_metrics_on``), then with tracing on (a span per batch, sampling 1.0:
+``ratio_tracing_on``), each against the off run of the same run: interleaved rounds
+(2 quick, 3 full), the best run of each.
+
 Embedder (minilm:1): raw ONNX Runtime in this process (tokenise, run, pool) at its
 best batch size, texts in arrival order and sorted by length, against the same
 texts through Kafka (embedding requests produced → the worker → embeddings
@@ -55,8 +61,9 @@ from _records import fitting_texts
 from inferstream.client import Client
 from inferstream.runtime import settle
 from inferstream.schemas import Prediction
+from inferstream.schemas.codec import codec_for
 from inferstream.schemas.columnar import headers_for, write_arrow
-from inferstream.schemas.records import InferenceBatchRequest
+from inferstream.schemas.records import InferenceBatchRequest, InferenceRequest
 from inferstream.serving.demo_models import TABULAR_NAME, build_demo_models, tabular_rows
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.repository import ModelRepository
@@ -190,6 +197,75 @@ def exactly_once(client: Client, settings: Any, version: Any, count: int) -> tup
         rates.append(count / pipeline(client, worker, count))
         worker.stop()
     return rates[0], rates[1]
+
+
+def observed(client: Client, settings: Any, version: Any, count: int, rounds: int) -> tuple[float, float, float]:
+    """Records/s of the worker with metrics and tracing off, with metrics exported, and with tracing on.
+
+    ``rounds`` rounds of the three, interleaved; the best run of each.
+    Each on its own copy of the same requests, each request carrying a ``traceparent`` of its
+    own trace (as the SDK and the gateway send them). Metrics on: the worker's registry served on
+    a port, scraped every second meanwhile. Tracing on: spans for every batch (sampling 1.0)
+    through OpenTelemetry's batching processor to an exporter that drops them (no collector: the
+    export's network cost is the collector's, not the worker's).
+    """
+    import urllib.request
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from inferstream import tracing
+    from inferstream.config import TracingSettings
+    from inferstream.metrics import Metrics
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    codec = codec_for(InferenceRequest)
+    requests = [codec.encode(codec.validate(fields)) for fields in _requests(count)]
+    rates: dict[str, list[float]] = {"off": [], "metrics": [], "tracing": []}
+    # Interleaved rounds, the best of each mode: a machine's passing load touches one run, not a mode.
+    for mode in [*rates] * rounds:
+        copy = f"obs-{mode}{len(rates[mode])}."
+        topics = settings.topics.model_copy(update={"prefix": f"{settings.topics.prefix}{copy}"})
+        own = settings.model_copy(update={"topics": topics})
+        with Client(own) as own_client:
+            own_client.topics.ensure_platform_topics()
+            topic = own_client.topics.ensure_request_topic(TABULAR_NAME, "1")
+            producer = own_client.producer
+            for index, value in enumerate(requests):
+                headers = [codec.header, (tracing.TRACEPARENT, tracing.new_trace().header)]
+                producer.produce(topic, value, f"r{index}".encode(), headers)
+            producer.flush()
+        metrics, stop = None, threading.Event()
+        if mode == "metrics":
+            metrics = Metrics(namespace=own.metrics.namespace)
+            url = f"http://127.0.0.1:{metrics.serve(0)}/metrics"
+
+            def scrape(url: str = url, stop: threading.Event = stop) -> None:
+                while not stop.wait(1.0):
+                    with urllib.request.urlopen(url) as response:
+                        response.read()
+
+            threading.Thread(target=scrape, daemon=True).start()
+        provider = None
+        if mode == "tracing":
+            traced = TracingSettings(enabled=True, sample_ratio=1.0)
+            provider = tracing.new_provider(traced, "benchmark", Dropped())  # as a process makes it, but the exporter
+            tracing.install(provider)
+            own = own.model_copy(update={"tracing": traced})
+        worker = InferenceWorker(own, version, metrics=metrics)
+        try:
+            rates[mode].append(count / pipeline(client, worker, count))
+        finally:
+            worker.stop()
+            stop.set()
+            if metrics is not None:
+                metrics.close()
+            if provider is not None:
+                tracing.install(None)
+                provider.shutdown()
+    return max(rates["off"]), max(rates["metrics"]), max(rates["tracing"])
 
 
 def latency_at(client: Client, worker: InferenceWorker, rate: float, seconds: float, offset: int) -> list[Prediction]:
@@ -349,6 +425,8 @@ def main() -> None:
             note(f"latency at {rate:.0f} requests/s (50% of capacity, capped at 2000/s for the paced sender) ...")
             predictions = latency_at(client, worker, rate, seconds, offset=count)
             worker.stop()
+            note("the same worker with metrics and tracing off, metrics on, tracing on ...")
+            off_rps, metrics_rps, tracing_rps = observed(client, settings, version, count, 2 if args.quick else 3)
             note("the same worker without and with --exactly-once ...")
             plain_rps, eos_rps = exactly_once(client, settings, version, count // 2)
             records = 500 if args.quick else 2000
@@ -395,6 +473,13 @@ def main() -> None:
         f"exactly-once: {eos_rps:,.0f} records/s against {plain_rps:,.0f} without, same run "
         f"(ratio {eos_rps / plain_rps:.2f})"
     )
+    ratio_metrics, ratio_tracing = metrics_rps / off_rps, tracing_rps / off_rps
+    print(
+        f"observability (requests with a traceparent each): {off_rps:,.0f} records/s with metrics and tracing off, "
+        f"{metrics_rps:,.0f} with metrics exported (ratio {ratio_metrics:.2f}, goal ≥ 0.95: "
+        f"{'met' if ratio_metrics >= 0.95 else 'NOT met'}), {tracing_rps:,.0f} with tracing on "
+        f"(ratio {ratio_tracing:.2f}, goal ≥ 0.9: {'met' if ratio_tracing >= 0.9 else 'NOT met'})"
+    )
     ratio_columnar = col_rps / raw_col_rps
     print(
         f"columnar (256-row Arrow records): worker {col_rps:,.0f} rows/s, raw passthrough {raw_col_rps:,.0f} rows/s "
@@ -432,6 +517,11 @@ def main() -> None:
                 "columnar_rows_per_s": col_rps,
                 "raw_columnar_rows_per_s": raw_col_rps,
                 "ratio_columnar": ratio_columnar,
+                "observed_off_rps": off_rps,
+                "metrics_on_rps": metrics_rps,
+                "tracing_on_rps": tracing_rps,
+                "ratio_metrics_on": ratio_metrics,
+                "ratio_tracing_on": ratio_tracing,
             }
         )
     )

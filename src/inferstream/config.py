@@ -221,6 +221,20 @@ class MetricsSettings(_Frozen):
     namespace: str = "inferstream"
 
 
+class TracingSettings(_Frozen):
+    """OpenTelemetry spans over OTLP (off by default; ``traceparent`` headers travel either way)."""
+
+    #: Record spans (gateway request, worker batches) and export them over OTLP/HTTP.
+    enabled: bool = False
+    #: The collector's OTLP/HTTP traces URL; None: the exporter's own default
+    #: (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or http://localhost:4318/v1/traces).
+    otlp_endpoint: str | None = None
+    #: ``service.name`` of this process's spans (the command names it when unset).
+    service_name: str | None = None
+    #: The share of new traces that are sampled (a request's own sampled flag decides for it).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class StackSettings(_Frozen):
     """The local stack started by ``inferstream up``."""
 
@@ -437,6 +451,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     stack: StackSettings = StackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 

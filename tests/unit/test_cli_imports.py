@@ -34,6 +34,7 @@ HEAVY = (
     "mlflow",
     "faust",
     "prometheus_client",
+    "opentelemetry",
     "pydantic_settings",
     # the SDK and the settings: a command builds them when it runs
     "inferstream.client",

@@ -6,7 +6,7 @@ interpreter, not from a reader, so it is an edge here like any other.
 
 The layers (STYLE.md, "Layers point down"), lowest first::
 
-    errors, closing → config → schemas → connectors, stack → serving, monitoring → streams, jobs
+    errors, closing → config (+ metrics, tracing) → schemas → connectors, stack → serving, monitoring → streams, jobs
         → SDK (client, _client/, search) → demo → gateway → cli → benchmarks
 
 A module may import its own component and any component of a lower layer; components of
@@ -31,7 +31,9 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
     {"base": ("inferstream.errors", "inferstream.closing", "inferstream.runtime")},
     # A monitor's declaration is configuration (pydantic models over errors only): the
     # settings hold the monitors, so it sits in config's layer, not monitoring's.
-    {"config": ("inferstream.config", "inferstream.metrics", "inferstream.monitoring.spec")},
+    # Trace propagation and spans (``traceparent`` headers; OpenTelemetry when tracing is on) take
+    # their settings from config and are used by every stage above.
+    {"config": ("inferstream.config", "inferstream.metrics", "inferstream.monitoring.spec", "inferstream.tracing")},
     {"schemas": ("inferstream.schemas",)},
     {"connectors": ("inferstream.connectors",), "stack": ("inferstream.stack",)},
     {"serving": ("inferstream.serving",), "monitoring": ("inferstream.monitoring",)},

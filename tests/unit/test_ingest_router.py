@@ -6,7 +6,7 @@ import pytest
 
 from inferstream.config import Settings
 from inferstream.errors import RecordValidationError, RoutingError
-from inferstream.schemas import EmbeddingRequest, InferenceRequest, codec_for
+from inferstream.schemas import EmbeddingRequest, Event, InferenceRequest, codec_for
 from inferstream.streams.ingest import IngestRouter, request_id_for
 
 RULES = [
@@ -92,3 +92,14 @@ def test_an_inputs_rule_sends_the_text_and_features_as_one_inference_request() -
     assert codec_for(InferenceRequest).decode(text_only.value, headers=text_only.headers).inputs == {
         "text": "Rain tomorrow."
     }
+
+
+def test_an_events_traceparent_goes_on_with_its_requests_and_a_malformed_one_is_dropped(router: IngestRouter) -> None:
+    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    event = _event(id="e1", type="review", text="great", features={"stars": 5})
+    schema = codec_for(Event).header
+    outputs = router.route(event, [schema, ("traceparent", traceparent)])
+    assert [dict(o.headers)["traceparent"] for o in outputs] == [traceparent, traceparent]
+    for hostile in (b"\xff" * 55, traceparent.upper(), b"00-" + b"0" * 52):
+        outputs = router.route(event, [schema, ("traceparent", hostile)])
+        assert all("traceparent" not in dict(o.headers) for o in outputs)

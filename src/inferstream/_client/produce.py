@@ -18,6 +18,7 @@ from inferstream.connectors.files import SourceRecord
 from inferstream.errors import ContractError, TopicError
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Contract, contract_named
+from inferstream.tracing import TRACEPARENT, current
 
 
 def produce(
@@ -48,7 +49,12 @@ def produce(
     codec = codec_for(contract)
     report = ProduceReport(topic=full)
     started = time.perf_counter()
-    sink = ProduceSink(core, full, codec, on_error, [*headers, codec.header], report, lines)
+    own = [*headers, codec.header]
+    # Records produced inside a trace (tracing.use, or the caller's OpenTelemetry span) carry it on.
+    parent = current()
+    if parent is not None and not any(key == TRACEPARENT for key, _ in headers):
+        own.append((TRACEPARENT, parent.header))
+    sink = ProduceSink(core, full, codec, on_error, own, report, lines)
     sink.missing_topic = not exists
     batch: list[SourceRecord | Mapping[str, Any] | Contract] = []
     try:

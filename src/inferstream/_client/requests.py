@@ -23,6 +23,7 @@ from inferstream.schemas._types import utcnow
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Embedding, EmbeddingRequest, InferenceRequest, Prediction, PredictionBatch
 from inferstream.serving.routes import RouteTable
+from inferstream.tracing import TRACEPARENT, outgoing
 
 #: How often a waiting call serves the producer's delivery reports (its own may be a failure).
 _POLL_S = 0.05
@@ -160,6 +161,8 @@ class Requests:
                 "attributes": dict(attributes or {}),
             }
         )
+        # One request, one trace: the caller's (tracing.use, or its OpenTelemetry span), else a new one.
+        headers = [*headers, (TRACEPARENT, outgoing(self.core.settings.tracing.sample_ratio).header)]
         pending = _Pending(
             replies,
             self._producer.get(),

@@ -34,11 +34,13 @@ from inferstream.gateway._direct import Direct
 from inferstream.gateway._errors import NATIVE, ApiError, shape_of, validation_message
 from inferstream.gateway._metrics import GatewayMetrics, Observe
 from inferstream.gateway._state import GRACE_S, Gateway
+from inferstream.gateway._trace import Trace
 from inferstream.metrics import Metrics
 from inferstream.runtime import settle
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Contract, DriftAlert, Prediction
 from inferstream.serving.repository import ModelRepository
+from inferstream.tracing import spans_for
 
 C = TypeVar("C", bound=Contract)
 
@@ -118,6 +120,8 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     routes = [route for router in routers for route in router.routes]
     # Innermost: the hot routes answered past FastAPI, inside the body limit and the metrics.
     app.add_middleware(Direct, routes=[*native.direct(state), *oip.direct(state)], api_routes=routes, keys=keys)
+    # Around the routes (direct ones too): each request's traceparent (and span) for what it sends.
+    app.add_middleware(Trace, spans=spans_for(settings.tracing, "inferstream-gateway"))
     app.add_middleware(Observe, metrics=gateway_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway.max_body_bytes, routes=routes)
     return app

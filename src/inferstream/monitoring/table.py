@@ -15,7 +15,9 @@ and skips those when it replays, so rows are never written twice nor lost.
 Readers ignore temporary files.
 
 Columns: the ``prediction`` contract's Arrow schema (inputs and outputs as JSON
-text) plus ``_topic``, ``_partition`` and ``_offset``.
+text) plus ``trace_id`` (the W3C trace id of the record's ``traceparent`` header, null
+when it had none: files written before the column read it as null too), ``_topic``,
+``_partition`` and ``_offset``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +57,7 @@ def table_schema() -> pa.Schema:
     """The Arrow schema of the table's files."""
     return (
         arrow_schema(Prediction)
+        .append(pa.field("trace_id", pa.string()))
         .append(pa.field("_topic", pa.string()))
         .append(pa.field("_partition", pa.int32()))
         .append(pa.field("_offset", pa.int64()))
@@ -146,8 +149,11 @@ def write_batch(
     topic: str,
     partition: int,
     rows: Sequence[tuple[int, Prediction]],
+    trace_ids: Mapping[int, str] | None = None,
 ) -> list[Path]:
     """Write one partition's batch (offset, prediction) as files by model and date; their paths.
+
+    ``trace_ids``: the trace id of each record (by offset) that carried one.
 
     Every file carries the batch's whole offset range in its name (and, when the batch
     is split, its part number and the number of parts), so a replay of the same batch
@@ -162,6 +168,7 @@ def write_batch(
         groups.setdefault((prediction.model, day), []).append((offset, prediction))
     written = []
     schema = table_schema()
+    traces = trace_ids or {}
     for part, ((model, day), group) in enumerate(sorted(groups.items()), 1):
         name = file_name(topic, partition, first, last, part, len(groups))
         directory = root / f"model={model}" / f"date={day}"
@@ -170,6 +177,7 @@ def write_batch(
         table = pa.Table.from_arrays(
             [
                 *base.columns,
+                pa.array([traces.get(o) for o, _ in group] if traces else [None] * len(group), pa.string()),
                 pa.array([topic] * len(group), pa.string()),
                 pa.array([partition] * len(group), pa.int32()),
                 pa.array([o for o, _ in group], pa.int64()),

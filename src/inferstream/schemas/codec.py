@@ -215,8 +215,9 @@ class Codec(Generic[C]):
 
     def check_header(self, headers: Headers) -> None:
         """Refuse records written by another contract or a newer version of this one."""
-        if len(headers) == 1 and headers[0] == self.header:
-            return  # the common case, written by this version of this contract
+        if headers and headers[0] == self.header:
+            # The common case, written by this version of this contract (a traceparent may follow).
+            return
         found = parse_schema_header(headers)
         if found is None:
             return

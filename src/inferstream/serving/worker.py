@@ -31,6 +31,10 @@ A columnar request (``inference-batch-request``, JSON or Arrow: many rows in one
 is scored as one model run of its own and answered with one ``prediction-batch`` record
 (:mod:`inferstream.serving.columnar`). Tabular models take them, as primaries or shadows;
 embedders and chain steps dead-letter them with the reason.
+
+Traces: each output (prediction, reply, embedding, the next chain step's request) carries
+its request's ``traceparent`` on; with ``tracing.enabled``, each batch is a span of its own
+(:mod:`inferstream.tracing`) and the outputs in its trace name it as their parent.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.preprocess import Prepared, TabularPreprocessor, VectorPreprocessor
 from inferstream.serving.repository import ModelVersion
 from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_length, pool
+from inferstream.tracing import TRACEPARENT, Batch, header_of, spans_for, valid
 
 if TYPE_CHECKING:
     from inferstream.serving.chain_link import ChainLink
@@ -120,6 +125,8 @@ class _Item:
     request: InferenceRequest | EmbeddingRequest | ColumnarRequest | None
     error: Exception | None
     received: float
+    #: The request's raw ``traceparent`` header (checked when its outputs are written), or None.
+    trace: bytes | None = None
 
 
 class _Backlog:
@@ -300,6 +307,9 @@ class InferenceWorker:
             if isinstance(config.preprocessing, TabularPreprocessing) and options.chain is None
             else None
         )
+        # Spans when tracing is on (None: outputs only carry their request's traceparent on).
+        self._spans = spans_for(settings.tracing, "inferstream-serve")
+        self._batch_trace: Batch | None = None
         self.ready = threading.Event()
         #: Set when a batch could not be served: the worker stops, and nothing after it is committed.
         self.failure: Exception | None = None
@@ -509,7 +519,7 @@ class InferenceWorker:
                 raise TimeoutError(f"deadline {request.deadline.isoformat()} passed before the request was served")
         except Exception as exc:
             return _Item(message, None, exc, received)
-        return _Item(message, request, None, received)
+        return _Item(message, request, None, received, header_of(headers))
 
     # -- inference thread -------------------------------------------------------------
 
@@ -611,6 +621,27 @@ class InferenceWorker:
             ) from exc
 
     def _serve_batch(self, batch: Sequence[_Item]) -> None:
+        if self._spans is None:
+            self._serve_traced(batch)
+            return
+        started = time.monotonic()
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": self.request_topic,
+            "messaging.batch.message_count": len(batch),
+            "inferstream.model": self.config.name,
+            "inferstream.version": self.config.version,
+        }
+        traces = [item.trace for item in batch]
+        self._batch_trace = trace = self._spans.batch(f"serve {self.config.ref}", traces, batch[0].received, attributes)
+        trace.child("batch wait", batch[0].received, started)
+        try:
+            self._serve_traced(batch)
+        finally:
+            self._batch_trace = None
+            trace.end()
+
+    def _serve_traced(self, batch: Sequence[_Item]) -> None:
         started = time.monotonic()
         self._sequence += 1
         tag = self._sequence
@@ -693,6 +724,8 @@ class InferenceWorker:
             self._dead_letter(item, exc, tag)
             return
         key, headers = head.request_id.encode(), self._columnar_headers[request.form]
+        if item.trace is not None:
+            headers = self._trace_headers(item, headers) or headers
         self._in_flight[tag][0] += 1
         self._producer.produce(self.output_topic, value, key, headers, tag=tag)
         if head.reply_to and not self.shadow:  # users never see a shadow's outputs
@@ -709,8 +742,14 @@ class InferenceWorker:
         request (dead-lettered); when every row fails, the model is at fault and this raises
         (the worker stops and the batch is served again after a restart).
         """
+        trace = self._batch_trace
         try:
-            return self.model.run(feeds), {}
+            if trace is None:
+                return self.model.run(feeds), {}
+            start = time.monotonic()
+            outputs = self.model.run(feeds)
+            trace.child("inference", start, time.monotonic())
+            return outputs, {}
         except Exception as exc:
             if count == 1:
                 return {}, {0: exc}
@@ -779,6 +818,7 @@ class InferenceWorker:
             )
             return
         now = datetime.now(UTC)
+        produce_start = time.monotonic()
         header = [self._embedding_codec.header]
         queued: list[float] = []
         totals: list[float] = []
@@ -808,13 +848,15 @@ class InferenceWorker:
                 self._dead_letter(item, exc, tag)
                 continue
             self._in_flight[tag][0] += int(request.index) + bool(request.reply_to)
+            headers = (self._trace_headers(item, header) if item.trace is not None else None) or header
             if request.index:
-                self._producer.produce(self.output_topic, value, request.document_id.encode(), header, tag=tag)
+                self._producer.produce(self.output_topic, value, request.document_id.encode(), headers, tag=tag)
             if request.reply_to:
-                self._producer.produce(request.reply_to, value, request.request_id.encode(), header, tag=tag)
+                self._producer.produce(request.reply_to, value, request.request_id.encode(), headers, tag=tag)
             self._served(1)
             queued.append(queue_s)
             totals.append(total_s)
+        self._produced(produce_start)
         self._model_metrics.latencies(queued, totals)
 
     def _acked(self, tag: Any) -> None:
@@ -850,6 +892,7 @@ class InferenceWorker:
             self._forward(items, self._outputs(outputs, len(items)), started, [compute_ms] * len(items), tag)
             return
         now = datetime.now(UTC)
+        produce_start = time.monotonic()
         rows = self._outputs(outputs, len(items))
         # Built from a validated request and our own outputs: encoded from its fields
         # (~1 µs a record; constructing and serialising the model costs ~10 µs).
@@ -859,6 +902,9 @@ class InferenceWorker:
         keys: list[bytes] = []
         queued: list[float] = []
         totals: list[float] = []
+        # A record's own headers where its request carried a traceparent (None: the shared ones).
+        own: list[list[tuple[str, bytes]] | None] = []
+        traced = False
         for item, row in zip(items, rows, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
@@ -889,13 +935,30 @@ class InferenceWorker:
             keys.append(request.request_id.encode())
             queued.append(queue_s)
             totals.append(total_s)
+            headers = self._trace_headers(item, self._prediction_header) if item.trace is not None else None
+            own.append(headers)
+            traced = traced or headers is not None
             if request.reply_to and not shadow:  # users never see a shadow's outputs
                 self._in_flight[tag][0] += 1
-                self._producer.produce(request.reply_to, value, keys[-1], self._prediction_header, tag=tag)
+                self._producer.produce(request.reply_to, value, keys[-1], headers or self._prediction_header, tag=tag)
         self._in_flight[tag][0] += len(values)
-        self._producer.produce_many(self.output_topic, values, keys, self._prediction_header, tag=tag)
+        self._producer.produce_many(
+            self.output_topic, values, keys, self._prediction_header, tag=tag, headers_of=own if traced else None
+        )
+        self._produced(produce_start)
         self._served(len(values))
         self._model_metrics.latencies(queued, totals)
+
+    def _trace_headers(self, item: _Item, headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
+        """``headers`` and the traceparent of ``item``'s outputs; None when its request carried no valid one."""
+        trace = self._batch_trace
+        value = trace.output(item.trace) if trace is not None else valid(item.trace)
+        return None if value is None else [*headers, (TRACEPARENT, value)]
+
+    def _produced(self, start: float) -> None:
+        # Tracing on: the batch's "produce" span (outputs built and queued to the producer).
+        if self._batch_trace is not None:
+            self._batch_trace.child("produce", start, time.monotonic())
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
         spec = self.config.outputs
@@ -926,11 +989,13 @@ class InferenceWorker:
         link = self.options.chain
         assert link is not None
         now = datetime.now(UTC)
+        produce_start = time.monotonic()
         header = [link.header]
         values: list[bytes] = []
         keys: list[bytes] = []
         queued: list[float] = []
         totals: list[float] = []
+        own: list[list[tuple[str, bytes]] | None] = []
         for item, row, compute in zip(items, rows, compute_ms, strict=True):
             request = item.request
             assert isinstance(request, InferenceRequest)
@@ -943,11 +1008,14 @@ class InferenceWorker:
             keys.append(request.request_id.encode())
             queued.append(queue_s)
             totals.append(max((now - request.event_time).total_seconds(), 0.0))
+            headers = self._trace_headers(item, header) if item.trace is not None else None
+            own.append(headers)
             if link.last and request.reply_to:
                 self._in_flight[tag][0] += 1
-                self._producer.produce(request.reply_to, values[-1], keys[-1], header, tag=tag)
+                self._producer.produce(request.reply_to, values[-1], keys[-1], headers or header, tag=tag)
         self._in_flight[tag][0] += len(values)
-        self._producer.produce_many(self.output_topic, values, keys, header, tag=tag)
+        self._producer.produce_many(self.output_topic, values, keys, header, tag=tag, headers_of=own)
+        self._produced(produce_start)
         self._served(len(values))
         self._model_metrics.latencies(queued, totals)
 

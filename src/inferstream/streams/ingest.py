@@ -48,6 +48,7 @@ from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, Headers, codec_for
 from inferstream.schemas.records import EmbeddingRequest, Event, InferenceRequest
 from inferstream.serving.routes import RouteTable
+from inferstream.tracing import TRACEPARENT, header_of, valid
 
 if TYPE_CHECKING:
     import faust
@@ -121,6 +122,11 @@ class IngestRouter:
         if not outputs:
             wanted = " or ".join(sorted({rule.input for rule in rules}))
             raise RoutingError(f"event {event.id!r} of type {event.type!r} has no {wanted}, which its rules route")
+        # The event's trace goes on with the requests it makes (a malformed traceparent is dropped).
+        trace = valid(header_of(headers))
+        if trace is not None:
+            for output in outputs:
+                output.headers.append((TRACEPARENT, trace))
         return outputs
 
     def _request(self, event: Event, rule: IngestRule) -> Output | None:

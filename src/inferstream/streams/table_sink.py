@@ -32,6 +32,7 @@ from inferstream.monitoring.table import Written, remove_temporary, table_dir, w
 from inferstream.schemas.columnar import decode_predictions
 from inferstream.schemas.records import Prediction
 from inferstream.streams.metrics import TableMetrics
+from inferstream.tracing import header_of, parse
 
 log = logging.getLogger("inferstream.table")
 
@@ -67,6 +68,8 @@ class ParquetTableSink:
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
         self._buffer: dict[int, list[tuple[int, Prediction]]] = {}
+        # The trace id of each buffered record that carried a traceparent, by partition and offset.
+        self._traces: dict[int, dict[int, str]] = {}
         self._buffered = 0
         self._records = 0  # records buffered (a prediction batch is one record of many rows)
         self._oldest: float | None = None
@@ -92,14 +95,17 @@ class ParquetTableSink:
         """Buffer one prediction; SinkBackpressureError when the buffer is full."""
         self.add_rows(partition, offset, [prediction])
 
-    def add_rows(self, partition: int, offset: int, predictions: list[Prediction]) -> None:
+    def add_rows(self, partition: int, offset: int, predictions: list[Prediction], trace_id: str | None = None) -> None:
         """Buffer the rows of one record (all or none); SinkBackpressureError when they do not fit.
 
         A record's rows always go into one file: a crash after a flush then replays whole records.
+        ``trace_id``: the record's, from its ``traceparent`` header (the table's ``trace_id`` column).
         """
         if self._buffered and self._buffered + len(predictions) > self.max_rows:
             raise SinkBackpressureError(0.0, f"table sink buffer holds {self._buffered} rows: flush first")
         self._buffer.setdefault(partition, []).extend((offset, prediction) for prediction in predictions)
+        if trace_id is not None:
+            self._traces.setdefault(partition, {})[offset] = trace_id
         self._buffered += len(predictions)
         self._records += 1
         if self._oldest is None:
@@ -115,11 +121,12 @@ class ParquetTableSink:
         """Write every buffered partition's batch as renamed-into-place files; their paths."""
         written: list[Path] = []
         for partition, rows in sorted(self._buffer.items()):
-            written += write_batch(self.root, self.topic, partition, rows)
+            written += write_batch(self.root, self.topic, partition, rows, self._traces.get(partition))
             self.rows_written += len(rows)
             done = self._written.get(partition, Written())
             self._written[partition] = Written(max(rows[-1][0], done.up_to), done.beyond)
         self._buffer.clear()
+        self._traces.clear()
         self._buffered = 0
         self.records_written += self._records
         self._records = 0
@@ -194,16 +201,19 @@ class InferenceTableSink:
             value = message.value()
             if value is None:
                 raise ContractError("prediction has no value (a tombstone?)")
-            predictions = decode_predictions(value, message.headers())  # a prediction batch gives its rows
+            headers = message.headers()
+            predictions = decode_predictions(value, headers)  # a prediction batch gives its rows
         except Exception as exc:  # about this record alone (decoding raises ContractError for its bytes)
             dlq.send_message(message, exc)
             self.stats.dead_letters += 1
             return
+        trace = parse(header_of(headers))  # a malformed traceparent is no trace, never an error
+        trace_id = trace.trace_id if trace is not None else None
         try:
-            self.sink.add_rows(partition, offset, predictions)
+            self.sink.add_rows(partition, offset, predictions, trace_id)
         except SinkBackpressureError:
             self._write(dlq)  # never buffer past max_rows; committed with the next flush
-            self.sink.add_rows(partition, offset, predictions)
+            self.sink.add_rows(partition, offset, predictions, trace_id)
 
     def _write(self, dlq: DeadLetterWriter) -> None:
         # Dead letters are acknowledged before the files that cover their offsets exist: a

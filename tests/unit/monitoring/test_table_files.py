@@ -96,3 +96,25 @@ def test_files_written_before_a_column_was_added_read_it_as_null(tmp_path: Path)
     assert by_partition[1] == [None] * 4
     assert [v["registered_version"] for v in by_partition[0]] == ["4"] * 4
     assert all(path.exists() for path in new)
+
+
+def test_each_row_keeps_its_records_trace_id_and_older_files_read_it_as_null(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    settings = Settings.load(state_dir=tmp_path)
+    sink = ParquetTableSink(settings)
+    sink.setup()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for offset, prediction in _rows(0, 4):
+        sink.add_rows(0, offset, [prediction], trace if offset % 2 == 0 else None)
+    sink.flush()
+    for old in write_batch(tmp_path / "table", TOPIC, 1, _rows(0, 2)):
+        pq.write_table(pq.read_table(old).drop_columns(["trace_id"]), old)  # as an older release wrote it
+    table = read_table(sink.root)
+    by_row = {
+        (partition, offset): value
+        for partition, offset, value in zip(
+            table["_partition"].to_pylist(), table["_offset"].to_pylist(), table["trace_id"].to_pylist(), strict=True
+        )
+    }
+    assert by_row == {(0, 0): trace, (0, 1): None, (0, 2): trace, (0, 3): None, (1, 0): None, (1, 1): None}

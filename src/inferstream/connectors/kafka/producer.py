@@ -166,21 +166,31 @@ class Producer:
         headers: Sequence[tuple[str, bytes | None]] | None = None,
         *,
         tag: Any = None,
+        headers_of: Sequence[list[tuple[str, bytes]] | None] | None = None,
     ) -> None:
         """Queue many records with the same headers (and tag): the hot path of serving and the SDK.
 
         Same guarantees as ``produce()`` (backpressure, failures kept for ``flush()``,
         ``on_ack`` once per acknowledged record), without building arguments per record.
+        ``headers_of``: a record's own headers where one is not None (a ``traceparent``).
         """
         produce = self._producer.produce
         callback = self._on_delivery if tag is None else _Tagged(self, tag)
         header_list: Any = list(headers) if headers else None
-        for value, key in zip(values, keys, strict=True):
+        if headers_of is None:
+            for value, key in zip(values, keys, strict=True):
+                try:
+                    produce(topic, value, key, headers=header_list, on_delivery=callback)
+                except (BufferError, confluent_kafka.KafkaException):
+                    # Full queue or refused at once: the careful path waits or records it.
+                    self.produce(topic, value, key.encode() if isinstance(key, str) else key, headers, tag=tag)
+            return
+        for value, key, own in zip(values, keys, headers_of, strict=True):
+            these: Any = header_list if own is None else own
             try:
-                produce(topic, value, key, headers=header_list, on_delivery=callback)
+                produce(topic, value, key, headers=these, on_delivery=callback)
             except (BufferError, confluent_kafka.KafkaException):
-                # Full queue or refused at once: the careful path waits or records it.
-                self.produce(topic, value, key.encode() if isinstance(key, str) else key, headers, tag=tag)
+                self.produce(topic, value, key.encode() if isinstance(key, str) else key, these, tag=tag)
 
     def poll(self, timeout: float = 0.0) -> int:
         """Serve delivery reports; returns how many were served."""

@@ -1,0 +1,60 @@
+"""The middleware that makes each HTTP request one trace: its ``traceparent`` goes on to Kafka.
+
+A request's W3C ``traceparent`` header (malformed: ignored) is the parent of what the
+request sends (predict, infer, events: :func:`inferstream.tracing.use`). With
+``tracing.enabled`` the gateway records a ``SERVER`` span per request, the child of that
+header, and the records it sends name that span as their parent; without a header, the
+SDK starts a new trace per request.
+"""
+
+from __future__ import annotations
+
+from inferstream.gateway._body import ASGIApp, Message, Receive, Scope, Send
+from inferstream.tracing import Spans, parse, traceparent_of, use
+
+_TRACEPARENT = b"traceparent"
+
+
+def _traceparent(scope: Scope) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == _TRACEPARENT:  # ASGI servers give header names in lower case
+            return bytes(value)
+    return None
+
+
+class Trace:
+    """Sets the trace of each HTTP request (and records its span when tracing is on)."""
+
+    def __init__(self, app: ASGIApp, spans: Spans | None) -> None:
+        self.app = app
+        self.spans = spans
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parent = parse(_traceparent(scope))
+        if self.spans is None:
+            if parent is None:
+                await self.app(scope, receive, send)
+                return
+            with use(parent):
+                await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "")
+        span = self.spans.request(method, parent, {"http.request.method": method, "url.path": scope.get("path", "")})
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                span.set_attribute("http.response.status_code", int(message["status"]))
+            await send(message)
+
+        try:
+            with use(traceparent_of(span)):
+                await self.app(scope, receive, watched_send)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route is not None:  # the route template, as the metrics name it
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            span.end()
