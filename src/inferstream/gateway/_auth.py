@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +30,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from inferstream.config import ApiKey, Scope, Settings
 from inferstream.errors import ConfigError
+from inferstream.gateway._body import Scope as AsgiScope
+from inferstream.gateway._body import header
 from inferstream.gateway._errors import ApiError
 from inferstream.metrics import is_loopback
 
@@ -184,14 +186,14 @@ def _read_keys(path: Path) -> list[ApiKey]:
         raise ConfigError(f"gateway keys file {path}: {problems}") from None
 
 
-def token_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The bearer token of raw ASGI headers, read as FastAPI's ``HTTPBearer`` reads it (None if there is none)."""
-    for name, value in headers:
-        if name.lower() == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            credentials = credentials.strip()
-            return credentials if scheme.lower() == "bearer" and credentials else None
-    return None
+def token_of(request: AsgiScope) -> str | None:
+    """The bearer token of an ASGI request, read as FastAPI's ``HTTPBearer`` reads it (None if there is none)."""
+    value = header(request, b"authorization")
+    if value is None:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    credentials = credentials.strip()
+    return credentials if scheme.lower() == "bearer" and credentials else None
 
 
 def bearer(ring: KeyRing) -> Authorize:

@@ -39,6 +39,23 @@ class JsonBodyError(HTTPException):
         self.error = error
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` in lower case, as ASGI servers give names), as Starlette reads."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def replay(messages: deque[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` (a body read already) first, then what is still to come."""
+
+    async def replayed() -> Message:
+        return messages.popleft() if messages else await receive()
+
+    return replayed
+
+
 def parse_json(body: bytes) -> Any:
     """``body`` parsed under the platform's JSON policy; :class:`ApiError` 422 ``invalid_json`` otherwise."""
     try:
@@ -116,7 +133,4 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
 
-        async def replay() -> Message:
-            return messages.popleft() if messages else await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(messages, receive), send)

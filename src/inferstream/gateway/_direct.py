@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute
 
 from inferstream.config import Scope as KeyScope
 from inferstream.gateway._auth import KeyRing, token_of
-from inferstream.gateway._body import ASGIApp, Message, Receive, Scope, Send
+from inferstream.gateway._body import ASGIApp, Message, Receive, Scope, Send, replay
 from inferstream.gateway._errors import ApiError, shape_of
 
 
@@ -43,14 +43,6 @@ class DirectRoute:
     parse: Callable[[Scope, bytes], Any]
     #: The path parameters and the parsed body → the response.
     answer: Callable[[dict[str, str], Any], Awaitable[Response]]
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of a request header (``name`` in lower case), as Starlette reads it."""
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def is_json(content_type: str | None) -> bool:
@@ -103,7 +95,7 @@ class Direct:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
-                await self.app(scope, _replay(messages, receive), send)  # the client left: as FastAPI sees it
+                await self.app(scope, replay(messages, receive), send)  # the client left: as FastAPI sees it
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -112,13 +104,13 @@ class Direct:
         try:
             parsed = direct.parse(scope, b"".join(chunks))
         except Fallback:
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         except ApiError as exc:
             refused = exc
         scope["route"] = route  # the metrics' label, the error shape
         try:
-            self.keys.check(token_of(scope["headers"]), direct.scope)  # before saying what is wrong with a body
+            self.keys.check(token_of(scope), direct.scope)  # before saying what is wrong with a body
             if refused is not None:
                 raise refused
             response = await direct.answer(params, parsed)
@@ -127,11 +119,4 @@ class Direct:
         await response(scope, receive, send)
 
 
-def _replay(messages: deque[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
-        return messages.popleft() if messages else await receive()
-
-    return replay
-
-
-__all__ = ["Direct", "DirectRoute", "Fallback", "header", "is_json"]
+__all__ = ["Direct", "DirectRoute", "Fallback", "is_json"]

@@ -9,17 +9,8 @@ SDK starts a new trace per request.
 
 from __future__ import annotations
 
-from inferstream.gateway._body import ASGIApp, Message, Receive, Scope, Send
+from inferstream.gateway._body import ASGIApp, Message, Receive, Scope, Send, header
 from inferstream.tracing import Spans, parse, traceparent_of, use
-
-_TRACEPARENT = b"traceparent"
-
-
-def _traceparent(scope: Scope) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == _TRACEPARENT:  # ASGI servers give header names in lower case
-            return bytes(value)
-    return None
 
 
 class Trace:
@@ -33,7 +24,7 @@ class Trace:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        parent = parse(_traceparent(scope))
+        parent = parse(header(scope, b"traceparent"))
         if self.spans is None:
             if parent is None:
                 await self.app(scope, receive, send)

@@ -17,8 +17,8 @@ from inferstream.errors import (
     RecordValidationError,
     RequestTimeoutError,
 )
-from inferstream.gateway._body import JsonRoute, Scope, parse_json
-from inferstream.gateway._direct import DirectRoute, Fallback, header, is_json
+from inferstream.gateway._body import JsonRoute, Scope, header, parse_json
+from inferstream.gateway._direct import DirectRoute, Fallback, is_json
 from inferstream.gateway._errors import ApiError
 from inferstream.gateway._state import Gateway
 from inferstream.schemas.codec import codec_for

@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from inferstream.errors import InferstreamError, KafkaError
 from inferstream.gateway import _binary
-from inferstream.gateway._body import JsonRoute, Scope, parse_json
-from inferstream.gateway._direct import DirectRoute, Fallback, header, is_json
+from inferstream.gateway._body import JsonRoute, Scope, header, parse_json
+from inferstream.gateway._direct import DirectRoute, Fallback, is_json
 from inferstream.gateway._errors import OIP, ApiError, ErrorShape, from_sdk, validation_message
 from inferstream.gateway._state import Gateway, every
 from inferstream.gateway._tensors import Signature, TensorSpec, output_tensor, parse_input, signature

@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from inferstream.errors import RecordEncodingError
 from inferstream.schemas.columnar import ColumnarRequest, prediction_batch_arrow
-from inferstream.serving.config import ModelConfig, TabularPreprocessing
+from inferstream.serving.config import ModelConfig
+from inferstream.serving.preprocess import TabularPreprocessor
 
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
 
@@ -32,12 +33,10 @@ class ColumnarScorer:
     """Feeds of a columnar request for a tabular model, and its answer's bytes."""
 
     def __init__(self, config: ModelConfig) -> None:
-        assert isinstance(config.preprocessing, TabularPreprocessing)
-        self.features = config.preprocessing.features
-        self.allow_nan = config.preprocessing.allow_nan
-        spec = config.inputs[0]
-        self.input_name = spec.name
-        self.dtype = np.dtype(spec.dtype)
+        # The features, their order, NaN policy, input name and dtype: the per-record path's own.
+        tabular = TabularPreprocessor(config)
+        self.features, self.allow_nan = tabular.features, tabular.allow_nan
+        self.input_name, self.dtype = tabular.input_name, tabular.dtype
         self.spec = config.outputs
         labels = self.spec.labels
         self._labels = np.asarray(labels) if labels else None

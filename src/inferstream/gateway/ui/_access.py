@@ -27,7 +27,7 @@ COOKIE = "inferstream_ui"
 
 def request_token(request: Request) -> str | None:
     """The request's bearer token, else the dashboard cookie's."""
-    token = token_of(request.scope["headers"])
+    token = token_of(request.scope)
     return token if token is not None else request.cookies.get(COOKIE)
 
 
