@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from inferstream.config import Settings
 from inferstream.errors import StackError
 from inferstream.stack import KafkaServer
 from inferstream.stack import __main__ as stack_main
@@ -88,6 +89,14 @@ def test_log4j2_config_writes_server_log_into_the_logs_dir(tmp_path: Path) -> No
     assert "appender.file.fileName = ${sys:kafka.logs.dir}/server.log" in text
     assert "rootLogger.level = INFO" in text
     assert "logger.request.level = WARN" in text
+
+
+def test_the_broker_jvm_compiles_quickly_unless_told_otherwise(tmp_path: Path) -> None:
+    assert "-XX:TieredStopAtLevel=1" in _server(tmp_path)._jvm_options()
+    settings = Settings(state_dir=tmp_path, stack={"kafka_jvm_options": ["-XX:+UseCompressedOops"]})
+    options = KafkaServer.from_settings(settings)._jvm_options()
+    assert "-XX:+UseCompressedOops" in options
+    assert "-XX:TieredStopAtLevel=1" not in options
 
 
 def test_layout_under_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ import base64
 import os
 import subprocess
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from inferstream.config import Settings
 
 KAFKA_LIB_ENV = "INFERSTREAM_KAFKA_LIB"
+
+#: The broker's JIT by default: the quick compiler alone (``stack.kafka_jvm_options``).
+QUICK_JIT = ("-XX:TieredStopAtLevel=1",)
 """Environment variable naming a directory of Kafka jars to use (fetched into if empty)."""
 
 SCALA_VERSION = "2.13"
@@ -116,12 +120,14 @@ class KafkaServer(LocalServer[KafkaStatus]):
         java_home: Path | None = None,
         lib_dir: Path | None = None,
         host: str = "127.0.0.1",
+        jvm_options: Sequence[str] = QUICK_JIT,
     ) -> None:
         if _major(version) < 4 and version.split(".")[:2] != ["3", "9"]:
             raise StackError(
                 f"Kafka {version} is not supported by the local stack; use 3.9.x or 4.x (stack.kafka_version)"
             )
         self.controller_port = controller_port
+        self.jvm_options = tuple(jvm_options)
         super().__init__(state_dir, "kafka", port=port, version=version, heap=heap, java_home=java_home, host=host)
         env_lib = os.environ.get(KAFKA_LIB_ENV)
         if lib_dir is not None:
@@ -143,6 +149,7 @@ class KafkaServer(LocalServer[KafkaStatus]):
             heap=stack.kafka_heap,
             java_home=stack.java_home,
             lib_dir=lib_dir,
+            jvm_options=stack.kafka_jvm_options,
         )
 
     # -- where things are ---------------------------------------------------------------
@@ -306,6 +313,7 @@ class KafkaServer(LocalServer[KafkaStatus]):
             "-Xms64m",  # grows as needed up to -Xmx: an idle single-node broker keeps a small footprint
             f"-Xmx{self.heap}",
             "-XX:+UseSerialGC",
+            *self.jvm_options,
             "-XX:+ExitOnOutOfMemoryError",
             f"-XX:ErrorFile={self.logs_dir}/hs_err_pid%p.log",
             "-Djava.awt.headless=true",
