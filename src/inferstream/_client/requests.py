@@ -116,7 +116,8 @@ class Requests:
         """``ask`` for a request whose value ``build`` makes from its head (a columnar request, ...)."""
         name, chosen, request_id = _target(model, version, request_id)
         chosen = chosen or self._routes().resolve(name, request_id)
-        return self._send(name, chosen, build, timeout, request_id, attributes).wait()
+        pending = self._send(name, chosen, build, timeout, request_id, attributes, asynchronous=False)
+        return pending.wait()
 
     async def ask_async(
         self,
@@ -139,7 +140,8 @@ class Requests:
         if self._replies.opened is None or self._producer.opened is None:
             await asyncio.to_thread(lambda: (self._replies.get(), self._producer.get()))
         build = _builder(contract, fields)
-        return await self._send(name, chosen, build, timeout, request_id, attributes).wait_async()
+        pending = self._send(name, chosen, build, timeout, request_id, attributes, asynchronous=True)
+        return await pending.wait_async()
 
     def _send(
         self,
@@ -149,7 +151,10 @@ class Requests:
         timeout: float,
         request_id: str,
         attributes: Mapping[str, str] | None,
+        *,
+        asynchronous: bool,
     ) -> _Pending:
+        """Produce the request, its reply expected in this thread or (``asynchronous``) in the running loop."""
         replies = self._replies.get()
         value, headers = build(
             {
@@ -166,7 +171,7 @@ class Requests:
         pending = _Pending(
             replies,
             self._producer.get(),
-            replies.expect(request_id),
+            replies.expect_async(request_id) if asynchronous else replies.expect(request_id),
             f"{name}:{chosen}",
             request_id,
             self.core.settings.topics.request_topic(name, chosen),
@@ -229,7 +234,7 @@ class _Pending:
         self,
         replies: ReplyListener,
         producer: Producer,
-        reply: concurrent.futures.Future[Reply],
+        reply: concurrent.futures.Future[Reply] | asyncio.Future[Reply],
         ref: str,
         request_id: str,
         topic: str,
@@ -250,11 +255,13 @@ class _Pending:
 
     def wait(self) -> Reply:
         """The answer; ``RequestTimeoutError`` when none comes in time."""
+        reply = self.reply
+        assert isinstance(reply, concurrent.futures.Future)
         try:
             while True:
                 wait, last = self._next_wait()
                 try:
-                    return self.reply.result(timeout=wait)
+                    return reply.result(timeout=wait)
                 except concurrent.futures.TimeoutError:
                     if last:
                         raise self._timeout() from None
@@ -263,8 +270,9 @@ class _Pending:
             self.replies.forget(self.request_id)
 
     async def wait_async(self) -> Reply:
-        """``wait`` in asyncio; the reply's future is awaited, never cancelled (the listener completes it)."""
-        reply = asyncio.wrap_future(self.reply)
+        """``wait`` in asyncio, for a reply expected in this loop."""
+        reply = self.reply
+        assert isinstance(reply, asyncio.Future)
         try:
             while True:
                 wait, last = self._next_wait()

@@ -7,12 +7,16 @@ Chains of models lie beside them: ``<root>/<chain>/<version>/chain.toml`` (see
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferstream.errors import ModelError
 from inferstream.serving.chain_config import ChainConfig, check_chain
 from inferstream.serving.config import ModelConfig
+
+#: How stale ``ModelRepository.loaded`` may be: a ``model.toml`` changed is seen within this.
+RECHECK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,8 @@ class ModelRepository:
         self.root = root
         # model.toml → (its mtime and size, the version read from it): a file changed is read again.
         self._loaded: dict[Path, tuple[tuple[int, int], ModelVersion]] = {}
+        # (name, version) → when ``loaded`` last found its file unchanged, and the version.
+        self._recent: dict[tuple[str, str], tuple[float, ModelVersion]] = {}
 
     def _names(self, marker: str) -> list[str]:
         if not self.root.is_dir():
@@ -118,14 +124,21 @@ class ModelRepository:
         return loaded
 
     def loaded(self, name: str, version: str) -> ModelVersion | None:
-        """``name:version`` as read before, if its ``model.toml`` has not changed since (one ``stat``); else None.
+        """``name:version`` as read before, if its ``model.toml`` has not changed since; else None.
 
-        For hot paths (the gateway, on every request): ``get`` reads the file when this is None.
+        For hot paths (the gateway, on every request): ``get`` reads the file when this is
+        None. The file is looked at (one ``stat``) at most every :data:`RECHECK_S`.
         """
+        now = time.monotonic()
+        recent = self._recent.get((name, version))
+        if recent is not None and now - recent[0] < RECHECK_S:
+            return recent[1]
         path = self.root / name / version / "model.toml"
         cached = self._loaded.get(path)
         if cached is None or cached[0] != _stamp(path):
+            self._recent.pop((name, version), None)
             return None
+        self._recent[(name, version)] = (now, cached[1])
         return cached[1]
 
     def resolve(self, ref: str) -> ModelVersion:

@@ -11,8 +11,10 @@ record: the reason, at once, instead of a timeout). Replies nobody waits for any
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
+from collections import defaultdict
 from concurrent.futures import Future
 from typing import Any
 
@@ -30,6 +32,11 @@ from inferstream.schemas.records import Embedding, Prediction, PredictionBatch, 
 Reply = Prediction | Embedding | PredictionBatch
 
 _TIMEOUT_S = 15.0
+
+#: A call waiting for its reply: in a thread (a future), or in an event loop (the loop, its future).
+_Waiter = Future[Reply] | tuple[asyncio.AbstractEventLoop, asyncio.Future[Reply]]
+#: Replies for one event loop: each future, and its reply or its failure.
+_Settled = list[tuple[asyncio.Future[Reply], Reply | BaseException]]
 
 
 class ReplyListener:
@@ -53,7 +60,7 @@ class ReplyListener:
         self._codecs: dict[str, Codec[Any]] = {
             codec.name: codec for codec in (codec_for(Prediction), codec_for(Embedding), codec_for(RequestError))
         }
-        self._waiting: dict[str, Future[Reply]] = {}
+        self._waiting: dict[str, _Waiter] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.error: Exception | None = None
@@ -69,6 +76,19 @@ class ReplyListener:
             self._waiting[request_id] = future
         return future
 
+    def expect_async(self, request_id: str) -> asyncio.Future[Reply]:
+        """``expect`` for a call waiting in the running event loop, without a thread.
+
+        The replies of one fetch reach a loop in one callback, not one wake-up each.
+        """
+        if self.error is not None:
+            raise KafkaError(f"the reply listener on {self.topic} failed: {self.error}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
+        with self._lock:
+            self._waiting[request_id] = (loop, future)
+        return future
+
     def forget(self, request_id: str) -> None:
         """Stop waiting for a reply (after a timeout)."""
         with self._lock:
@@ -77,6 +97,7 @@ class ReplyListener:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                by_loop: defaultdict[asyncio.AbstractEventLoop, _Settled] = defaultdict(list)
                 for message in fetch(self._consumer, 100, 0.1):
                     value = message.value()
                     if message.error() is not None or value is None:
@@ -84,19 +105,31 @@ class ReplyListener:
                     key = message.key()
                     request_id = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
                     with self._lock:
-                        future = self._waiting.pop(request_id, None)
-                    if future is None:
+                        waiter = self._waiting.pop(request_id, None)
+                    if waiter is None:
                         continue
+                    outcome: Reply | BaseException
                     try:
-                        future.set_result(self._reply(value, message.headers()))
+                        outcome = self._reply(value, message.headers())
                     except ContractError as exc:
-                        future.set_exception(exc)
+                        outcome = exc
+                    if isinstance(waiter, tuple):
+                        by_loop[waiter[0]].append((waiter[1], outcome))
+                    elif isinstance(outcome, BaseException):
+                        waiter.set_exception(outcome)
+                    else:
+                        waiter.set_result(outcome)
+                for loop, settled in by_loop.items():
+                    _hand_over(loop, settled)
         except Exception as exc:  # surfaced to callers
             self.error = exc
             with self._lock:
-                for future in self._waiting.values():
-                    future.set_exception(exc)
-                self._waiting.clear()
+                waiting, self._waiting = self._waiting, {}
+            for waiter in waiting.values():
+                if isinstance(waiter, tuple):
+                    _hand_over(waiter[0], [(waiter[1], exc)])
+                else:
+                    waiter.set_exception(exc)
 
     def _reply(self, value: bytes, headers: Any) -> Reply:
         found = parse_schema_header(headers)
@@ -121,3 +154,19 @@ class ReplyListener:
         self._consumer.close()
         with contextlib.suppress(KafkaError):
             self._admin.delete(self.topic)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, settled: _Settled) -> None:
+    """Complete ``settled``'s futures in their loop (gone: nobody waits any more)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed
+        loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: _Settled) -> None:
+    for future, outcome in settled:
+        if future.done():  # cancelled: its caller went away
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
