@@ -103,7 +103,9 @@ def test_a_gateway_request_through_a_chain_is_one_connected_trace(
         return {s.name for s in exporter.get_finished_spans() if _hex(s)[2] == span_id}
 
     assert children(step1_span) == {"batch wait", "inference", "produce", f"serve {TOPIC_NAME}:1"}
-    assert children(step2_span) == {"batch wait", "inference", "produce"}
+    # (and the table sink's write of the prediction is step 2's child).
+    predictions = settings.topics.name("predictions")
+    assert children(step2_span) == {"batch wait", "inference", "produce", f"table {predictions}"}
     # The prediction record carries the trace on (its parent: the last step's batch span) ...
     with Client(settings) as client:
         (received,) = [

@@ -231,3 +231,47 @@ def test_a_large_batch_links_32_requests_and_the_others_keep_their_own_parent(ex
     assert linked == [t.trace_id for t in traces[1:33]]
     assert parse(batch.output(traces[0].header)) == TraceParent(traces[0].trace_id, f"{serve.context.span_id:016x}", 1)
     assert all(batch.output(t.header) == t.header for t in traces[1:])
+
+
+def test_a_records_span_continues_its_trace_or_starts_one(exporter: Any) -> None:
+    spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+    assert spans is not None
+    traced = spans.record("ingest events", GOOD, 0.0, {})
+    untraced = spans.record("ingest events", None, 0.0, {})
+    hostile = spans.record("ingest events", b"\xff" * 55, 0.0, {})
+    unsampled = f"00-{TRACE}-{SPAN}-00".encode()
+    not_recorded = spans.record("ingest events", unsampled, 0.0, {})
+    for span in (traced, untraced, hostile, not_recorded):
+        span.end()
+    first, second, third = exporter.get_finished_spans()  # an unsampled parent: nothing recorded
+    # The event's trace goes on, through this span ...
+    assert f"{first.context.trace_id:032x}" == TRACE
+    assert f"{first.parent.span_id:016x}" == SPAN
+    assert parse(traced.output(GOOD)) == TraceParent(TRACE, f"{first.context.span_id:016x}", 1)
+    # ... an event without one (or with a malformed one) starts its trace here ...
+    for record, span, raw in ((untraced, second, None), (hostile, third, b"\xff" * 55)):
+        assert span.parent is None
+        carried = parse(record.output(raw))
+        assert carried is not None
+        assert carried.sampled
+        assert (carried.trace_id, carried.span_id) == (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+    # ... and an unsampled one keeps its parent, recorded by nobody.
+    assert not_recorded.output(unsampled) == unsampled
+
+
+def test_carried_is_the_records_own_header_when_tracing_is_off() -> None:
+    assert tracing.carried(None, GOOD) is GOOD
+    assert tracing.carried(None, None) is None
+    assert tracing.carried(None, GOOD.upper()) is None
+
+
+def test_a_failed_records_span_says_why(exporter: Any) -> None:
+    spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+    assert spans is not None
+    record = spans.record("ingest events", GOOD, 0.0, {})
+    record.fail(ValueError("no rule"))
+    record.end()
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description == "ValueError: no rule"
+    assert span.attributes["error.type"] == "ValueError"
