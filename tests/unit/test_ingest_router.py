@@ -103,3 +103,31 @@ def test_an_events_traceparent_goes_on_with_its_requests_and_a_malformed_one_is_
     for hostile in (b"\xff" * 55, traceparent.upper(), b"00-" + b"0" * 52):
         outputs = router.route(event, [schema, ("traceparent", hostile)])
         assert all("traceparent" not in dict(o.headers) for o in outputs)
+
+
+def test_with_tracing_on_an_events_requests_name_its_span_as_their_parent(router: IngestRouter) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from inferstream import tracing
+    from inferstream.config import TracingSettings
+    from inferstream.tracing import TraceParent, parse
+
+    traceparent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    event = _event(id="e1", type="review", text="great", features={"stars": 5})
+    schema = codec_for(Event).header
+    tracing.install(TracerProvider())
+    try:
+        spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+        assert spans is not None
+        traced = spans.record("ingest p.events", traceparent, 0.0, {})
+        untraced = spans.record("ingest p.events", None, 0.0, {})
+        continued = router.route(event, [schema, ("traceparent", traceparent)], traced)
+        started = router.route(event, [schema], untraced)
+    finally:
+        tracing.install(None)
+    span = traced.span.get_span_context()
+    expected = TraceParent("4bf92f3577b34da6a3ce929d0e0e4736", f"{span.span_id:016x}", 1)
+    assert [parse(dict(o.headers)["traceparent"]) for o in continued] == [expected, expected]
+    # An event without a traceparent: its trace starts at its ingest span.
+    own = untraced.span.get_span_context()
+    assert {parse(dict(o.headers)["traceparent"]).trace_id for o in started} == {f"{own.trace_id:032x}"}

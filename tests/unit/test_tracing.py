@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from inferstream import tracing
 from inferstream.config import TracingSettings
+from inferstream.gateway._state import Gateway
 from inferstream.gateway._trace import Trace
 from inferstream.tracing import TRACEPARENT, TraceParent, header_of, new_trace, outgoing, parse, use, valid
 
@@ -172,7 +176,7 @@ async def _call(middleware: Trace, scope: dict[str, Any]) -> list[Any]:
     return seen
 
 
-def test_the_gateway_takes_the_callers_traceparent_and_ignores_a_bad_one() -> None:
+def test_the_gateway_takes_the_callers_traceparent_else_starts_a_trace_per_request() -> None:
     current: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -183,7 +187,15 @@ def test_the_gateway_takes_the_callers_traceparent_and_ignores_a_bad_one() -> No
     asyncio.run(_call(middleware, _http([(b"traceparent", GOOD)])))
     asyncio.run(_call(middleware, _http([(b"traceparent", b"\xff" * 55)])))
     asyncio.run(_call(middleware, _http([])))
-    assert current == [TraceParent(TRACE, SPAN, 1), None, None]
+    asyncio.run(_call(Trace(app, None, sample_ratio=0.0), _http([])))
+    given, bad, absent, unsampled = current
+    assert given == TraceParent(TRACE, SPAN, 1)
+    # A bad header is ignored: the request starts a trace of its own, as one without a header.
+    assert bad.trace_id != absent.trace_id
+    assert TRACE not in (bad.trace_id, absent.trace_id)
+    assert bad.sampled
+    assert absent.sampled
+    assert not unsampled.sampled  # tracing.sample_ratio decides for new traces
 
 
 def test_the_gateway_records_a_span_per_request_when_tracing_is_on(exporter: Any) -> None:
@@ -231,3 +243,65 @@ def test_a_large_batch_links_32_requests_and_the_others_keep_their_own_parent(ex
     assert linked == [t.trace_id for t in traces[1:33]]
     assert parse(batch.output(traces[0].header)) == TraceParent(traces[0].trace_id, f"{serve.context.span_id:016x}", 1)
     assert all(batch.output(t.header) == t.header for t in traces[1:])
+
+
+def test_a_records_span_continues_its_trace_or_starts_one(exporter: Any) -> None:
+    spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+    assert spans is not None
+    traced = spans.record("ingest events", GOOD, 0.0, {})
+    untraced = spans.record("ingest events", None, 0.0, {})
+    hostile = spans.record("ingest events", b"\xff" * 55, 0.0, {})
+    unsampled = f"00-{TRACE}-{SPAN}-00".encode()
+    not_recorded = spans.record("ingest events", unsampled, 0.0, {})
+    for span in (traced, untraced, hostile, not_recorded):
+        span.end()
+    first, second, third = exporter.get_finished_spans()  # an unsampled parent: nothing recorded
+    # The event's trace goes on, through this span ...
+    assert f"{first.context.trace_id:032x}" == TRACE
+    assert f"{first.parent.span_id:016x}" == SPAN
+    assert parse(traced.output(GOOD)) == TraceParent(TRACE, f"{first.context.span_id:016x}", 1)
+    # ... an event without one (or with a malformed one) starts its trace here ...
+    for record, span, raw in ((untraced, second, None), (hostile, third, b"\xff" * 55)):
+        assert span.parent is None
+        carried = parse(record.output(raw))
+        assert carried is not None
+        assert carried.sampled
+        assert (carried.trace_id, carried.span_id) == (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}")
+    # ... and an unsampled one keeps its parent, recorded by nobody.
+    assert not_recorded.output(unsampled) == unsampled
+
+
+def test_carried_is_the_records_own_header_when_tracing_is_off() -> None:
+    assert tracing.carried(None, GOOD) is GOOD
+    assert tracing.carried(None, None) is None
+    assert tracing.carried(None, GOOD.upper()) is None
+
+
+def test_a_failed_records_span_says_why(exporter: Any) -> None:
+    spans = tracing.spans_for(TracingSettings(enabled=True), "test")
+    assert spans is not None
+    record = spans.record("ingest events", GOOD, 0.0, {})
+    record.fail(ValueError("no rule"))
+    record.end()
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description == "ValueError: no rule"
+    assert span.attributes["error.type"] == "ValueError"
+
+
+def test_the_gateways_pool_carries_the_requests_trace_into_its_threads() -> None:
+    # The events and OpenAI routes call the SDK on the gateway's thread pool: what it sends
+    # there must be in the request's trace, as on the event loop.
+    async def sent_from_the_pool() -> list[TraceParent | None]:
+        gateway = SimpleNamespace(_pool=ThreadPoolExecutor(2))
+        gateway.call = functools.partial(Gateway.call, gateway)  # what Gateway.each calls
+        try:
+            with use(TraceParent(TRACE, SPAN, 1)):
+                one = await Gateway.call(gateway, tracing.current)  # type: ignore[arg-type]
+                many = await Gateway.each(gateway, lambda _: tracing.current(), range(3))  # type: ignore[arg-type]
+            outside = await Gateway.call(gateway, tracing.current)  # type: ignore[arg-type]
+        finally:
+            gateway._pool.shutdown()
+        return [one, *many, outside]
+
+    assert asyncio.run(sent_from_the_pool()) == [TraceParent(TRACE, SPAN, 1)] * 4 + [None]

@@ -3,12 +3,16 @@
 The SDK's request/reply calls (``Client.predict``, ``Client.embed``) block a thread
 until the answer comes. They run on the gateway's own pool of :data:`REPLY_THREADS`
 threads, not on the event loop's default pool: a request of many rows or texts waits
-on many answers at once without starving the other routes' threads.
+on many answers at once without starving the other routes' threads. Each call runs in a
+copy of the caller's context, so the request's trace (:func:`inferstream.tracing.use`)
+reaches the records it sends, as ``asyncio.to_thread`` would carry it (a bare
+``run_in_executor`` does not).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,9 +65,10 @@ class Gateway:
     )
 
     async def call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``function(*args, **kwargs)`` on the reply pool, awaited."""
+        """``function(*args, **kwargs)`` on the reply pool, awaited, in a copy of the caller's context."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pool, functools.partial(context.run, function, *args, **kwargs))
 
     async def each(self, function: Callable[[I], T], items: Iterable[I]) -> list[T]:
         """``function(item)`` for every item at once on the reply pool; the results in order.

@@ -1,24 +1,27 @@
 """The middleware that makes each HTTP request one trace: its ``traceparent`` goes on to Kafka.
 
 A request's W3C ``traceparent`` header (malformed: ignored) is the parent of what the
-request sends (predict, infer, events: :func:`inferstream.tracing.use`). With
-``tracing.enabled`` the gateway records a ``SERVER`` span per request, the child of that
-header, and the records it sends name that span as their parent; without a header, the
-SDK starts a new trace per request.
+request sends (predict, infer, events, embeddings: :func:`inferstream.tracing.use`, which
+the gateway's thread pool carries into its threads). With ``tracing.enabled`` the gateway
+records a ``SERVER`` span per request, the child of that header, and the records it sends
+name that span as their parent. Without a header, the request starts a new trace (sampled
+with ``tracing.sample_ratio``): every record one HTTP request sends (the texts of one
+embeddings call, the events of one list) is in that one trace.
 """
 
 from __future__ import annotations
 
 from inferstream.gateway._body import ASGIApp, Message, Receive, Scope, Send, header
-from inferstream.tracing import Spans, parse, traceparent_of, use
+from inferstream.tracing import Spans, outgoing, parse, traceparent_of, use
 
 
 class Trace:
     """Sets the trace of each HTTP request (and records its span when tracing is on)."""
 
-    def __init__(self, app: ASGIApp, spans: Spans | None) -> None:
+    def __init__(self, app: ASGIApp, spans: Spans | None, sample_ratio: float = 1.0) -> None:
         self.app = app
         self.spans = spans
+        self.sample_ratio = sample_ratio
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,10 +29,7 @@ class Trace:
             return
         parent = parse(header(scope, b"traceparent"))
         if self.spans is None:
-            if parent is None:
-                await self.app(scope, receive, send)
-                return
-            with use(parent):
+            with use(parent or outgoing(self.sample_ratio)):
                 await self.app(scope, receive, send)
             return
         method = scope.get("method", "")

@@ -121,7 +121,9 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     # Innermost: the hot routes answered past FastAPI, inside the body limit and the metrics.
     app.add_middleware(Direct, routes=[*native.direct(state), *oip.direct(state)], api_routes=routes, keys=keys)
     # Around the routes (direct ones too): each request's traceparent (and span) for what it sends.
-    app.add_middleware(Trace, spans=spans_for(settings.tracing, "inferstream-gateway"))
+    app.add_middleware(
+        Trace, spans=spans_for(settings.tracing, "inferstream-gateway"), sample_ratio=settings.tracing.sample_ratio
+    )
     app.add_middleware(Observe, metrics=gateway_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.gateway.max_body_bytes, routes=routes)
     return app

@@ -89,7 +89,7 @@ from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.preprocess import Prepared, TabularPreprocessor, VectorPreprocessor
 from inferstream.serving.repository import ModelVersion
 from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_length, pool
-from inferstream.tracing import TRACEPARENT, Batch, header_of, spans_for, valid
+from inferstream.tracing import TRACEPARENT, Batch, carried, header_of, spans_for
 
 if TYPE_CHECKING:
     from inferstream.serving.chain_link import ChainLink
@@ -951,8 +951,7 @@ class InferenceWorker:
 
     def _trace_headers(self, item: _Item, headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
         """``headers`` and the traceparent of ``item``'s outputs; None when its request carried no valid one."""
-        trace = self._batch_trace
-        value = trace.output(item.trace) if trace is not None else valid(item.trace)
+        value = carried(self._batch_trace, item.trace)
         return None if value is None else [*headers, (TRACEPARENT, value)]
 
     def _produced(self, start: float) -> None:

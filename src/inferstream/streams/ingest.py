@@ -23,6 +23,11 @@ an event is acknowledged to faust (so its offset may be committed) only once its
 outputs are acknowledged by the broker. While the broker refuses them, delivery is
 retried with backoff and nothing is committed.
 
+Traces: an event's ``traceparent`` goes on with the requests it makes. With
+``tracing.enabled``, each event is a span of its own (``ingest <events topic>``: decoded,
+routed, its requests queued; failed when dead-lettered), the child of that header, and its
+requests name the span as their parent; an event without one starts its trace here.
+
 The app is built by :func:`build_app`, never at import (faust reads ``sys.argv`` in
 its own CLI, which this module does not use); faust's web server is off and its
 data directory lies under ``state_dir``.
@@ -48,7 +53,7 @@ from inferstream.metrics import Metrics
 from inferstream.schemas.codec import Codec, Headers, codec_for
 from inferstream.schemas.records import EmbeddingRequest, Event, InferenceRequest
 from inferstream.serving.routes import RouteTable
-from inferstream.tracing import TRACEPARENT, header_of, valid
+from inferstream.tracing import TRACEPARENT, Batch, carried, flush, header_of, spans_for
 
 if TYPE_CHECKING:
     import faust
@@ -102,8 +107,11 @@ class IngestRouter:
         """The request topics the rules write to."""
         return sorted(self.settings.topics.request_topic(m, v) for m, v in self.targets())
 
-    def route(self, value: bytes | None, headers: Headers | None = None) -> list[Output]:
+    def route(self, value: bytes | None, headers: Headers | None = None, trace: Batch | None = None) -> list[Output]:
         """The requests an event record makes.
+
+        They carry the event's ``traceparent`` on, or with ``trace`` (the event's span) what
+        :func:`inferstream.tracing.carried` says.
 
         Raises ``ContractError`` (``RecordValidationError`` with the fields at fault)
         for bytes that are not a valid event, ``RoutingError`` for an event no rule covers.
@@ -123,10 +131,10 @@ class IngestRouter:
             wanted = " or ".join(sorted({rule.input for rule in rules}))
             raise RoutingError(f"event {event.id!r} of type {event.type!r} has no {wanted}, which its rules route")
         # The event's trace goes on with the requests it makes (a malformed traceparent is dropped).
-        trace = valid(header_of(headers))
-        if trace is not None:
+        carry = carried(trace, header_of(headers))
+        if carry is not None:
             for output in outputs:
-                output.headers.append((TRACEPARENT, trace))
+                output.headers.append((TRACEPARENT, carry))
         return outputs
 
     def _request(self, event: Event, rule: IngestRule) -> Output | None:
@@ -192,6 +200,9 @@ class IngestProcessor:
         self.producer = Producer(settings, metrics=metrics, stage=STAGE)
         self.dead_letters = DeadLetterWriter(settings, stage=STAGE, producer=self.producer, metrics=metrics)
         self.stats = IngestStats()
+        # Spans when tracing is on (None: requests only carry their event's traceparent on).
+        self._spans = spans_for(settings.tracing, "inferstream-ingest")
+        self._span_name = f"ingest {self.events_topic}"
 
     def ensure_topics(self) -> None:
         """Create the request topics of the rules (idempotent); fail clearly without events."""
@@ -215,12 +226,36 @@ class IngestProcessor:
         offset: int | None,
     ) -> None:
         """Route one event record: queue its requests, or its dead letter."""
+        if self._spans is None:
+            self._handle(value, key, headers, partition, offset, None)
+            return
+        attributes: dict[str, Any] = {"messaging.system": "kafka", "messaging.destination.name": self.events_topic}
+        if partition is not None and offset is not None:
+            attributes["messaging.destination.partition.id"] = str(partition)
+            attributes["messaging.kafka.offset"] = offset
+        trace = self._spans.record(self._span_name, header_of(headers), time.monotonic(), attributes)
+        try:
+            self._handle(value, key, headers, partition, offset, trace)
+        finally:
+            trace.end()
+
+    def _handle(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        partition: int | None,
+        offset: int | None,
+        trace: Batch | None,
+    ) -> None:
         self.stats.events += 1
         if self.metrics is not None:
             self.metrics.records_in.labels(self.events_topic, STAGE).inc()
         try:
-            outputs = self.router.route(value, headers)
+            outputs = self.router.route(value, headers, trace)
         except Exception as exc:  # anything about this record: dead-lettered, the stream goes on
+            if trace is not None:
+                trace.fail(exc)
             if not isinstance(exc, ContractError):
                 log.warning("event at %s offset %s could not be routed: %r", partition, offset, exc)
             self.dead_letters.send(
@@ -376,6 +411,7 @@ def run(settings: Settings, *, metrics: Metrics | None = None) -> IngestStats:
         code = exc.code
     finally:
         processor.close()
+        flush()  # the last spans, when tracing is on
     if code not in (None, 0):
         raise InferstreamError(f"the ingest processor crashed (exit code {code}): see the log above")
     return processor.stats

@@ -10,6 +10,11 @@ request) gives one row per row it scored, all at its offset, and is never split
 between two files. Records that are not predictions go to the dead-letter topic.
 ``stats`` reconciles in records: consumed = written + dead-lettered + skipped
 (replayed after a crash, already in files); ``rows`` counts the rows written.
+
+Traces: each row keeps its record's trace id (the ``trace_id`` column). With
+``tracing.enabled`` each write is a span (``table <predictions topic>``) of the records it
+writes, as a worker's batch is: the child of the first sampled record's ``traceparent``,
+linked to the others', with children ``batch wait`` and ``write``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from inferstream.monitoring.table import Written, remove_temporary, table_dir, w
 from inferstream.schemas.columnar import decode_predictions
 from inferstream.schemas.records import Prediction
 from inferstream.streams.metrics import TableMetrics
-from inferstream.tracing import header_of, parse
+from inferstream.tracing import Batch, flush, header_of, parse, spans_for
 
 log = logging.getLogger("inferstream.table")
 
@@ -160,6 +165,11 @@ class InferenceTableSink:
         self.stats = SinkStats()
         self.ready = threading.Event()
         self._stop = threading.Event()
+        # Spans when tracing is on: the raw traceparent of each record buffered, and when the first was read.
+        self._spans = spans_for(settings.tracing, "inferstream-table")
+        self._span_name = f"table {self.sink.topic}"
+        self._buffered_traces: list[bytes | None] = []
+        self._first_read: float | None = None
 
     def run(self) -> SinkStats:
         """Consume, buffer, flush and commit until ``stop()``; flushes what is buffered on the way out."""
@@ -188,6 +198,7 @@ class InferenceTableSink:
         finally:
             dlq.close()
             consumer.close()
+            flush()  # the last spans, when tracing is on
         return self.stats
 
     def _take(self, message: confluent_kafka.Message, dlq: DeadLetterWriter) -> None:
@@ -207,13 +218,18 @@ class InferenceTableSink:
             dlq.send_message(message, exc)
             self.stats.dead_letters += 1
             return
-        trace = parse(header_of(headers))  # a malformed traceparent is no trace, never an error
+        raw = header_of(headers)
+        trace = parse(raw)  # a malformed traceparent is no trace, never an error
         trace_id = trace.trace_id if trace is not None else None
         try:
             self.sink.add_rows(partition, offset, predictions, trace_id)
         except SinkBackpressureError:
             self._write(dlq)  # never buffer past max_rows; committed with the next flush
             self.sink.add_rows(partition, offset, predictions, trace_id)
+        if self._spans is not None:
+            if self._first_read is None:
+                self._first_read = time.monotonic()
+            self._buffered_traces.append(raw)
 
     def _write(self, dlq: DeadLetterWriter) -> None:
         # Dead letters are acknowledged before the files that cover their offsets exist: a
@@ -221,7 +237,11 @@ class InferenceTableSink:
         dlq.flush()
         before, rows_before = self.sink.records_written, self.sink.rows_written
         started = time.monotonic()
+        span = self._write_span(started)
         files = self.sink.flush()
+        if span is not None:
+            span.child("write", started, time.monotonic())
+            span.end()
         self.stats.files += files
         self._table_metrics.files.inc(len(files))
         self._table_metrics.rows.inc(self.sink.rows_written - rows_before)
@@ -229,6 +249,22 @@ class InferenceTableSink:
         self.metrics.records_out.labels("inference-table", "table").inc(self.sink.records_written - before)
         self.metrics.handled("table", "out", self.sink.records_written - before)
         self.metrics.stage_seconds.labels("table", "write").observe(time.monotonic() - started)
+
+    def _write_span(self, started: float) -> Batch | None:
+        """The span of the write about to start, over the records buffered (None: tracing off, or none)."""
+        if self._spans is None or self._first_read is None:
+            return None
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": self.sink.topic,
+            "messaging.batch.message_count": len(self._buffered_traces),
+            "inferstream.rows": self.sink.buffered,
+        }
+        span = self._spans.batch(self._span_name, self._buffered_traces, self._first_read, attributes)
+        span.child("batch wait", self._first_read, started)
+        self._buffered_traces = []
+        self._first_read = None
+        return span
 
     def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:
         if not pending:

@@ -20,13 +20,14 @@ from inferstream.tracing._context import (
     use,
     valid,
 )
-from inferstream.tracing._otel import Batch, Spans, flush, install, new_provider, spans_for, traceparent_of
+from inferstream.tracing._otel import Batch, Spans, carried, flush, install, new_provider, spans_for, traceparent_of
 
 __all__ = [
     "TRACEPARENT",
     "Batch",
     "Spans",
     "TraceParent",
+    "carried",
     "current",
     "flush",
     "header_of",

@@ -14,7 +14,15 @@ Spans:
   ``batch wait`` (oldest request read → batch taken), ``inference`` (each model run) and
   ``produce`` (outputs built and queued). The outputs of a request in the batch span's trace
   carry the batch span as their parent; the others keep their request's parent (one span per
-  batch, not per record: what batching systems do, since a span costs ~10 µs).
+  batch, not per record: what batching systems do, since a span costs ~10 µs);
+- the ingest processor: one ``CONSUMER`` span per event (``ingest <events topic>``: decoded,
+  routed, its requests queued), the child of the event's ``traceparent``; an event without one
+  starts a trace there. Its requests name the span as their parent (:meth:`Spans.record`);
+- the inference-table sink: one ``CONSUMER`` span per write (``table <predictions topic>``),
+  a batch of the records it writes, with children ``batch wait`` (oldest record read → write)
+  and ``write`` (files written and renamed into place).
+
+What each output carries is one rule for every stage: :func:`carried`.
 """
 
 from __future__ import annotations
@@ -102,6 +110,15 @@ def _otel_context(parent: TraceParent) -> Any:
     return set_span_in_context(NonRecordingSpan(span_context))
 
 
+def carried(batch: Batch | None, raw: bytes | None) -> bytes | None:
+    """The ``traceparent`` the outputs of a record carry, given its raw header (None: carry none).
+
+    The one rule for every stage: with a span (``batch``), as :meth:`Batch.output` says; without
+    (tracing off), the record's own header when it is valid. Never raises on hostile bytes.
+    """
+    return batch.output(raw) if batch is not None else valid(raw)
+
+
 def traceparent_of(span: Span) -> TraceParent:
     """A span's own context as a ``traceparent`` (for what is sent in its name)."""
     context = span.get_span_context()
@@ -131,12 +148,27 @@ class Spans:
         """The span of one batch: ``traces`` are its requests' raw ``traceparent`` values (None: none)."""
         return Batch(self, name, traces, started, attributes)
 
+    def record(self, name: str, trace: bytes | None, started: float, attributes: dict[str, Any]) -> Batch:
+        """The span of one record (its raw ``traceparent``, or None): a batch of one that starts a trace.
+
+        Unlike a batch's, the outputs of a record without a (valid) ``traceparent`` carry this
+        span, when it is recorded: the record's trace starts here.
+        """
+        return Batch(self, name, (trace,), started, attributes, origin=True)
+
 
 class Batch:
     """One batch's span and its children; says what ``traceparent`` each output carries."""
 
     def __init__(
-        self, spans: Spans, name: str, traces: Sequence[bytes | None], started: float, attributes: dict[str, Any]
+        self,
+        spans: Spans,
+        name: str,
+        traces: Sequence[bytes | None],
+        started: float,
+        attributes: dict[str, Any],
+        *,
+        origin: bool = False,
     ) -> None:
         from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
@@ -154,7 +186,8 @@ class Batch:
             flags = _flags.get(header[53:55])
             if flags is None:
                 flags = _flags[header[53:55]] = TraceFlags(int(header[53:55], 16))
-            if parent is None and flags & 1:
+            # (A record of its own keeps an unsampled parent too: the sampler then records nothing.)
+            if parent is None and (flags & 1 or origin):
                 parent = TraceParent(header[3:35].decode(), header[36:52].decode(), flags)
                 continue
             if flags & 1 and len(links) < _MAX_LINKS:  # (a link to what nobody records leads nowhere)
@@ -178,6 +211,10 @@ class Batch:
             raw: (child if recorded and header[3:35] == trace_id else header) if header is not None else None
             for raw, header in checked.items()
         }
+        # What the outputs of a record with no valid traceparent carry: nothing, or (origin) this span.
+        self._origin = child if origin and recorded else None
+        if self._origin is not None:
+            self._outputs.update((raw, child) for raw, header in checked.items() if header is None)
         from opentelemetry.trace import set_span_in_context
 
         self._context = set_span_in_context(self.span)
@@ -190,10 +227,17 @@ class Batch:
     def output(self, raw: bytes | None) -> bytes | None:
         """The ``traceparent`` of a request's outputs: the batch span's when in its trace, else the request's own."""
         if raw is None:
-            return None
+            return self._origin
         if raw in self._outputs:
             return self._outputs[raw]
         return valid(raw)  # not one of the batch's requests: carried on as it is
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the span failed by ``error`` (a record dead-lettered): its class and message."""
+        from opentelemetry.trace import Status, StatusCode
+
+        self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        self.span.set_attribute("error.type", type(error).__name__)
 
     def end(self, at: float | None = None) -> None:
         """End the batch's span (now, or at monotonic ``at``)."""
