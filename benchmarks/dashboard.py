@@ -24,24 +24,36 @@ grow with the load: one state document a poll (``state_kib``), whatever flows.
 (1.0: the load costs the page nothing). ``load_s``: from the first request for the
 state to the history of :data:`HISTORY` predictions read and folded.
 
+``--browser``: the page is also open in Debian's headless ``chromium`` (through
+``chromium-driver`` and selenium, nothing downloaded) during both phases; in the page,
+a timer every :data:`JS_TICK_MS` ms measures how late it fires (the main thread's lag:
+what a user's click would wait), long tasks (over 50 ms) are counted, and the JS heap is
+read at each phase's end (``js_lag_p99_ms_idle``/``_load``: milliseconds, too few for a
+ratio to mean much). The browser's CPU is not the dashboard's and is not counted in it.
+
     .venv/bin/python benchmarks/dashboard.py --quick     # 10 s a phase: about a minute
     .venv/bin/python benchmarks/dashboard.py             # 30 s a phase
+    .venv/bin/python benchmarks/dashboard.py --quick --browser
     .venv/bin/python benchmarks/dashboard.py --rate 20000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +63,8 @@ import psutil
 from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 from _harness import add_common_args, bench_client, broker, note, result_line
 from _records import predictions
@@ -70,6 +84,28 @@ DRAIN_S = 15.0
 LOAD = ("load", "1")
 PROBE = ("probe", "1")
 MB = 1024 * 1024
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Milliseconds between the page's lag timer's ticks.
+JS_TICK_MS = 50
+#: Installed in the page at each phase's start: the lag of a timer, long tasks.
+_JS_PROBE = f"""
+if (window.__bench) {{ clearInterval(window.__bench.timer); window.__bench.observer.disconnect(); }}
+const bench = window.__bench = {{lags: [], longTasks: 0, expected: performance.now() + {JS_TICK_MS}}};
+bench.timer = setInterval(() => {{
+  const now = performance.now();
+  bench.lags.push(Math.max(now - bench.expected, 0));
+  bench.expected = now + {JS_TICK_MS};
+}}, {JS_TICK_MS});
+bench.observer = new PerformanceObserver(list => {{ bench.longTasks += list.getEntries().length; }});
+bench.observer.observe({{entryTypes: ["longtask"]}});
+"""
+_JS_READ = """
+const bench = window.__bench;
+return {lags: bench.lags, longTasks: bench.longTasks,
+        heap: performance.memory ? performance.memory.usedJSHeapSize : null,
+        models: document.querySelectorAll("#models tbody tr").length};
+"""
 
 #: The load: a process of its own (as a producing application would be), pacing a raw producer
 #: at RATE predictions/s of ready-made JSON (each batch stamped with the time it is sent), for
@@ -124,6 +160,9 @@ class Phase:
     counted: int = 0  # the load model's predictions the state counted by the end of the phase
     counted_per_s: float = 0.0
     drained: int = 0  # ... and after the drain
+    js_lags_ms: list[float] = field(default_factory=list)  # --browser: the page's timer, how late
+    long_tasks: int = 0
+    js_heap_mb: float = float("nan")
 
 
 def _free_port() -> int:
@@ -168,6 +207,31 @@ def dashboard(settings: Settings, port: int) -> Iterator[psutil.Process]:
     finally:
         child.terminate()
         child.wait(60)
+
+
+@contextmanager
+def browser(url: str, profile: Path) -> Iterator[webdriver.Chrome]:
+    """Headless chromium (the system's, through its chromedriver) on the page, until the block ends."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
+    if missing:
+        raise SystemExit(f"--browser needs Debian's chromium and chromium-driver ({', '.join(missing)} missing)")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch a browser or a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,3200"):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.get(url)
+        deadline = time.monotonic() + 60
+        while not driver.execute_script("return !!(window.inferstream && window.inferstream.state)"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the page never got its state")
+            time.sleep(0.2)
+        yield driver
+    finally:
+        driver.quit()
 
 
 class Visitor:
@@ -279,9 +343,18 @@ def prefill(settings: Settings, count: int) -> None:
         raise RuntimeError("the history was not acknowledged")
 
 
-def measure(visitor: Visitor, process: psutil.Process, phase: Phase, seconds: float, load: Load | None) -> None:
+def measure(
+    visitor: Visitor,
+    process: psutil.Process,
+    phase: Phase,
+    seconds: float,
+    load: Load | None,
+    page: webdriver.Chrome | None = None,
+) -> None:
     """One phase: poll and probe for ``seconds`` while ``load`` (if any) runs; CPU and RSS of the dashboard."""
     before = visitor.total(LOAD, visitor.state())
+    if page is not None:
+        page.execute_script(_JS_PROBE)
     cpu_before, started = process.cpu_times(), time.perf_counter()
     rss: list[int] = []
     stop = threading.Event()
@@ -296,6 +369,12 @@ def measure(visitor: Visitor, process: psutil.Process, phase: Phase, seconds: fl
     cpu_after, wall = process.cpu_times(), time.perf_counter() - started
     stop.set()
     watcher.join()
+    if page is not None:
+        seen = page.execute_script(_JS_READ)
+        phase.js_lags_ms, phase.long_tasks = seen["lags"], seen["longTasks"]
+        phase.js_heap_mb = (seen["heap"] or float("nan")) / MB
+        if not seen["models"]:
+            raise RuntimeError("the page shows no model")
     phase.cpu_cores = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / wall
     phase.rss_mb = max(rss, default=process.memory_info().rss) / MB
     phase.counted = visitor.total(LOAD) - before
@@ -315,7 +394,9 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def report(idle: Phase, loaded: Phase, load_s: float, rate: float, seconds: float, quick: bool) -> dict[str, float]:
+def report(
+    idle: Phase, loaded: Phase, load_s: float, rate: float, seconds: float, *, quick: bool, page: bool
+) -> dict[str, float]:
     console = Console()
     if not console.is_terminal:
         console.width = 140
@@ -343,6 +424,15 @@ def report(idle: Phase, loaded: Phase, load_s: float, rate: float, seconds: floa
         ("dashboard CPU (cores)", lambda p: f"{p.cpu_cores:.2f}"),
         ("dashboard peak RSS MB", lambda p: f"{p.rss_mb:,.0f}"),
     ]
+    if page:
+        rows += [
+            (
+                "page: timer lag p50 / p99 / max ms",
+                lambda p: f"{_pct(p.js_lags_ms, 50):.1f} / {_pct(p.js_lags_ms, 99):.1f} / {max(p.js_lags_ms):.0f}",
+            ),
+            ("page: long tasks (> 50 ms)", lambda p: f"{p.long_tasks}"),
+            ("page: JS heap MB at the end", lambda p: f"{p.js_heap_mb:.1f}"),
+        ]
     for label, cell in rows:
         table.add_row(label, *(cell(p) for p in (idle, loaded)))
     console.print(table)
@@ -352,7 +442,7 @@ def report(idle: Phase, loaded: Phase, load_s: float, rate: float, seconds: floa
         "second on top of it, and gets one state document a poll however many predictions flow."
     )
     produced_per_s = loaded.produced / loaded.produce_s if loaded.produce_s else 0.0
-    return {
+    metrics = {
         "produced_per_s": produced_per_s,
         "dash_pred_per_s": loaded.counted_per_s,
         "ratio_kept_up": loaded.drained / loaded.produced if loaded.produced else 0.0,
@@ -368,12 +458,20 @@ def report(idle: Phase, loaded: Phase, load_s: float, rate: float, seconds: floa
         "rss_mb_load": loaded.rss_mb,
         "load_s": load_s,
     }
+    if page:
+        metrics |= {
+            "js_lag_p99_ms_idle": _pct(idle.js_lags_ms, 99),
+            "js_lag_p99_ms_load": _pct(loaded.js_lags_ms, 99),
+            "long_tasks_load": loaded.long_tasks,
+        }
+    return metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--rate", type=float, default=10_000.0, help="Predictions/s produced in the load phase.")
+    parser.add_argument("--browser", action="store_true", help="Also keep the page open in headless chromium.")
     args = parser.parse_args()
     seconds = 10.0 if args.quick else 30.0
     rate: float = args.rate
@@ -387,6 +485,7 @@ def main() -> None:
         with (
             dashboard(settings, port) as process,
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+            tempfile.TemporaryDirectory(prefix="inferstream-chromium-") as profile,
         ):
             visitor = Visitor(http, settings)
             started = time.perf_counter()
@@ -396,11 +495,13 @@ def main() -> None:
             if visitor.total(LOAD) < HISTORY * 0.9:
                 raise RuntimeError(f"the dashboard shows {visitor.total(LOAD)} of the {HISTORY} predictions on load")
             idle, loaded = Phase("idle"), Phase(f"{rate:,.0f}/s")
-            note(f"history loaded in {load_s:.1f}s; idle for {seconds:.0f}s ...")
-            measure(visitor, process, idle, seconds, None)
-            note(f"{rate:,.0f} predictions/s for {seconds:.0f}s ...")
-            measure(visitor, process, loaded, seconds, Load(settings, rate, seconds))
-        metrics = report(idle, loaded, load_s, rate, seconds, args.quick)
+            with contextlib.ExitStack() as stack:
+                page = stack.enter_context(browser(f"{http.base_url}/ui", Path(profile))) if args.browser else None
+                note(f"history loaded in {load_s:.1f}s; idle for {seconds:.0f}s ...")
+                measure(visitor, process, idle, seconds, None, page)
+                note(f"{rate:,.0f} predictions/s for {seconds:.0f}s ...")
+                measure(visitor, process, loaded, seconds, Load(settings, rate, seconds), page)
+        metrics = report(idle, loaded, load_s, rate, seconds, quick=args.quick, page=args.browser)
     print(result_line(metrics), flush=True)
 
 
