@@ -345,8 +345,8 @@ def report(
     if kept:
         middle = _memory_table(console, "inferstream demo --keep (the dashboard served and visited)", kept)
         console.print(
-            f"The kept demo's dashboard was visited from {middle.stopping or 0:.0f} s - {KEEP_VIEW_S:.0f} s on: "
-            f"{middle.visit}; then it was stopped."
+            f"The kept demo's dashboard was visited for {KEEP_VIEW_S:.0f} s ({middle.visit}); the demo got "
+            f"SIGTERM {middle.stopping or 0:.0f} s after its start."
         )
         metrics["keep_peak_rss_mb"] = statistics.median(p.total_bytes for p in kept) / MB
     return metrics
