@@ -12,8 +12,17 @@ directory on free ports (so another broker on 9092 is not used instead of its ow
 Kafka jars from the repository's cache and the demo models built there beforehand: building
 them (scikit-learn, once per checkout) is not measured.
 
+Kept: the same demo with ``--keep`` (it goes on serving the live dashboard), sampled the same
+way. Once it prints the dashboard's address, a visitor here opens the page as a browser would
+(the login link, the page, its script, style and chart library), polls its state once a second
+for :data:`KEEP_VIEW_S` seconds and asks its search box once; then the demo gets SIGTERM (its
+Ctrl-C) and is sampled until it has stopped. The visitor's own memory is not counted: it is
+not the platform's.
+
     .venv/bin/python benchmarks/footprint.py --quick     # 5 CLI runs, one demo: about a minute
     .venv/bin/python benchmarks/footprint.py             # 15 CLI runs, three demos (median peak)
+
+``--keep`` adds one kept demo (three in a full run) and ``keep_peak_rss_mb`` to the RESULT line.
 """
 
 from __future__ import annotations
@@ -21,15 +30,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 from rich.console import Console
 from rich.table import Table
@@ -43,6 +55,10 @@ from inferstream.stack.testing import free_ports
 SAMPLE_EVERY_S = 0.2
 DEMO_TIMEOUT_S = 600.0
 SHOWN_PROCESSES = 5
+#: Seconds the visitor of a kept demo's dashboard polls its state (as the page does, once a second).
+KEEP_VIEW_S = 20.0
+#: The kept demo's line with the dashboard's address.
+DASHBOARD_LINE = re.compile(r"the live dashboard: (\S+)")
 MB = 1024 * 1024
 
 
@@ -81,6 +97,9 @@ class Peak:
     samples: int = 0
     wall_s: float = 0.0
     started_kafka: bool = False
+    #: Kept demos: seconds from the start to its SIGTERM, and what the dashboard's visitor saw.
+    stopping: float | None = None
+    visit: str = ""
 
 
 def label(process: psutil.Process) -> str:
@@ -156,23 +175,32 @@ def _sample(root: psutil.Process, known: dict[int, psutil.Process], peak: Peak) 
         peak.started_kafka = True
 
 
-def demo_peak(env: dict[str, str], cwd: Path, log: Path) -> Peak:
-    """Run ``inferstream demo`` in ``cwd`` (its state directory under it) and sample its tree until it exits."""
+def demo_peak(env: dict[str, str], cwd: Path, log: Path, *, keep: bool = False) -> Peak:
+    """Run ``inferstream demo`` in ``cwd`` (its state directory under it) and sample its tree until it exits.
+
+    ``keep``: run it with ``--keep``, visit its dashboard once it is served, then stop it (SIGTERM).
+    """
     cwd.mkdir()
     peak = Peak()
     known: dict[int, psutil.Process] = {}
     started = time.perf_counter()
+    argv = [sys.executable, "-m", "inferstream", "demo", *(["--keep"] if keep else [])]
     with log.open("wb") as out:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "inferstream", "demo"], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
-        )
+        demo = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     root = psutil.Process(demo.pid)
+    visitor: Visitor | None = None
     try:
         tick = time.monotonic()
         while demo.poll() is None:
             if time.perf_counter() - started > DEMO_TIMEOUT_S:
                 raise RuntimeError(f"the demo ran past {DEMO_TIMEOUT_S:.0f} s; its output: {log}")
             _sample(root, known, peak)
+            if keep and visitor is None and (link := _dashboard_link(log)) is not None:
+                visitor = Visitor(link)
+                visitor.start()
+            elif visitor is not None and visitor.finished.is_set() and peak.stopping is None:
+                peak.stopping = time.perf_counter() - started
+                demo.terminate()  # the demo's Ctrl-C: it stops the dashboard, its platform and its Kafka
             tick += SAMPLE_EVERY_S
             time.sleep(max(tick - time.monotonic(), 0.0))
         peak.wall_s = time.perf_counter() - started
@@ -183,7 +211,63 @@ def demo_peak(env: dict[str, str], cwd: Path, log: Path) -> Peak:
         raise RuntimeError(f"the demo exited with {demo.returncode}:\n" + "\n".join(tail))
     if not peak.started_kafka:
         raise RuntimeError("the demo did not start its own Kafka: its memory would be missing from the figure")
+    if keep:
+        if visitor is None or peak.stopping is None:
+            raise RuntimeError(f"the kept demo never served its dashboard; its output: {log}")
+        if visitor.error is not None:
+            raise RuntimeError(f"visiting the dashboard failed: {visitor.error}")
+        peak.visit = visitor.summary()
     return peak
+
+
+def _dashboard_link(log: Path) -> str | None:
+    found = DASHBOARD_LINE.search(log.read_text(errors="replace"))
+    return found.group(1) if found else None
+
+
+class Visitor(threading.Thread):
+    """Opens the dashboard as a browser would, polls its state for :data:`KEEP_VIEW_S` s, searches once."""
+
+    def __init__(self, link: str) -> None:
+        super().__init__(name="visitor", daemon=True)
+        self.link = link
+        self.finished = threading.Event()
+        self.error: str | None = None
+        self.polls = 0
+        self.state_bytes = 0
+        self.models: list[str] = []
+
+    def run(self) -> None:
+        try:
+            self._visit()
+        except Exception as exc:  # reported by the measuring thread
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.finished.set()
+
+    def _visit(self) -> None:
+        with httpx.Client(follow_redirects=True, timeout=30) as http:
+            page = http.get(self.link)  # logs in (a token link) and lands on the page
+            page.raise_for_status()
+            base = str(page.url).split("/ui", 1)[0]
+            for name in re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', page.text):
+                http.get(base + name).raise_for_status()
+            until = time.monotonic() + KEEP_VIEW_S
+            searched = False
+            while time.monotonic() < until:
+                state = http.get(f"{base}/ui/api/state")
+                state.raise_for_status()
+                self.polls += 1
+                self.state_bytes = len(state.content)
+                document = state.json()
+                self.models = [f"{m['model']}:{m['version']}" for m in document["models"]]
+                if not searched and document["loaded"]["predictions"]:
+                    http.post(f"{base}/ui/api/search", json={"query": "the for statement", "k": 3}).raise_for_status()
+                    searched = True
+                time.sleep(1.0)
+
+    def summary(self) -> str:
+        return f"{self.polls} polls of its state ({self.state_bytes / 1024:,.0f} KiB), models {', '.join(self.models)}"
 
 
 def _stop(demo: subprocess.Popen[bytes], known: dict[int, psutil.Process]) -> None:
@@ -237,7 +321,9 @@ def _pythonpath() -> list[str]:
     return os.environ.get("PYTHONPATH", "").split(os.pathsep)
 
 
-def report(python_s: list[float], cli_s: list[float], peaks: list[Peak], *, quick: bool) -> dict[str, float]:
+def report(
+    python_s: list[float], cli_s: list[float], peaks: list[Peak], kept: list[Peak], *, quick: bool
+) -> dict[str, float]:
     console = Console()
     if not console.is_terminal:
         console.width = 140
@@ -250,11 +336,28 @@ def report(python_s: list[float], cli_s: list[float], peaks: list[Peak], *, quic
         start.add_row(what, f"{statistics.median(times):.3f}", f"{min(times):.3f}", f"{max(times):.3f}")
     start.add_row("--help beyond the interpreter", f"{statistics.median(cli_s) - statistics.median(python_s):.3f}")
     console.print(start)
+    _memory_table(console, "inferstream demo", peaks)
+    metrics = {
+        "peak_rss_mb": statistics.median(p.total_bytes for p in peaks) / MB,
+        "cli_import_s": statistics.median(cli_s),
+        "python_start_s": statistics.median(python_s),
+    }
+    if kept:
+        middle = _memory_table(console, "inferstream demo --keep (the dashboard served and visited)", kept)
+        console.print(
+            f"The kept demo's dashboard was visited for {KEEP_VIEW_S:.0f} s ({middle.visit}); the demo got "
+            f"SIGTERM {middle.stopping or 0:.0f} s after its start."
+        )
+        metrics["keep_peak_rss_mb"] = statistics.median(p.total_bytes for p in kept) / MB
+    return metrics
 
+
+def _memory_table(console: Console, what: str, peaks: list[Peak]) -> Peak:
+    """The per-process table of the median run; that run."""
     ordered = sorted(peaks, key=lambda p: p.total_bytes)
     middle = ordered[len(ordered) // 2]
     runs = ", ".join(f"{p.total_bytes / MB:,.0f}" for p in peaks)
-    memory = Table(title="inferstream demo: peak RSS of its process tree")
+    memory = Table(title=f"{what}: peak RSS of its process tree")
     for column in ("process", "peak MB", "processes"):
         memory.add_column(column, justify="left" if column == "process" else "right")
     labels = sorted(middle.by_label, key=middle.by_label.__getitem__, reverse=True)
@@ -266,21 +369,22 @@ def report(python_s: list[float], cli_s: list[float], peaks: list[Peak], *, quic
     memory.add_row("[bold]whole tree at its peak[/]", f"[bold]{middle.total_bytes / MB:,.0f}[/]", "")
     console.print(memory)
     console.print(
-        f"{len(peaks)} demo run(s), whole tree at its peak: {runs} MB; the rows are from the median run "
+        f"{len(peaks)} run(s), whole tree at its peak: {runs} MB; the rows are from the median run "
         f"({middle.samples} samples every {SAMPLE_EVERY_S} s over {middle.wall_s:.0f} s). Each row is that "
         "process's own peak; the whole tree's peak is one sample's sum, so it can be less than the rows added "
         "up. RSS counts shared pages in every process that maps them."
     )
-    return {
-        "peak_rss_mb": statistics.median(p.total_bytes for p in peaks) / MB,
-        "cli_import_s": statistics.median(cli_s),
-        "python_start_s": statistics.median(python_s),
-    }
+    return middle
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Also measure the demo with --keep: the live dashboard served and visited (keep_peak_rss_mb).",
+    )
     args = parser.parse_args()
     if args.bootstrap_servers:
         parser.error("--bootstrap-servers: the demo measured here starts its own Kafka, whose memory is part of it")
@@ -304,7 +408,12 @@ def main() -> None:
             peak = demo_peak(env, work / f"run-{run}", work / f"demo-{run}.log")
             peaks.append(peak)
             note(f"demo {run + 1}: peak {peak.total_bytes / MB:,.0f} MB over {peak.wall_s:.0f} s")
-        metrics = report(python_s, cli_s, peaks, quick=quick)
+        kept = []
+        for run in range(1 if quick else 3) if args.keep else ():
+            peak = demo_peak(env, work / f"keep-{run}", work / f"keep-{run}.log", keep=True)
+            kept.append(peak)
+            note(f"kept demo {run + 1}: peak {peak.total_bytes / MB:,.0f} MB over {peak.wall_s:.0f} s; {peak.visit}")
+        metrics = report(python_s, cli_s, peaks, kept, quick=quick)
     print(result_line(metrics), flush=True)
 
 

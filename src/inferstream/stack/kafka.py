@@ -227,6 +227,10 @@ class KafkaServer(LocalServer[KafkaStatus]):
             "group.initial.rebalance.delay.ms": "0",
             # Topics are created on purpose (inferstream topics create), never by a typo.
             "auto.create.topics.enable": "false",
+            # The log cleaner (compacted topics: control, consumer offsets) allocates its whole
+            # dedupe buffer on the heap at start; 16 MiB holds ~650k keys a pass, far more than
+            # a local broker's compacted topics carry, and saves ~85 MB resident (128 MiB default).
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
         lines = ["# Written by inferstream on every start; edits are overwritten."]
         lines += [f"{key}={value}" for key, value in props.items()]
