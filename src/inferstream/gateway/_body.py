@@ -112,12 +112,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = ApiError(
-            413, "body_too_large", f"the request body is over the gateway's limit of {self.max_bytes} bytes"
-        )
-        length = dict(scope["headers"]).get(b"content-length")
+        length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await too_large.response(shape_of(scope, self.routes))(scope, receive, send)
+            await self._too_large(scope, receive, send)
             return
         messages: deque[Message] = deque()
         received = 0
@@ -128,9 +125,15 @@ class BodyLimit:
                 break
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                await too_large.response(shape_of(scope, self.routes))(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
 
         await self.app(scope, replay(messages, receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = ApiError(
+            413, "body_too_large", f"the request body is over the gateway's limit of {self.max_bytes} bytes"
+        )
+        await refusal.response(shape_of(scope, self.routes))(scope, receive, send)

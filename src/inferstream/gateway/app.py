@@ -93,6 +93,9 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
         description="Predictions, prediction streams and events over HTTP, through Kafka.",
         lifespan=lifespan,
         redoc_url=None,
+        # The gateway's own middleware traces each request (gateway/_trace.py): FastAPI's
+        # spans would double them, and its check for a provider cost every request ~15 µs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.gateway = state
 
