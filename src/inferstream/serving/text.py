@@ -106,6 +106,11 @@ class TextPreprocessor:
         self._tokenizer = tokenizer
         return self
 
+    def text_of(self, request: EmbeddingRequest | InferenceRequest) -> str | None:
+        """The text a request asks to embed: ``text``, or ``inputs[preprocessing.field]`` (None: none)."""
+        text: Any = request.text if isinstance(request, EmbeddingRequest) else request.inputs.get(self.settings.field)
+        return text if isinstance(text, str) else None
+
     def _texts(
         self, requests: Sequence[EmbeddingRequest | InferenceRequest], errors: dict[int, str]
     ) -> tuple[list[str], list[int]]:
@@ -126,6 +131,19 @@ class TextPreprocessor:
                 texts.append(text)
                 positions.append(index)
         return texts, positions
+
+    def _encodings(
+        self, texts: list[str], positions: list[int], given: Sequence[Encoding | None] | None
+    ) -> list[Encoding]:
+        """Each text's encoding: the one ``given`` for its request (tokenised ahead), else encoded now."""
+        if given is None:
+            return self.encode(texts) if texts else []
+        found = [given[p] for p in positions]
+        missing = [i for i, encoding in enumerate(found) if encoding is None]
+        if missing:
+            for i, encoding in zip(missing, self.encode([texts[i] for i in missing]), strict=True):
+                found[i] = encoding
+        return found  # type: ignore[return-value]
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Token encodings of ``texts``, unpadded (truncated only when the config says so)."""
@@ -148,15 +166,21 @@ class TextPreprocessor:
                 errors[index] = self._refusal(length)
         return lengths, errors
 
-    def prepare(self, requests: Sequence[EmbeddingRequest | InferenceRequest]) -> TextPrepared:
+    def prepare(
+        self,
+        requests: Sequence[EmbeddingRequest | InferenceRequest],
+        encoded: Sequence[Encoding | None] | None = None,
+    ) -> TextPrepared:
         """Feeds for every request that fits; reasons for those that do not.
 
         Reads ``text`` of an ``EmbeddingRequest``, ``inputs[preprocessing.field]``
-        of an ``InferenceRequest``.
+        of an ``InferenceRequest``. ``encoded`` (one per request, None where there is
+        none) are the texts' encodings made ahead by :meth:`encode` (the worker
+        tokenises the next requests while the model runs).
         """
         errors: dict[int, str] = {}
         texts, positions = self._texts(requests, errors)
-        encodings = self.encode(texts) if texts else []
+        encodings = self._encodings(texts, positions, encoded)
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
         keep = lengths > self._specials  # text the normaliser reduced to nothing (control characters)
         if not self.settings.truncate:

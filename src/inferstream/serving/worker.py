@@ -92,6 +92,8 @@ from inferstream.serving.text import TextPrepared, TextPreprocessor, bucket_by_l
 from inferstream.tracing import TRACEPARENT, Batch, carried, header_of, spans_for
 
 if TYPE_CHECKING:
+    from tokenizers import Encoding
+
     from inferstream.serving.chain_link import ChainLink
 
 log = logging.getLogger("inferstream.serving")
@@ -127,6 +129,8 @@ class _Item:
     received: float
     #: The request's raw ``traceparent`` header (checked when its outputs are written), or None.
     trace: bytes | None = None
+    #: An embedder's request: its text's tokens, encoded by the consumer thread while the model ran.
+    tokens: Encoding | None = None
 
 
 class _Backlog:
@@ -438,7 +442,10 @@ class InferenceWorker:
                 received = time.monotonic()
                 wall = now_dt(UTC)
                 decode = self._decode
-                self._backlog.add([decode(message, received, wall) for message in messages])
+                items = [decode(message, received, wall) for message in messages]
+                if isinstance(self._preprocessor, TextPreprocessor):
+                    _tokenise(self._preprocessor, items)
+                self._backlog.add(items)
             if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
                 self._consumer.commit(asynchronous=True)
                 last_commit = time.monotonic()
@@ -658,9 +665,12 @@ class InferenceWorker:
             good = [item for item in good if not isinstance(item.request, ColumnarRequest)]
         prepared: Prepared
         if isinstance(self._preprocessor, TextPreprocessor):
-            prepared = self._preprocessor.prepare(
-                [item.request for item in good if isinstance(item.request, EmbeddingRequest | InferenceRequest)]
-            )
+            texts = [
+                (item.request, item.tokens)
+                for item in good
+                if isinstance(item.request, EmbeddingRequest | InferenceRequest)
+            ]
+            prepared = self._preprocessor.prepare([request for request, _ in texts], [tokens for _, tokens in texts])
         else:
             prepared = self._preprocessor.prepare(
                 [item.request for item in good if isinstance(item.request, InferenceRequest)]
@@ -1120,3 +1130,27 @@ class WorkerRunner:
         """Stop the current worker (it finishes the batch in hand)."""
         self._stopped = True
         self.worker.stop()
+
+
+def _tokenise(text: TextPreprocessor, items: list[_Item]) -> None:
+    """Encode the texts of ``items`` (one call, outside the GIL) on the consumer thread.
+
+    The inference thread then pads them while the model runs the batch before: the next
+    requests are tokenised while this one is scored. A text the tokenizer cannot encode
+    here is left to the inference thread, which encodes it again and refuses it as before.
+    """
+    wanted = [
+        (item, found)
+        for item in items
+        if isinstance(item.request, EmbeddingRequest | InferenceRequest)
+        and (found := text.text_of(item.request))
+        and not found.isspace()
+    ]
+    if not wanted:
+        return
+    try:
+        encodings = text.encode([found for _, found in wanted])
+    except Exception:  # about one of the texts: each is encoded (and refused) when served
+        return
+    for (item, _), encoding in zip(wanted, encodings, strict=True):
+        item.tokens = encoding

@@ -120,6 +120,20 @@ def test_over_length_text_is_an_error_unless_truncate_is_on(version: ModelVersio
     assert ids[1, -1] == SEP  # cut before the end marker, which stays
 
 
+def test_texts_tokenised_ahead_give_the_same_feeds(preprocessor: TextPreprocessor) -> None:
+    texts = ["a short one", "a somewhat longer text than the first", "   ", "middle length text"]
+    requests = [request(t) for t in texts]
+    now = preprocessor.prepare(requests)
+    ahead = preprocessor.encode([texts[0], texts[3]])
+    given = preprocessor.prepare(requests, [ahead[0], None, None, ahead[1]])  # the rest encoded then
+    assert given.positions == now.positions == [0, 1, 3]
+    assert given.errors == now.errors == {2: "text is empty"}
+    assert given.feeds.keys() == now.feeds.keys()
+    for name, array in now.feeds.items():
+        assert np.array_equal(given.feeds[name], array)
+    assert np.array_equal(given.lengths, now.lengths)
+
+
 def test_empty_text_is_an_error(preprocessor: TextPreprocessor) -> None:
     requests = [
         request("   \n\t"),
