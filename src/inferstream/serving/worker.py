@@ -1,16 +1,18 @@
 """The inference worker: Kafka requests in, micro-batched ONNX inference, predictions out.
 
-Two threads share a bounded backlog. The consumer thread reads requests, decodes and
-checks them, and adds each fetch to the backlog at once (in partition order, bad
-ones included, marked); while the backlog is full it stops fetching (librdkafka's
-own prefetch is bounded too), and pauses its partitions if that lasts. The inference thread closes a
-batch at ``max_batch_size`` or when its oldest request has waited
-``max_queue_delay_ms``, runs the model (ONNX Runtime releases the GIL, so the next
-batch is decoded meanwhile), produces one prediction per request to the
+Two threads share a bounded backlog. The consumer thread reads requests and adds
+each fetch to the backlog at once (in partition order); while the backlog is full it
+stops fetching (librdkafka's own prefetch is bounded too), and pauses its partitions if
+that lasts. The inference thread closes a batch at ``max_batch_size`` or when its
+oldest request has waited ``max_queue_delay_ms``, decodes and checks its requests (bad
+ones marked; one thread does all of a request's Python work, where two taking turns on
+the GIL cost more), runs the model, produces one prediction per request to the
 predictions topic and to the request's reply-to, dead-letters what cannot be
 served, waits for the broker's acknowledgement and only then marks the batch's
 offsets for commit (the consumer thread stores them: a consumer handle is used
-from one thread). At-least-once: a crash redelivers, never loses.
+from one thread). At-least-once: a crash redelivers, never loses. An embedder's
+consumer thread decodes and tokenises the texts as it reads them (the tokenizer runs
+outside the GIL), so the next batch is tokenised while the model runs this one.
 
 Options (:class:`WorkerOptions`):
 
@@ -131,6 +133,8 @@ class _Item:
     trace: bytes | None = None
     #: An embedder's request: its text's tokens, encoded by the consumer thread while the model ran.
     tokens: Encoding | None = None
+    #: Not decoded yet: the inference thread decodes it when it takes it (see ``_consume_loop``).
+    raw: bool = False
 
 
 class _Backlog:
@@ -442,9 +446,14 @@ class InferenceWorker:
                 received = time.monotonic()
                 wall = now_dt(UTC)
                 decode = self._decode
-                items = [decode(message, received, wall) for message in messages]
                 if isinstance(self._preprocessor, TextPreprocessor):
+                    # Texts: decoded and tokenised here, while the model runs the batch before.
+                    items = [decode(message, received, wall) for message in messages]
                     _tokenise(self._preprocessor, items)
+                else:
+                    # Decoded by the inference thread: a thread that holds the GIL for all of a
+                    # request's Python work, instead of two taking turns (~3 µs a request less).
+                    items = [_Item(message, None, None, received, raw=True) for message in messages]
                 self._backlog.add(items)
             if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
                 self._consumer.commit(asynchronous=True)
@@ -530,6 +539,15 @@ class InferenceWorker:
 
     # -- inference thread -------------------------------------------------------------
 
+    def _decode_taken(self, batch: Sequence[_Item]) -> None:
+        """Decode the requests of a batch the consumer thread left raw (its deadline checked now)."""
+        wall = datetime.now(UTC)
+        decode = self._decode
+        for item in batch:
+            if item.raw:
+                decoded = decode(item.message, item.received, wall)
+                item.request, item.error, item.trace, item.raw = decoded.request, decoded.error, decoded.trace, False
+
     def _next_batch(self) -> list[_Item]:
         batching = self.config.batching
         # Texts: take several model batches at once and regroup them by length, so each is
@@ -574,6 +592,8 @@ class InferenceWorker:
             self._stop.set()
 
     def _serve(self, batch: Sequence[_Item]) -> None:
+        if batch[0].raw:
+            self._decode_taken(batch)
         if not self.options.exactly_once:
             self._serve_batch(batch)
             return
