@@ -62,6 +62,8 @@ from inferstream.streams.metrics import IndexMetrics
 log = logging.getLogger(__name__)
 
 STAGE = "index"
+#: Bytes one fetch may bring from a partition: a flush batch of embeddings, not 1 MB.
+FETCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -165,6 +167,7 @@ class IndexSink:
             from_beginning=self.from_beginning,
             metrics=self.metrics,
             stage=STAGE,
+            overrides=self._fetch_overrides(),
         )
         if stop_on_signals:
             consumer.stop_on_signals()
@@ -217,6 +220,13 @@ class IndexSink:
         finally:
             self.close()
         return self.stats
+
+    def _fetch_overrides(self) -> dict[str, int]:
+        # An embedding is 2-6 KB, so librdkafka's default 1 MB a partition takes several fetch
+        # round trips to gather one flush batch; let one fetch bring a batch (unless set).
+        if "max.partition.fetch.bytes" in self.settings.kafka.consumer_config(self.group_id):
+            return {}
+        return {"max.partition.fetch.bytes": FETCH_BYTES}
 
     def close(self) -> None:
         """Leave the group (committing only what was flushed), flush dead letters, close the store."""
