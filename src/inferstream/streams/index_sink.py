@@ -8,6 +8,13 @@
                                       │                       │ none known to be on its way (drained)
                                       ▼                       ▼
                                  dead-letters ◀── refused ── store.flush() ──▶ commit offsets
+                                                             (writer thread)
+
+Writes are double-buffered: while one batch is written by the writer thread, the
+next is consumed and decoded. One write is out at a time and a batch goes to the
+store only once the one before it is written and committed, so writes land in
+offset order (a later update of an id always wins) and no offset is committed past
+a record not yet written.
 
 A record is an :class:`~inferstream.schemas.records.Embedding` (upsert, keyed by its
 id) or a null value (a tombstone: delete the document named by the key). What
