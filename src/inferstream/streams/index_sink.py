@@ -69,6 +69,8 @@ from inferstream.streams.metrics import IndexMetrics
 log = logging.getLogger(__name__)
 
 STAGE = "index"
+#: Records decoded between two chances for the writer thread to take the GIL.
+YIELD_EVERY = 64
 #: Bytes one fetch may bring from a partition: a flush batch of embeddings, not 1 MB.
 FETCH_BYTES = 8 * 1024 * 1024
 
@@ -260,7 +262,13 @@ class IndexSink:
         pending = self._pending
         pending.messages.extend(batch)
         ops: list[tuple[confluent_kafka.Message, Op]] = []
-        for message in batch:
+        writing = self._write is not None
+        for n, message in enumerate(batch, 1):
+            if writing and not n % YIELD_EVERY:
+                # Let the writer thread have the GIL: the store's client hops between Python
+                # threads (an event loop, callbacks) several times a write, and each hop would
+                # otherwise wait out a whole switch interval (5 ms) behind this loop.
+                time.sleep(0)
             try:
                 ops.append((message, self._op_of(message)))
             except _RejectedError as exc:
