@@ -33,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -248,24 +248,36 @@ class EmbeddedStore:
         if meta is None or self._table is None:
             raise SinkError(f"{self.location}: setup() before flush()")
         rejected: list[Rejection] = []
-        upserts: list[Upsert] = []
+        upserts: list[tuple[int, Upsert]] = []
         deletes: list[str] = []
+        shape = (meta.dims,)
         for position, op in self._ops.latest():
             if isinstance(op, Delete):
                 deletes.append(op.id)
-                continue
-            reason = self._refusal(op.document.vector, meta)
-            if reason:
+            elif op.document.vector.shape != shape:
+                dims = op.document.vector.shape[0] if op.document.vector.ndim else 0
+                reason = f"vector has {dims} dims; the index holds {meta.dims}-dim vectors of {meta.ref}"
                 rejected.append(Rejection(position, f"document {op.id}: {reason}", "IndexRejected"))
             else:
-                upserts.append(op)
+                upserts.append((position, op))
+        vectors = np.stack([op.document.vector for _, op in upserts]) if upserts else None
+        if vectors is not None and meta.similarity == "cosine":
+            zero = ~np.asarray(vectors.any(axis=1))  # one pass over the batch, not one call a document
+            if zero.any():
+                refusals: list[bool] = zero.tolist()
+                for (position, op), refuse in zip(upserts, refusals, strict=True):
+                    if refuse:
+                        reason = "cosine similarity cannot take a zero-magnitude vector"
+                        rejected.append(Rejection(position, f"document {op.id}: {reason}", "IndexRejected"))
+                upserts = [pair for pair, refuse in zip(upserts, refusals, strict=True) if not refuse]
+                vectors = vectors[~zero]
         try:
             if upserts:
                 (
                     self._table.merge_insert("id")
                     .when_matched_update_all()
                     .when_not_matched_insert_all()
-                    .execute(self._arrow(upserts, meta))
+                    .execute(self._arrow([op for _, op in upserts], meta, vectors))
                 )
             if deletes:
                 self._table.delete(f"id IN ({', '.join(_sql_string(i) for i in deletes)})")
@@ -278,16 +290,14 @@ class EmbeddedStore:
         self._maintain()
         return self._done(rejected)
 
-    def _refusal(self, vector: FloatArray, meta: IndexMeta) -> str | None:
-        if vector.shape != (meta.dims,):
-            return f"vector has {vector.shape[0]} dims; the index holds {meta.dims}-dim vectors of {meta.ref}"
-        if meta.similarity == "cosine" and not np.any(vector):
-            return "cosine similarity cannot take a zero-magnitude vector"
-        return None
-
-    def _arrow(self, upserts: list[Upsert], meta: IndexMeta) -> pa.Table:
+    def _arrow(self, upserts: list[Upsert], meta: IndexMeta, vectors: FloatArray | None = None) -> pa.Table:
+        """The rows of ``upserts`` as one Arrow table: the vectors as one block, the rest column by column."""
         docs = [u.document for u in upserts]
-        flat = np.stack([d.vector for d in docs]).astype(np.float32, copy=False).ravel()
+        if vectors is None:
+            vectors = np.stack([d.vector for d in docs])
+        flat = np.ascontiguousarray(vectors, dtype=np.float32).ravel()
+        attributes = [d.attributes for d in docs]
+        # Most documents carry no attributes: their two columns are constants, not a JSON dump each.
         return pa.table(
             {
                 "id": pa.array([d.id for d in docs], pa.string()),
@@ -295,9 +305,12 @@ class EmbeddedStore:
                 "text": pa.array([d.text for d in docs], pa.string()),
                 "model": pa.array([d.model for d in docs], pa.string()),
                 "version": pa.array([d.version for d in docs], pa.string()),
-                "event_time": pa.array([d.event_time.astimezone(UTC) for d in docs], pa.timestamp("us", tz="UTC")),
-                "attributes": pa.array([attributes_json(d.attributes) for d in docs], pa.string()),
-                "attribute_pairs": pa.array([attribute_pairs(d.attributes) for d in docs], pa.list_(pa.string())),
+                # Aware datetimes: Arrow stores the UTC instant whatever their offset.
+                "event_time": pa.array([d.event_time for d in docs], pa.timestamp("us", tz="UTC")),
+                "attributes": pa.array([attributes_json(a) if a else "{}" for a in attributes], pa.string()),
+                "attribute_pairs": pa.array(
+                    [attribute_pairs(a) if a else [] for a in attributes], pa.list_(pa.string())
+                ),
             },
             schema=_schema(meta),
         )

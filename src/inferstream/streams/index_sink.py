@@ -8,6 +8,13 @@
                                       │                       │ none known to be on its way (drained)
                                       ▼                       ▼
                                  dead-letters ◀── refused ── store.flush() ──▶ commit offsets
+                                                             (writer thread)
+
+Writes are double-buffered: while one batch is written by the writer thread, the
+next is consumed and decoded. One write is out at a time and a batch goes to the
+store only once the one before it is written and committed, so writes land in
+offset order (a later update of an id always wins) and no offset is committed past
+a record not yet written.
 
 A record is an :class:`~inferstream.schemas.records.Embedding` (upsert, keyed by its
 id) or a null value (a tombstone: delete the document named by the key). What
@@ -30,7 +37,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import confluent_kafka
@@ -60,6 +69,10 @@ from inferstream.streams.metrics import IndexMetrics
 log = logging.getLogger(__name__)
 
 STAGE = "index"
+#: Records decoded between two chances for the writer thread to take the GIL.
+YIELD_EVERY = 64
+#: Bytes one fetch may bring from a partition: a flush batch of embeddings, not 1 MB.
+FETCH_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -73,11 +86,24 @@ class IndexStats:
     flushes: int = 0
     retries: int = 0
     commit_failures: int = 0
+    #: ``time.perf_counter()`` when the first record came, and when the last write was committed.
+    first_record_at: float | None = None
+    last_write_at: float | None = None
 
     @property
     def reconciles(self) -> bool:
         """Every consumed record was written or dead-lettered."""
         return self.records == self.upserts + self.deletes + self.dead_letters
+
+
+@dataclass
+class _Batch:
+    """Records consumed since the last flush: every message (to commit) and the ops written for them."""
+
+    messages: list[confluent_kafka.Message] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    op_messages: list[confluent_kafka.Message] = field(default_factory=list)
+    started: float = 0.0  # when its first record came (monotonic)
 
 
 class _RejectedError(Exception):
@@ -122,11 +148,13 @@ class IndexSink:
         self._codec = codec_for(Embedding)
         self._consumer: Consumer | None = None
         self._dlq: DeadLetterWriter | None = None
-        # Messages consumed since the last commit, and the message behind each buffered op.
-        self._uncommitted: list[confluent_kafka.Message] = []
-        self._op_messages: list[confluent_kafka.Message] = []
-        self._ops: list[Op] = []
-        self._first_uncommitted = 0.0
+        # Double-buffered: one batch fills (consumed, decoded) while the one before is written
+        # by a thread of its own; a batch is handed to the store only once the write before it
+        # is done, so writes land in offset order and a later update of an id always wins.
+        self._pending = _Batch()
+        self._writing: _Batch | None = None
+        self._write: Future[list[Rejection]] | None = None
+        self._writer: ThreadPoolExecutor | None = None
         self._backoff_logged = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -148,12 +176,14 @@ class IndexSink:
             from_beginning=self.from_beginning,
             metrics=self.metrics,
             stage=STAGE,
+            overrides=self._fetch_overrides(),
         )
         if stop_on_signals:
             consumer.stop_on_signals()
         if self._stop.is_set():
             consumer.stop()
         self._dlq = DeadLetterWriter(self.settings, stage=STAGE, metrics=self.metrics)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="index-writer")
         log.info("indexing %s into %s (%s, group %s)", self.topic, self.store.location, self.meta.ref, self.group_id)
         self.ready.set()
         interval = self.config.flush_interval_ms / 1000
@@ -161,35 +191,60 @@ class IndexSink:
         idle_since = time.monotonic()
         try:
             while not consumer.stopping:
-                room = max(min(self.config.flush_max_records, self.store.max_buffered - self.store.pending), 1)
+                if self._write is not None and self._write.done() and not self._finish_write():
+                    break  # asked to stop while the store was down
+                pending = self._pending
+                # A batch holds flush_max_records records at most: the store writes them as one.
+                limit = min(self.config.flush_max_records, self.store.max_buffered)
+                room = max(limit - len(pending.messages), 1)
                 # Wait for the next record no longer than until the pending ones are due, or than
-                # flush_idle_ms: a topic that gives nothing for that long is drained for now.
-                wait = min(self._first_uncommitted + interval - time.monotonic(), idle) if self._uncommitted else 0.5
-                batch = consumer.consume(room, max(wait, 0.005))
+                # flush_idle_ms: a topic that gives nothing for that long is drained for now. While
+                # a write is out and nothing else waits, take what is there and otherwise wait for
+                # the write, to commit it as soon as it is done.
+                if pending.messages:
+                    wait = min(pending.started + interval - time.monotonic(), idle)
+                else:
+                    wait = 0.0 if self._write is not None else 0.5
+                batch = consumer.consume(room, max(wait, 0.0))
+                if not batch and not pending.messages and self._write is not None:
+                    futures_wait([self._write], timeout=idle)
+                    continue
                 now = time.monotonic()
                 if batch:
                     idle_since = now
-                    if not self._uncommitted:
-                        self._first_uncommitted = now
-                    for message in batch:
-                        self._add(message)
-                if self._uncommitted and (
+                    if not pending.messages:
+                        pending.started = now
+                    self._add_batch(batch)
+                if pending.messages and (
                     (not batch and not consumer.behind())  # drained, not a fetch on its way
-                    or self.store.pending >= self.config.flush_max_records
-                    or self.store.pending >= self.store.max_buffered
-                    or now - self._first_uncommitted >= interval
+                    or len(pending.messages) >= limit
+                    or now - pending.started >= interval
                 ):
                     self._flush()
                 if not consumer.assignment():
                     idle_since = now  # idle counts from the first assignment (joining the group takes a while)
-                elif idle_timeout is not None and not self._uncommitted and now - idle_since >= idle_timeout:
+                elif idle_timeout is not None and not self.in_flight and now - idle_since >= idle_timeout:
                     break
+            self._settle_last_write()
         finally:
             self.close()
         return self.stats
 
+    def _fetch_overrides(self) -> dict[str, int]:
+        # An embedding is 2-6 KB, so librdkafka's default 1 MB a partition takes several fetch
+        # round trips to gather one flush batch; let one fetch bring a batch (unless set).
+        if "max.partition.fetch.bytes" in self.settings.kafka.consumer_config(self.group_id):
+            return {}
+        return {"max.partition.fetch.bytes": FETCH_BYTES}
+
     def close(self) -> None:
         """Leave the group (committing only what was flushed), flush dead letters, close the store."""
+        if self._writer is not None:
+            # A write still out finishes (the store is not closed under it); committed only if it
+            # was finished above: otherwise its records come again.
+            self._writer.shutdown(wait=True)
+            self._writer = None
+            self._write = self._writing = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -200,20 +255,48 @@ class IndexSink:
 
     # -- records --------------------------------------------------------------------------
 
-    def _add(self, message: confluent_kafka.Message) -> None:
-        self.stats.records += 1
-        self._uncommitted.append(message)
-        try:
-            op = self._op_of(message)
-        except _RejectedError as exc:
-            self._dead_letter(message, str(exc), exc.error_class)
-            return
-        except Exception as exc:  # whatever else this record's bytes cause: about it alone
-            self._dead_letter(message, str(exc) or type(exc).__name__, type(exc).__name__)
-            return
-        self.store.add(op)
-        self._ops.append(op)
-        self._op_messages.append(message)
+    def _add_batch(self, batch: list[confluent_kafka.Message]) -> None:
+        if self.stats.first_record_at is None:
+            self.stats.first_record_at = time.perf_counter()
+        self.stats.records += len(batch)
+        pending = self._pending
+        pending.messages.extend(batch)
+        ops: list[tuple[confluent_kafka.Message, Op]] = []
+        writing = self._write is not None
+        for n, message in enumerate(batch, 1):
+            if writing and not n % YIELD_EVERY:
+                # Let the writer thread have the GIL: the store's client hops between Python
+                # threads (an event loop, callbacks) several times a write, and each hop would
+                # otherwise wait out a whole switch interval (5 ms) behind this loop.
+                time.sleep(0)
+            try:
+                ops.append((message, self._op_of(message)))
+            except _RejectedError as exc:
+                self._dead_letter(message, str(exc), exc.error_class)
+            except Exception as exc:  # whatever else this record's bytes cause: about it alone
+                self._dead_letter(message, str(exc) or type(exc).__name__, type(exc).__name__)
+        if self.meta.similarity == "cosine":
+            ops = self._without_zero_vectors(ops)
+        for message, op in ops:  # in offset order: the last update of an id is the one written
+            pending.ops.append(op)
+            pending.op_messages.append(message)
+
+    def _without_zero_vectors(
+        self, ops: list[tuple[confluent_kafka.Message, Op]]
+    ) -> list[tuple[confluent_kafka.Message, Op]]:
+        """Dead-letters upserts of all-zero vectors (cosine cannot rank them): one check for the batch."""
+        vectors = [op.document.vector for _, op in ops if isinstance(op, Upsert)]
+        if not vectors:
+            return ops
+        zero = iter((~np.asarray(np.stack(vectors).any(axis=1))).tolist())
+        kept = []
+        for message, op in ops:
+            if isinstance(op, Upsert) and next(zero):
+                reason = "cosine similarity cannot take a zero-magnitude vector"
+                self._dead_letter(message, reason, "ZeroVector")
+            else:
+                kept.append((message, op))
+        return kept
 
     def _op_of(self, message: confluent_kafka.Message) -> Op:
         value = message.value()
@@ -230,8 +313,11 @@ class IndexSink:
             if not document_id or not document_id.strip():
                 raise _RejectedError("tombstone without a key: no document id to delete", "MissingId")
             return Delete(document_id)
+        raw_headers = message.headers()
+        # The usual first header names this very contract: nothing more to check in them.
+        headers = None if raw_headers and raw_headers[0] == self._codec.header else headers_of(message)
         try:
-            embedding = self._codec.decode(value, headers=headers_of(message))
+            embedding = self._codec.decode(value, headers=headers)
         except ContractError as exc:
             raise _RejectedError(str(exc), type(exc).__name__) from None
         meta = self.meta
@@ -247,8 +333,6 @@ class IndexSink:
                 f"{meta.dims}-dim vectors of {meta.ref}",
                 "DimensionMismatch",
             )
-        if meta.similarity == "cosine" and not np.any(embedding.vector):
-            raise _RejectedError("cosine similarity cannot take a zero-magnitude vector", "ZeroVector")
         return Upsert(
             Document(
                 id=embedding.id,
@@ -264,7 +348,8 @@ class IndexSink:
     @property
     def in_flight(self) -> int:
         """Records consumed and not yet written (or dead-lettered) and committed."""
-        return len(self._uncommitted)
+        writing = self._writing
+        return len(self._pending.messages) + (len(writing.messages) if writing is not None else 0)
 
     def _dead_letter(self, message: confluent_kafka.Message, reason: str, error_class: str) -> None:
         assert self._dlq is not None
@@ -283,21 +368,61 @@ class IndexSink:
     # -- flush and commit -----------------------------------------------------------------
 
     def _flush(self) -> None:
+        """Hand the pending batch to the writer thread, once the write before it is committed."""
+        assert self._writer is not None
+        if self._write is not None and not self._finish_write():
+            return  # stopping: nothing more is written
+        batch, self._pending = self._pending, _Batch()
+        for op in batch.ops:
+            self.store.add(op)
+        self._writing = batch
+        self._write = self._writer.submit(self.store.flush)
+
+    def _finish_write(self) -> bool:
+        """Wait for the write out, retrying it while the store pushes back; then dead letters and commit.
+
+        False when asked to stop before the store took it (nothing of it is committed).
+        """
+        write, batch = self._write, self._writing
+        assert write is not None
+        assert batch is not None
+        refused: list[Rejection] = []
+        try:
+            refused = write.result()
+        except SinkBackpressureError as exc:
+
+            def flush() -> None:
+                refused.extend(self.store.flush())  # what the store kept buffered, again
+
+            if not self._retrying(flush, f"writing {self.store.pending} records", failed=exc):
+                self._write = self._writing = None
+                return False
+        self._write = self._writing = None
+        self._complete(batch, refused)
+        return True
+
+    def _settle_last_write(self) -> None:
+        # Leaving: a write that went through is committed; one the store pushed back is not
+        # retried (its records come again to whoever reads the partitions next).
+        write, batch = self._write, self._writing
+        self._write = self._writing = None
+        if write is None or batch is None:
+            return
+        try:
+            refused = write.result()
+        except SinkBackpressureError:
+            return
+        self._complete(batch, refused)
+
+    def _complete(self, batch: _Batch, refused: list[Rejection]) -> None:
         assert self._consumer is not None
         assert self._dlq is not None
         started = time.monotonic()
-        refused: list[Rejection] = []
-
-        def flush() -> None:
-            refused.extend(self.store.flush())
-
-        if not self._retrying(flush, f"writing {self.store.pending} records"):
-            return  # stopping: nothing committed, the records come again
         rejected = {r.position: r for r in refused}
         upserts = deletes = 0
         written_at = datetime.now(UTC)
         freshness: list[float] = []
-        for position, (op, message) in enumerate(zip(self._ops, self._op_messages, strict=True)):
+        for position, (op, message) in enumerate(zip(batch.ops, batch.op_messages, strict=True)):
             rejection = rejected.get(position)
             if rejection is not None:
                 self._dead_letter(message, rejection.reason, rejection.error_class)
@@ -307,11 +432,13 @@ class IndexSink:
                 upserts += 1
                 freshness.append(max((written_at - op.document.event_time).total_seconds(), 0.0))
         self._dlq.flush()
-        written = len(self._ops) - len(rejected)
+        written = len(batch.ops) - len(rejected)
         if written:
             self.metrics.records_out.labels(self.config.index, STAGE).inc(written)
         try:
-            self._consumer.commit(self._uncommitted)
+            # Not waiting for the broker: a commit that fails is repeated by the next one, and
+            # closing commits synchronously; either way only offsets of written records go out.
+            self._consumer.commit(batch.messages, asynchronous=True)
         except CommitError as exc:
             # The partitions moved on (a long outage outlived max.poll.interval.ms): the new owner
             # re-reads these records and writes them again, which overwrites, never duplicates.
@@ -325,17 +452,23 @@ class IndexSink:
         self._deleted.inc(deletes)
         self._freshness.observe_many(freshness)
         self.stats.flushes += 1
+        self.stats.last_write_at = time.perf_counter()
         self.metrics.stage_seconds.labels(STAGE, "flush").observe(time.monotonic() - started)
-        self._uncommitted, self._ops, self._op_messages = [], [], []
 
-    def _retrying(self, action: Callable[[], None], doing: str) -> bool:
-        """Run ``action`` until it stops raising backpressure; False if asked to stop meanwhile."""
+    def _retrying(self, action: Callable[[], None], doing: str, *, failed: SinkBackpressureError | None = None) -> bool:
+        """Run ``action`` until it stops raising backpressure; False if asked to stop meanwhile.
+
+        ``failed``: the first try already happened elsewhere and pushed back with this.
+        """
         delay = self.config.retry_backoff_min_ms / 1000
         ceiling = self.config.retry_backoff_max_ms / 1000
         paused: list[confluent_kafka.TopicPartition] = []
         try:
             while True:
                 try:
+                    if failed is not None:
+                        first, failed = failed, None
+                        raise first
                     action()
                     return True
                 except SinkBackpressureError as exc:
