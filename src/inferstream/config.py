@@ -152,6 +152,7 @@ class TopicSettings(_Frozen):
     embeddings: str = "embeddings"
     control: str = "control"
     drift_alerts: str = "drift-alerts"
+    labels: str = "labels"
     dead_letters: str = "dead-letters"
     requests_prefix: str = "requests"
     replies_prefix: str = "replies"
@@ -198,6 +199,7 @@ class TopicSettings(_Frozen):
             "embeddings": self.embeddings,
             "control": self.control,
             "drift-alerts": self.drift_alerts,
+            "labels": self.labels,
             "dead-letters": self.dead_letters,
         }
         return {key: self.name(value) for key, value in logical.items()}
