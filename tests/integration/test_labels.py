@@ -19,16 +19,28 @@ from inferstream.monitoring.table import read_table, table_dir
 from inferstream.streams.label_sink import LabelTableSink
 from inferstream.streams.table_sink import InferenceTableSink
 
+# What the sinks' threads raised: a sink that died fails the wait at once, with its error.
+_ERRORS: list[BaseException] = []
+
 
 def _wait(condition: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
+    while not condition() and not _ERRORS and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not _ERRORS, _ERRORS
     assert condition()
 
 
+def _run(sink: InferenceTableSink | LabelTableSink) -> None:
+    try:
+        sink.run()
+    except BaseException as exc:
+        _ERRORS.append(exc)
+        raise
+
+
 def _start(sink: InferenceTableSink | LabelTableSink) -> threading.Thread:
-    thread = threading.Thread(target=sink.run, daemon=True)
+    thread = threading.Thread(target=_run, args=(sink,), daemon=True)
     thread.start()
     assert sink.ready.wait(60)
     return thread
@@ -38,6 +50,7 @@ def _stop(sink: InferenceTableSink | LabelTableSink, thread: threading.Thread) -
     sink.stop()
     thread.join(60)
     assert not thread.is_alive()
+    assert not _ERRORS, _ERRORS
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -70,18 +83,22 @@ def test_labels_late_twice_or_never_are_joined_on_read(settings: Settings, tmp_p
     with Client(settings) as client:
         client.topics.ensure_platform_topics()
     table = InferenceTableSink(settings, max_rows=1000, max_delay_s=0.3)
-    labels = LabelTableSink(settings, max_rows=1000, max_delay_s=0.3)
+    labels = LabelTableSink(settings, max_rows=1000, max_delay_s=0.3, sweep_s=3600)  # one sweep, at the start
     table_thread, labels_thread = _start(table), _start(labels)
     with Client(settings) as client:
-        # r10's label comes before its prediction; "ghost" names no prediction at all.
-        early = [{"id": "r10", "label": "z", "label_time": "2026-01-01T00:30:00Z"}, {"id": "ghost", "label": "g"}]
-        assert client.produce_labels(early, source="sdk").produced == 2
+        # r10's label comes before its prediction; "ghost" (labelled long ago) and r11 (now) name none.
+        early = [
+            {"id": "r10", "label": "z", "label_time": "2026-01-01T00:30:00Z"},
+            {"id": "ghost", "label": "g", "label_time": "2026-01-01T00:00:00Z"},
+            {"id": "r11", "label": "w"},
+        ]
+        assert client.produce_labels(early, source="sdk").produced == 3
         assert client.produce("predictions", [_prediction(i) for i in range(11)]).produced == 11
         first = [{"id": f"r{i}", "label": "a", "label_time": "2026-01-01T01:00:00Z"} for i in range(4)]
         assert client.produce_labels(first, source="sdk").produced == 4
         client.producer.produce(client.topic("labels"), b"not a label", b"junk")
         client.producer.flush()
-        _wait(lambda: table.stats.written == 11 and labels.stats.written == 6 and labels.stats.dead_letters == 1)
+        _wait(lambda: table.stats.written == 11 and labels.stats.written == 7 and labels.stats.dead_letters == 1)
     _stop(labels, labels_thread)  # the label sink restarts below: nothing is lost or written twice
 
     # Hours later, from a file: r0 relabelled, r5 labelled by its event id.
@@ -104,16 +121,17 @@ def test_labels_late_twice_or_never_are_joined_on_read(settings: Settings, tmp_p
     dead = _cli(settings, "produce", "labels", str(bad), "--on-error", "dlq")
     assert dead.returncode == 0, dead.stderr.decode()  # r7 once more (the same label twice), r8 dead-lettered
 
-    again = LabelTableSink(settings, max_rows=1000, max_delay_s=0.3)
+    # Restarted with a horizon of an hour: the ghost's label is dead-lettered, r11's waits.
+    again = LabelTableSink(settings, max_rows=1000, max_delay_s=0.3, horizon_s=3600, sweep_s=0.2)
     again_thread = _start(again)
-    _wait(lambda: again.stats.written == 4)
+    _wait(lambda: again.stats.written == 4 and again.expired == 1)
     _stop(again, again_thread)
     _stop(table, table_thread)
     assert again.stats.consumed == again.stats.written + again.stats.dead_letters + again.stats.skipped
     assert again.stats.consumed == 4  # resumed after what the first sink committed
 
     root = table_dir(settings)
-    assert read_labels(root).num_rows == 10  # every valid label once, repeats kept as sent
+    assert read_labels(root).num_rows == 11  # every valid label once, repeats kept as sent
     rows = {row["request_id"]: row for row in read_table(root).to_pylist()}
     assert len(rows) == 11
     joined = {rid: (decode_label(row["label"]), row["label_source"]) for rid, row in rows.items()}
@@ -127,8 +145,12 @@ def test_labels_late_twice_or_never_are_joined_on_read(settings: Settings, tmp_p
 
     counts = _cli(settings, "table", "labels")
     assert counts.returncode == 0, counts.stderr.decode()
-    # labels, ids, joined, waiting (ghost)
-    assert re.search(r"│ *10 *│ *8 *│ *7 *│ *1 *│", counts.stderr.decode()), counts.stderr.decode()
+    # labels = joined + dead-lettered (ghost) + waiting (r11)
+    assert re.search(r"│ *11 *│ *9 *│ *1 *│ *1 *│", counts.stderr.decode()), counts.stderr.decode()
+    with Client(settings) as client:
+        (letter,) = client.dead_letters(source_topic="labels", reason="LabelHorizonError")
+    assert letter.original_key == b"ghost"
+    assert "no prediction with request id 'ghost'" in letter.error_message
     exported = tmp_path / "out.jsonl"
     assert _cli(settings, "table", "export", str(exported)).returncode == 0
     by_id = {r["request_id"]: r for r in map(json.loads, exported.read_text().splitlines())}

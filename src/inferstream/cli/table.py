@@ -101,15 +101,15 @@ def label_sink(
 
 @table_app.command("labels")
 def labels(ctx: typer.Context, model: Model = None, since: Since = None, until: Until = None) -> None:
-    """Labels in the label table, the ids they name, and how many of those match a prediction (joined) or not yet."""
-    from inferstream.monitoring.label_join import label_counts
+    """Labels in the label table: joined (naming a matching prediction) + dead-lettered (past the horizon) + waiting."""
+    from inferstream.monitoring.label_expiry import label_counts, read_expired
     from inferstream.monitoring.label_table import read_labels
     from inferstream.monitoring.table import table_dir
 
-    data = _read(ctx, model, since, until)
-    counts = label_counts(data, read_labels(table_dir(settings_of(ctx))))
-    view = Table("labels", "ids", "joined", "waiting")
-    view.add_row(*(str(counts[key]) for key in ("labels", "ids", "joined", "waiting")))
+    root = table_dir(settings_of(ctx))
+    counts = label_counts(_read(ctx, model, since, until), read_labels(root), read_expired(root))
+    view = Table("labels", "joined", "dead-lettered", "waiting")
+    view.add_row(*(str(counts[key]) for key in ("labels", "joined", "dead_lettered", "waiting")))
     console.print(view)
 
 

@@ -52,6 +52,17 @@ def _lookup(keys: pa.ChunkedArray, labels: pa.Table, id_type: str) -> pa.Array:
     return pc.take(positions, found)
 
 
+def matched(labels: pa.Table, predictions: pa.Table) -> pa.Array:
+    """Per label record, whether its id names a row of ``predictions`` (by request id, or by source event id)."""
+    found = pa.array(np.zeros(labels.num_rows, dtype=bool))
+    for id_type, column in (("request", "request_id"), ("event", "source_event_id")):
+        if column in predictions.column_names and labels.num_rows:
+            ids = predictions.column(column).combine_chunks()
+            here = pc.and_(pc.equal(labels.column("id_type"), id_type), pc.is_in(labels.column("id"), value_set=ids))
+            found = pc.or_(found, here)
+    return found
+
+
 def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
     """``predictions`` (inference-table rows) with the label columns of their ids' last labels appended."""
     latest = latest_labels(labels)
@@ -77,17 +88,3 @@ def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
 def decode_label(text: str | None) -> Any:
     """A ``label`` column's value back as Python (None when unlabelled)."""
     return None if text is None else json.loads(text)
-
-
-def label_counts(predictions: pa.Table, labels: pa.Table) -> dict[str, int]:
-    """Labels read, distinct ids, and how many ids name a row of ``predictions`` (joined) or none yet (waiting)."""
-    latest = latest_labels(labels)
-    joined = 0
-    if latest.num_rows and predictions.num_rows:
-        for id_type, column in (("request", "request_id"), ("event", "source_event_id")):
-            if column not in predictions.column_names:
-                continue
-            mask = pc.equal(latest.column("id_type"), id_type)
-            ids = latest.column("id").filter(mask)
-            joined += pc.sum(pc.is_in(ids, value_set=predictions.column(column).combine_chunks())).as_py() or 0
-    return {"labels": labels.num_rows, "ids": latest.num_rows, "joined": joined, "waiting": latest.num_rows - joined}

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
 from inferstream.monitoring._files import FILE, TMP_SUFFIX, Written, file_name, write_in_place
+from inferstream.monitoring.label_expiry import read_expired, without_expired
 from inferstream.monitoring.label_join import LABEL_COLUMNS, join_labels
 from inferstream.monitoring.label_table import read_labels
 from inferstream.schemas.arrow import arrow_schema, to_table
@@ -196,7 +197,8 @@ def read_table(
         return _read_predictions(root, model, version, since, until, wanted)
     # The join needs the ids even where the caller did not ask for them.
     read = None if wanted is None else list(dict.fromkeys([c for c in wanted if c not in LABEL_COLUMNS] + _IDS))
-    joined = join_labels(_read_predictions(root, model, version, since, until, read), read_labels(root))
+    labelled = without_expired(read_labels(root), read_expired(root))  # dead-lettered labels join nothing
+    joined = join_labels(_read_predictions(root, model, version, since, until, read), labelled)
     return joined if wanted is None else joined.select(wanted)
 
 

@@ -10,27 +10,34 @@ twice. A record that is not a valid label goes to the dead-letter topic with the
 
 Labels are not matched to predictions here: readers of the inference table join them
 (:mod:`inferstream.monitoring.label_join`), so a label may come before its prediction,
-hours after it, or more than once.
+hours after it, or more than once. Every ``monitoring.label_sweep_s`` the sink sweeps:
+label records whose id names no prediction ``monitoring.label_horizon_s`` after their
+label time are dead-lettered with the reason and kept in the ledger of
+:mod:`inferstream.monitoring.label_expiry` (``expired`` counts them).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import confluent_kafka
+import pyarrow as pa
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
-from inferstream.errors import ContractError
+from inferstream.errors import ConfigError, ContractError
 from inferstream.metrics import Metrics
 from inferstream.monitoring._files import Written
-from inferstream.monitoring.label_table import remove_temporary_labels, write_labels, written_label_offsets
-from inferstream.monitoring.table import table_dir
+from inferstream.monitoring.label_expiry import overdue, read_expired, write_expired
+from inferstream.monitoring.label_table import read_labels, remove_temporary_labels, write_labels, written_label_offsets
+from inferstream.monitoring.table import read_table, table_dir
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Label
 from inferstream.streams.table_sink import SinkBackpressureError, SinkStats
@@ -108,9 +115,16 @@ class LabelTableSink:
         max_delay_s: float = 5.0,
         metrics: Metrics | None = None,
         group_id: str | None = None,
+        horizon_s: float | None = None,
+        sweep_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.buffer = LabelBuffer(settings, root, max_rows=max_rows, max_delay_s=max_delay_s)
+        self.horizon_s = horizon_s or settings.monitoring.label_horizon_s
+        self.sweep_s = sweep_s or settings.monitoring.label_sweep_s
+        #: label records dead-lettered past the horizon since start
+        self.expired = 0
+        self._next_sweep = 0.0
         self.metrics = metrics or Metrics(namespace=settings.metrics.namespace)
         self.group_id = group_id or settings.topics.group("label-table")
         self.stats = SinkStats()
@@ -140,6 +154,9 @@ class LabelTableSink:
                     self._take(message, dlq)
                 if self.buffer.due():
                     self._flush(consumer, dlq, pending)
+                if time.monotonic() >= self._next_sweep:
+                    self._sweep(dlq)
+                    self._next_sweep = time.monotonic() + self.sweep_s
             self._flush(consumer, dlq, pending)
         finally:
             dlq.close()
@@ -176,6 +193,40 @@ class LabelTableSink:
         self.stats.files += self.buffer.flush()
         self.stats.written = self.stats.rows = self.buffer.labels_written
         self.metrics.handled(STAGE, "out", self.buffer.labels_written - before)
+
+    def _sweep(self, dlq: DeadLetterWriter) -> None:
+        """Dead-letter the label records past the horizon with no prediction, then add them to the ledger."""
+        root = self.buffer.root
+        now = datetime.now(UTC)
+        try:
+            predictions = read_table(root, columns=["request_id", "source_event_id"], labels=False)
+        except ConfigError:  # no inference table yet: every label waits for one
+            predictions = pa.table({"request_id": pa.array([], pa.string())})
+        due = overdue(read_labels(root), read_expired(root), predictions, now, self.horizon_s)
+        for row in due.to_pylist():
+            label = Label(
+                id=row["id"],
+                id_type=row["id_type"],
+                label=json.loads(row["label"]),
+                label_time=row["label_time"],
+                source=row["source"],
+            )
+            dlq.send(
+                payload=self._codec.encode(label),
+                error=f"no prediction with {row['id_type']} id {row['id']!r} in the inference table "
+                f"{self.horizon_s:g} s after the label's time ({row['label_time'].isoformat()})",
+                error_class="LabelHorizonError",
+                source_topic=self.buffer.topic,
+                key=label.key(),
+                headers=[self._codec.header],
+                partition=row["_partition"],
+                offset=row["_offset"],
+            )
+        if due.num_rows:
+            dlq.flush()  # dead-lettered before the ledger says so: a crash between sends them again
+            write_expired(root, due, now)
+            self.expired += due.num_rows
+            log.info("dead-lettered %d labels with no prediction past the horizon", due.num_rows)
 
     def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:
         if not pending:

@@ -10,7 +10,8 @@ import pytest
 
 from inferstream.config import Settings
 from inferstream.errors import RecordValidationError
-from inferstream.monitoring.label_join import LABEL_COLUMNS, decode_label, join_labels, label_counts
+from inferstream.monitoring.label_expiry import label_counts, overdue, read_expired, write_expired
+from inferstream.monitoring.label_join import LABEL_COLUMNS, decode_label
 from inferstream.monitoring.label_table import (
     label_files,
     labels_dir,
@@ -153,7 +154,7 @@ def test_an_empty_table_has_the_label_columns(tmp_path: Path) -> None:
     assert set(LABEL_COLUMNS) <= set(table.column_names)
 
 
-def test_label_counts_reconcile(tmp_path: Path) -> None:
+def test_labels_past_the_horizon_are_dead_lettered_and_counts_reconcile(tmp_path: Path) -> None:
     _table(tmp_path, 2)
     write_labels(
         tmp_path,
@@ -161,15 +162,41 @@ def test_label_counts_reconcile(tmp_path: Path) -> None:
         0,
         [
             (0, _label("r0", 1, 1)),
-            (1, _label("r0", 0, 2)),
+            (1, _label("r0", 0, 2)),  # twice: both records joined
             (2, _label("e1", 1, 1, id_type="event")),
-            (3, _label("rX", 1, 1)),
+            (3, _label("rX", 1, 1)),  # no prediction, labelled at 01:00
+            (4, _label("rY", 1, 5)),  # no prediction, labelled at 05:00
+            (5, _label("rX", 2, 3)),  # rX again at 03:00
         ],
     )
-    counts = label_counts(read_table(tmp_path), read_labels(tmp_path))
-    assert counts == {"labels": 4, "ids": 3, "joined": 2, "waiting": 1}
-    assert counts["ids"] == counts["joined"] + counts["waiting"]
-    assert join_labels(read_table(tmp_path, labels=False), read_labels(tmp_path)).num_rows == 2
+    predictions = read_table(tmp_path, labels=False)
+    nothing = read_expired(tmp_path)
+    assert label_counts(predictions, read_labels(tmp_path), nothing) == {
+        "labels": 6,
+        "joined": 3,
+        "dead_lettered": 0,
+        "waiting": 3,
+    }
+    # At 06:00 with a horizon of two hours: rX's two records are overdue, rY's is not yet.
+    due = overdue(read_labels(tmp_path), nothing, predictions, _at(6), 2 * 3600)
+    assert sorted(due.column("_offset").to_pylist()) == [3, 5]
+    write_expired(tmp_path, due, _at(6))
+    expired = read_expired(tmp_path)
+    assert label_counts(predictions, read_labels(tmp_path), expired) == {
+        "labels": 6,
+        "joined": 3,
+        "dead_lettered": 2,
+        "waiting": 1,
+    }
+    assert overdue(read_labels(tmp_path), expired, predictions, _at(6), 2 * 3600).num_rows == 0  # once
+    assert [
+        r["_offset"] for r in overdue(read_labels(tmp_path), expired, predictions, _at(8), 2 * 3600).to_pylist()
+    ] == [4]
+    # A dead-lettered label joins nothing, even when its prediction comes after all.
+    write_batch(tmp_path, PREDICTIONS, 1, [(0, _prediction(99).model_copy(update={"request_id": "rX"}))])
+    rows = {r["request_id"]: r["label"] for r in read_table(tmp_path).to_pylist()}
+    assert rows["rX"] is None
+    assert rows["r0"] == "0"
 
 
 def test_the_buffer_writes_per_partition_and_skips_what_a_restart_finds_written(tmp_path: Path) -> None:
