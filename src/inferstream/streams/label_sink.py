@@ -26,18 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import confluent_kafka
-import pyarrow as pa
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
-from inferstream.errors import ConfigError, ContractError
+from inferstream.errors import ContractError
 from inferstream.metrics import Metrics
 from inferstream.monitoring._files import Written
 from inferstream.monitoring.label_expiry import overdue, read_expired, write_expired
 from inferstream.monitoring.label_table import read_labels, remove_temporary_labels, write_labels, written_label_offsets
-from inferstream.monitoring.table import read_table, table_dir
+from inferstream.monitoring.table import read_table, table_dir, table_files
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Label
 from inferstream.streams.table_sink import SinkBackpressureError, SinkStats
@@ -197,11 +196,10 @@ class LabelTableSink:
     def _sweep(self, dlq: DeadLetterWriter) -> None:
         """Dead-letter the label records past the horizon with no prediction, then add them to the ledger."""
         root = self.buffer.root
+        if not table_files(root):
+            return  # no inference table here (yet, or a sink pointed elsewhere): nothing is judged missing
         now = datetime.now(UTC)
-        try:
-            predictions = read_table(root, columns=["request_id", "source_event_id"], labels=False)
-        except ConfigError:  # no inference table yet: every label waits for one
-            predictions = pa.table({"request_id": pa.array([], pa.string())})
+        predictions = read_table(root, columns=["request_id", "source_event_id"], labels=False)
         due = overdue(read_labels(root), read_expired(root), predictions, now, self.horizon_s)
         for row in due.to_pylist():
             label = Label(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from inferstream.config import Settings
+from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.errors import RecordValidationError
 from inferstream.monitoring.label_expiry import label_counts, overdue, read_expired, write_expired
 from inferstream.monitoring.label_join import LABEL_COLUMNS, decode_label
@@ -23,7 +25,7 @@ from inferstream.monitoring.label_table import (
 from inferstream.monitoring.table import export, read_table, records, table_files, write_batch
 from inferstream.schemas import codec_for
 from inferstream.schemas.records import Label, Prediction
-from inferstream.streams.label_sink import LabelBuffer
+from inferstream.streams.label_sink import LabelBuffer, LabelTableSink
 from inferstream.streams.table_sink import SinkBackpressureError
 
 LABELS = "t.labels"
@@ -219,3 +221,34 @@ def test_the_buffer_writes_per_partition_and_skips_what_a_restart_finds_written(
     assert not again.already_written(2, 0)
     assert not again.due()
     assert again.flush() == []
+
+
+class _Letters:
+    """Stands in for the dead-letter writer: keeps what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def send(self, **letter: object) -> None:
+        self.sent.append(letter)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_sink_sweeps_overdue_labels_once_and_none_without_a_table(tmp_path: Path) -> None:
+    settings = Settings.load(state_dir=tmp_path)
+    sink = LabelTableSink(settings, horizon_s=3600)
+    root = sink.buffer.root
+    write_labels(root, sink.buffer.topic, 0, [(0, _label("ghost", "g", 1)), (1, _label("r0", "a", 1))])
+    letters = _Letters()
+    sink._sweep(cast(DeadLetterWriter, letters))
+    assert letters.sent == []  # no inference table (yet, or elsewhere): nothing is judged missing
+    _table(root, 1)
+    sink._sweep(cast(DeadLetterWriter, letters))
+    sink._sweep(cast(DeadLetterWriter, letters))
+    (letter,) = letters.sent
+    assert (letter["key"], letter["error_class"], letter["offset"]) == (b"ghost", "LabelHorizonError", 0)
+    assert "no prediction with request id 'ghost'" in str(letter["error"])
+    assert sink.expired == 1
+    assert json.loads(cast(bytes, letter["payload"]))["label"] == "g"
