@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from inferstream import Client, Settings
 from inferstream.monitoring.label_join import decode_label
-from inferstream.monitoring.label_table import read_labels
+from inferstream.monitoring.label_table import label_files, read_labels
 from inferstream.monitoring.table import read_table, table_dir
 from inferstream.streams.label_sink import LabelTableSink
 from inferstream.streams.table_sink import InferenceTableSink
@@ -155,3 +157,31 @@ def test_labels_late_twice_or_never_are_joined_on_read(settings: Settings, tmp_p
     assert _cli(settings, "table", "export", str(exported)).returncode == 0
     by_id = {r["request_id"]: r for r in map(json.loads, exported.read_text().splitlines())}
     assert (by_id["r0"]["label"], by_id["r9"]["label"]) == ("b", None)
+
+
+def test_a_replay_after_a_crash_writes_no_label_twice_and_loses_none(settings: Settings) -> None:
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        assert client.produce_labels([{"id": f"r{i}", "label": i % 2} for i in range(60)]).produced == 60
+    first = LabelTableSink(settings, max_rows=25, max_delay_s=0.2, group_id="crash-1")
+    thread = _start(first)
+    _wait(lambda: first.stats.written == 60)
+    _stop(first, thread)
+    root = table_dir(settings)
+    # A crash after the renames, before the commit: a new group replays everything, writes nothing.
+    replay = LabelTableSink(settings, max_rows=25, max_delay_s=0.2, group_id="crash-2")
+    thread = _start(replay)
+    _wait(lambda: replay.stats.consumed == 60)
+    _stop(replay, thread)
+    assert (replay.stats.skipped, replay.stats.written) == (60, 0)
+    # A crash before the last rename: that file's labels are written again, the rest skipped.
+    last = max(label_files(root), key=lambda p: p.stat().st_mtime_ns)
+    lost = pq.read_metadata(last).num_rows
+    last.unlink()
+    again = LabelTableSink(settings, max_rows=25, max_delay_s=0.2, group_id="crash-3")
+    thread = _start(again)
+    _wait(lambda: again.stats.consumed == 60)
+    _stop(again, thread)
+    assert (again.stats.written, again.stats.skipped) == (lost, 60 - lost)
+    written = read_labels(root)
+    assert sorted(written.column("id").to_pylist()) == sorted(f"r{i}" for i in range(60))
