@@ -8,7 +8,8 @@
 ...         print(message.record)
 
 :class:`Client` is a facade: each concern lives in a private module of :mod:`inferstream._client` (producing,
-subscribing, request/reply, dead letters), search in :mod:`inferstream.search`: new features add modules, not lines.
+subscribing, request/reply, labels, dead letters), search in :mod:`inferstream.search`: new features add modules,
+not lines.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from inferstream._client.batches import predict_batch
 from inferstream._client.core import Core, Lazy
 from inferstream._client.dead_letters import ReplayReport, letter_filter, read_dead_letters, replay_dead_letters
 from inferstream._client.forward import forward
+from inferstream._client.labels import produce_labels
 from inferstream._client.produce import produce
 from inferstream._client.produce_report import OnError, ProduceReport, Progress, Rejected
 from inferstream._client.produce_sink import paused_gc
@@ -122,6 +124,9 @@ class Client(Closing):
     ) -> ProduceReport:
         """Like ``produce`` for records read from a file: errors name the file line."""
         return produce(self._core, topic, records, schema, on_error, headers, progress, lines=True)
+
+    #: Ground-truth labels to the labels topic: :func:`inferstream._client.labels.produce_labels`.
+    produce_labels = forward("_core", produce_labels)
 
     def flush(self) -> None:
         """Wait until everything produced is acknowledged (raises DeliveryError otherwise)."""

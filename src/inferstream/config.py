@@ -152,6 +152,7 @@ class TopicSettings(_Frozen):
     embeddings: str = "embeddings"
     control: str = "control"
     drift_alerts: str = "drift-alerts"
+    labels: str = "labels"
     dead_letters: str = "dead-letters"
     requests_prefix: str = "requests"
     replies_prefix: str = "replies"
@@ -198,6 +199,7 @@ class TopicSettings(_Frozen):
             "embeddings": self.embeddings,
             "control": self.control,
             "drift-alerts": self.drift_alerts,
+            "labels": self.labels,
             "dead-letters": self.dead_letters,
         }
         return {key: self.name(value) for key, value in logical.items()}
@@ -258,6 +260,10 @@ class MonitoringSettings(_Frozen):
     reports_dir: Path | None = None
     monitors_file: Path | None = None
     monitors: list[MonitorSpec] = Field(default_factory=list)
+    #: Seconds after its label_time a label may wait for a prediction with its id; then it is dead-lettered.
+    label_horizon_s: float = Field(default=24 * 3600, gt=0)
+    #: How often the label table sink looks for labels past the horizon (each look reads the table's ids).
+    label_sweep_s: float = Field(default=60.0, gt=0)
 
     def all_monitors(self) -> list[MonitorSpec]:
         """The monitors declared here and in ``monitors_file``."""

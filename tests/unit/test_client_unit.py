@@ -13,8 +13,10 @@ import inferstream
 from inferstream import client as client_module
 from inferstream._client.core import Lazy
 from inferstream._client.forward import forward
+from inferstream._client.labels import _with_source
 from inferstream.client import Client
 from inferstream.config import Settings
+from inferstream.schemas.records import Label
 from inferstream.search import Searcher
 
 NOWHERE = {"bootstrap_servers": "127.0.0.1:1"}
@@ -133,3 +135,16 @@ def test_a_with_block_closes_the_client_even_when_it_raises() -> None:
     assert client._producer.opened is None  # closed: the next use opens a new one
     assert client.producer is not producer
     client.close()
+
+
+def test_labels_go_to_the_labels_topic_under_the_label_contract() -> None:
+    with Client(Settings.load(kafka=NOWHERE)) as client:
+        assert client.contract_for("labels") is Label
+        assert inspect.signature(Client.produce_labels).parameters["source"].default is None
+    given = [{"id": "r1", "label": 1}, {"id": "r2", "label": 0, "source": "own"}, Label(id="r3", label="x")]
+    filled = list(_with_source(given, "review"))
+    assert [getattr(r, "source", None) if isinstance(r, Label) else r["source"] for r in filled] == [
+        "review",
+        "own",
+        None,
+    ]

@@ -117,5 +117,6 @@ def test_topic_names() -> None:
         "embeddings",
         "control",
         "drift-alerts",
+        "labels",
         "dead-letters",
     }

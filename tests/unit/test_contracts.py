@@ -47,12 +47,13 @@ def test_every_topic_has_a_contract() -> None:
         "embedding",
         "drift-alert",
         "route",
+        "label",
         "dead-letter",
     }
     for contract in CONTRACTS.values():
         assert contract.schema_version >= 1
         assert contract.key_field in contract.model_fields
-        assert "event_time" in contract.model_fields
+        assert contract.time_field in contract.model_fields  # labels have their label_time
 
 
 def test_event_round_trip_and_defaults() -> None:

@@ -44,7 +44,7 @@ def produce(
     if contract is None:
         raise ContractError(
             f"{full} is not a platform topic, so its contract is unknown: pass schema= (--schema) "
-            "with one of event, inference-request, embedding-request, prediction, embedding, drift-alert, route"
+            "with one of event, inference-request, embedding-request, prediction, embedding, drift-alert, route, label"
         )
     codec = codec_for(contract)
     report = ProduceReport(topic=full)

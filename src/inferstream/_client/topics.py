@@ -41,6 +41,7 @@ class TopicNames:
             topics.embeddings: "embedding",
             topics.control: "route",
             topics.drift_alerts: "drift-alert",
+            topics.labels: "label",
             topics.dead_letters: "dead-letter",
         }
         if logical in by_topic:

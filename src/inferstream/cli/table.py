@@ -18,6 +18,9 @@ from inferstream.runtime import settle
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from inferstream.streams.label_sink import LabelTableSink
+    from inferstream.streams.table_sink import InferenceTableSink
+
 # The Parquet modules (pyarrow datasets, pandas) load in the commands: the rest of the CLI
 # starts without them.
 
@@ -58,19 +61,56 @@ def sink(
     settings = settings_of(ctx)
     metrics = exported_metrics(settings, metrics_port)
     worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay, metrics=metrics)
+    _archive(worker, worker.sink.topic, worker.sink.root)
+
+
+def _archive(worker: InferenceTableSink | LabelTableSink, topic: str, root: Path) -> None:
+    """Run a table sink until SIGINT or SIGTERM, then say what it did."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    console.print(f"archiving {worker.sink.topic} → {worker.sink.root}")
+    console.print(f"archiving {topic} → {root}")
     settle()
     stats = worker.run()
     console.print(
         f"consumed {stats.consumed}: written {stats.written}, dead letters {stats.dead_letters}, "
         f"already in files {stats.skipped}; {len(stats.files)} files"
     )
+
+
+@table_app.command("label-sink")
+def label_sink(
+    ctx: typer.Context,
+    max_rows: Annotated[int, typer.Option("--max-rows", help="Labels per file at most (per partition).", min=1)] = (
+        50_000
+    ),
+    max_delay: Annotated[float, typer.Option("--max-delay", help="Seconds a label waits for its file at most.")] = 5.0,
+    metrics_port: MetricsPort = None,
+) -> None:
+    """Archive the labels topic beside the table until Ctrl-C; readers of the table see them as columns."""
+    from inferstream.streams.label_sink import LabelTableSink
+
+    settings = settings_of(ctx)
+    metrics = exported_metrics(settings, metrics_port)
+    worker = LabelTableSink(settings, max_rows=max_rows, max_delay_s=max_delay, metrics=metrics)
+    _archive(worker, worker.buffer.topic, worker.buffer.root)
+
+
+@table_app.command("labels")
+def labels(ctx: typer.Context, model: Model = None, since: Since = None, until: Until = None) -> None:
+    """Labels in the label table: joined (naming a matching prediction) + dead-lettered (past the horizon) + waiting."""
+    from inferstream.monitoring.label_expiry import label_counts, read_expired
+    from inferstream.monitoring.label_table import read_labels
+    from inferstream.monitoring.table import table_dir
+
+    root = table_dir(settings_of(ctx))
+    counts = label_counts(_read(ctx, model, since, until), read_labels(root), read_expired(root))
+    view = Table("labels", "joined", "dead-lettered", "waiting")
+    view.add_row(*(str(counts[key]) for key in ("labels", "joined", "dead_lettered", "waiting")))
+    console.print(view)
 
 
 @table_app.command("query")

@@ -17,14 +17,13 @@ Readers ignore temporary files.
 Columns: the ``prediction`` contract's Arrow schema (inputs and outputs as JSON
 text) plus ``trace_id`` (the W3C trace id of the record's ``traceparent`` header, null
 when it had none: files written before the column read it as null too), ``_topic``,
-``_partition`` and ``_offset``.
+``_partition`` and ``_offset``. Readers also get ``label``, ``label_time`` and
+``label_source``: the label table beside it (``_labels/``), joined on read.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,13 +37,14 @@ import pyarrow.parquet as pq
 
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
+from inferstream.monitoring._files import FILE, TMP_SUFFIX, Written, file_name, write_in_place
+from inferstream.monitoring.label_expiry import read_expired, without_expired
+from inferstream.monitoring.label_join import LABEL_COLUMNS, join_labels
+from inferstream.monitoring.label_table import read_labels
 from inferstream.schemas.arrow import arrow_schema, to_table
 from inferstream.schemas.records import Prediction
 
-_FILE = re.compile(
-    r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)(?:\+(?P<part>\d+)of(?P<parts>\d+))?\.parquet$"
-)
-_TMP_SUFFIX = ".tmp"
+_IDS = ["request_id", "source_event_id"]
 _PARTITIONING = ds.partitioning(pa.schema([("model", pa.string()), ("date", pa.string())]), flavor="hive")
 
 
@@ -78,34 +78,16 @@ class TableFile:
     parts: int = 1
 
 
-def file_name(topic: str, partition: int, first: int, last: int, part: int = 1, parts: int = 1) -> str:
-    """The name of (part ``part`` of ``parts`` of) a batch holding offsets first..last of a topic partition."""
-    name = f"{topic}+{partition}+{first:020d}-{last:020d}"
-    return f"{name}+{part}of{parts}.parquet" if parts > 1 else f"{name}.parquet"
-
-
 def table_files(root: Path) -> list[TableFile]:
     """Every complete file of the table."""
     found = []
     for path in root.glob("model=*/date=*/*.parquet"):
-        match = _FILE.match(path.name)
+        match = FILE.match(path.name)
         if match:
             partition, first, last = (int(match[group]) for group in ("partition", "first", "last"))
             part, parts = (int(match["part"]), int(match["parts"])) if match["parts"] else (1, 1)
             found.append(TableFile(path, match["topic"], partition, first, last, part, parts))
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What one partition's files hold: every offset up to ``up_to``, and ``beyond`` it these."""
-
-    up_to: int = -1
-    #: offsets in the parts of batches a crash left incomplete (their other parts were never renamed)
-    beyond: frozenset[int] = frozenset()
-
-    def __contains__(self, offset: int) -> bool:
-        return offset <= self.up_to or offset in self.beyond
 
 
 def written_offsets(root: Path, topic: str) -> dict[int, Written]:
@@ -138,7 +120,7 @@ def written_offsets(root: Path, topic: str) -> dict[int, Written]:
 def remove_temporary(root: Path) -> int:
     """Delete files a crashed writer left half-written; how many."""
     count = 0
-    for path in root.glob(f"model=*/date=*/*{_TMP_SUFFIX}"):
+    for path in root.glob(f"model=*/date=*/*{TMP_SUFFIX}"):
         path.unlink(missing_ok=True)
         count += 1
     return count
@@ -184,13 +166,7 @@ def write_batch(
             ],
             schema=schema,
         )
-        final = directory / name
-        temporary = directory / (name + _TMP_SUFFIX)
-        pq.write_table(table, temporary, compression="zstd")
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        temporary.replace(final)
-        written.append(final)
+        written.append(write_in_place(table, directory / name))
     return written
 
 
@@ -206,13 +182,40 @@ def read_table(
     since: datetime | None = None,
     until: datetime | None = None,
     columns: Sequence[str] | None = None,
+    labels: bool = True,
 ) -> pa.Table:
-    """Predictions of the table, filtered by model, version and event time [since, until)."""
+    """Predictions of the table, filtered by model, version and event time [since, until).
+
+    With ``labels`` (the default) each row also has the columns ``label``, ``label_time``
+    and ``label_source`` of the last label of its request id (or source event id) in the
+    label table, null where none came: :mod:`inferstream.monitoring.label_join`.
+    """
+    if not labels:
+        return _read_predictions(root, model, version, since, until, columns)
+    wanted = list(columns) if columns else None
+    if wanted is not None and not set(wanted) & set(LABEL_COLUMNS):
+        return _read_predictions(root, model, version, since, until, wanted)
+    # The join needs the ids even where the caller did not ask for them.
+    read = None if wanted is None else list(dict.fromkeys([c for c in wanted if c not in LABEL_COLUMNS] + _IDS))
+    labelled = without_expired(read_labels(root), read_expired(root))  # dead-lettered labels join nothing
+    joined = join_labels(_read_predictions(root, model, version, since, until, read), labelled)
+    return joined if wanted is None else joined.select(wanted)
+
+
+def _read_predictions(
+    root: Path,
+    model: str | None,
+    version: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    columns: Sequence[str] | None,
+) -> pa.Table:
     files = [str(f.path) for f in table_files(root)]
     if not files:
         if not root.exists():
             raise ConfigError(f"no inference table at {root}: run `inferstream table sink` first")
-        return table_schema().empty_table()
+        empty = table_schema().empty_table()
+        return empty.select(list(columns)) if columns else empty
     # The current schema, not the first file's: files written before a column was added read it as null.
     schema = table_schema().append(pa.field("date", pa.string()))
     dataset = ds.dataset(
@@ -241,10 +244,10 @@ def read_table(
 
 
 def records(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows of a table read back as prediction-like dicts (inputs and outputs decoded)."""
+    """Rows of a table read back as prediction-like dicts (inputs, outputs and labels decoded)."""
     out = []
     for row in table.to_pylist():
-        for key in ("inputs", "outputs"):
+        for key in ("inputs", "outputs", "label"):
             if isinstance(row.get(key), str):
                 row[key] = json.loads(row[key])
         out.append(row)

@@ -10,9 +10,9 @@ until you do.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, JsonValue, field_validator, model_validator
+from pydantic import Field, JsonValue, Strict, field_validator, model_validator
 
 from inferstream.schemas._types import (
     Id,
@@ -361,6 +361,33 @@ class Route(Contract):
         return self
 
 
+#: A label's value: a class (string, integer, boolean) or a target value (number).
+LabelValue = float | int | Annotated[str, Strict()] | bool
+
+
+class Label(Contract):
+    """Ground truth for a prediction, on ``labels`` keyed by id; it may come late, more than once, or never.
+
+    ``id`` is the prediction's request id, or (``id_type = "event"``) the id of the event
+    its request was made from. When one id is labelled more than once, the latest
+    ``label_time`` wins (the later record when two times tie).
+    """
+
+    schema_name: ClassVar[str] = "label"
+    schema_version: ClassVar[int] = 1
+    key_field: ClassVar[str] = "id"
+    time_field: ClassVar[str] = "label_time"
+
+    id: Id = Field(description="The labelled prediction's request id, or its source event id (see id_type).")
+    id_type: Literal["request", "event"] = Field(
+        default="request", description="What `id` names: the request id or the source event id of a prediction."
+    )
+    label: LabelValue = Field(description="The ground truth: a class (string, integer, boolean) or a target value.")
+    label_time: Timestamp = Field(default_factory=utcnow, description="When the truth became known (UTC).")
+    source: str | None = Field(default=None, max_length=256, description="Where the label came from.")
+    attributes: dict[str, str] = Field(default_factory=dict, description="Free-form metadata, carried through.")
+
+
 class DeadLetter(Contract):
     """A record that could not be processed, on ``dead-letters`` keyed by its original key.
 
@@ -414,6 +441,7 @@ CONTRACTS: dict[str, type[Contract]] = {
         Embedding,
         DriftAlert,
         Route,
+        Label,
         DeadLetter,
     )
 }
@@ -444,6 +472,8 @@ __all__ = [
     "Event",
     "InferenceBatchRequest",
     "InferenceRequest",
+    "Label",
+    "LabelValue",
     "Latency",
     "Prediction",
     "PredictionBatch",

@@ -33,7 +33,8 @@ from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.errors import ContractError, InferstreamError
 from inferstream.metrics import Metrics
-from inferstream.monitoring.table import Written, remove_temporary, table_dir, write_batch, written_offsets
+from inferstream.monitoring._files import Written
+from inferstream.monitoring.table import remove_temporary, table_dir, write_batch, written_offsets
 from inferstream.schemas.columnar import decode_predictions
 from inferstream.schemas.records import Prediction
 from inferstream.streams.metrics import TableMetrics

@@ -62,6 +62,8 @@ def platform_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         names["embeddings"]: {"cleanup.policy": "compact"},
         names["control"]: {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"},
         names["drift-alerts"]: keep,
+        # Labels are kept as long as predictions: the label table sink may be behind.
+        names["labels"]: keep,
         names["dead-letters"]: {"cleanup.policy": "delete", "retention.ms": str(topics.dead_letter_retention_ms)},
     }
 
