@@ -459,16 +459,15 @@ def main() -> None:
     a50, a99 = np.percentile(added, [50, 99]) if added.size else (float("nan"),) * 2
     print(
         f"latency at {rate:.0f}/s over {len(predictions)} requests: total p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
-        f"added by the platform p50 {a50:.1f} ms, p99 {a99:.1f} ms (goal p99 ≤ 50 ms)"
+        f"added by the platform p50 {a50:.1f} ms, p99 {a99:.1f} ms "
+        f"(goal p99 ≤ 10 ms: {'met' if a99 <= 10 else 'NOT met'})"
     )
     print(
         f"inference worker against the lean Python loop: {pipe_rps / lean_rps:.2f} (what validation, dead letters, "
-        "ordered acknowledgements and metrics cost over the least any Python reader of these records does)"
+        "ordered acknowledgements and metrics cost over the least any Python reader of these records does; "
+        f"goal ≥ 0.8: {'met' if pipe_rps / lean_rps >= 0.8 else 'NOT met'})"
     )
-    print(
-        f"mean batch size under load: {mean_batch:.1f}; tabular ratio goal ≥ 0.5: "
-        f"{'met' if pipe_rps / raw_rps >= 0.5 else 'NOT met'}"
-    )
+    print(f"mean batch size under load: {mean_batch:.1f}")
     print(
         f"exactly-once: {eos_rps:,.0f} records/s against {plain_rps:,.0f} without, same run "
         f"(ratio {eos_rps / plain_rps:.2f})"
