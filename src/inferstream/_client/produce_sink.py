@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from inferstream._client.core import Core
@@ -67,7 +68,7 @@ class ProduceSink:
     def _send_batch(self, batch: Sequence[SourceRecord | Mapping[str, Any] | Contract]) -> None:
         first = self.report.read + 1
         self.report.read += len(batch)
-        if not any(isinstance(item, SourceRecord) for item in batch):
+        if SourceRecord not in set(map(type, batch)):  # a loop in C (SourceRecord is final)
             # The SDK's path: mappings or records, positions by index.
             self._send(batch, [None] * len(batch), first)
             return
@@ -126,7 +127,7 @@ class ProduceSink:
             return
         contract = self.codec.contract
         if contract.key is Contract.key:  # the key is the key field (librdkafka encodes str keys)
-            keys: list[bytes | str | None] = [getattr(r, contract.key_field) for r in records]
+            keys: list[bytes | str | None] = list(map(attrgetter(contract.key_field), records))
         else:
             keys = [r.key() for r in records]
         producer = self.core.producer()
