@@ -61,7 +61,7 @@ def sink(
     settings = settings_of(ctx)
     metrics = exported_metrics(settings, metrics_port)
     worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay, metrics=metrics)
-    _archive(worker, worker.sink.topic, worker.sink.root)
+    _archive(worker, worker.buffer.topic, worker.buffer.root)
 
 
 def _archive(worker: InferenceTableSink | LabelTableSink, topic: str, root: Path) -> None:

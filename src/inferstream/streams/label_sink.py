@@ -20,44 +20,34 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
 import confluent_kafka
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka.admin import TopicAdmin
-from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
-from inferstream.errors import ContractError
 from inferstream.metrics import Metrics
-from inferstream.monitoring._files import Written
 from inferstream.monitoring.label_expiry import overdue, read_expired, write_expired
 from inferstream.monitoring.label_table import read_labels, remove_temporary_labels, write_labels, written_label_offsets
 from inferstream.monitoring.table import read_table, table_dir, table_files
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Label
-from inferstream.streams.table_sink import SinkBackpressureError, SinkStats
+from inferstream.streams.file_sink import FileSink, PartitionBuffer
 
 log = logging.getLogger("inferstream.labels")
 
 STAGE = "labels"
 
 
-class LabelBuffer:
+class LabelBuffer(PartitionBuffer[Label]):
     """Buffers labels per partition and writes them to the label table on ``flush()``."""
 
     def __init__(self, settings: Settings, root: Path | None = None, *, max_rows: int, max_delay_s: float) -> None:
-        self.root = root or table_dir(settings)
-        self.topic = settings.topics.platform_topics()["labels"]
-        self.max_rows = max_rows
-        self.max_delay_s = max_delay_s
-        self._buffer: dict[int, list[tuple[int, Label]]] = {}
-        self._buffered = 0
-        self._oldest: float | None = None
-        self._written: dict[int, Written] = {}
+        topic = settings.topics.platform_topics()["labels"]
+        super().__init__(root or table_dir(settings), topic, max_rows=max_rows, max_delay_s=max_delay_s)
         #: labels written to files since start
         self.labels_written = 0
 
@@ -68,42 +58,27 @@ class LabelBuffer:
             log.warning("removed %d half-written label files left by a crash", removed)
         self._written = written_label_offsets(self.root, self.topic)
 
-    def already_written(self, partition: int, offset: int) -> bool:
-        """True when a file holds this record already (a replay after a crash)."""
-        return offset in self._written.get(partition, Written())
-
     def add(self, partition: int, offset: int, label: Label) -> None:
         """Buffer one label; SinkBackpressureError when the buffer is full."""
-        if self._buffered >= self.max_rows:
-            raise SinkBackpressureError(0.0, f"label buffer holds {self._buffered} labels: flush first")
-        self._buffer.setdefault(partition, []).append((offset, label))
-        self._buffered += 1
-        if self._oldest is None:
-            self._oldest = time.monotonic()
-
-    def due(self) -> bool:
-        """True when the buffer is full or its oldest label waited ``max_delay_s``."""
-        return self._buffered >= self.max_rows or (
-            self._oldest is not None and time.monotonic() - self._oldest >= self.max_delay_s
-        )
+        self._hold(partition, offset, (label,), "label")
 
     def flush(self) -> list[Path]:
         """Write every buffered partition's batch as a renamed-into-place file; their paths."""
         written = []
-        for partition, rows in sorted(self._buffer.items()):
+        for partition, rows in self._take():
             path = write_labels(self.root, self.topic, partition, rows)
             if path is not None:
                 written.append(path)
-            self._written[partition] = Written(max(rows[-1][0], self._written.get(partition, Written()).up_to))
-        self.labels_written += self._buffered
-        self._buffer.clear()
-        self._buffered = 0
-        self._oldest = None
+            self._wrote(partition, rows)
+            self.labels_written += len(rows)
         return written
 
 
-class LabelTableSink:
+class LabelTableSink(FileSink[LabelBuffer]):
     """Runs the label buffer on the labels topic until ``stop()`` (one consumer group, N copies)."""
+
+    stage: ClassVar[str] = STAGE
+    record: ClassVar[str] = "label"
 
     def __init__(
         self,
@@ -117,81 +92,35 @@ class LabelTableSink:
         horizon_s: float | None = None,
         sweep_s: float | None = None,
     ) -> None:
-        self.settings = settings
-        self.buffer = LabelBuffer(settings, root, max_rows=max_rows, max_delay_s=max_delay_s)
+        buffer = LabelBuffer(settings, root, max_rows=max_rows, max_delay_s=max_delay_s)
+        super().__init__(settings, buffer, metrics, group_id or settings.topics.group("label-table"))
         self.horizon_s = horizon_s or settings.monitoring.label_horizon_s
         self.sweep_s = sweep_s or settings.monitoring.label_sweep_s
         #: label records dead-lettered past the horizon since start
         self.expired = 0
         self._next_sweep = 0.0
-        self.metrics = metrics or Metrics(namespace=settings.metrics.namespace)
-        self.group_id = group_id or settings.topics.group("label-table")
-        self.stats = SinkStats()
-        self.ready = threading.Event()
-        self._stop = threading.Event()
         self._codec = codec_for(Label)
 
-    def run(self) -> SinkStats:
-        """Consume, buffer, flush and commit until ``stop()``; flushes what is buffered on the way out."""
-        TopicAdmin(self.settings).ensure_platform_topics()
-        self.buffer.setup()
-        consumer = Consumer(
-            self.settings,
-            [self.buffer.topic],
-            group_id=self.group_id,
-            from_beginning=True,
-            metrics=self.metrics,
-            stage=STAGE,
-        )
-        dlq = DeadLetterWriter(self.settings, stage=STAGE, metrics=self.metrics)
-        pending: dict[int, confluent_kafka.Message] = {}  # the last record read per partition
-        self.ready.set()
-        try:
-            while not self._stop.is_set() and not consumer.stopping:
-                for message in consumer.consume(1000, 0.2):
-                    pending[message.partition() or 0] = message
-                    self._take(message, dlq)
-                if self.buffer.due():
-                    self._flush(consumer, dlq, pending)
-                if time.monotonic() >= self._next_sweep:
-                    self._sweep(dlq)
-                    self._next_sweep = time.monotonic() + self.sweep_s
-            self._flush(consumer, dlq, pending)
-        finally:
-            dlq.close()
-            consumer.close()
-        return self.stats
+    def decode(self, value: bytes, headers: Any) -> Label:
+        """The label."""
+        return self._codec.decode(value, headers=headers)
 
-    def _take(self, message: confluent_kafka.Message, dlq: DeadLetterWriter) -> None:
-        self.stats.consumed += 1
-        partition, offset = message.partition() or 0, message.offset() or 0
-        if self.buffer.already_written(partition, offset):
-            self.stats.skipped += 1
-            self.metrics.handled(STAGE, "skipped")
-            return
-        try:
-            value = message.value()
-            if value is None:
-                raise ContractError("label has no value (a tombstone?)")
-            label = self._codec.decode(value, headers=message.headers())
-        except Exception as exc:  # about this record alone: its bytes go to the dead-letter topic
-            dlq.send_message(message, exc)
-            self.stats.dead_letters += 1
-            return
-        try:
-            self.buffer.add(partition, offset, label)
-        except SinkBackpressureError:
-            self._write(dlq)  # never buffer past max_rows; committed with the next flush
-            self.buffer.add(partition, offset, label)
+    def add(self, partition: int, offset: int, decoded: Any, message: confluent_kafka.Message) -> None:
+        """Buffer the label."""
+        self.buffer.add(partition, offset, decoded)
 
-    def _write(self, dlq: DeadLetterWriter) -> None:
-        # Dead letters are acknowledged before the files that cover their offsets exist: a
-        # restart skips every offset up to a file's last, dead-lettered ones too.
-        dlq.flush()
+    def write(self) -> None:
+        """Write the buffered labels as files and count them."""
         before = self.buffer.labels_written
         self.stats.files += self.buffer.flush()
         self.stats.written = self.stats.rows = self.buffer.labels_written
         self.metrics.handled(STAGE, "out", self.buffer.labels_written - before)
+
+    def tick(self, dlq: DeadLetterWriter) -> None:
+        """Sweep for labels past the horizon every ``sweep_s``."""
+        if time.monotonic() >= self._next_sweep:
+            self._sweep(dlq)
+            self._next_sweep = time.monotonic() + self.sweep_s
 
     def _sweep(self, dlq: DeadLetterWriter) -> None:
         """Dead-letter the label records past the horizon with no prediction, then add them to the ledger."""
@@ -225,14 +154,3 @@ class LabelTableSink:
             write_expired(root, due, now)
             self.expired += due.num_rows
             log.info("dead-lettered %d labels with no prediction past the horizon", due.num_rows)
-
-    def _flush(self, consumer: Consumer, dlq: DeadLetterWriter, pending: dict[int, confluent_kafka.Message]) -> None:
-        if not pending:
-            return
-        self._write(dlq)
-        consumer.commit(pending.values())
-        pending.clear()
-
-    def stop(self) -> None:
-        """Flush, commit and return from ``run()``."""
-        self._stop.set()

@@ -25,8 +25,8 @@ from inferstream.monitoring.label_table import (
 from inferstream.monitoring.table import export, read_table, records, table_files, write_batch
 from inferstream.schemas import codec_for
 from inferstream.schemas.records import Label, Prediction
+from inferstream.streams.file_sink import SinkBackpressureError
 from inferstream.streams.label_sink import LabelBuffer, LabelTableSink
-from inferstream.streams.table_sink import SinkBackpressureError
 
 LABELS = "t.labels"
 PREDICTIONS = "t.predictions"
