@@ -237,6 +237,10 @@ class TracingSettings(_Frozen):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+#: The local broker's JIT by default: the quick compiler alone (``stack.kafka_jvm_options``).
+QUICK_JIT = ("-XX:TieredStopAtLevel=1",)
+
+
 class StackSettings(_Frozen):
     """The local stack started by ``inferstream up``."""
 
@@ -248,7 +252,7 @@ class StackSettings(_Frozen):
     #: alone (C1): on a small machine the optimising compiler's own CPU outweighs what it
     #: saves in any run shorter than hours (measured: a request/reply costs the broker 2.8
     #: ms of CPU in its first minutes with it, 1.2 ms without). ``[]`` gives the JVM's default.
-    kafka_jvm_options: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)  # stack.kafka.QUICK_JIT
+    kafka_jvm_options: tuple[str, ...] = QUICK_JIT
     java_home: Path | None = None
 
 

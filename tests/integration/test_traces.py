@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp import otlp_receiver
 from test_ingest import ingest_process
@@ -48,14 +47,16 @@ from inferstream.tracing import TRACEPARENT, TraceParent, parse
 CALLER = TraceParent("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 1)
 
 
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracing.install(provider)
-    yield memory
-    tracing.install(None)
+def _finished(exporter: InMemorySpanExporter, *wanted: str) -> dict[str, ReadableSpan]:
+    """The finished spans by name, once every one of ``wanted`` is among them."""
+
+    def spans() -> dict[str, ReadableSpan] | None:
+        tracing.flush()
+        named = {span.name: span for span in exporter.get_finished_spans()}
+        return named if all(name in named for name in wanted) else None
+
+    found: dict[str, ReadableSpan] = _wait_for(spans)
+    return found
 
 
 def _wait_for(what: Callable[[], Any], timeout: float = 60) -> Any:
@@ -96,13 +97,9 @@ def test_a_gateway_request_through_a_chain_is_one_connected_trace(
         assert response.json()["outputs"]["label"] == "weather"
         _wait_for(lambda: sink.stats.rows >= 1)
 
-        def spans() -> dict[str, ReadableSpan] | None:
-            tracing.flush()
-            named = {span.name: span for span in exporter.get_finished_spans()}
-            wanted = ("POST /v1/models/{name}/predict", f"serve {EMBEDDER_NAME}:1", f"serve {TOPIC_NAME}:1")
-            return named if all(name in named for name in wanted) else None
-
-        named = _wait_for(spans)
+        named = _finished(
+            exporter, "POST /v1/models/{name}/predict", f"serve {EMBEDDER_NAME}:1", f"serve {TOPIC_NAME}:1"
+        )
     gateway_trace, gateway_span, gateway_parent = _hex(named["POST /v1/models/{name}/predict"])
     step1_trace, step1_span, step1_parent = _hex(named[f"serve {EMBEDDER_NAME}:1"])
     step2_trace, step2_span, step2_parent = _hex(named[f"serve {TOPIC_NAME}:1"])
@@ -185,13 +182,9 @@ def test_an_event_posted_to_the_gateway_is_one_trace_through_ingest_the_worker_a
             _wait_for(lambda: sink.stats.rows >= 1, timeout=120)
             (ingest,) = _wait_for(lambda: [s for s in receiver.spans if s.name == f"ingest {events}"], timeout=30)
 
-            def spans() -> dict[str, ReadableSpan] | None:
-                tracing.flush()
-                named = {span.name: span for span in exporter.get_finished_spans()}
-                wanted = ("POST /v1/events", f"serve {TABULAR_NAME}:{TABULAR_VERSION}", f"table {predictions}")
-                return named if all(name in named for name in wanted) else None
-
-            named = _wait_for(spans)
+            named = _finished(
+                exporter, "POST /v1/events", f"serve {TABULAR_NAME}:{TABULAR_VERSION}", f"table {predictions}"
+            )
     gateway_trace, gateway_span, gateway_parent = _hex(named["POST /v1/events"])
     worker_trace, worker_span, worker_parent = _hex(named[f"serve {TABULAR_NAME}:{TABULAR_VERSION}"])
     table_trace, table_span, table_parent = _hex(named[f"table {predictions}"])

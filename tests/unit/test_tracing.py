@@ -120,16 +120,6 @@ def test_the_callers_opentelemetry_span_is_the_parent() -> None:
     assert sent.span_id == f"{context.span_id:016x}"
 
 
-@pytest.fixture
-def exporter() -> Any:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracing.install(provider)
-    yield memory
-    tracing.install(None)
-
-
 def test_tracing_off_starts_no_spans() -> None:
     assert tracing.spans_for(TracingSettings(), "test") is None
 

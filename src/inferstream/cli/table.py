@@ -61,10 +61,10 @@ def sink(
     settings = settings_of(ctx)
     metrics = exported_metrics(settings, metrics_port)
     worker = InferenceTableSink(settings, max_rows=max_rows, max_delay_s=max_delay, metrics=metrics)
-    _archive(worker, worker.buffer.topic, worker.buffer.root)
+    _archive(worker)
 
 
-def _archive(worker: InferenceTableSink | LabelTableSink, topic: str, root: Path) -> None:
+def _archive(worker: InferenceTableSink | LabelTableSink) -> None:
     """Run a table sink until SIGINT or SIGTERM, then say what it did."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -72,7 +72,7 @@ def _archive(worker: InferenceTableSink | LabelTableSink, topic: str, root: Path
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    console.print(f"archiving {topic} → {root}")
+    console.print(f"archiving {worker.buffer.topic} → {worker.buffer.root}")
     settle()
     stats = worker.run()
     console.print(
@@ -96,7 +96,7 @@ def label_sink(
     settings = settings_of(ctx)
     metrics = exported_metrics(settings, metrics_port)
     worker = LabelTableSink(settings, max_rows=max_rows, max_delay_s=max_delay, metrics=metrics)
-    _archive(worker, worker.buffer.topic, worker.buffer.root)
+    _archive(worker)
 
 
 @table_app.command("labels")

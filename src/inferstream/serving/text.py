@@ -108,8 +108,11 @@ class TextPreprocessor:
 
     def text_of(self, request: EmbeddingRequest | InferenceRequest) -> str | None:
         """The text a request asks to embed: ``text``, or ``inputs[preprocessing.field]`` (None: none)."""
-        text: Any = request.text if isinstance(request, EmbeddingRequest) else request.inputs.get(self.settings.field)
+        text = self._given(request)
         return text if isinstance(text, str) else None
+
+    def _given(self, request: EmbeddingRequest | InferenceRequest) -> Any:
+        return request.text if isinstance(request, EmbeddingRequest) else request.inputs.get(self.settings.field)
 
     def _texts(
         self, requests: Sequence[EmbeddingRequest | InferenceRequest], errors: dict[int, str]
@@ -118,7 +121,7 @@ class TextPreprocessor:
         texts: list[str] = []
         positions: list[int] = []
         for index, request in enumerate(requests):
-            text: Any = request.text if isinstance(request, EmbeddingRequest) else request.inputs.get(name)
+            text = self._given(request)
             if not isinstance(text, str):
                 errors[index] = (
                     f"input {name!r} is missing"

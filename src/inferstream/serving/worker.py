@@ -422,7 +422,6 @@ class InferenceWorker:
         fetch_size = max(capacity // 4, self.config.batching.max_batch_size)
         last_commit = time.monotonic()
         full_since = 0.0
-        now_dt = datetime.now
         while not self._stop.is_set() and not self._stuck():
             self._store_done()
             if len(self._backlog) >= capacity:
@@ -444,16 +443,13 @@ class InferenceWorker:
             messages = self._consumer.consume(fetch_size, 0.05)
             if messages:
                 received = time.monotonic()
-                wall = now_dt(UTC)
-                decode = self._decode
+                items = [_Item(message, None, None, received, raw=True) for message in messages]
                 if isinstance(self._preprocessor, TextPreprocessor):
                     # Texts: decoded and tokenised here, while the model runs the batch before.
-                    items = [decode(message, received, wall) for message in messages]
+                    self._decode_all(items)
                     _tokenise(self._preprocessor, items)
-                else:
-                    # Decoded by the inference thread: a thread that holds the GIL for all of a
-                    # request's Python work, instead of two taking turns (~3 µs a request less).
-                    items = [_Item(message, None, None, received, raw=True) for message in messages]
+                # Other requests are decoded by the inference thread: one thread holds the GIL for
+                # all of a request's Python work, instead of two taking turns (~3 µs a request less).
                 self._backlog.add(items)
             if time.monotonic() - last_commit >= _COMMIT_EVERY_S:
                 self._consumer.commit(asynchronous=True)
@@ -507,9 +503,12 @@ class InferenceWorker:
                 return
             self._consumer.store(messages)
 
-    def _decode(self, message: confluent_kafka.Message, received: float, wall: datetime) -> _Item:
+    def _decode(self, item: _Item, wall: datetime) -> None:
+        """Fill in a raw item's request (or its error) from its message; the deadline is checked against ``wall``."""
         # Any failure here is about this record (the codec raises ContractError for whatever the
         # bytes and headers hold): it is dead-lettered with the reason, never stops the worker.
+        item.raw = False
+        message = item.message
         value = message.value()
         try:
             if value is None:
@@ -534,19 +533,19 @@ class InferenceWorker:
             if request.deadline is not None and request.deadline < wall:
                 raise TimeoutError(f"deadline {request.deadline.isoformat()} passed before the request was served")
         except Exception as exc:
-            return _Item(message, None, exc, received)
-        return _Item(message, request, None, received, header_of(headers))
+            item.error = exc
+            return
+        item.request, item.trace = request, header_of(headers)
 
-    # -- inference thread -------------------------------------------------------------
-
-    def _decode_taken(self, batch: Sequence[_Item]) -> None:
-        """Decode the requests of a batch the consumer thread left raw (its deadline checked now)."""
+    def _decode_all(self, batch: Sequence[_Item]) -> None:
+        """Decode the requests of ``batch`` still raw, their deadlines checked now."""
         wall = datetime.now(UTC)
         decode = self._decode
         for item in batch:
             if item.raw:
-                decoded = decode(item.message, item.received, wall)
-                item.request, item.error, item.trace, item.raw = decoded.request, decoded.error, decoded.trace, False
+                decode(item, wall)
+
+    # -- inference thread -------------------------------------------------------------
 
     def _next_batch(self) -> list[_Item]:
         batching = self.config.batching
@@ -593,7 +592,7 @@ class InferenceWorker:
 
     def _serve(self, batch: Sequence[_Item]) -> None:
         if batch[0].raw:
-            self._decode_taken(batch)
+            self._decode_all(batch)
         if not self.options.exactly_once:
             self._serve_batch(batch)
             return

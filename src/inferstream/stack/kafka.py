@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from inferstream.config import QUICK_JIT
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
     from inferstream.config import Settings
 
 KAFKA_LIB_ENV = "INFERSTREAM_KAFKA_LIB"
-
-#: The broker's JIT by default: the quick compiler alone (``stack.kafka_jvm_options``).
-QUICK_JIT = ("-XX:TieredStopAtLevel=1",)
 """Environment variable naming a directory of Kafka jars to use (fetched into if empty)."""
 
 SCALA_VERSION = "2.13"

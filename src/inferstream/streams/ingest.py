@@ -226,20 +226,23 @@ class IngestProcessor:
         offset: int | None,
     ) -> None:
         """Route one event record: queue its requests, or its dead letter."""
-        if self._spans is None:
-            self._handle(value, key, headers, partition, offset, None)
-            return
+        trace = None if self._spans is None else self._span_of(headers, partition, offset)
+        try:
+            self._route(value, key, headers, partition, offset, trace)
+        finally:
+            if trace is not None:
+                trace.end()
+
+    def _span_of(self, headers: Headers | None, partition: int | None, offset: int | None) -> Batch:
+        """The event's span (tracing on), the child of its ``traceparent``, else a new trace's root."""
+        assert self._spans is not None
         attributes: dict[str, Any] = {"messaging.system": "kafka", "messaging.destination.name": self.events_topic}
         if partition is not None and offset is not None:
             attributes["messaging.destination.partition.id"] = str(partition)
             attributes["messaging.kafka.offset"] = offset
-        trace = self._spans.record(self._span_name, header_of(headers), time.monotonic(), attributes)
-        try:
-            self._handle(value, key, headers, partition, offset, trace)
-        finally:
-            trace.end()
+        return self._spans.record(self._span_name, header_of(headers), time.monotonic(), attributes)
 
-    def _handle(
+    def _route(
         self,
         value: bytes | None,
         key: bytes | None,

@@ -69,8 +69,7 @@ class ReplyListener:
 
     def expect(self, request_id: str) -> Future[Reply]:
         """A future for the reply to ``request_id`` (call before producing the request)."""
-        if self.error is not None:
-            raise KafkaError(f"the reply listener on {self.topic} failed: {self.error}")
+        self._check()
         future: Future[Reply] = Future()
         with self._lock:
             self._waiting[request_id] = future
@@ -81,13 +80,16 @@ class ReplyListener:
 
         The replies of one fetch reach a loop in one callback, not one wake-up each.
         """
-        if self.error is not None:
-            raise KafkaError(f"the reply listener on {self.topic} failed: {self.error}")
+        self._check()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         with self._lock:
             self._waiting[request_id] = (loop, future)
         return future
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise KafkaError(f"the reply listener on {self.topic} failed: {self.error}")
 
     def forget(self, request_id: str) -> None:
         """Stop waiting for a reply (after a timeout)."""
