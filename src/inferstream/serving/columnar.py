@@ -24,7 +24,7 @@ import pyarrow as pa
 from inferstream.errors import RecordEncodingError
 from inferstream.schemas.columnar import ColumnarRequest, prediction_batch_arrow
 from inferstream.serving.config import ModelConfig
-from inferstream.serving.preprocess import TabularPreprocessor
+from inferstream.serving.preprocess import TabularPreprocessor, as_numbers
 
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
 
@@ -59,7 +59,7 @@ class ColumnarScorer:
                     raise ValueError(f"columns.{name}: not numbers") from None
             # Float64 views of the record's buffers, stacked and cast once (not a strided write per column).
             stacked = np.stack(columns, axis=1)
-        matrix = stacked.astype(self.dtype, copy=False)
+        matrix = as_numbers(stacked, self.dtype)
         if not self.allow_nan:
             bad = np.isnan(matrix).any(axis=0)
             if bad.any():

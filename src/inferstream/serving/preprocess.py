@@ -56,19 +56,35 @@ class TabularPreprocessor:
                 errors[index] = f"missing feature(s): {', '.join(absent[:5])}" + (" ..." if len(absent) > 5 else "")
                 del missing
         try:
-            matrix = np.asarray(rows, dtype=self.dtype).reshape(len(rows), len(features))
+            matrix = as_numbers(rows, self.dtype).reshape(len(rows), len(features))
         except (TypeError, ValueError):
             matrix, positions = self._row_by_row(rows, positions, errors)
-        if not self.allow_nan and matrix.size:
-            bad = np.isnan(matrix).any(axis=1)
-            if bad.any():
-                for row in np.flatnonzero(bad):
-                    columns = [features[c] for c in np.flatnonzero(np.isnan(matrix[row]))]
-                    errors[positions[row]] = f"NaN in feature(s) {', '.join(columns[:5])} (allow_nan is off)"
-                keep = ~bad
-                matrix = matrix[keep]
-                positions = [p for p, k in zip(positions, keep, strict=True) if k]
+        if matrix.size and matrix.dtype.kind == "f":
+            # JSON carries no infinity: one here is a number beyond the model's dtype.
+            beyond = f"feature(s) {{}} beyond the range of {self.dtype}"
+            matrix, positions = self._refuse(matrix, positions, errors, np.isinf(matrix), beyond)
+            if not self.allow_nan:
+                nan = "NaN in feature(s) {} (allow_nan is off)"
+                matrix, positions = self._refuse(matrix, positions, errors, np.isnan(matrix), nan)
         return Prepared({self.input_name: matrix}, positions, errors)
+
+    def _refuse(
+        self,
+        matrix: npt.NDArray[Any],
+        positions: list[int],
+        errors: dict[int, str],
+        cells: npt.NDArray[Any],
+        reason: str,
+    ) -> tuple[npt.NDArray[Any], list[int]]:
+        """The rows without a bad cell; each row with one gets ``reason`` naming its features."""
+        bad = np.asarray(cells.any(axis=1))
+        if not bad.any():
+            return matrix, positions
+        for row in np.flatnonzero(bad):
+            columns = [self.features[c] for c in np.flatnonzero(cells[row])]
+            errors[positions[row]] = reason.format(", ".join(columns[:5]))
+        keep = ~bad
+        return matrix[keep], [p for p, k in zip(positions, keep, strict=True) if k]
 
     def _row_by_row(
         self, rows: list[list[Any]], positions: list[int], errors: dict[int, str]
@@ -77,7 +93,7 @@ class TabularPreprocessor:
         good_positions: list[int] = []
         for row, position in zip(rows, positions, strict=True):
             try:
-                good_rows.append(np.asarray(row, dtype=self.dtype).reshape(len(self.features)))
+                good_rows.append(as_numbers(row, self.dtype).reshape(len(self.features)))
                 good_positions.append(position)
             except (TypeError, ValueError):
                 wrong = [n for n, v in zip(self.features, row, strict=True) if not _is_number(v)]
@@ -131,12 +147,19 @@ class VectorPreprocessor:
             except (binascii.Error, ValueError):
                 raise ValueError("is not base64 of little-endian float32 values") from None
         elif isinstance(value, list) and all(_is_number(v) and v is not None for v in value):
-            vector = np.asarray(value, dtype=np.float32)
+            vector = as_numbers(value, np.dtype(np.float32))
         else:
             raise ValueError(f"is {type(value).__name__}, not a vector (base64 float32 or a list of numbers)")
         if vector.shape != (self.dims,):
             raise ValueError(f"has {vector.size} values, not {self.dims}")
         return vector
+
+
+def as_numbers(values: Any, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """``values`` as an array of ``dtype``; a number beyond its range becomes infinite (the callers
+    refuse it: JSON carries none), not a RuntimeWarning that stops a worker run with warnings as errors."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=dtype)
 
 
 def _is_number(value: Any) -> bool:
