@@ -96,6 +96,11 @@ class ProduceSink:
         self._send(values, where, first)
 
     def _send(self, values: Sequence[Any], where: Sequence[SourceRecord | None], first: int) -> None:
+        if not self.missing_topic:
+            encoded = self.codec.encode_batch(values)  # every record good: checked and written in compiled code
+            if encoded is not None:
+                self._produce(*encoded)
+                return
         result = self.codec.validate_batch(values)
         records, positions, errors = result.records, result.positions, result.errors
         if errors and self.on_error == "fail":
@@ -130,9 +135,12 @@ class ProduceSink:
             keys: list[bytes | str | None] = list(map(attrgetter(contract.key_field), records))
         else:
             keys = [r.key() for r in records]
+        self._produce(self.codec.encode_many(records), keys)
+
+    def _produce(self, values: list[bytes], keys: list[bytes | str | None]) -> None:
         producer = self.core.producer()
-        producer.produce_many(self.topic, self.codec.encode_many(records), keys, self.headers)
-        self.report.produced += len(records)
+        producer.produce_many(self.topic, values, keys, self.headers)
+        self.report.produced += len(values)
         producer.poll(0)
 
     def reject(

@@ -1,8 +1,10 @@
 """Encoding, decoding and validation of contract records, one at a time or in batches.
 
 Every record on a topic carries the header ``inferstream-schema: <name>/<version>``.
-Batch validation goes through one pydantic-core call for the whole batch (the hot
-path); only when a batch holds bad records are they found and reported one by one.
+Producing a batch of mappings takes the compiled path first (:meth:`Codec.encode_batch`,
+schemas/compiled_batch.py: checked and written without building records); a batch it
+leaves goes through one pydantic-core call for the whole batch, and only when a batch
+holds bad records are they found and reported one by one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
 from inferstream.schemas._annotations import is_union, members, unwrap
 from inferstream.schemas.compiled import fast_decoder
+from inferstream.schemas.compiled_batch import fast_batch
 from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
 from inferstream.schemas.policy_plan import PolicyPlan
 from inferstream.schemas.records import Contract
@@ -137,6 +140,8 @@ class Codec(Generic[C]):
         self._plan = PolicyPlan(contract)
         #: Every field of JSON's own types (strings, numbers, times, free-form values): encode_many uses orjson.
         self._flat = all(_json_native(f.annotation) for f in contract.model_fields.values())
+        #: The compiled produce path (schemas/compiled_batch.py): written by orjson, keyed by the key field.
+        self._batch = fast_batch(contract, contract.key_field) if self._flat and contract.key is Contract.key else None
 
     def __repr__(self) -> str:
         return f"Codec({self.name}/{self.contract.schema_version})"
@@ -287,6 +292,14 @@ class Codec(Generic[C]):
         positions = [i for i in range(len(values)) if i not in errors]
         records = self._many.validate_python([values[i] for i in positions])
         return BatchResult(records=records, positions=positions, errors=errors)
+
+    def encode_batch(self, values: Sequence[Any]) -> tuple[list[bytes], list[Any]] | None:
+        """Validate mappings and write them in compiled code: each record's bytes and key.
+
+        None when the contract or one of the values is not for the compiled path: then
+        :meth:`validate_batch` and :meth:`encode_many` decide (and word any error).
+        """
+        return None if self._batch is None else self._batch.encode(values)
 
     def encode_many(self, records: Iterable[C]) -> list[bytes]:
         """The JSON bytes of each record (``RecordEncodingError`` for one JSON cannot carry)."""

@@ -31,6 +31,7 @@ error message. ``tests/unit/test_compiled_contracts.py`` checks both paths agree
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -113,8 +114,8 @@ def _constrained_str(metadata: list[Any]) -> tuple[Any, Callable[[Any], Any] | N
     return (Annotated[str, msgspec.Meta(**meta)] if meta else str), check
 
 
-def _number(kind: type, metadata: list[Any]) -> Any:
-    meta: dict[str, Any] = {}
+def _number(kind: type, metadata: list[Any], *, finite: bool = False) -> Any:
+    meta: dict[str, Any] = {"ge": -sys.float_info.max, "le": sys.float_info.max} if finite and kind is float else {}
     for item in metadata:
         if isinstance(item, annotated_types.Ge):
             meta["ge"] = item.ge
@@ -131,11 +132,30 @@ def _number(kind: type, metadata: list[Any]) -> Any:
     return Annotated[kind, msgspec.Meta(**meta)] if meta else kind
 
 
-class _Mapper:
-    """Maps a model's field annotations to struct types, recording the conversions back."""
+#: Python values (mappings built by users) hold what JSON text cannot: floats are checked finite there.
+_FINITE = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+_PY_SCALAR = _INT | _FINITE | str | bool | None
+_PY_JSON = _PY_SCALAR | dict[str, _PY_SCALAR] | list[_PY_SCALAR]
+#: A timestamp from Python: an aware datetime, or RFC 3339 text msgspec parses to one.
+_AWARE = Annotated[datetime, msgspec.Meta(tz=True)]
 
-    def __init__(self) -> None:
+
+def _is_time(value: Any) -> Any:
+    """The mark of a timestamp field in :attr:`_Mapper.python` mode (checked by the batch, not per value)."""
+    return value
+
+
+class _Mapper:
+    """Maps a model's field annotations to struct types, recording the conversions back.
+
+    With ``python``, the struct takes Python values (``msgspec.convert``) rather than JSON
+    text: timestamps are aware datetimes (marked by :func:`_is_time`), floats finite, and
+    only conversions that check a value without changing it are allowed.
+    """
+
+    def __init__(self, *, python: bool = False) -> None:
         self.structs: dict[type[BaseModel], tuple[type[msgspec.Struct], Callable[[Any], BaseModel]]] = {}
+        self.python = python
 
     def field_type(self, annotation: Any, metadata: list[Any]) -> tuple[Any, Callable[[Any], Any] | None]:
         """The struct type of an annotation, and the conversion of its decoded value (None: as it is)."""
@@ -143,6 +163,8 @@ class _Mapper:
         validators = [m for m in metadata + inner if isinstance(m, AfterValidator)]
         others = [m for m in metadata + inner if not isinstance(m, AfterValidator)]
         if any(isinstance(m, PlainValidator) and m.func is _to_vector for m in others):
+            if self.python:
+                raise UnsupportedError("vector")
             # A vector: base64 text, decoded to bytes by msgspec and turned into the array by the
             # model's own function (a JSON array of numbers, the other form the model takes,
             # goes to the model).
@@ -156,22 +178,24 @@ class _Mapper:
                 inner_type, convert = self.field_type(kept[0], others + validators)
                 if not optional:
                     return inner_type, convert
-                return inner_type | None, (None if convert is None else _optional(convert))
+                if convert is None or convert is _is_time:
+                    return inner_type | None, convert
+                return inner_type | None, _optional(convert)
             if others or validators:
                 raise UnsupportedError(f"constrained union {annotation!r}")
             return self._scalar_union(kept, optional), None
         if annotation is datetime:
             if others:
                 raise UnsupportedError("constrained datetime")
-            return _TIMESTAMP, _timestamp
+            return (_AWARE, _is_time) if self.python else (_TIMESTAMP, _timestamp)
         if annotation is str:
             return _constrained_str(others)
         if annotation is bool:
             return bool, None
         if annotation in (int, float):
-            return _number(annotation, others), None
+            return _number(annotation, others, finite=self.python), None
         if getattr(annotation, "__name__", None) == "JsonValue":
-            return _JSON, None
+            return (_PY_JSON if self.python else _JSON), None
         if others or validators:
             raise UnsupportedError(f"constraint on {annotation!r}")
         if origin is Literal:
@@ -191,6 +215,8 @@ class _Mapper:
                 return list[item_type], None  # type: ignore[valid-type]
             return list[item_type], _each(convert)  # type: ignore[valid-type]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if self.python:
+                raise UnsupportedError(f"nested {annotation.__name__}")
             struct, build = self.struct(annotation)
             return struct, build
         raise UnsupportedError(f"no compiled form of {annotation!r}")
@@ -203,7 +229,7 @@ class _Mapper:
                 raise UnsupportedError(f"union member {member!r}")
             if member not in (int, float, str, bool):
                 raise UnsupportedError(f"union member {member!r}")
-            kinds.append(_INT if member is int else member)
+            kinds.append(_INT if member is int else _FINITE if member is float and self.python else member)
         union: Any = kinds[0]
         for kind in kinds[1:]:
             union = union | kind
@@ -213,14 +239,7 @@ class _Mapper:
         """The struct of a model (made once) and the function building the model from a decoded struct."""
         if model in self.structs:
             return self.structs[model]
-        decorators = model.__pydantic_decorators__
-        if decorators.field_validators or decorators.validators or decorators.root_validators:
-            raise UnsupportedError(f"{model.__name__} has field validators")
-        after = []
-        for decorator in decorators.model_validators.values():
-            if decorator.info.mode != "after":
-                raise UnsupportedError(f"{model.__name__} has a {decorator.info.mode} model validator")
-            after.append(decorator.func)
+        after = _after_validators(model)
         fields: list[tuple[str, Any, Any]] = []
         converted: list[tuple[str, Callable[[Any], Any]]] = []
         for name, info in model.model_fields.items():
@@ -234,6 +253,18 @@ class _Mapper:
         build = _builder(model, converted, after)
         self.structs[model] = (struct, build)
         return struct, build
+
+
+def _after_validators(model: type[BaseModel]) -> list[Callable[[Any], Any]]:
+    decorators = model.__pydantic_decorators__
+    if decorators.field_validators or decorators.validators or decorators.root_validators:
+        raise UnsupportedError(f"{model.__name__} has field validators")
+    after = []
+    for decorator in decorators.model_validators.values():
+        if decorator.info.mode != "after":
+            raise UnsupportedError(f"{model.__name__} has a {decorator.info.mode} model validator")
+        after.append(decorator.func)
+    return after
 
 
 def _default(info: FieldInfo, convert: Callable[[Any], Any] | None) -> Any:

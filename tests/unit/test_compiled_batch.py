@@ -1,0 +1,170 @@
+"""The compiled produce path (schemas/compiled_batch.py) agrees with the models' path.
+
+For a batch of mappings it either leaves the batch to the model (None), or writes for
+every record the bytes and key that validating with the model and encoding would
+give; it never takes a batch the model (or the JSON policy) refuses.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inferstream.schemas import CONTRACTS, Contract, Event, codec_for
+from inferstream.schemas._types import new_id, utcnow
+
+GOLDEN = Path(__file__).parent / "contracts"
+BATCHED = sorted((c for c in CONTRACTS.values() if codec_for(c)._batch is not None), key=lambda c: c.schema_name)
+
+
+def _golden(contract: type[Contract]) -> list[dict[str, Any]]:
+    path = GOLDEN / f"{contract.schema_name}.v{contract.schema_version}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _fresh(contract: type[Contract], values: list[dict[str, Any]]) -> set[str]:
+    """Fields some value leaves to a default factory that differs call by call (an id, the time)."""
+    fresh = {n for n, f in contract.model_fields.items() if f.default_factory in (new_id, utcnow)}
+    return {n for n in fresh if any(n not in v for v in values)}
+
+
+def _agree(contract: type[Contract], values: list[dict[str, Any]]) -> bool:
+    """Checks both paths agree; whether the compiled path took the batch."""
+    codec = codec_for(contract)
+    fast = codec.encode_batch(values)
+    slow = codec.validate_batch(values)
+    if fast is None:
+        return False
+    assert not slow.errors, f"compiled path took what the model refuses: {values!r} ({slow.errors})"
+    payloads, keys = fast
+    fresh = _fresh(contract, values)
+    expected = codec.encode_many(slow.records)
+    assert len(payloads) == len(expected) == len(values)
+    for got, want in zip(payloads, expected, strict=True):
+        if fresh:
+            got_fields, want_fields = json.loads(got), json.loads(want)
+            for name in fresh:
+                got_fields.pop(name), want_fields.pop(name)
+            assert got_fields == want_fields
+            assert list(json.loads(got)) == list(json.loads(want))  # same fields, same order
+        else:
+            assert got == want
+    assert [k.encode() if isinstance(k, str) else k for k in keys] == [r.key() for r in slow.records]
+    return True
+
+
+def test_the_producible_contracts_have_a_compiled_path() -> None:
+    assert {"event", "label"} <= {c.schema_name for c in BATCHED}
+
+
+@pytest.mark.parametrize("contract", BATCHED, ids=lambda c: c.schema_name)
+def test_golden_records_take_the_compiled_path(contract: type[Contract]) -> None:
+    golden = _golden(contract)
+    taken = sum(_agree(contract, [record]) for record in golden)
+    assert taken >= 1  # the common path, not a formality
+
+
+def test_a_batch_of_events_is_written_as_the_model_writes_it() -> None:
+    events = [
+        {"id": f"e{i}", "type": "review", "event_time": "2026-01-02T03:04:05.000123Z", "text": "fine", "source": "s"}
+        for i in range(50)
+    ]
+    events.append({"id": "f", "type": "clinical", "features": {"a": 1.5, "b": 2, "c": "x", "d": True, "e": None}})
+    events.append({"id": "g", "type": "t", "text": "x", "event_time": datetime(2026, 1, 2, tzinfo=UTC)})
+    assert _agree(Event, events)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"event_time": "2026-01-02T03:04:05.1234567Z"},  # msgspec would round, the model truncates
+        {"event_time": "2026-01-02T03:04:05+02:00"},  # converted to UTC by the model
+        {"event_time": "2026-01-02T03:04:05"},  # naive: UTC by the model
+        {"event_time": datetime(2026, 1, 2)},
+        {"event_time": datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=2)))},
+        {"features": {"x": float("nan")}},
+        {"features": {"x": float("inf")}},
+        {"features": {"x": 2**64}},
+        {"text": "lone \ud800 surrogate"},
+        {"id": " "},
+        {"type": "bad type"},
+        {"text": None},  # no payload left: the model's validator refuses it
+        {"unknown": 1},
+    ],
+    ids=repr,
+)
+def test_what_the_compiled_path_leaves_to_the_model(odd: dict[str, Any]) -> None:
+    good = {"id": "e1", "type": "review", "text": "fine"}
+    codec = codec_for(Event)
+    assert codec.encode_batch([good]) is not None
+    assert codec.encode_batch([good, {**good, **odd}]) is None
+
+
+def test_records_and_other_mappings_go_to_the_model() -> None:
+    from collections import OrderedDict
+
+    good = {"id": "e1", "type": "review", "text": "fine"}
+    codec = codec_for(Event)
+    assert codec.encode_batch([Event.model_validate(good)]) is None
+    assert codec.encode_batch([OrderedDict(good, event_time="2026-01-02T03:04:05.1234567Z")]) is None
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05.5Z",
+            "2026-01-02T03:04:05.1234567Z",
+            "2026-01-02T03:04:05+00:00",
+            "2026-01-02T03:04:05+0000",
+            "2026-01-02T03:04:05+02:00",
+            "2026-01-02T03:04:05",
+            "2026-01-02 03:04:05Z",
+            "2026-02-30T03:04:05Z",
+            "2026-01-02",
+            datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+            datetime(2026, 1, 2, 3, 4, 5),
+            "iris",
+            "iris\n",
+            "a b",
+            "\ud800",
+            "",
+        ]
+    ),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("contract", BATCHED, ids=lambda c: c.schema_name)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_batches_agree_or_go_to_the_model(contract: type[Contract], data: st.DataObject) -> None:
+    batch = []
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        record = dict(data.draw(st.sampled_from(_golden(contract))))
+        for name in data.draw(st.lists(st.sampled_from(sorted(contract.model_fields)), max_size=3, unique=True)):
+            action = data.draw(st.sampled_from(["replace", "drop", "nest"]))
+            if action == "drop":
+                record.pop(name, None)
+            elif action == "nest" and isinstance(record.get(name), dict) and record[name]:
+                key = data.draw(st.sampled_from(sorted(record[name])))
+                record[name] = {**record[name], key: data.draw(_VALUES)}
+            else:
+                record[name] = data.draw(_VALUES)
+        batch.append(record)
+    _agree(contract, batch)
