@@ -41,9 +41,13 @@ def _agree(contract: type[Contract], values: list[dict[str, Any]]) -> bool:
     slow = codec.validate_batch(values)
     if fast is None:
         return False
-    assert not slow.errors, f"compiled path took what the model refuses: {values!r} ({slow.errors})"
-    payloads, keys = fast
+    payloads, keys = list(fast.payloads()), fast.keys
+    if len(payloads) < len(values):  # a string orjson cannot write: the rest is the model's
+        assert slow.errors or codec.validate_batch(values[len(payloads) :]).errors
+        values, keys = values[: len(payloads)], keys[: len(payloads)]
+        slow = codec.validate_batch(values)
     fresh = _fresh(contract, values)
+    assert not slow.errors, f"compiled path took what the model refuses: {values!r} ({slow.errors})"
     expected = codec.encode_many(slow.records)
     assert len(payloads) == len(expected) == len(values)
     for got, want in zip(payloads, expected, strict=True):
@@ -91,7 +95,6 @@ def test_a_batch_of_events_is_written_as_the_model_writes_it() -> None:
         {"features": {"x": float("nan")}},
         {"features": {"x": float("inf")}},
         {"features": {"x": 2**64}},
-        {"text": "lone \ud800 surrogate"},
         {"id": " "},
         {"type": "bad type"},
         {"text": None},  # no payload left: the model's validator refuses it
@@ -104,6 +107,15 @@ def test_what_the_compiled_path_leaves_to_the_model(odd: dict[str, Any]) -> None
     codec = codec_for(Event)
     assert codec.encode_batch([good]) is not None
     assert codec.encode_batch([good, {**good, **odd}]) is None
+
+
+def test_a_lone_surrogate_ends_the_compiled_path_at_its_record() -> None:
+    good = {"id": "e1", "type": "review", "text": "fine"}
+    codec = codec_for(Event)
+    encoded = codec.encode_batch([good, good, {**good, "text": "lone \ud800"}, good])
+    assert encoded is not None
+    assert len(list(encoded.payloads())) == encoded.written == 2
+    assert codec.validate_batch([{**good, "text": "lone \ud800"}, good]).errors.keys() == {0}
 
 
 def test_records_and_other_mappings_go_to_the_model() -> None:

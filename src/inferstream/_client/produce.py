@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from inferstream._client.core import Core
@@ -56,17 +57,10 @@ def produce(
         own.append((TRACEPARENT, parent.header))
     sink = ProduceSink(core, full, codec, on_error, own, report, lines)
     sink.missing_topic = not exists
-    batch: list[SourceRecord | Mapping[str, Any] | Contract] = []
+    items = iter(records)
     try:
         try:
-            for item in records:
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    sink.send(batch)
-                    if progress is not None:
-                        progress(len(batch))
-                    batch = []
-            if batch:
+            while batch := list(islice(items, batch_size)):  # batched in C
                 sink.send(batch)
                 if progress is not None:
                     progress(len(batch))

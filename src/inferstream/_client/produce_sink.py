@@ -99,8 +99,12 @@ class ProduceSink:
         if not self.missing_topic:
             encoded = self.codec.encode_batch(values)  # every record good: checked and written in compiled code
             if encoded is not None:
-                self._produce(*encoded)
-                return
+                self._produce(encoded.payloads(), encoded.keys)
+                done = encoded.written
+                self.report.produced += done
+                if done == len(values):
+                    return
+                values, where, first = values[done:], where[done:], first + done
         result = self.codec.validate_batch(values)
         records, positions, errors = result.records, result.positions, result.errors
         if errors and self.on_error == "fail":
@@ -136,11 +140,11 @@ class ProduceSink:
         else:
             keys = [r.key() for r in records]
         self._produce(self.codec.encode_many(records), keys)
+        self.report.produced += len(records)
 
-    def _produce(self, values: list[bytes], keys: list[bytes | str | None]) -> None:
+    def _produce(self, values: list[bytes] | Iterator[bytes], keys: list[bytes | str | None]) -> None:
         producer = self.core.producer()
         producer.produce_many(self.topic, values, keys, self.headers)
-        self.report.produced += len(values)
         producer.poll(0)
 
     def reject(

@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
 from inferstream.schemas._annotations import is_union, members, unwrap
 from inferstream.schemas.compiled import fast_decoder
-from inferstream.schemas.compiled_batch import fast_batch
+from inferstream.schemas.compiled_batch import Encoded, fast_batch
 from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
 from inferstream.schemas.policy_plan import PolicyPlan
 from inferstream.schemas.records import Contract
@@ -293,11 +293,12 @@ class Codec(Generic[C]):
         records = self._many.validate_python([values[i] for i in positions])
         return BatchResult(records=records, positions=positions, errors=errors)
 
-    def encode_batch(self, values: Sequence[Any]) -> tuple[list[bytes], list[Any]] | None:
-        """Validate mappings and write them in compiled code: each record's bytes and key.
+    def encode_batch(self, values: Sequence[Any]) -> Encoded | None:
+        """Validate mappings in compiled code: their keys, and their bytes written as they are produced.
 
         None when the contract or one of the values is not for the compiled path: then
-        :meth:`validate_batch` and :meth:`encode_many` decide (and word any error).
+        :meth:`validate_batch` and :meth:`encode_many` decide (and word any error), as
+        for the values after the first one whose bytes could not be written.
         """
         return None if self._batch is None else self._batch.encode(values)
 

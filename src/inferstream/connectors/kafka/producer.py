@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
@@ -161,7 +161,7 @@ class Producer:
     def produce_many(
         self,
         topic: str,
-        values: Sequence[bytes],
+        values: Sequence[bytes] | Iterator[bytes],
         keys: Sequence[bytes | str | None],
         headers: Sequence[tuple[str, bytes | None]] | None = None,
         *,
@@ -173,12 +173,14 @@ class Producer:
         Same guarantees as ``produce()`` (backpressure, failures kept for ``flush()``,
         ``on_ack`` once per acknowledged record), without building arguments per record.
         ``headers_of``: a record's own headers where one is not None (a ``traceparent``).
+        ``values`` may be an iterator that encodes as it goes (each value freed once
+        queued) and ends early: the records it gave, with the first keys, are queued.
         """
         produce = self._producer.produce
         callback = self._on_delivery if tag is None else _Tagged(self, tag)
         header_list: Any = list(headers) if headers else None
         if headers_of is None:
-            for value, key in zip(values, keys, strict=True):
+            for value, key in zip(values, keys, strict=not isinstance(values, Iterator)):
                 try:
                     produce(topic, value, key, headers=header_list, on_delivery=callback)
                 except (BufferError, confluent_kafka.KafkaException):
