@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from inferstream.connectors.vectors import Document, IndexMeta, MemoryStore, Upsert
 from inferstream.evaluation.exact import ExactSearch, similarity_scores
 from inferstream.evaluation.retrieval import (
     Ranking,
@@ -144,3 +146,20 @@ def test_exact_search_over_batches_finds_the_brute_force_top() -> None:
     duplicate = ExactSearch("cosine", vectors[3], 2)
     duplicate.add(ids, vectors)
     assert duplicate.rankings()[0].ids == ("d03", "d07")
+
+
+def test_the_memory_store_reads_its_vectors_back_in_batches() -> None:
+    store = MemoryStore()
+    store.setup(IndexMeta("m", "1", 2, "cosine"))
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(5):
+        vector = np.array([i, 1], dtype=np.float32)
+        store.add(Upsert(Document(id=f"d{i}", vector=vector, model="m", version="1", event_time=when)))
+    store.flush()
+    batches = list(store.scan(batch_size=2))
+    assert [ids for ids, _ in batches] == [["d0", "d1"], ["d2", "d3"], ["d4"]]
+    assert batches[2][1].tolist() == [[4.0, 1.0]]
+    search = ExactSearch("cosine", [[1.0, 0.0]], 2)
+    for ids, vectors in batches:
+        search.add(ids, vectors)
+    assert search.rankings()[0].ids == ("d4", "d3")  # the most x-ward vectors
