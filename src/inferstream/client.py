@@ -29,6 +29,7 @@ from inferstream._client.produce import produce
 from inferstream._client.produce_report import OnError, ProduceReport, Progress, Rejected
 from inferstream._client.produce_sink import paused_gc
 from inferstream._client.requests import Requests
+from inferstream._client.retrieval_eval import evaluate_retrieval
 from inferstream._client.subscribe import Received, Subscription, open_subscription, predictions_of
 from inferstream._client.topics import TopicNames
 from inferstream.closing import Closing
@@ -281,6 +282,8 @@ class Client(Closing):
     search = forward("searcher", Searcher.search)
     #: Passages for a RAG prompt: :meth:`inferstream.search.Searcher.retrieve`, on :attr:`searcher`.
     retrieve = forward("searcher", Searcher.retrieve)
+    #: Retrieval quality against labels and exact search: :func:`inferstream._client.retrieval_eval.evaluate_retrieval`.
+    evaluate_retrieval = forward("searcher", evaluate_retrieval)
 
     @property
     def searcher(self) -> Searcher:

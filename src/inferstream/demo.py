@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.errors import KafkaError
 from inferstream.stack.kafka import KafkaServer
+
+if TYPE_CHECKING:
+    from inferstream.evaluation.queries import LabelledQuery
 
 Say = Callable[[str], None]
 #: Called with the demo's settings and its summary while the platform still runs (``demo --keep``
@@ -99,6 +102,22 @@ def sample_texts() -> list[str]:
             if 80 <= len(text) <= 600:
                 passages.append(text)
     return passages
+
+
+def passage_id(position: int) -> str:
+    """The id :func:`sample_events` gives the passage at ``position`` of :func:`sample_texts` (its first pass)."""
+    return f"doc-{2 * position}"
+
+
+def demo_queries(*, passages: int = 500, count: int = 60, seed: int = 17) -> list[LabelledQuery]:
+    """The labelled query set over the first ``passages`` passages the demo indexes (a 1000-event run's).
+
+    The set shipped as ``inferstream/evaluation/demo-queries.jsonl``; ``inferstream eval
+    build-queries`` writes it again.
+    """
+    from inferstream.evaluation.queries import build_query_set
+
+    return build_query_set(sample_texts()[:passages], passage_id, count=count, seed=seed)
 
 
 def sample_events(count: int, *, seed: int = 7, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:

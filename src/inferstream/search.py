@@ -52,6 +52,11 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], *, k: int = RRF_K)
     return sorted(scores.items(), key=lambda pair: -pair[1])
 
 
+def hybrid_window(k: int, num_candidates: int) -> int:
+    """How many hits of each list (kNN, BM25) hybrid search fuses for ``k`` results."""
+    return max(k, min(num_candidates, 100))
+
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     """Where a query's time went, in milliseconds."""
@@ -193,7 +198,7 @@ class Searcher(Closing):
         vector = embedder.embed([text])[0]
         embedded = time.perf_counter()
         if hybrid:
-            window = max(k, min(candidates, 100))
+            window = hybrid_window(k, candidates)
             knn_hits = self.store.knn(vector, window, num_candidates=max(candidates, window), filters=wanted)
             text_hits = self.store.text_search(text, window, filters=wanted)
             hits = _fuse(knn_hits, text_hits, k)

@@ -36,7 +36,12 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
     {"config": ("inferstream.config", "inferstream.metrics", "inferstream.monitoring.spec", "inferstream.tracing")},
     {"schemas": ("inferstream.schemas",)},
     {"connectors": ("inferstream.connectors",), "stack": ("inferstream.stack",)},
-    {"serving": ("inferstream.serving",), "monitoring": ("inferstream.monitoring",)},
+    # Offline evaluation (ranking metrics, exact search, labelled query files) needs no store or stream.
+    {
+        "serving": ("inferstream.serving",),
+        "monitoring": ("inferstream.monitoring",),
+        "evaluation": ("inferstream.evaluation",),
+    },
     {"streams": ("inferstream.streams",), "jobs": ("inferstream.jobs",)},
     # The package root re-exports the SDK's names (``from inferstream import Client``).
     {"sdk": ("inferstream.client", "inferstream._client", "inferstream.search", "inferstream")},

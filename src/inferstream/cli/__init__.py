@@ -9,6 +9,7 @@ from inferstream.cli import (  # noqa: F401  (register commands)
     alerts,
     demo,
     dlq,
+    evaluate,
     gateway,
     groups,
     job,

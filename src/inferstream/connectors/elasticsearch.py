@@ -316,6 +316,28 @@ class ElasticsearchStore:
         with _searching(self):
             return int(self.client.count(index=self.index)["count"])
 
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], FloatArray]]:
+        """Every document's id and float vector (the server keeps them beside a quantized index), in batches.
+
+        A scroll over the whole index: what it holds when the scan starts, whatever is written meanwhile.
+        """
+        from elasticsearch.helpers import scan
+
+        ids: list[str] = []
+        vectors: list[list[float]] = []
+        with _searching(self):
+            for raw in scan(self.client, index=self.index, size=batch_size, source=["vector"], scroll="5m"):
+                vector = raw.get("_source", {}).get("vector")
+                if vector is None:
+                    continue  # a document the sink never wrote (no vector): nothing to compare
+                ids.append(raw["_id"])
+                vectors.append(vector)
+                if len(ids) == batch_size:
+                    yield ids, np.asarray(vectors, dtype=np.float32)
+                    ids, vectors = [], []
+        if ids:
+            yield ids, np.asarray(vectors, dtype=np.float32)
+
     def refresh(self) -> None:
         """Make every write so far searchable now."""
         with _searching(self):

@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -392,6 +392,16 @@ class EmbeddedStore:
         """Rows in the table."""
         table = self._open()
         return 0 if table is None else int(table.count_rows())
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], FloatArray]]:
+        """Every row's id and vector, read back from the table ``batch_size`` rows at a time."""
+        table = self._require()
+        meta = self.meta()
+        assert meta is not None
+        for batch in table.search().select(["id", "vector"]).limit(None).to_batches(batch_size):
+            if batch.num_rows:
+                flat = batch.column("vector").flatten().to_numpy(zero_copy_only=False)
+                yield batch.column("id").to_pylist(), flat.astype(np.float32).reshape(batch.num_rows, meta.dims)
 
     def refresh(self) -> None:
         """Nothing to do: a committed write is visible to the next read."""

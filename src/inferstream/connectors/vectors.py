@@ -23,7 +23,7 @@ Elasticsearch) and :mod:`inferstream.connectors.embedded` (LanceDB, in-process).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -154,6 +154,9 @@ class VectorStore(VectorSink, Protocol):
 
     def count(self) -> int:
         """Documents in the index (after the writes so far are visible)."""
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], FloatArray]]:
+        """Every document's id and float vector, ``batch_size`` at a time (exact search, evaluation)."""
 
     def refresh(self) -> None:
         """Make everything written so far searchable now (tests, benchmarks)."""
@@ -327,6 +330,13 @@ class MemoryStore:
     def count(self) -> int:
         """Documents held."""
         return len(self.documents)
+
+    def scan(self, batch_size: int = 1000) -> Iterator[tuple[list[str], FloatArray]]:
+        """Every document's id and vector, in batches."""
+        docs = list(self.documents.values())
+        for start in range(0, len(docs), batch_size):
+            batch = docs[start : start + batch_size]
+            yield [doc.id for doc in batch], np.stack([doc.vector for doc in batch])
 
     def refresh(self) -> None:
         """Nothing to do: writes are visible at once."""
