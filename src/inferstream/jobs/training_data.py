@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from inferstream.errors import ModelError
 from inferstream.monitoring.table import read_table
 from inferstream.serving.config import ModelConfig, TabularPreprocessing
+from inferstream.serving.quality_metrics import target_of
 
 _COLUMNS = ["request_id", "event_time", "inputs", "label"]
 
@@ -72,20 +73,6 @@ def tabular_features(config: ModelConfig) -> list[str]:
     return list(config.preprocessing.features)
 
 
-def _target(config: ModelConfig, value: Any) -> float | int:
-    """A label as a class index or a number; ValueError with the reason when it does not fit."""
-    if config.kind == "regressor":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError("label is not a finite number")
-        return float(value)
-    names = config.outputs.labels or []
-    if isinstance(value, str) and value in names:
-        return names.index(value)
-    if isinstance(value, bool | int) and 0 <= int(value) < len(names):
-        return int(value)
-    raise ValueError(f"label is not one of the classes {names} nor their index")
-
-
 def _features(names: list[str], inputs: Any) -> list[float]:
     if not isinstance(inputs, dict):
         raise ValueError("inputs are not an object of features")
@@ -120,7 +107,7 @@ def labelled_rows(
         row = by_id[request_id]
         try:
             values = _features(names, json.loads(row["inputs"]))
-            truth = _target(config, json.loads(row["label"]))
+            truth = target_of(config, json.loads(row["label"]))
         except ValueError as exc:
             skipped[str(exc)] += 1
             continue

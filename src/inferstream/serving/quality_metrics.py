@@ -10,9 +10,13 @@ two labels on). A metric that cannot be computed is left out rather than made up
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from inferstream.errors import ConfigError
+from inferstream.serving.config import ModelConfig
 
 #: Every metric, and whether a higher value is better.
 HIGHER_IS_BETTER = {
@@ -38,6 +42,23 @@ def check_metric(metric: str, kind: str) -> str:
     if metric not in metrics_of(kind):
         raise ConfigError(f"{metric!r} is not a metric of a {kind}: use one of {', '.join(metrics_of(kind))}")
     return metric
+
+
+def target_of(config: ModelConfig, value: Any) -> float | int:
+    """A label as a classifier's class index or a regressor's number; ValueError with the reason otherwise.
+
+    A class is its name in ``outputs.labels`` or its index there.
+    """
+    if config.kind == "regressor":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError("label is not a finite number")
+        return float(value)
+    names = config.outputs.labels or []
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, bool | int) and 0 <= int(value) < len(names):
+        return int(value)
+    raise ValueError(f"label is not one of the classes {names} nor their index")
 
 
 def classifier_metrics(
@@ -96,4 +117,5 @@ __all__ = [
     "classifier_metrics",
     "metrics_of",
     "regressor_metrics",
+    "target_of",
 ]
