@@ -7,6 +7,7 @@ gets them right: the loop must notice and promote it, and only once enough label
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from inferstream.serving.compare import compare
 from inferstream.serving.demo_models import TABULAR_NAME, build_tabular, tabular_rows
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import read_routes, set_route
+from inferstream.serving.shadow_trial import shadow_trial
 from inferstream.serving.worker import InferenceWorker, WorkerOptions
 from inferstream.stack.testing import cli_env, running_in_thread
 from inferstream.streams.label_sink import LabelTableSink
@@ -145,3 +147,42 @@ def test_a_retrained_version_is_shadowed_compared_on_labels_and_promoted_only_wh
     assert [(v.version, v.weight) for v in route.versions] == [("2", 100.0)]
     assert route.shadow == []
     assert [(v.version, v.weight) for v in route.previous or []] == [("1", 100.0)]
+
+
+def test_a_shadow_on_trial_is_promoted_once_enough_labels_came_and_not_when_they_do_not(loop: Settings) -> None:
+    # v2 and v3: v1's graph; v2 names its classes the other way round, so it fits the flipped labels.
+    root = loop.models_dir / TABULAR_NAME
+    for version in ("2", "3"):
+        shutil.copytree(root / "1", root / version)
+        toml = root / version / "model.toml"
+        toml.write_text(toml.read_text().replace('version = "1"', f'version = "{version}"', 1))
+    toml = root / "2" / "model.toml"
+    toml.write_text(toml.read_text().replace('labels = ["malignant", "benign"]', 'labels = ["benign", "malignant"]'))
+    repository = ModelRepository(loop.models_dir)
+    set_route(loop, TABULAR_NAME, {"1": 100}, shadow=["2", "3"])
+    with running_in_thread(_worker(loop, "1")):
+        _traffic(loop, "c", range(30))
+    # v3 answers as v1 does: equal accuracy is no reason to promote, whatever the labels.
+    same = shadow_trial(
+        loop, repository.get(TABULAR_NAME, "3"), primary="1", metric="accuracy", min_labelled=30, wait_s=120, poll_s=1
+    )
+    assert not same.promote
+    assert same.reason.startswith("not promoted: v3's accuracy")
+    assert "does not beat v1's" in same.reason
+    # Too few labels within the wait: not promoted, and it says how many came.
+    waited = shadow_trial(
+        loop, repository.get(TABULAR_NAME, "3"), primary="1", metric="accuracy", min_labelled=31, wait_s=3, poll_s=1
+    )
+    assert not waited.promote
+    assert "30 labelled requests" in waited.reason
+    assert waited.reason.endswith("after waiting 3 s")
+    assert [v.version for v in read_routes(loop)[TABULAR_NAME].versions] == ["1"]
+    # v2 gets the labels right: promoted once 30 of its predictions have labels.
+    better = shadow_trial(
+        loop, repository.get(TABULAR_NAME, "2"), primary="1", metric="f1", min_labelled=30, wait_s=120, poll_s=1
+    )
+    assert better.promote
+    assert better.reason.startswith("promoted: v2's f1")
+    assert better.route is not None
+    assert read_routes(loop)[TABULAR_NAME].versions == better.route.versions
+    assert [(v.version, v.weight) for v in better.route.versions] == [("2", 100.0)]
