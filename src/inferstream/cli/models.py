@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from inferstream.serving.promotion import Decision
     from inferstream.serving.repository import ModelRepository
 
+#: The metrics a promotion can be decided on.
+METRICS = "accuracy, f1, auc, log_loss; mae, rmse, r2"
+MinLabelled = Annotated[
+    int,
+    typer.Option(
+        "--min-labelled", help="Labelled requests both the primary and the shadow answered, needed to decide.", min=1
+    ),
+]
+
 models_app = typer.Typer(help="The ONNX model repository.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -143,13 +152,10 @@ def promote_(
         typer.Option(
             "--if-better",
             metavar="METRIC",
-            help="Only if the shadow's METRIC beats the primary's on labelled requests both answered "
-            "(accuracy, f1, auc, log_loss; mae, rmse, r2).",
+            help=f"Only if the shadow's METRIC beats the primary's on labelled requests both answered ({METRICS}).",
         ),
     ] = None,
-    min_labelled: Annotated[
-        int, typer.Option("--min-labelled", help="--if-better: labelled shadow predictions needed.", min=1)
-    ] = 100,
+    min_labelled: MinLabelled = 100,
 ) -> None:
     """Send all of a model's traffic to one version (the previous route is kept for rollback).
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from inferstream.cli._common import console, settings_of
-from inferstream.cli.models import models_app, print_decision
+from inferstream.cli.models import METRICS, MinLabelled, models_app, print_decision
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -48,12 +48,10 @@ def retrain_(
             "--promote-if-better",
             metavar="METRIC",
             help="Serve the shadow here until --min-labelled of its predictions have labels, then promote it "
-            "if its METRIC beats the primary's (accuracy, f1, auc, log_loss; mae, rmse, r2).",
+            f"if its METRIC beats the primary's ({METRICS}).",
         ),
     ] = None,
-    min_labelled: Annotated[
-        int, typer.Option("--min-labelled", help="--promote-if-better: labelled shadow predictions needed.", min=1)
-    ] = 100,
+    min_labelled: MinLabelled = 100,
     wait: Annotated[
         float, typer.Option(help="--promote-if-better: seconds to wait for them before giving up.", min=1)
     ] = 3600.0,
