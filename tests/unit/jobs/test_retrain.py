@@ -144,3 +144,57 @@ def test_only_tabular_models_are_retrained(tmp_path: Path) -> None:
     build_demo_models(root)
     with pytest.raises(ModelError, match="text-topic:1 is a classifier fed by vector preprocessing"):
         retrain(root, "text-topic", RetrainOptions(table=tmp_path / "table"))
+
+
+def _regressor(root: Path) -> None:
+    """``target:1``: a linear regression over two features, converted with skl2onnx."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LinearRegression
+
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    model = to_onnx(LinearRegression().fit(x, x @ [1.0, 2.0]), initial_types=[("input", FloatTensorType([None, 2]))])
+    directory = root / "target" / "1"
+    directory.mkdir(parents=True)
+    (directory / "model.onnx").write_bytes(model.SerializeToString())
+    (directory / "model.toml").write_text(
+        'name = "target"\nversion = "1"\nkind = "regressor"\n'
+        '[preprocessing]\ntype = "tabular"\nfeatures = ["a", "b"]\n'
+        '[[inputs]]\nname = "input"\nsource = "features"\nshape = [-1, 2]\n'
+        '[outputs]\nscore = "variable"\n'
+    )
+
+
+def test_a_regressor_is_retrained_on_numeric_labels_and_scored_by_its_errors(tmp_path: Path) -> None:
+    models, table = tmp_path / "models", tmp_path / "table"
+    _regressor(models)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 2))
+    predictions = [
+        (
+            i,
+            Prediction(
+                request_id=f"r{i}",
+                event_time=START,
+                model="target",
+                version="1",
+                inputs={"a": float(a), "b": float(b)},
+                outputs={"score": 0.0},
+                latency={"queue_ms": 0, "compute_ms": 0, "total_ms": 0},
+            ),
+        )
+        for i, (a, b) in enumerate(x)
+    ]
+    write_batch(table, "t.predictions", 0, predictions)
+    # The relation changed: the target is now 3a - b; one label is no number.
+    labels = [(i, Label(id=f"r{i}", label=float(3 * a - b))) for i, (a, b) in enumerate(x)]
+    labels[0] = (0, Label(id="r0", label="high"))
+    write_labels(table, "t.labels", 0, labels)
+    done = retrain(models, "target", RetrainOptions(table=table, seed=2))
+    assert (done.lineage.estimator, done.family_reason) == ("ridge", "its graph (LinearRegressor)")
+    assert done.data.skipped == {"label is not a finite number": 1}
+    assert done.lineage.rows == 59
+    assert set(done.lineage.metrics) == {"mae", "rmse", "r2"}
+    assert done.lineage.metrics["r2"] > 0.99
+    score = OnnxModel(done.version).load().run({"input": np.array([[1.0, 1.0]], dtype=np.float32)})["variable"]
+    assert float(score.reshape(-1)[0]) == pytest.approx(2.0, abs=0.1)
