@@ -15,6 +15,7 @@ from inferstream.cli.models import METRICS, MinLabelled, models_app, print_decis
 if TYPE_CHECKING:
     from inferstream.config import Settings
     from inferstream.jobs.retrain import Retrained
+    from inferstream.schemas.records import Route
     from inferstream.serving.promotion import Decision
 
 
@@ -67,6 +68,7 @@ def retrain_(
     from inferstream.errors import ConfigError
     from inferstream.jobs.retrain import STEPS, RetrainOptions, retrain
     from inferstream.monitoring.table import parse_time, table_dir
+    from inferstream.serving.promotion import primary_of
     from inferstream.serving.quality_metrics import check_metric
     from inferstream.serving.repository import ModelRepository
 
@@ -96,13 +98,14 @@ def retrain_(
         done = retrain(settings.models_dir, name, options, on_step)
         progress.update(task, completed=len(STEPS))
     _report(done)
-    primary = done.source.config.version
+    # Where a bare name went before: the highest version but the new one.
+    primary = [v for v in ModelRepository(settings.models_dir).versions(name) if v != done.version.config.version][-1]
     if no_shadow:
         _no_shadow(settings, name, primary)
         return
-    _shadow(settings, done, primary)
+    route = _shadow(settings, done, primary)
     if promote_if_better is not None:
-        _trial(settings, done, primary, promote_if_better, min_labelled, wait, poll)
+        _trial(settings, done, primary_of(route, name), promote_if_better, min_labelled, wait, poll)
 
 
 def _report(done: Retrained) -> None:
@@ -136,7 +139,7 @@ def _no_shadow(settings: Settings, name: str, primary: str) -> None:
     console.print("no shadow (--no-shadow): the route is unchanged and nothing serves the new version")
 
 
-def _shadow(settings: Settings, done: Retrained, primary: str) -> None:
+def _shadow(settings: Settings, done: Retrained, primary: str) -> Route:
     from inferstream.serving.routes import add_shadow
 
     config = done.version.config
@@ -150,6 +153,7 @@ def _shadow(settings: Settings, done: Retrained, primary: str) -> None:
         f"shadow {', '.join('v' + s for s in route.shadow)}. A shadow worker of {config.ref} reads {topics} in "
         f"group {group} and writes only to {shadow_topic}; users never see it."
     )
+    return route
 
 
 def _trial(

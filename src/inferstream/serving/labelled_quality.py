@@ -22,6 +22,7 @@ import numpy as np
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.errors import ContractError
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Label, Prediction
 from inferstream.serving.config import ModelConfig
@@ -48,7 +49,7 @@ def read_labels(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
             continue
         try:
             label = codec.decode(value, headers=message.headers())
-        except Exception:  # the label sink dead-letters these; here they label nothing
+        except ContractError:  # the label sink dead-letters these; here they label nothing
             continue
         key = (label.id_type, label.id)
         if key not in latest or latest[key][0] <= label.label_time:

@@ -198,3 +198,28 @@ def test_a_regressor_is_retrained_on_numeric_labels_and_scored_by_its_errors(tmp
     assert done.lineage.metrics["r2"] > 0.99
     score = OnnxModel(done.version).load().run({"input": np.array([[1.0, 1.0]], dtype=np.float32)})["variable"]
     assert float(score.reshape(-1)[0]) == pytest.approx(2.0, abs=0.1)
+
+
+def test_the_cli_refuses_bad_options_and_too_few_rows_at_once(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from inferstream.cli import app
+    from inferstream.errors import ConfigError
+
+    table = tmp_path / "table"
+    _table(table, 40, labelled=10)
+    monkeypatch.setenv("INFERSTREAM_MODELS_DIR", str(models_dir))
+    runner = CliRunner()
+    retrain_ = ["models", "retrain", TABULAR_NAME, "--from-table", str(table)]
+    metric = runner.invoke(app, [*retrain_, "--promote-if-better", "mae"])
+    assert isinstance(metric.exception, ConfigError)
+    assert "'mae' is not a metric of a classifier" in str(metric.exception)
+    both = runner.invoke(app, [*retrain_, "--promote-if-better", "f1", "--no-shadow"])
+    assert isinstance(both.exception, ConfigError)
+    assert "drop --no-shadow" in str(both.exception)
+    few = runner.invoke(app, retrain_)
+    assert isinstance(few.exception, TooFewRowsError)
+    assert "10 usable labelled rows" in str(few.exception)
+    assert ModelRepository(models_dir).versions(TABULAR_NAME) == ["1"]
