@@ -17,6 +17,7 @@ from inferstream.cli import (  # noqa: F401  (register commands)
     monitor,
     produce,
     reports,
+    retrain,
     schemas,
     search,
     serve,

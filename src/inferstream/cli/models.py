@@ -1,4 +1,7 @@
-"""``inferstream models list|show|validate|build-demo|import``: the model repository (models and chains)."""
+"""``inferstream models list|show|validate|build-demo|import|route|promote|compare``: the model repository.
+
+``models retrain`` lives in :mod:`inferstream.cli.retrain`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,18 @@ from inferstream.cli._common import console, out, settings_of
 if TYPE_CHECKING:
     from inferstream.config import Settings
     from inferstream.schemas.records import Route
+    from inferstream.serving.compare import Comparison
+    from inferstream.serving.promotion import Decision
     from inferstream.serving.repository import ModelRepository
+
+#: The metrics a promotion can be decided on.
+METRICS = "accuracy, f1, auc, log_loss; mae, rmse, r2"
+MinLabelled = Annotated[
+    int,
+    typer.Option(
+        "--min-labelled", help="Labelled requests both the primary and the shadow answered, needed to decide.", min=1
+    ),
+]
 
 models_app = typer.Typer(help="The ONNX model repository.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -129,13 +143,56 @@ def route(
 def promote_(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="The version that gets all the traffic.")],
+    version: Annotated[
+        str | None,
+        typer.Argument(help="The version that gets all the traffic (with --if-better: default the route's shadow)."),
+    ] = None,
+    if_better: Annotated[
+        str | None,
+        typer.Option(
+            "--if-better",
+            metavar="METRIC",
+            help=f"Only if the shadow's METRIC beats the primary's on labelled requests both answered ({METRICS}).",
+        ),
+    ] = None,
+    min_labelled: MinLabelled = 100,
 ) -> None:
-    """Send all of a model's traffic to one version (the previous route is kept for rollback)."""
+    """Send all of a model's traffic to one version (the previous route is kept for rollback).
+
+    With --if-better, only a shadow that beats the primary on METRIC, over at least --min-labelled
+    labelled requests both versions answered (labels from the labels topic); it says why or why not.
+    """
+    from inferstream.errors import ConfigError
+    from inferstream.serving.promotion import promote_if_better
     from inferstream.serving.routes import promote
 
-    new = promote(settings_of(ctx), name, version.removeprefix("v"))
+    settings = settings_of(ctx)
+    chosen = version.removeprefix("v") if version else None
+    if if_better is not None:
+        decision = promote_if_better(settings, name, chosen, if_better, min_labelled)
+        print_decision(decision)
+        if decision.route is not None:
+            console.print(f"[green]promoted[/] {_route_line(decision.route)}")
+        return
+    if chosen is None:
+        raise ConfigError("name the version to promote (or ask --if-better METRIC for the route's shadow)")
+    new = promote(settings, name, chosen)
     console.print(f"[green]promoted[/] {_route_line(new)}")
+
+
+def _comparison_table(result: Comparison) -> Table:
+    table = Table(title=f"{result.model}: v{result.primary} (primary) against v{result.shadow} (shadow)")
+    table.add_column("")
+    table.add_column("value")
+    for row in result.rows():
+        table.add_row(*row)
+    return table
+
+
+def print_decision(decision: Decision) -> None:
+    """A promote-if-better decision: the comparison it was made on, and why."""
+    console.print(_comparison_table(decision.comparison))
+    console.print(f"[{'green' if decision.promote else 'yellow'}]{decision.reason}[/]")
 
 
 @models_app.command("rollback")
@@ -173,16 +230,15 @@ def compare_(
     primary: Annotated[str, typer.Argument(help="The version users see.")],
     shadow: Annotated[str, typer.Argument(help="The shadow version.")],
 ) -> None:
-    """Agreement and latency of a shadow version against the primary, on the same requests."""
+    """Agreement and latency of a shadow version against the primary, on the same requests.
+
+    Where labels came for those requests (the labels topic), both versions' quality on the same
+    labelled requests: accuracy, F1, AUC and log loss (classifiers), MAE, RMSE and R² (regressors).
+    """
     from inferstream.serving.compare import compare
 
     result = compare(settings_of(ctx), name, primary.removeprefix("v"), shadow.removeprefix("v"))
-    table = Table(title=f"{name}: v{result.primary} (primary) against v{result.shadow} (shadow)")
-    table.add_column("")
-    table.add_column("value")
-    for row in result.rows():
-        table.add_row(*row)
-    console.print(table)
+    console.print(_comparison_table(result))
 
 
 @models_app.command("import")

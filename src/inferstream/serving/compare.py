@@ -3,7 +3,9 @@
 Reads the predictions of the primary version and the shadow predictions of the
 other version (bounded reads up to the end offsets at the start), joins them by
 request id, and summarises agreement of the label, the largest difference of the
-probabilities, and the compute latency of each.
+probabilities, and the compute latency of each. Where labels came for those requests
+(on the ``labels`` topic), each side's quality on the same labelled requests:
+:mod:`inferstream.serving.labelled_quality`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import numpy as np
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.errors import ModelError
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Prediction
+from inferstream.serving.config import ModelConfig
+from inferstream.serving.labelled_quality import LabelledQuality, labelled_quality
+from inferstream.serving.repository import ModelRepository
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class Comparison:
     max_probability_diff: float | None
     primary_compute_ms: tuple[float, float] | None  # p50, p99
     shadow_compute_ms: tuple[float, float] | None
+    #: both sides' quality on the labelled requests in both; None when neither version is in the repository
+    quality: LabelledQuality | None = None
 
     def rows(self) -> list[tuple[str, str]]:
         """The summary as (name, value) rows for a table."""
@@ -47,6 +55,21 @@ class Comparison:
             ("max probability difference", f"{self.max_probability_diff:.4f}" if self.max_probability_diff else "-"),
             (f"compute {self.primary}", pct(self.primary_compute_ms)),
             (f"compute {self.shadow}", pct(self.shadow_compute_ms)),
+            *self._quality_rows(),
+        ]
+
+    def _quality_rows(self) -> list[tuple[str, str]]:
+        quality = self.quality
+        if quality is None:
+            return [("labelled requests in both", "- (neither version is in the model repository)")]
+        unusable = f" ({quality.unusable} more with a label that is no class of the model)" if quality.unusable else ""
+        metrics = sorted(quality.primary.keys() & quality.shadow.keys())
+        return [
+            ("labelled requests in both", f"{quality.labelled}{unusable}"),
+            *(
+                (m, f"v{self.primary}: {quality.primary[m]:.4f}, v{self.shadow}: {quality.shadow[m]:.4f}")
+                for m in metrics
+            ),
         ]
 
 
@@ -77,12 +100,27 @@ def _percentiles(predictions: list[Prediction]) -> tuple[float, float] | None:
     return float(p50), float(p99)
 
 
+def _config(settings: Settings, model: str, versions: tuple[str, ...]) -> ModelConfig | None:
+    repository = ModelRepository(settings.models_dir)
+    for version in versions:
+        try:
+            return repository.get(model, version).config
+        except ModelError:
+            continue
+    return None
+
+
 def compare(settings: Settings, model: str, primary: str, shadow: str) -> Comparison:
-    """Join ``model:primary`` predictions with ``model:shadow`` shadow predictions by request id."""
+    """Join ``model:primary`` predictions with ``model:shadow`` shadow predictions by request id.
+
+    Labels of those requests (the ``labels`` topic) score both sides, as the shadow's
+    ``model.toml`` reads them (the primary's when the shadow is not in the repository).
+    """
     topics = settings.topics.platform_topics()
     seen = _read(settings, topics["predictions"], model, primary)
     shadowed = _read(settings, topics["predictions-shadow"], model, shadow)
     both = sorted(seen.keys() & shadowed.keys())
+    config = _config(settings, model, (shadow, primary))
     agree = sum(1 for r in both if seen[r].outputs.get("label") == shadowed[r].outputs.get("label"))
     diffs = []
     for r in both:
@@ -100,4 +138,5 @@ def compare(settings: Settings, model: str, primary: str, shadow: str) -> Compar
         max_probability_diff=max(diffs) if diffs else None,
         primary_compute_ms=_percentiles([seen[r] for r in both]),
         shadow_compute_ms=_percentiles([shadowed[r] for r in both]),
+        quality=None if config is None else labelled_quality(settings, config, seen, shadowed),
     )

@@ -139,6 +139,26 @@ class ModelSource(_Part):
     imported_at: datetime
 
 
+class TrainingLineage(_Part):
+    """How a retrained version was made (``inferstream models retrain``): its lineage."""
+
+    source_version: str = Field(description="The version it was retrained from (its interface and estimator kind).")
+    estimator: str = Field(description="The scikit-learn estimator family (logistic_regression, ...).")
+    seed: int
+    table: str = Field(description="The inference table it was trained from.")
+    since: datetime | None = Field(default=None, description="The training window asked for: from (inclusive).")
+    until: datetime | None = Field(default=None, description="... to (exclusive).")
+    first_event_time: datetime = Field(description="The earliest prediction among the labelled rows used.")
+    last_event_time: datetime = Field(description="The latest one.")
+    rows: int = Field(ge=1, description="Labelled rows used (training + held out).")
+    train_rows: int = Field(ge=1)
+    holdout_rows: int = Field(ge=1)
+    data_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the features and labels, in the order used.")
+    metrics: dict[str, float] = Field(description="On the held-out split.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of model.onnx as written.")
+    trained_at: datetime
+
+
 class ModelConfig(_Part):
     """Everything ``model.toml`` says about one model version."""
 
@@ -155,6 +175,7 @@ class ModelConfig(_Part):
     batching: Batching = Batching()
     runtime: Runtime = Runtime()
     source: ModelSource | None = Field(default=None, description="Lineage of a version imported from a registry.")
+    training: TrainingLineage | None = Field(default=None, description="Lineage of a retrained version.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

@@ -78,7 +78,7 @@ def import_model(
     repository = ModelRepository(settings.models_dir)
     target = name or ref.name
     existing = repository.versions(target) if target in repository.names() else []
-    new_version = version or _next_version(existing)
+    new_version = version or next_version(existing)
     if new_version in existing:
         raise ModelError(f"{target}:{new_version} is in the repository already: choose another --version")
     template = _template(repository, target, existing, config_file)
@@ -118,7 +118,8 @@ def _ensure(directory: Path) -> Path:
     return directory
 
 
-def _next_version(existing: list[str]) -> str:
+def next_version(existing: list[str]) -> str:
+    """The version after the highest numeric one (``1`` for none)."""
     numbers = [int(v) for v in existing if v.isdigit()]
     return str(max(numbers, default=0) + 1)
 
@@ -138,6 +139,7 @@ def _template(repository: ModelRepository, name: str, existing: list[str], confi
             "pass --config model.toml (see `inferstream models show breast-cancer:1` for the shape)"
         )
     data.pop("source", None)
+    data.pop("training", None)
     return data
 
 
@@ -203,12 +205,13 @@ def _listing(path: Path) -> str:
     return ", ".join(sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())) or "none"
 
 
-def render_toml(config: ModelConfig) -> str:
+def render_toml(
+    config: ModelConfig, header: str = "# Imported by `inferstream models import`: the lineage is under [source].\n"
+) -> str:
     """A ``model.toml`` for a model config (what :meth:`ModelConfig.load` reads back the same)."""
     import tomli_w
 
-    header = "# Imported by `inferstream models import`: the lineage is under [source].\n"
     return header + tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
 
 
-__all__ = ["Imported", "RegistryRef", "import_model", "registry_version", "render_toml"]
+__all__ = ["Imported", "RegistryRef", "import_model", "next_version", "registry_version", "render_toml"]

@@ -261,6 +261,26 @@ def set_route(
     return route
 
 
+def add_shadow(settings: Settings, model: str, version: str, *, primary: str) -> Route:
+    """Make ``version`` a shadow in ``model``'s route (weights unchanged).
+
+    A model with no route gets one that sends all traffic to ``primary`` (where a bare
+    name went before ``version`` was the highest), with ``version`` as its shadow.
+    """
+    current = read_routes(settings).get(model)
+    if current is None:
+        return set_route(settings, model, {primary: 100.0}, shadow=[version])
+    weights = {v.version: v.weight for v in current.versions}
+    return set_route(settings, model, weights, shadow=[*(s for s in current.shadow if s != version), version])
+
+
+def pin(settings: Settings, model: str, primary: str) -> Route | None:
+    """Send all of ``model``'s traffic to ``primary`` when it has no route yet (the new route, else None)."""
+    if read_routes(settings).get(model) is not None:
+        return None
+    return set_route(settings, model, {primary: 100.0})
+
+
 def promote(settings: Settings, model: str, version: str) -> Route:
     """Send all of ``model``'s traffic to ``version`` (shadows are kept, minus that version)."""
     current = read_routes(settings).get(model)
