@@ -55,6 +55,22 @@ class Rows:
     def __len__(self) -> int:
         return len(self.times)
 
+    @classmethod
+    def empty(cls, spec: QualitySpec) -> Rows:
+        """No rows (before the table has any)."""
+        regression = spec.task == "regression"
+        return cls(
+            request_ids=[],
+            versions=np.zeros(0, dtype=object),
+            times=np.zeros(0),
+            predicted=np.zeros(0, dtype=np.float64 if regression else object),
+            probabilities=None,
+            classes=[],
+            truth=np.zeros(0, dtype=np.float64 if regression else object),
+            labelled=np.zeros(0, dtype=bool),
+            label_times=np.zeros(0),
+        )
+
     def take(self, index: npt.NDArray[np.int64]) -> Rows:
         """The rows at ``index`` (classes kept)."""
         return Rows(
