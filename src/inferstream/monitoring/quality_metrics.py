@@ -42,6 +42,8 @@ def classification_metrics(
     y = np.asarray(truth, dtype=object)
     p = np.asarray(predicted, dtype=object)
     labels = list(classes)
+    if not len(y):  # no label yet: nothing realised (CBPE's estimate stands alone)
+        return {"accuracy": None, "f1_macro": None}
     out: dict[str, float | None] = {"accuracy": float(accuracy_score(y, p))}
     precision, recall, f1, _ = precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
     out["f1_macro"] = float(np.mean(f1)) if labels else None  # over every class, as the estimate is

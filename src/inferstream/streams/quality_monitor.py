@@ -29,13 +29,14 @@ from inferstream.connectors.kafka.producer import Producer
 from inferstream.errors import ConfigError
 from inferstream.metrics import Metrics
 from inferstream.monitoring.alerts import WebhookSender
-from inferstream.monitoring.quality import Evaluation, QualityEvaluator, QualityReference, Status, reference_of
+from inferstream.monitoring.quality import Evaluation, QualityEvaluator, Status
 from inferstream.monitoring.quality_alerts import make_quality_alert
+from inferstream.monitoring.quality_read import load_reference, read_rows
 from inferstream.monitoring.quality_report import write_quality_report
-from inferstream.monitoring.quality_rows import COLUMNS, Rows, decode
+from inferstream.monitoring.quality_rows import Rows
 from inferstream.monitoring.reports import monitor_state_dir, read_status, reports_dir, write_status
 from inferstream.monitoring.spec import MonitorSpec
-from inferstream.monitoring.table import read_table, table_dir
+from inferstream.monitoring.table import table_dir
 from inferstream.schemas.records import DriftAlert
 from inferstream.streams.alert_publish import publish_alert
 from inferstream.streams.metrics import QualityMetrics
@@ -87,8 +88,7 @@ class QualityMonitor:
         self.ready = threading.Event()
         self.state_dir = monitor_state_dir(settings, spec.name)
         self.alerts_topic = settings.topics.platform_topics()["drift-alerts"]
-        self._reference_rows: Rows | None = None
-        self.reference = self._reference()
+        self.reference, self._reference_rows = load_reference(self.root, spec)
         status = read_status(self.state_dir) or {}
         self.evaluator = QualityEvaluator(spec, reference=self.reference, state=status.get("quality"))
         self._metrics.alert_state.labels(spec.name).set(int(self.evaluator.active()))
@@ -101,30 +101,6 @@ class QualityMonitor:
         self._newest_judged: dict[str, int] = {}
         self._stop = threading.Event()
         self._producer: Producer | None = None
-
-    def _reference(self) -> QualityReference:
-        if not self.quality.has_reference:
-            return QualityReference()
-        rows = decode(
-            read_table(
-                self.root,
-                model=self.spec.model,
-                version=self.spec.version,
-                since=self.quality.reference_since,
-                until=self.quality.reference_until,
-                columns=COLUMNS,
-            ),
-            self.quality,
-        )
-        reference = reference_of(rows, self.spec)
-        if reference.count < self.quality.min_labels:
-            raise ConfigError(
-                f"monitor {self.spec.name}: the reference window {self.quality.reference_since}.."
-                f"{self.quality.reference_until} holds {reference.count} labelled predictions of {self.spec.ref}, "
-                f"fewer than min_labels ({self.quality.min_labels}): label it, or choose another window"
-            )
-        self._reference_rows = rows
-        return reference
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -151,17 +127,7 @@ class QualityMonitor:
 
     def read(self) -> Rows:
         """The model's rows not final yet, with their labels (empty before the table has any)."""
-        try:
-            table = read_table(
-                self.root,
-                model=self.spec.model,
-                version=self.spec.version,
-                since=self.evaluator.since(),
-                columns=COLUMNS,
-            )
-        except ConfigError:  # no table yet: the table sink has not written its first file
-            return Rows.empty(self.quality)
-        return decode(table, self.quality)
+        return read_rows(self.root, self.spec, since=self.evaluator.since())
 
     def step(self, rows: Rows | None = None) -> list[DriftAlert]:
         """One round: read (unless given ``rows``), evaluate, publish; the alerts published."""

@@ -174,6 +174,15 @@ def test_a_window_is_judged_when_enough_labels_come_and_not_twice_on_the_same_la
     assert make_quality_alert(spec, relabelled[0], "degraded", QualityReference(), None).id != alert.id
 
 
+def test_a_window_closed_before_any_label_has_its_estimate_alone() -> None:
+    spec = _spec()
+    assert spec.quality is not None
+    evaluator = QualityEvaluator(spec)
+    (only,) = evaluator.evaluate(decode(_table([(i, "b", None) for i in range(10)] + [(70, "a", None)]), spec.quality))
+    assert (only.labelled, only.degraded, only.metrics["accuracy"]) == (0, None, None)
+    assert only.estimated["accuracy"] == pytest.approx(0.9)
+
+
 def test_labels_that_take_back_a_verdict_resolve_the_open_alert() -> None:
     spec = _spec()
     assert spec.quality is not None
