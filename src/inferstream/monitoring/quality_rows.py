@@ -5,8 +5,9 @@
 the probabilities as a matrix over ``classes`` (sorted class names), and the truth.
 Classes are compared as text (``1``, ``"1"`` and ``1.0`` are one class), so a model
 that answers ``1`` and a labeller who writes ``"1"`` agree. A prediction whose outputs
-lack the predicted field (or hold it with the wrong type) is counted in ``bad`` and
-left out.
+lack the predicted field (or hold it with the wrong type), or whose probabilities are
+missing or not numbers in [0, 1], is counted in ``bad`` and left out: no prediction can
+stop a monitor.
 """
 
 from __future__ import annotations
@@ -118,10 +119,14 @@ def decode(table: pa.Table, spec: QualitySpec) -> Rows:
             value = class_name(value)
         elif isinstance(value, bool) or not isinstance(value, int | float):
             continue
+        probabilities: dict[str, float] = {}
+        if classify and spec.probabilities:
+            probabilities = _probabilities(outputs.get(spec.probabilities))
+            if not probabilities:
+                continue  # missing, or not probabilities (outside [0, 1]): this row cannot be scored
         keep.append(i)
         predicted.append(value)
         if classify and spec.probabilities:
-            probabilities = _probabilities(outputs.get(spec.probabilities))
             probability_rows.append(probabilities)
             names.update(probabilities)
     index = np.asarray(keep, dtype=np.int64)
@@ -171,7 +176,12 @@ def _probabilities(value: Any) -> dict[str, float]:
         items = enumerate(value)
     else:
         return {}
-    return {class_name(k): float(v) for k, v in items if isinstance(v, int | float) and not isinstance(v, bool)}
+    found = {}
+    for key, number in items:
+        if isinstance(number, bool) or not isinstance(number, int | float) or not 0.0 <= number <= 1.0:
+            return {}
+        found[class_name(key)] = float(number)
+    return found
 
 
 def _matrix(rows: list[dict[str, float]], classes: list[str]) -> Floats:

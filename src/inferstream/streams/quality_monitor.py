@@ -111,7 +111,10 @@ class QualityMonitor:
         self.ready.set()
         try:
             while not self._stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except Exception:  # a table file unreadable now, a disk full: stall, say so, retry
+                    log.exception("monitor %s: round failed; retrying in %.1fs", self.spec.name, self.quality.poll_s)
                 self._stop.wait(self.quality.poll_s)
         finally:
             self._producer.close()

@@ -183,6 +183,23 @@ def test_a_window_closed_before_any_label_has_its_estimate_alone() -> None:
     assert only.estimated["accuracy"] == pytest.approx(0.9)
 
 
+def test_predictions_a_monitor_cannot_score_are_counted_and_left_out() -> None:
+    spec = _spec()
+    assert spec.quality is not None
+    table = _table([(i, "a", "a") for i in range(6)])
+    outputs = [
+        "not json",
+        json.dumps(["a list"]),
+        json.dumps({"probabilities": {"a": 0.5, "b": 0.5}}),  # no label
+        json.dumps({"label": "a", "probabilities": {"a": 1.5, "b": -0.5}}),  # not probabilities
+        json.dumps({"label": {"a": 1}, "probabilities": {"a": 1.0, "b": 0.0}}),  # a label that is no class
+        json.dumps({"label": "a", "probabilities": {"a": 0.9, "b": 0.1}}),
+    ]
+    table = table.set_column(table.column_names.index("outputs"), "outputs", pa.array(outputs))
+    rows = decode(table, spec.quality)
+    assert (len(rows), rows.bad, rows.request_ids) == (1, 5, ["r5"])
+
+
 def test_labels_that_take_back_a_verdict_resolve_the_open_alert() -> None:
     spec = _spec()
     assert spec.quality is not None
