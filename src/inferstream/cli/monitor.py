@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, out, settings_of
+from inferstream.cli._common import console, out, run_until_signalled, settings_of
 from inferstream.cli._metrics import MetricsPort, exported_metrics
 from inferstream.errors import ConfigError
-from inferstream.runtime import settle
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -118,15 +115,8 @@ def run(
     from inferstream.streams.drift_monitor import DriftMonitor
 
     monitor = DriftMonitor(settings, spec, reports=not no_reports, metrics=exported_metrics(settings, metrics_port))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        monitor.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    console.print(f"monitor {name}: {monitor.spec.ref} on {monitor.topic}, reference {monitor.reference.path}")
-    settle()
-    stats = monitor.run()
+    banner = f"monitor {name}: {monitor.spec.ref} on {monitor.topic}, reference {monitor.reference.path}"
+    stats = run_until_signalled(monitor, banner)
     console.print(
         f"{stats.predictions} predictions, {stats.windows} windows ({stats.drifted_windows} drifted), "
         f"{stats.alerts} alerts, {stats.resolved} resolved, {stats.bad_records} bad records"
@@ -137,15 +127,9 @@ def _run_quality(settings: Settings, spec: MonitorSpec, *, no_reports: bool, met
     from inferstream.streams.quality_monitor import QualityMonitor
 
     monitor = QualityMonitor(settings, spec, reports=not no_reports, metrics=exported_metrics(settings, metrics_port))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        monitor.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    console.print(f"quality monitor {spec.name}: {spec.ref} in {monitor.root}, labels joined on read")
-    settle()
-    stats = monitor.run()
+    stats = run_until_signalled(
+        monitor, f"quality monitor {spec.name}: {spec.ref} in {monitor.root}, labels joined on read"
+    )
     console.print(
         f"{stats.evaluations} window evaluations ({stats.reevaluations} on late labels), "
         f"{stats.alerts} alerts, {stats.resolved} resolved"

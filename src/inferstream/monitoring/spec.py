@@ -189,7 +189,8 @@ class QualitySpec(_Frozen):
             known = metric in _METRICS[self.task] or (self.task == "classification" and _PER_CLASS.match(metric))
             if not known:
                 names = ", ".join(sorted(_METRICS[self.task]))
-                raise ValueError(f"unknown {self.task} metric {metric!r}: use {names} (or precision/recall/f1[CLASS])")
+                per_class = " (or precision/recall/f1[CLASS])" if self.task == "classification" else ""
+                raise ValueError(f"unknown {self.task} metric {metric!r}: use {names}{per_class}")
         if any(v < 0 for v in self.max_drop.values()):
             raise ValueError("max_drop values are how much worse a metric may get: they cannot be negative")
         if not self.thresholds and not self.max_drop:
