@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _harness import note, result_line
+from _harness import note, print_figures, result_line
 from inferstream.monitoring.label_table import write_labels
 from inferstream.monitoring.quality import QualityEvaluator
 from inferstream.monitoring.quality_read import load_reference, read_rows
@@ -210,9 +210,7 @@ def main() -> int:
         "retrained_accuracy": float(retrained.score(x_test, y_test)),
         "old_accuracy": float(model.score(x_test, y_test)),
     }
-    print(f"{'metric':32} {'value':>14}")
-    for key, value in figures.items():
-        print(f"{key:32} {value:14.4g}")
+    print_figures(figures)
     delay, false_alerts, mae = (
         figures[k] for k in ("quality_alert_delay_windows", "false_quality_alerts", "estimated_accuracy_mae")
     )
