@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from inferstream.errors import ConfigError
 from inferstream.monitoring.cbpe import Calibration, estimate
+from inferstream.monitoring.label_table import write_labels
 from inferstream.monitoring.quality import QualityEvaluator, QualityReference
 from inferstream.monitoring.quality_alerts import make_quality_alert
 from inferstream.monitoring.quality_metrics import (
@@ -19,8 +22,11 @@ from inferstream.monitoring.quality_metrics import (
     expected_calibration_error,
     regression_metrics,
 )
+from inferstream.monitoring.quality_read import load_reference, read_rows
 from inferstream.monitoring.quality_rows import class_name, decode
 from inferstream.monitoring.spec import MonitorSpec
+from inferstream.monitoring.table import write_batch
+from inferstream.schemas.records import Label, Latency, Prediction
 
 
 def test_classification_metrics_by_hand() -> None:
@@ -234,3 +240,60 @@ def test_quality_specs_are_checked() -> None:
         MonitorSpec.model_validate(
             {"name": "q", "type": "quality", "model": "m", "quality": {"task": "regression", "thresholds": {"mae": 1}}}
         )
+
+
+def _write(root: Path, rows: list[tuple[int, str, str | None]]) -> None:
+    """Predictions (second, predicted class, label) into an inference table and its label table, as the sinks do."""
+    predictions = [
+        (
+            i,
+            Prediction(
+                request_id=f"r{i}",
+                event_time=datetime.fromtimestamp(t, UTC),
+                model="m",
+                version="1",
+                inputs={},
+                outputs={"label": p, "probabilities": {"a": 0.2 if p == "b" else 0.8, "b": 0.8 if p == "b" else 0.2}},
+                latency=Latency(queue_ms=0, compute_ms=0, total_ms=0),
+            ),
+        )
+        for i, (t, p, _) in enumerate(rows)
+    ]
+    write_batch(root, "predictions", 0, predictions)
+    labels = [(i, Label(id=f"r{i}", label=label)) for i, (_, _, label) in enumerate(rows) if label is not None]
+    write_labels(root, "labels", 0, labels)
+
+
+def test_the_reference_window_gives_the_limits_and_calibrates_the_estimate(tmp_path: Path) -> None:
+    # The model says 0.8 and is right 6 times in 10: calibrated on the reference, CBPE says 0.6.
+    _write(
+        tmp_path,
+        [(i, "a", "a" if i % 10 < 6 else "b") for i in range(50)]
+        + [(3600 + i, "a", None) for i in range(10)]
+        + [(3700, "a", None)],
+    )
+    spec = _spec(
+        thresholds={},
+        max_drop={"accuracy": 0.1},
+        reference_since="1970-01-01T00:00:00Z",
+        reference_until="1970-01-01T00:01:00Z",
+    )
+    reference, rows = load_reference(tmp_path, spec)
+    assert rows is not None
+    assert (reference.count, reference.metrics["accuracy"]) == (50, 0.6)
+    evaluator = QualityEvaluator(spec, reference=reference)
+    assert evaluator.limits == {"accuracy": pytest.approx(0.5)}
+    evaluator.evaluate(read_rows(tmp_path, spec))
+    unlabelled = evaluator.windows["1|60"]
+    assert unlabelled.estimated["accuracy"] == pytest.approx(0.6)
+    assert unlabelled.degraded is None
+
+    too_few = _spec(
+        thresholds={},
+        max_drop={"accuracy": 0.1},
+        min_labels=100,
+        reference_since="1970-01-01T00:00:00Z",
+        reference_until="1970-01-01T00:01:00Z",
+    )
+    with pytest.raises(ConfigError, match=r"holds 50 labelled predictions of m .* fewer than min_labels"):
+        load_reference(tmp_path, too_few)
