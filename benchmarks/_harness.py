@@ -111,6 +111,13 @@ def fresh_topic(client: Client, logical: str) -> str:
     return name
 
 
+def print_figures(figures: Mapping[str, float]) -> None:
+    """The figures as a two-column table on stdout."""
+    print(f"{'metric':32} {'value':>14}")
+    for key, value in figures.items():
+        print(f"{key:32} {value:14.4g}")
+
+
 def result_line(metrics: Mapping[str, float]) -> str:
     """``RESULT k=v ...``: rates as integers, ratios and small figures with 3 significant digits."""
     parts = []

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from _harness import add_common_args, bench_client, broker, note, result_line
+from _harness import add_common_args, bench_client, broker, note, print_figures, result_line
 from inferstream.connectors.kafka import Producer
 from inferstream.monitoring.extract import Extractor
 from inferstream.monitoring.reference import build_reference, references_dir
@@ -205,9 +205,7 @@ def main() -> int:
         with broker(args.bootstrap_servers) as bootstrap:
             figures["e2e_kafka_pred_per_s"] = end_to_end(bootstrap, stream.names, records, window, e2e_total)
 
-    print(f"{'metric':32} {'value':>14}")
-    for key, value in figures.items():
-        print(f"{key:32} {value:14.4g}")
+    print_figures(figures)
     print(
         f"goals: false alarms <= 1% ({figures['false_alarm_rate']:.1%}), detection <= 2 windows "
         f"({figures['detection_delay_windows']:g}), >= 20k predictions/s ({figures['monitor_pred_per_s']:.0f})"

@@ -67,6 +67,19 @@ def _monitor(settings: Settings, tmp: Path, models_dir: Path) -> Metrics:
     reference = build_reference(spec, rows, root=tmp / "references", source="test")
     metrics = exported_metrics(settings, None)
     DriftMonitor(settings, spec, reference=reference, metrics=metrics, reports=False)
+    # `monitor run` of a quality monitor: its metric set beside the drift monitor's.
+    from inferstream.streams.quality_monitor import QualityMonitor
+
+    quality = MonitorSpec.model_validate(
+        {
+            "name": "q",
+            "type": "quality",
+            "model": "scorer",
+            "window": {"kind": "time"},
+            "quality": {"task": "regression", "prediction": "score", "thresholds": {"mae": 1.0}},
+        }
+    )
+    QualityMonitor(settings, quality, metrics=metrics, reports=False)
     return metrics
 
 

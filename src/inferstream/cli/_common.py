@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,32 @@ if TYPE_CHECKING:
     from inferstream.config import Settings
 
 console = Console(stderr=True)
+
+_Stats = TypeVar("_Stats", covariant=True)
+
+
+class Runner(Protocol[_Stats]):
+    """A long-running stage: ``run()`` blocks until ``stop()`` and returns its counts."""
+
+    def run(self) -> _Stats: ...
+
+    def stop(self) -> None: ...
+
+
+def run_until_signalled(runner: Runner[_Stats], banner: str) -> _Stats:
+    """Print ``banner``, run ``runner`` until SIGINT or SIGTERM, and return its counts."""
+    import signal
+
+    from inferstream.runtime import settle
+
+    def stop(signum: int, frame: object) -> None:
+        runner.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    console.print(banner)
+    settle()
+    return runner.run()
 
 
 def configure_logging(verbose: int) -> None:

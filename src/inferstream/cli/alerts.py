@@ -1,4 +1,4 @@
-"""``inferstream alerts [--follow]``: drift alerts as a table, coloured by severity."""
+"""``inferstream alerts [--follow]``: drift and quality alerts as a table, coloured by severity."""
 
 from __future__ import annotations
 
@@ -16,8 +16,22 @@ if TYPE_CHECKING:
 _COLOURS = {"critical": "bold red", "warning": "yellow", "info": "green"}
 
 
+def _what(alert: DriftAlert) -> tuple[str, str]:
+    """The alert's measure and what passed its limit: drift share and columns, or quality and metrics."""
+    if alert.quality is None:
+        drifted = [f"{c.column} ({c.method} {c.score:.3g})" for c in alert.columns if c.drifted]
+        return f"{alert.drift_share:.0%}", ", ".join(drifted) or "-"
+    breached = [
+        f"{m.metric} {m.value:.3g} (limit {m.limit:.3g}"
+        + (f", estimated {m.estimated:.3g})" if m.estimated is not None else ")")
+        for m in alert.quality.metrics
+        if m.breached and m.value is not None and m.limit is not None
+    ]
+    return f"{alert.quality.labels.count} labels, #{alert.quality.evaluation}", ", ".join(breached) or "-"
+
+
 def _row(alert: DriftAlert) -> list[str]:
-    drifted = [f"{c.column} ({c.method} {c.score:.3g})" for c in alert.columns if c.drifted]
+    measure, found = _what(alert)
     colour = _COLOURS[alert.severity]
     return [
         f"[{colour}]{alert.severity}[/]",
@@ -26,8 +40,8 @@ def _row(alert: DriftAlert) -> list[str]:
         f"{alert.model}:{alert.version}",
         f"{alert.window_start:%Y-%m-%d %H:%M:%S} → {alert.window_end:%H:%M:%S}",
         str(alert.window_count),
-        f"{alert.drift_share:.0%}",
-        ", ".join(drifted) or "-",
+        measure,
+        found,
         alert.report_path or "-",
     ]
 
@@ -39,8 +53,18 @@ def alerts(
     monitor: Annotated[str | None, typer.Option("--monitor", "-m", help="Only this monitor's alerts.")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Without --follow: stop after this many idle s.")] = 5.0,
 ) -> None:
-    """The drift alerts on the alerts topic (all so far; with --follow, then new ones as they come)."""
-    columns = ["severity", "status", "monitor", "model", "window", "rows", "drift", "drifted columns", "report"]
+    """The drift and quality alerts on the alerts topic (all so far; with --follow, then new ones as they come)."""
+    columns = [
+        "severity",
+        "status",
+        "monitor",
+        "model",
+        "window",
+        "rows",
+        "drift / labels",
+        "drifted / breached",
+        "report",
+    ]
     with client_of(ctx) as client:
         stream = client.alerts(monitor=monitor, from_beginning=True, idle_timeout=None if follow else timeout)
         if not follow:

@@ -1,26 +1,27 @@
-"""``inferstream monitor list|reference|run|status``: drift monitors declared in the settings."""
+"""``inferstream monitor list|reference|run|status``: drift and quality monitors declared in the settings."""
 
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
-from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, out, settings_of
+from inferstream.cli._common import console, out, run_until_signalled, settings_of
 from inferstream.cli._metrics import MetricsPort, exported_metrics
 from inferstream.errors import ConfigError
-from inferstream.runtime import settle
+
+if TYPE_CHECKING:
+    from inferstream.config import Settings
+    from inferstream.monitoring.spec import MonitorSpec
 
 # The statistics, Parquet and monitor modules (scipy, pandas, pyarrow datasets), and the
 # settings, load in the commands that use them: every other command of the CLI starts without them.
 
-monitor_app = typer.Typer(help="Drift monitors: references, running, status.", no_args_is_help=True)
+monitor_app = typer.Typer(help="Drift and quality monitors: references, running, status.", no_args_is_help=True)
 app.add_typer(monitor_app, name="monitor")
 
 
@@ -31,17 +32,24 @@ def list_monitors(ctx: typer.Context) -> None:
     from inferstream.monitoring.reports import monitor_state_dir, read_status
 
     settings = settings_of(ctx)
-    view = Table("monitor", "model", "columns", "window", "reference", "alert open")
+    view = Table("monitor", "type", "model", "watches", "window", "reference", "alert open")
     for spec in settings.monitoring.all_monitors():
         versions = references.list_references(settings, spec.name)
         status = read_status(monitor_state_dir(settings, spec.name)) or {}
         window = f"{spec.window.size} rows" if spec.window.kind == "count" else f"{spec.window.duration_s:g} s"
+        if spec.quality is not None:
+            watches = f"{spec.quality.task} on labels"
+            reference = "window" if spec.quality.has_reference else "none"
+        else:
+            watches = f"{len(spec.columns)} columns"
+            reference = versions[-1].path.name if versions else "none"
         view.add_row(
             spec.name,
+            spec.type,
             spec.ref,
-            str(len(spec.columns)),
+            watches,
             window,
-            versions[-1].path.name if versions else "none",
+            reference,
             "yes" if status.get("alert_active") else "no",
         )
     console.print(view)
@@ -99,23 +107,32 @@ def run(
     metrics_port: MetricsPort = None,
 ) -> None:
     """Watch the monitor's predictions until Ctrl-C (a restart replays the open window)."""
-    from inferstream.streams.drift_monitor import DriftMonitor
-
     settings = settings_of(ctx)
     spec = settings.monitoring.monitor(name)
+    if spec.type == "quality":
+        _run_quality(settings, spec, no_reports=no_reports, metrics_port=metrics_port)
+        return
+    from inferstream.streams.drift_monitor import DriftMonitor
+
     monitor = DriftMonitor(settings, spec, reports=not no_reports, metrics=exported_metrics(settings, metrics_port))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        monitor.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    console.print(f"monitor {name}: {monitor.spec.ref} on {monitor.topic}, reference {monitor.reference.path}")
-    settle()
-    stats = monitor.run()
+    banner = f"monitor {name}: {monitor.spec.ref} on {monitor.topic}, reference {monitor.reference.path}"
+    stats = run_until_signalled(monitor, banner)
     console.print(
         f"{stats.predictions} predictions, {stats.windows} windows ({stats.drifted_windows} drifted), "
         f"{stats.alerts} alerts, {stats.resolved} resolved, {stats.bad_records} bad records"
+    )
+
+
+def _run_quality(settings: Settings, spec: MonitorSpec, *, no_reports: bool, metrics_port: int | None) -> None:
+    from inferstream.streams.quality_monitor import QualityMonitor
+
+    monitor = QualityMonitor(settings, spec, reports=not no_reports, metrics=exported_metrics(settings, metrics_port))
+    stats = run_until_signalled(
+        monitor, f"quality monitor {spec.name}: {spec.ref} in {monitor.root}, labels joined on read"
+    )
+    console.print(
+        f"{stats.evaluations} window evaluations ({stats.reevaluations} on late labels), "
+        f"{stats.alerts} alerts, {stats.resolved} resolved"
     )
 
 

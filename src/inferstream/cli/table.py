@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from inferstream.cli._app import app
-from inferstream.cli._common import console, out, settings_of
+from inferstream.cli._common import console, out, run_until_signalled, settings_of
 from inferstream.cli._metrics import MetricsPort, exported_metrics
-from inferstream.runtime import settle
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -66,15 +63,7 @@ def sink(
 
 def _archive(worker: InferenceTableSink | LabelTableSink) -> None:
     """Run a table sink until SIGINT or SIGTERM, then say what it did."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    console.print(f"archiving {worker.buffer.topic} → {worker.buffer.root}")
-    settle()
-    stats = worker.run()
+    stats = run_until_signalled(worker, f"archiving {worker.buffer.topic} → {worker.buffer.root}")
     console.print(
         f"consumed {stats.consumed}: written {stats.written}, dead letters {stats.dead_letters}, "
         f"already in files {stats.skipped}; {len(stats.files)} files"

@@ -72,6 +72,11 @@ def write_report(
         Dataset.from_pandas(current_frame, data_definition=definition),
         Dataset.from_pandas(reference_frame, data_definition=definition),
     )
+    return save_report(snapshot, directory, start, end)
+
+
+def save_report(snapshot: Any, directory: Path, start: datetime, end: datetime) -> Path:
+    """Write an evidently snapshot's HTML as ``<window start>--<window end>.html``, renamed into place."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{_stamp(start)}--{_stamp(end)}.html"
     temporary = path.with_suffix(".html.tmp")

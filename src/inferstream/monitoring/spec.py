@@ -31,11 +31,35 @@ A monitors file holds one ``[[monitors]]`` table per monitor::
     resolve_after = 2                    # resolved after 2 clean windows in a row
     cooldown_s = 300                     # no second alert for the same monitor within this time
     webhook = "http://127.0.0.1:8080/hooks/drift"
+
+A quality monitor (``type = "quality"``) judges predictions against their labels instead
+(:mod:`inferstream.monitoring.quality`), in windows of prediction time::
+
+    [[monitors]]
+    name = "breast-cancer-quality"
+    type = "quality"
+    model = "breast-cancer"
+
+    [monitors.window]
+    kind = "time"
+    duration_s = 3600
+
+    [monitors.quality]
+    task = "classification"              # or "regression"
+    prediction = "label"                 # outputs.label: the predicted class (or value)
+    probabilities = "probabilities"      # outputs.probabilities: class -> probability (optional)
+    min_labels = 100                     # a window is judged once this many of its predictions are labelled
+    reference_since = "2026-01-01T00:00:00Z"   # optional labelled reference window: CBPE calibration, max_drop
+    reference_until = "2026-01-02T00:00:00Z"
+    thresholds = { accuracy = 0.9 }      # degraded below (above for log_loss, ece, mae, rmse)
+    max_drop = { f1_macro = 0.05 }       # degraded this much worse than the reference window
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -131,19 +155,83 @@ class AlertingSpec(_Frozen):
         return self
 
 
+#: Quality metrics where lower is better (a threshold is a maximum); for the others it is a minimum.
+LOWER_IS_BETTER = frozenset({"log_loss", "ece", "mae", "rmse"})
+_METRICS = {
+    "classification": frozenset({"accuracy", "f1_macro", "roc_auc", "log_loss", "ece"}),
+    "regression": frozenset({"mae", "rmse", "r2"}),
+}
+_PER_CLASS = re.compile(r"^(precision|recall|f1)\[.+\]$")
+
+
+class QualitySpec(_Frozen):
+    """What a quality monitor compares, how much labelling a verdict needs, and when a window is degraded."""
+
+    task: Literal["classification", "regression"]
+    prediction: str = Field(default="label", min_length=1, description="outputs.<prediction>: class or value.")
+    probabilities: str | None = Field(
+        default=None, description="outputs.<probabilities>: class -> probability (classification; enables CBPE)."
+    )
+    min_labels: int = Field(default=100, ge=1, description="Labelled predictions a window needs for a verdict.")
+    horizon_s: float = Field(
+        default=24 * 3600, gt=0, description="A window is re-evaluated on new labels until this long after its end."
+    )
+    poll_s: float = Field(default=5.0, gt=0, description="How often the tables are read for new rows and labels.")
+    reference_since: datetime | None = Field(default=None, description="Labelled reference window: from ...")
+    reference_until: datetime | None = Field(default=None, description="... until (prediction time).")
+    calibrate: bool = Field(default=True, description="Calibrate CBPE's probabilities on the reference window.")
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    max_drop: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rules(self) -> QualitySpec:
+        for metric in (*self.thresholds, *self.max_drop):
+            known = metric in _METRICS[self.task] or (self.task == "classification" and _PER_CLASS.match(metric))
+            if not known:
+                names = ", ".join(sorted(_METRICS[self.task]))
+                per_class = " (or precision/recall/f1[CLASS])" if self.task == "classification" else ""
+                raise ValueError(f"unknown {self.task} metric {metric!r}: use {names}{per_class}")
+        if any(v < 0 for v in self.max_drop.values()):
+            raise ValueError("max_drop values are how much worse a metric may get: they cannot be negative")
+        if not self.thresholds and not self.max_drop:
+            raise ValueError("a quality monitor needs thresholds or max_drop (against the reference window)")
+        has_reference = self.reference_since is not None and self.reference_until is not None
+        if (self.reference_since is None) != (self.reference_until is None):
+            raise ValueError("give both reference_since and reference_until, or neither")
+        if self.max_drop and not has_reference:
+            raise ValueError("max_drop compares with the reference window: set reference_since and reference_until")
+        if has_reference and self.reference_since >= self.reference_until:  # type: ignore[operator]
+            raise ValueError("reference_since must be before reference_until")
+        return self
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether a labelled reference window is declared."""
+        return self.reference_since is not None and self.reference_until is not None
+
+
 class MonitorSpec(_Frozen):
-    """One drift monitor: a model's predictions, the columns to watch, windows and alerting."""
+    """One monitor: a model's predictions, the columns (drift) or labels (quality) to watch, windows, alerting."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    type: Literal["drift", "quality"] = "drift"
     model: str = Field(min_length=1)
     version: str | None = None
     reference: Path | None = Field(default=None, description="Reference directory (default: the latest version).")
-    columns: list[ColumnSpec] = Field(min_length=1)
+    columns: list[ColumnSpec] = Field(default_factory=list)
+    quality: QualitySpec | None = None
     window: WindowSpec = WindowSpec()
     alerting: AlertingSpec = AlertingSpec()
 
     @model_validator(mode="after")
     def _unique_columns(self) -> MonitorSpec:
+        if self.type == "drift" and not self.columns:
+            raise ValueError("a drift monitor needs at least one [[monitors.columns]]")
+        if self.type == "quality":
+            if self.quality is None:
+                raise ValueError('a quality monitor needs a [monitors.quality] table (task = "classification", ...)')
+            if self.window.kind != "time":
+                raise ValueError('a quality monitor windows by prediction time: set window.kind = "time"')
         names = [c.name for c in self.columns]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

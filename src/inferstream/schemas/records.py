@@ -311,26 +311,61 @@ class ColumnDrift(Part):
     drifted: bool
 
 
+class QualityMetric(Part):
+    """One quality metric of a window: realised on its labels, estimated before them, and the rule it is held to."""
+
+    metric: str = Field(description="accuracy, f1_macro, roc_auc, log_loss, ece, precision[C], ...; mae, rmse, r2.")
+    value: float | None = Field(default=None, description="Realised on the window's labels (null: too few).")
+    estimated: float | None = Field(default=None, description="Estimated from the probabilities alone (CBPE).")
+    reference: float | None = Field(default=None, description="The reference window's value, when declared.")
+    limit: float | None = Field(default=None, description="The value past which the window is degraded.")
+    breached: bool = False
+
+
+class LabelsSeen(Part):
+    """The labels an evaluation saw: a window re-evaluated on new labels says so by these."""
+
+    count: int = Field(ge=0, description="Predictions of the window with a label.")
+    latest_label_time: Timestamp | None = Field(default=None, description="The newest label_time among them.")
+    digest: str = Field(description="sha256 prefix of the (request id, label, label time) seen.")
+
+
+class QualityVerdict(Part):
+    """A quality monitor's evaluation of one window."""
+
+    task: Literal["classification", "regression"]
+    evaluation: int = Field(ge=1, description="How many times this window has been evaluated (late labels).")
+    labels: LabelsSeen
+    metrics: list[QualityMetric] = Field(default_factory=list)
+
+
 class DriftAlert(Contract):
-    """A monitor's verdict on a window, on ``drift-alerts`` keyed by monitor name."""
+    """A monitor's verdict on a window, on ``drift-alerts`` keyed by monitor name.
+
+    Version 2 adds quality monitors' alerts: ``kind = "quality"``, status ``degraded``
+    (or ``resolved``) and the window's ``quality`` verdict; their ``dataset_drift`` is
+    false, ``drift_share`` 0 and ``columns`` empty.
+    """
 
     schema_name: ClassVar[str] = "drift-alert"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     key_field: ClassVar[str] = "monitor"
 
     id: Id = Field(default_factory=new_id, description="Alert id (monitor + window makes it unique).")
     event_time: Timestamp = Field(default_factory=utcnow, description="When the alert was raised (UTC).")
+    kind: Literal["drift", "quality"] = Field(default="drift", description="Which kind of monitor raised it.")
     monitor: Name
     model: Name
     version: Name
     window_start: Timestamp
     window_end: Timestamp
     window_count: int = Field(ge=0, description="Predictions in the window.")
-    status: Literal["drift", "resolved"]
+    status: Literal["drift", "degraded", "resolved"]
     dataset_drift: bool
     drift_share: float = Field(ge=0, le=1, description="Share of columns that drifted.")
     severity: Literal["info", "warning", "critical"]
     columns: list[ColumnDrift] = Field(default_factory=list)
+    quality: QualityVerdict | None = Field(default=None, description="A quality monitor's evaluation of the window.")
     report_path: str | None = Field(default=None, description="HTML report of the window.")
 
 
@@ -474,9 +509,12 @@ __all__ = [
     "InferenceRequest",
     "Label",
     "LabelValue",
+    "LabelsSeen",
     "Latency",
     "Prediction",
     "PredictionBatch",
+    "QualityMetric",
+    "QualityVerdict",
     "RequestError",
     "Route",
     "RouteVersion",

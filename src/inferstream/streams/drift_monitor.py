@@ -30,7 +30,6 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.producer import Producer
-from inferstream.errors import DeliveryError
 from inferstream.metrics import Metrics
 from inferstream.monitoring.alerts import WebhookSender, make_alert
 from inferstream.monitoring.extract import Extractor
@@ -38,8 +37,8 @@ from inferstream.monitoring.reference import Reference, reference_for
 from inferstream.monitoring.reports import monitor_state_dir, read_status, reports_dir, write_report, write_status
 from inferstream.monitoring.spec import MonitorSpec
 from inferstream.monitoring.window import Hysteresis, WindowResult, Windows
-from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import DriftAlert
+from inferstream.streams.alert_publish import publish_alert
 from inferstream.streams.metrics import MonitorMetrics
 
 log = logging.getLogger("inferstream.monitoring")
@@ -108,7 +107,6 @@ class DriftMonitor:
         self._version_seen = spec.version or ""
         self._last_window: dict[str, Any] | None = status.get("last_window")
         self._stop = threading.Event()
-        self._codec = codec_for(DriftAlert)
         self._sample: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -194,7 +192,7 @@ class DriftMonitor:
     def _alert(self, result: WindowResult, status: Literal["drift", "resolved"]) -> None:
         report = self._report(result) if self.reports else None
         alert = make_alert(self.spec, self._version_seen or "unknown", result, status, self.kinds, report)
-        self._publish(alert)
+        publish_alert(self._producer, self.alerts_topic, alert, self._stop)
         self.published.append(alert)
         self._drift_metrics.alerts.labels(self.spec.name, status).inc()
         if status == "drift":
@@ -230,21 +228,6 @@ class DriftMonitor:
             return None
         self.stats.reports += 1
         return path
-
-    def _publish(self, alert: DriftAlert) -> None:
-        # A broker that is away stalls the monitor (nothing is committed meanwhile), never drops the alert.
-        delay = 0.5
-        while True:
-            self._producer.produce(self.alerts_topic, self._codec.encode(alert), alert.key(), [self._codec.header])
-            try:
-                self._producer.flush(30)
-                return
-            except DeliveryError as exc:
-                if self._stop.is_set():
-                    raise
-                log.error("monitor %s: alert not acknowledged (%s); retrying in %.1fs", self.spec.name, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     def _checkpoint(self) -> None:
         write_status(self.state_dir, self.status())

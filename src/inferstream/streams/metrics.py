@@ -107,3 +107,34 @@ class MonitorMetrics:
     def state(self, monitor: str, *, active: bool, drifted: bool) -> None:
         """The alert state after a window (or at start, from the restored state)."""
         self.alert_state.labels(monitor).set(ALERT_ACTIVE if active else ALERT_PENDING if drifted else ALERT_OK)
+
+
+class QualityMetrics:
+    """Quality per monitor, version and metric: realised, estimated (CBPE), labels seen, alerts."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        ns, reg = metrics.namespace, metrics.registry
+        self.value = Gauge(
+            "quality_value", "The metric realised on the labels of the newest window with a verdict.",
+            ["monitor", "version", "metric"], namespace=ns, registry=reg,
+        )  # fmt: skip
+        self.estimate = Gauge(
+            "quality_estimate", "The metric estimated from the probabilities (CBPE) in the newest closed window.",
+            ["monitor", "version", "metric"], namespace=ns, registry=reg,
+        )  # fmt: skip
+        self.labels_seen = Gauge(
+            "quality_labels_seen", "Labelled predictions in the newest closed window, as of its last evaluation.",
+            ["monitor", "version"], namespace=ns, registry=reg,
+        )  # fmt: skip
+        self.evaluations = Counter(
+            "quality_evaluations", "Window evaluations, by trigger (close: the first; labels: re-evaluated).",
+            ["monitor", "trigger"], namespace=ns, registry=reg,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "quality_alerts", "Quality alerts published, by status (degraded, resolved).", ["monitor", "status"],
+            namespace=ns, registry=reg,
+        )  # fmt: skip
+        self.alert_state = Gauge(
+            "quality_alert_state", "1 while a quality alert of the monitor is open, else 0.", ["monitor"],
+            namespace=ns, registry=reg,
+        )  # fmt: skip
