@@ -13,8 +13,10 @@ from typing import Any
 
 import typer
 import yaml
+from pydantic import BaseModel
 
 from inferstream.cli import app
+from inferstream.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = REPO_ROOT / "compose"
@@ -70,3 +72,19 @@ def parse_command(args: list[str]) -> Any:
 def command_path(context: Any) -> str:
     """``monitor run`` for the context of ``inferstream monitor run NAME``."""
     return context.command_path.removeprefix("inferstream ")
+
+
+def is_setting(variable: str) -> bool:
+    """Whether INFERSTREAM_A__B names the field a.b of the settings (pydantic ignores unknown sections)."""
+    model: type[BaseModel] = Settings
+    parts = variable.removeprefix("INFERSTREAM_").lower().split("__")
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if depth < len(parts) - 1:
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return False
+            model = annotation
+    return True

@@ -16,7 +16,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from pydantic import BaseModel
 
 from compose_stack import (
     COMPOSE_DIR,
@@ -24,6 +23,7 @@ from compose_stack import (
     GPU_FILE,
     command_path,
     is_one_shot,
+    is_setting,
     load,
     parse_command,
     platform_services,
@@ -141,22 +141,6 @@ def test_the_gpu_overlay_runs_the_workers_on_gpus(compose: dict[str, Any]) -> No
         assert "gpu" in device["capabilities"]
 
 
-def _setting_exists(key: str) -> bool:
-    """Whether INFERSTREAM_A__B names the field a.b of the settings (pydantic ignores unknown sections)."""
-    model: type[BaseModel] = Settings
-    parts = key.removeprefix("INFERSTREAM_").lower().split("__")
-    for depth, part in enumerate(parts):
-        field = model.model_fields.get(part)
-        if field is None:
-            return False
-        annotation = field.annotation
-        if depth < len(parts) - 1:
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-                return False
-            model = annotation
-    return True
-
-
 def test_every_variable_is_a_setting_with_a_valid_value(
     compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,7 +154,7 @@ def test_every_variable_is_a_setting_with_a_valid_value(
         environment = service["environment"]
         for key in environment:
             assert key.startswith("INFERSTREAM_"), f"{name}: {key}"
-            assert _setting_exists(key), f"{name}: {key} is not a setting"
+            assert is_setting(key), f"{name}: {key} is not a setting"
         with monkeypatch.context() as patch:
             for key, value in environment.items():
                 patch.setenv(key, files.get(value, value))
