@@ -229,7 +229,7 @@ def _flow(stack: LocalStack, settings: Settings) -> None:
     clinical = docs = EVENTS // 2
     index = stack.environments["index"]["INFERSTREAM_ELASTICSEARCH__INDEX"]
     search = Elasticsearch(stack.environments["index"]["INFERSTREAM_ELASTICSEARCH__URL"])
-    with Client(settings) as client:
+    with search, Client(settings) as client:
         assert client.produce("events", sample_events(EVENTS)).produced == EVENTS
         # Every clinical event comes out as one prediction of the classifier.
         assert len(_predictions(client, clinical)) == clinical
@@ -258,6 +258,7 @@ def _flow(stack: LocalStack, settings: Settings) -> None:
     url = f"http://127.0.0.1:{gateway['INFERSTREAM_GATEWAY__PORT']}/v1/models"
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=30)
+    refused.value.close()
     assert refused.value.code == 401
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=30) as response:
