@@ -234,3 +234,16 @@ def test_security_settings_reach_the_processes_and_keda(helm: str, tmp_path: Pat
     assert container["image"].startswith("inferstream-gpu:")
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["kafka-tls"] == "/etc/inferstream/kafka-tls"
+
+
+def test_keda_owns_the_workers_replicas_and_the_monitor_runs_alone(helm: str, tmp_path: Path) -> None:
+    deployments = _of(render(helm), "Deployment")
+    workers = {n: d for n, d in deployments.items() if "-worker-" in n}
+    assert workers
+    assert all("replicas" not in d["spec"] for d in workers.values())  # an upgrade never resets KEDA's count
+    (monitor,) = (d for n, d in deployments.items() if n.endswith("-monitor"))
+    assert monitor["spec"]["replicas"] == 1
+    assert monitor["spec"]["strategy"] == {"type": "Recreate"}  # two copies would split its partitions
+    fixed = render(helm, {"keda": {"enabled": False}}, tmp_path)
+    assert not _of(fixed, "ScaledObject")
+    assert all(d["spec"]["replicas"] == 1 for n, d in _of(fixed, "Deployment").items() if "-worker-" in n)

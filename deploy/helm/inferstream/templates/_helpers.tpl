@@ -82,8 +82,9 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 
 {{/*
 One process as a Deployment. Takes a dict:
-  root, component, args (the CLI command), replicas, resources, gpu (count), port, probe (path),
-  extraEnv, initContainers, extraMounts, extraVolumes, stateVolume (a volume source, default emptyDir).
+  root, component, args (the CLI command), replicas (left to KEDA when autoscaled), strategy,
+  resources, gpu (count), port, probe (path), scrape, extraEnv, initContainers, extraMounts,
+  extraVolumes, stateVolume (a volume source, default emptyDir).
 */}}
 {{- define "inferstream.deployment" -}}
 {{- $root := .root -}}
@@ -96,7 +97,13 @@ metadata:
   labels:
 {{ include "inferstream.labels" . | indent 4 }}
 spec:
+{{- if not .autoscaled }}
   replicas: {{ .replicas }}
+{{- end }}
+{{- with .strategy }}
+  strategy:
+    type: {{ . }}
+{{- end }}
   selector:
     matchLabels:
 {{ include "inferstream.selectorLabels" . | indent 6 }}
