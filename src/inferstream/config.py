@@ -321,6 +321,9 @@ class GatewaySettings(_Frozen):
     # Bearer token every /v1 and /metrics call must carry; none: no authentication, which
     # the gateway accepts on a loopback address only, unless allow_insecure says otherwise.
     token: SecretStr | None = None
+    # The token read from this file instead (a container secret: /run/secrets/...); its
+    # surrounding whitespace is dropped. Setting both is refused.
+    token_file: Path | None = None
     # Named keys with scopes and rate limits (beside or instead of the token), here or in a
     # TOML file of [[keys]] tables that is read again when it changes (rotation without a restart).
     keys: list[ApiKey] = Field(default_factory=list)
@@ -337,6 +340,22 @@ class GatewaySettings(_Frozen):
     sse_drop_after_s: float = Field(default=5.0, gt=0)
     # Default and upper bound of a predict call's wait for its answer.
     predict_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("token_file") in (None, ""):
+            return data
+        path = Path(data["token_file"])
+        if data.get("token") is not None:
+            raise ValueError(f"gateway.token and gateway.token_file ({path}) are both set: keep one")
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"gateway.token_file {path} cannot be read: {exc.strerror}") from None
+        if not token:
+            raise ValueError(f"gateway.token_file {path} is empty")
+        return {**data, "token": token}
 
 
 class IngestRule(_Frozen):

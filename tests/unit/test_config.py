@@ -120,3 +120,23 @@ def test_topic_names() -> None:
         "labels",
         "dead-letters",
     }
+
+
+def test_the_gateway_token_comes_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "gateway_token"
+    secret.write_text("s3cret-token\n")
+    monkeypatch.setenv("INFERSTREAM_GATEWAY__TOKEN_FILE", str(secret))
+    token = Settings.load().gateway.token
+    assert token is not None
+    assert token.get_secret_value() == "s3cret-token"  # a container secret's trailing newline is dropped
+    monkeypatch.setenv("INFERSTREAM_GATEWAY__TOKEN", "another")
+    with pytest.raises(ConfigError, match="both set"):
+        Settings.load()
+    monkeypatch.delenv("INFERSTREAM_GATEWAY__TOKEN")
+    monkeypatch.setenv("INFERSTREAM_GATEWAY__TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="cannot be read"):
+        Settings.load()
+    secret.write_text("\n")
+    monkeypatch.setenv("INFERSTREAM_GATEWAY__TOKEN_FILE", str(secret))
+    with pytest.raises(ConfigError, match="is empty"):
+        Settings.load()

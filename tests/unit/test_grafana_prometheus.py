@@ -267,17 +267,34 @@ def test_the_rules_raise_the_four_alert_kinds() -> None:
 def test_prometheus_scrapes_every_process_of_the_stack(compose: dict[str, Any]) -> None:
     config = _yaml(SCRAPES)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    processes = {name: s for name, s in compose["services"].items() if s.get("image") == "inferstream:local"}
+    # The long-running processes (one-shot setup steps run with restart "no" and export nothing).
+    processes = {
+        name: s
+        for name, s in compose["services"].items()
+        if s.get("image") == "inferstream:local" and s.get("restart") != "no"
+    }
     assert processes, "the stack runs no inferstream process"
+    discovered = {
+        name: (job_name, discovery["type"], discovery["port"])
+        for job_name, job in jobs.items()
+        for discovery in job.get("dns_sd_configs", [])
+        for name in discovery["names"]
+    }
     for name, service in processes.items():
         environment = service["environment"]
+        if name == "gateway":  # its own /metrics on its own port, behind its token
+            port = int(environment["INFERSTREAM_GATEWAY__PORT"])
+            assert discovered[name] == ("gateway", "A", port)
+            continue
         assert environment["INFERSTREAM_METRICS__HOST"] == "0.0.0.0", f"{name} serves metrics on loopback only"
         port = int(environment["INFERSTREAM_METRICS__PORT"])
         assert port, f"{name} exports no metrics"
         assert str(port) not in " ".join(map(str, service.get("ports", []))), f"{name} publishes its metrics"
-        assert name in jobs, f"no scrape job for {name}"
-        (discovery,) = jobs[name]["dns_sd_configs"]
-        assert (discovery["names"], discovery["type"], discovery["port"]) == ([name], "A", port)
+        assert name in discovered, f"no scrape job discovers {name}"
+        job_name, kind, scraped = discovered[name]
+        assert (kind, scraped) == ("A", port), name
+        assert job_name == name or name.startswith(f"{job_name}-"), f"{name} is scraped as job {job_name}"
+    assert set(discovered) <= set(compose["services"]), "a scrape job names a service the stack does not run"
     assert set(config["rule_files"]) == {"/etc/prometheus/rules.yml"}
     queries = [*dashboard_queries(json.loads(DASHBOARD.read_text())), *rule_queries(_yaml(RULES))]
     named = set().union(*(job_matchers(parse(expr)) for _where, expr, _label in queries))

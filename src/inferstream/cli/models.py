@@ -103,13 +103,25 @@ def validate(
 
 
 @models_app.command("build-demo")
-def build_demo(ctx: typer.Context) -> None:
+def build_demo(
+    ctx: typer.Context,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="Also write the classifier's data set here as Parquet, a drift monitor's reference "
+            "(`inferstream monitor reference NAME --parquet FILE`).",
+        ),
+    ] = None,
+) -> None:
     """Build the demo models into the repository (reproducibly: same files, same sha256)."""
-    from inferstream.serving.demo_models import build_demo_models
+    from inferstream.serving.demo_models import build_demo_models, write_tabular_reference
 
     root = settings_of(ctx).models_dir
     with console.status(f"building the demo models into {root} ..."):
         files = build_demo_models(root)
+        if reference is not None:
+            files.append(write_tabular_reference(reference))
     for built in files:
         out(f"{built.sha256}  {built.path}")
 

@@ -63,7 +63,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inferstream.errors import ConfigError
 
@@ -147,6 +147,12 @@ class AlertingSpec(_Frozen):
     webhook: str | None = Field(default=None, description="POST each alert and resolution here as JSON.")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_attempts: int = Field(default=5, ge=1)
+
+    @field_validator("webhook", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # A deployment fills the URL from a variable that may be empty: no webhook then.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _k_of_n(self) -> AlertingSpec:

@@ -451,3 +451,20 @@ def build_demo_models(root: Path) -> list[BuiltFile]:
     Returns the files with their sha256.
     """
     return build_tabular(root) + build_embedder(root) + build_text_topic(root) + build_chain(root)
+
+
+def write_tabular_reference(path: Path) -> BuiltFile:
+    """The classifier's data set as a Parquet file of feature columns: a drift monitor's reference.
+
+    ``inferstream monitor reference NAME --parquet PATH`` profiles it (flat columns are
+    taken as a prediction's inputs), as the demo profiles the same rows.
+    """
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows, _ = tabular_rows()
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return _write(path, buffer.getvalue())

@@ -8,6 +8,7 @@ import pytest
 
 from inferstream import Settings
 from inferstream.errors import ConfigError
+from inferstream.monitoring.spec import AlertingSpec
 
 
 def test_monitors_file_is_read_and_validated(tmp_path: Path) -> None:
@@ -39,3 +40,10 @@ def test_bad_monitor_declarations_say_what_is_wrong(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="alert_after"):
         Settings.load(monitoring={"monitors_file": path}).monitoring.all_monitors()
+
+
+def test_a_blank_webhook_is_none() -> None:
+    # A deployment fills the URL from a variable that may be unset (compose: INFERSTREAM_DRIFT_WEBHOOK).
+    assert AlertingSpec(webhook="").webhook is None
+    assert AlertingSpec(webhook="  ").webhook is None
+    assert AlertingSpec(webhook="http://hooks:9000/drift").webhook == "http://hooks:9000/drift"
