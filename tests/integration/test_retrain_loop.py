@@ -128,7 +128,11 @@ def test_a_retrained_version_is_shadowed_compared_on_labels_and_promoted_only_wh
     result = compare(loop, TABULAR_NAME, "1", "2")
     assert result.quality is not None
     assert (result.joined, result.quality.labelled, result.quality.unusable) == (140, 140, 0)
-    assert set(result.quality.primary) == set(result.quality.shadow) == {"accuracy", "f1", "auc", "log_loss"}
+    assert (
+        set(result.quality.primary)
+        == set(result.quality.shadow)
+        == {"accuracy", "f1_macro", "roc_auc", "log_loss", "ece"}
+    )
     assert result.quality.primary["accuracy"] < 0.3 < 0.7 < result.quality.shadow["accuracy"]
     compared = _cli(loop, "models", "compare", TABULAR_NAME, "1", "2")
     assert "labelled requests in both │ 140" in compared
@@ -179,7 +183,7 @@ def test_a_shadow_on_trial_is_promoted_once_enough_labels_came_and_not_when_they
     assert [v.version for v in read_routes(loop)[TABULAR_NAME].versions] == ["1"]
     # v2 gets the labels right: promoted once 30 of its predictions have labels.
     better = shadow_trial(
-        loop, repository.get(TABULAR_NAME, "2"), primary="1", metric="f1", min_labelled=30, wait_s=120, poll_s=1
+        loop, repository.get(TABULAR_NAME, "2"), primary="1", metric="f1_macro", min_labelled=30, wait_s=120, poll_s=1
     )
     assert better.promote
     assert better.reason.startswith("promoted: v2's f1")

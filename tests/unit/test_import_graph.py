@@ -35,7 +35,13 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
     # their settings from config and are used by every stage above.
     {"config": ("inferstream.config", "inferstream.metrics", "inferstream.monitoring.spec", "inferstream.tracing")},
     {"schemas": ("inferstream.schemas",)},
-    {"connectors": ("inferstream.connectors",), "stack": ("inferstream.stack",)},
+    # Quality metrics (predictions against labels) are numbers only: serving (retrain, shadow
+    # comparison) and monitoring (quality monitors) both measure with them.
+    {
+        "connectors": ("inferstream.connectors",),
+        "stack": ("inferstream.stack",),
+        "quality": ("inferstream.evaluation.quality",),
+    },
     # Offline evaluation (ranking metrics, exact search, labelled query files) needs no store or stream.
     {
         "serving": ("inferstream.serving",),

@@ -66,10 +66,10 @@ def retrain_(
     or --promote-if-better runs it here and promotes it only if it beats the primary on labels.
     """
     from inferstream.errors import ConfigError
+    from inferstream.evaluation.quality import check_metric
     from inferstream.jobs.retrain import STEPS, RetrainOptions, retrain
     from inferstream.monitoring.table import parse_time, table_dir
     from inferstream.serving.promotion import primary_of
-    from inferstream.serving.quality_metrics import check_metric
     from inferstream.serving.repository import ModelRepository
 
     settings = settings_of(ctx)

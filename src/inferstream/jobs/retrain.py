@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from inferstream.errors import ConfigError, ModelError
+from inferstream.evaluation.quality import classification_metrics, known, regression_metrics
 from inferstream.jobs.training_data import TooFewRowsError, TrainingData, labelled_rows, tabular_features
 from inferstream.serving.config import ModelConfig, TrainingLineage
 from inferstream.serving.onnx import OnnxModel, ValidationReport
-from inferstream.serving.quality_metrics import classifier_metrics, regressor_metrics
 from inferstream.serving.registry import next_version, render_toml
 from inferstream.serving.repository import ModelRepository, ModelVersion
 
@@ -160,15 +160,16 @@ def _holdout_metrics(model: OnnxModel, config: ModelConfig, x: np.ndarray, y: np
     spec = config.outputs
     if config.kind == "regressor":
         assert spec.score is not None
-        return regressor_metrics(y, np.asarray(outputs[spec.score], dtype=np.float64).reshape(len(y)))
-    classes = len(spec.labels or [])
+        return known(regression_metrics(y, np.asarray(outputs[spec.score], dtype=np.float64).reshape(len(y))))
+    names = spec.labels or []
     probabilities = np.asarray(outputs[spec.probabilities], np.float64) if spec.probabilities else None
     if spec.label:
         predicted = np.asarray(outputs[spec.label]).astype(np.int64).reshape(len(y))
     else:
         assert probabilities is not None
         predicted = probabilities.argmax(axis=1)
-    return classifier_metrics(y, predicted, probabilities, classes)
+    truth, guessed = [names[i] for i in y], [names[i] for i in predicted]
+    return known(classification_metrics(truth, guessed, names, probabilities))
 
 
 def retrain(

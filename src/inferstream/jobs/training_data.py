@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from inferstream.errors import ModelError
 from inferstream.monitoring.table import read_table
 from inferstream.serving.config import ModelConfig, TabularPreprocessing
-from inferstream.serving.quality_metrics import target_of
+from inferstream.serving.targets import target_of
 
 _COLUMNS = ["request_id", "event_time", "inputs", "label"]
 

@@ -40,8 +40,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from inferstream.evaluation.quality import classification_metrics, regression_metrics
 from inferstream.monitoring.cbpe import Calibration, estimate
-from inferstream.monitoring.quality_metrics import classification_metrics, regression_metrics
 from inferstream.monitoring.quality_rows import Rows
 from inferstream.monitoring.spec import LOWER_IS_BETTER, MonitorSpec
 from inferstream.monitoring.window import Hysteresis

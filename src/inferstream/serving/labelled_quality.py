@@ -8,7 +8,7 @@ label names a prediction by request id or, with ``id_type = "event"``, by the ev
 request came from (the request id's label first).
 
 Each side is scored on the requests both versions answered and a label names, with
-:mod:`inferstream.serving.quality_metrics`; labels that are not a class (or a number) of
+:mod:`inferstream.evaluation.quality`; labels that are not a class (or a number) of
 the model are counted as unusable, not scored.
 """
 
@@ -23,10 +23,11 @@ import numpy as np
 from inferstream.config import Settings
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.errors import ContractError
+from inferstream.evaluation.quality import classification_metrics, known, metrics_of, regression_metrics
 from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import Label, Prediction
 from inferstream.serving.config import ModelConfig
-from inferstream.serving.quality_metrics import classifier_metrics, regressor_metrics, target_of
+from inferstream.serving.targets import target_of
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,21 @@ def _truth(prediction: Prediction, by_request: Mapping[str, Any], by_event: Mapp
 
 
 def _score(config: ModelConfig, predictions: Sequence[Prediction], truth: np.ndarray) -> dict[str, float]:
+    found = _measure(config, predictions, truth)
+    return {name: found[name] for name in metrics_of(config.kind) if name in found}  # the headline ones
+
+
+def _measure(config: ModelConfig, predictions: Sequence[Prediction], truth: np.ndarray) -> dict[str, float]:
     if config.kind == "regressor":
-        return regressor_metrics(truth, np.asarray([p.outputs.get("score") for p in predictions], np.float64))
+        return known(regression_metrics(truth, np.asarray([p.outputs.get("score") for p in predictions], np.float64)))
     names = config.outputs.labels or []
     predicted = np.asarray([target_of(config, p.outputs.get("label")) for p in predictions], np.int64)
     given = [p.outputs.get("probabilities") for p in predictions]
     probabilities = None
     if all(isinstance(d, dict) and set(names) <= d.keys() for d in given):
         probabilities = np.asarray([[d[n] for n in names] for d in given if isinstance(d, dict)], np.float64)
-    return classifier_metrics(truth, predicted, probabilities, len(names))
+    labels, guessed = [names[int(i)] for i in truth], [names[i] for i in predicted]
+    return known(classification_metrics(labels, guessed, names, probabilities))
 
 
 def labelled_quality(

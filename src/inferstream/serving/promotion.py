@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
+from inferstream.evaluation.quality import HIGHER_IS_BETTER, beats, check_metric
 from inferstream.schemas.records import Route
 from inferstream.serving.compare import Comparison, compare
-from inferstream.serving.quality_metrics import HIGHER_IS_BETTER, beats, check_metric
 from inferstream.serving.repository import ModelRepository
 from inferstream.serving.routes import promote, read_routes
 

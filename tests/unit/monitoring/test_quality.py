@@ -13,15 +13,15 @@ import pytest
 from pydantic import ValidationError
 
 from inferstream.errors import ConfigError
-from inferstream.monitoring.cbpe import Calibration, estimate
-from inferstream.monitoring.label_table import write_labels
-from inferstream.monitoring.quality import QualityEvaluator, QualityReference
-from inferstream.monitoring.quality_alerts import make_quality_alert
-from inferstream.monitoring.quality_metrics import (
+from inferstream.evaluation.quality import (
     classification_metrics,
     expected_calibration_error,
     regression_metrics,
 )
+from inferstream.monitoring.cbpe import Calibration, estimate
+from inferstream.monitoring.label_table import write_labels
+from inferstream.monitoring.quality import QualityEvaluator, QualityReference
+from inferstream.monitoring.quality_alerts import make_quality_alert
 from inferstream.monitoring.quality_read import load_reference, read_rows
 from inferstream.monitoring.quality_rows import class_name, decode
 from inferstream.monitoring.spec import MonitorSpec

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from inferstream.errors import ConfigError
+from inferstream.evaluation.quality import check_metric, classification_metrics, regression_metrics
 from inferstream.schemas.records import Route, RouteVersion
 from inferstream.serving.compare import Comparison
 from inferstream.serving.labelled_quality import LabelledQuality
 from inferstream.serving.promotion import decide, primary_of, shadow_of
-from inferstream.serving.quality_metrics import check_metric, classifier_metrics, regressor_metrics
 
 
 def _comparison(labelled: int, primary: dict[str, float], shadow: dict[str, float]) -> Comparison:
@@ -50,7 +50,7 @@ def test_too_few_labels_a_worse_or_equal_shadow_and_a_missing_metric_are_not_pro
     assert not loss.promote
     assert "(lower is better)" in loss.reason
     assert decide(_comparison(100, {"mae": 0.4}, {"mae": 0.3}), "mae", 100).promote
-    missing = decide(_comparison(100, {"accuracy": 1.0}, {"accuracy": 1.0}), "auc", 100)
+    missing = decide(_comparison(100, {"accuracy": 1.0}, {"accuracy": 1.0}), "roc_auc", 100)
     assert not missing.promote
     assert "auc cannot be computed" in missing.reason
     none = Comparison("m", "1", "2", 5, 5, 5, 1.0, None, None, None, quality=None)
@@ -70,18 +70,19 @@ def test_the_route_names_one_primary_and_a_shadow() -> None:
 
 
 def test_metrics_match_their_definitions_and_unknown_ones_are_refused() -> None:
-    truth = np.array([0, 1, 1, 0, 1])
-    predicted = np.array([0, 1, 0, 0, 1])
+    truth = ["b", "m", "m", "b", "m"]
+    predicted = ["b", "m", "b", "b", "m"]
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3], [0.1, 0.9]])
-    found = classifier_metrics(truth, predicted, probabilities, 2)
+    found = classification_metrics(truth, predicted, ["b", "m"], probabilities)
     assert found["accuracy"] == pytest.approx(0.8)
-    assert found["f1"] == pytest.approx(0.8)  # precision 1, recall 2/3
-    assert found["auc"] == pytest.approx(1.0)
+    assert found["f1[m]"] == pytest.approx(0.8)  # precision 1, recall 2/3
+    assert found["f1_macro"] == pytest.approx((0.8 + 0.8) / 2)  # b: precision 2/3, recall 1
+    assert found["roc_auc"] == pytest.approx(1.0)
     assert found["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7, 0.9])))
-    assert set(classifier_metrics(np.array([1, 1]), np.array([1, 0]), probabilities[:2], 2)) == {"accuracy", "f1"}
-    errors = regressor_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
+    assert classification_metrics(["m", "m"], ["m", "b"], ["b", "m"], probabilities[:2])["roc_auc"] is None
+    errors = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
     assert errors["mae"] == pytest.approx(2 / 3)
     assert errors["rmse"] == pytest.approx(np.sqrt(4 / 3))
     assert errors["r2"] == pytest.approx(1 - 4 / 2)
-    with pytest.raises(ConfigError, match="'mae' is not a metric of a classifier: use one of accuracy, f1"):
+    with pytest.raises(ConfigError, match="'mae' is not a metric of a classifier: use one of accuracy, f1_macro"):
         check_metric("mae", "classifier")
