@@ -36,7 +36,16 @@ from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded, warn_gap
 from inferstream.errors import ConfigError, TopicError
-from inferstream.jobs._pipeline import NAMESPACE, JobResult, check_inputs, make_pipeline, run, write_parquet
+from inferstream.jobs._pipeline import (
+    NAMESPACE,
+    JobResult,
+    check_inputs,
+    file_checksum,
+    join_parts,
+    make_pipeline,
+    run,
+    write_parquet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +177,9 @@ def export_topic(
         | "partitions" >> beam.Create(sorted(ends))
         | "read" >> beam.ParDo(ReadPartition(settings, name, ends, since, starts))
     )
-    write_parquet(records, out, RECORD_SCHEMA, "write")
+    write_parquet(records, out, RECORD_SCHEMA, "write", keys=("partition", "offset"))
     counters = run(pipeline)
+    join_parts(out, RECORD_SCHEMA)
     count = counters.get("rows_in", 0)
     return JobResult(
         "export",
@@ -178,6 +188,7 @@ def export_topic(
         outputs=[out],
         elapsed_s=time.perf_counter() - started,
         expired=counters.get("rows_expired", 0),
+        checksum=file_checksum(out),
     )
 
 
