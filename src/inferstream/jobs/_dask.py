@@ -317,9 +317,8 @@ class _Visitor(PipelineVisitor):
 
     def visit_transform(self, node: Any) -> None:
         """Translate one leaf step."""
-        import apache_beam as beam
         from apache_beam import pvalue
-        from apache_beam.runners.dask.transform_evaluator import TRANSLATIONS, Flatten, NoOp
+        from apache_beam.runners.dask.transform_evaluator import TRANSLATIONS, Flatten, NoOp, ParDo
 
         op_class: Any = TRANSLATIONS.get(node.transform.__class__, NoOp)
         op = op_class(node, bag_kwargs=self.bag_kwargs)
@@ -335,7 +334,7 @@ class _Visitor(PipelineVisitor):
         input_bag: Any = None
         if inputs:
             input_bag = inputs if isinstance(op, Flatten) or len(inputs) > 1 else inputs[0]
-        if isinstance(node.transform, beam.ParDo):
+        if isinstance(op, ParDo):
             bag = _translate_pardo(op, input_bag, node.full_label)
             self.pardos.append(bag)
         else:
