@@ -148,11 +148,8 @@ _STABLE = ("_topic", "_partition", "_offset", "request_id", "model", "version", 
 
 def table_checksum(root: Path, topics: set[str]) -> str:
     """:func:`~inferstream.jobs._pipeline.checksum` of the inference table's rows of ``topics`` (stable columns)."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    tables = []
-    for path in sorted(root.glob("model=*/date=*/*.parquet")):
-        table = pq.read_table(path, columns=list(_STABLE))
-        tables.append(table.filter(pc.is_in(table.column("_topic"), pa.array(sorted(topics)))))
-    return checksum(tables, _STABLE)
+    # The table's files are named <topic>+<partition>+<offsets>: only this job's are read.
+    paths = sorted(p for t in topics for p in root.glob(f"model=*/date=*/{t}+*.parquet"))
+    return checksum((pq.read_table(p, columns=list(_STABLE)) for p in paths), _STABLE)

@@ -84,3 +84,24 @@ def test_checksum_ignores_order_and_catches_a_duplicate_or_a_change() -> None:
     assert checksum([table.slice(2), table.slice(0, 2)], ["k", "v"]) == whole
     assert checksum([table, table.slice(0, 1)], ["k", "v"]) != whole
     assert checksum([pa.table({"k": [1, 2, 3], "v": ["a", "b", "x"]})], ["k", "v"]) != whole
+
+
+def test_the_cli_hands_the_dask_flags_to_the_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import inferstream.cli.job  # noqa: F401 (registers `job`)
+    from inferstream.cli._app import app
+    from inferstream.jobs import topics
+
+    seen: dict[str, object] = {}
+
+    def export(settings: object, topic: str, out: Path, **options: object) -> None:
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(topics, "export_topic", export)
+    flags = ["--runner", "dask", "--dask-workers", "3", "--dask_npartitions=4"]
+    done = CliRunner().invoke(app, ["job", "export", "predictions", "--out", str(tmp_path / "p.parquet"), *flags])
+    assert done.exit_code == 0, done.output
+    assert seen["flags"] == flags
+    assert parse_dask_flags(flags) == (DaskSpec(workers=3), ["--dask_npartitions=4"])
