@@ -11,7 +11,11 @@ exactly: key, value and header bytes, timestamp, partition and offset.
 Replay produces the rows of such files to a topic with their keys, values,
 headers and timestamps (and partitions, with ``keep_partitions``), in file
 order, at most ``rate`` records a second per worker, and fails the job if the
-broker does not acknowledge every record.
+broker does not acknowledge every record. A runner that retries a task (Dask, when
+a worker dies) produces that task's file again from its start: what the first
+attempt had produced is then in the topic twice, identical (same key, value,
+headers, timestamp); the idempotent producer dedupes its own retries, not a second
+task's.
 """
 
 from __future__ import annotations
