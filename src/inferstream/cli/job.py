@@ -2,7 +2,9 @@
 
 Options the command does not know are Beam pipeline options, passed through
 (``--runner FlinkRunner --flink_master=host:8081``, ``--direct_num_workers 2``);
-with a list of input files, they come after the files.
+with a list of input files, they come after the files. ``--runner dask`` runs the
+job on a ``dask.distributed`` cluster: ``--dask-address HOST:PORT`` of a running
+scheduler, or a local cluster of ``--dask-workers N`` processes (default 2).
 Beam is imported when a job runs, not when the CLI starts.
 """
 
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from inferstream.jobs._pipeline import JobResult
 
 job_app = typer.Typer(
-    help="Batch jobs on Apache Beam (FnApiRunner here; other runners through Beam's --runner).",
+    help="Batch jobs on Apache Beam (FnApiRunner here; --runner dask [--dask-address HOST:PORT | --dask-workers N]; "
+    "other runners through Beam's --runner).",
     no_args_is_help=True,
 )
 app.add_typer(job_app, name="job")
@@ -52,6 +55,8 @@ def _report(result: JobResult) -> None:
         f"{result.name}: read {result.rows_in}, written {result.rows_out}, rejected {result.rejected} "
         f"in {result.elapsed_s:.1f}s ({rate:,.0f} rows/s) → {', '.join(map(str, result.outputs))}"
     )
+    if result.checksum is not None:
+        console.print(f"checksum {result.checksum} (rows:digest, the same on every runner)")
     if result.indexed is not None:
         console.print(f"{result.indexed} documents written to the vector index")
     if result.expired:

@@ -1,15 +1,26 @@
 """What every job shares: the pipeline and its runner, reading files as Arrow chunks, writing Parquet.
 
-The runner is Beam's FnApiRunner unless the flags name another (``--runner
+The runner is Beam's FnApiRunner unless the flags name another: ``--runner dask``
+(with ``--dask-address HOST:PORT``, or a local cluster of ``--dask-workers N``
+processes; see :mod:`inferstream.jobs._dask`), or any runner of Beam's (``--runner
 FlinkRunner --flink_master=...``, ``--runner SparkRunner``, ``--runner
-DataflowRunner --project ... --region ... --temp_location gs://...``): the flags
+DataflowRunner --project ... --region ... --temp_location gs://...``), whose flags
 are handed to ``PipelineOptions`` unchanged. The DirectRunner is not the default
 because it fetches a runner binary on first use.
+
+Outputs are keyed, so that a runner that retries a task (Dask does) overwrites
+instead of adding: each element is written to a part file named by its first
+row's key (:class:`WriteParts`), and the parts are joined in key order into the
+job's file when the pipeline is done (:func:`join_parts`). :func:`checksum` sums
+up a job's rows whatever their order, to compare runs on two runners.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +58,8 @@ class JobResult:
     expired: int = 0
     #: What the user should know about the result (printed by the CLI).
     warnings: list[str] = field(default_factory=list)
+    #: Order-independent digest of the rows written (:func:`checksum`): equal on every runner.
+    checksum: str | None = None
 
     @property
     def accounted(self) -> bool:
@@ -56,7 +69,12 @@ class JobResult:
 
 def make_pipeline(flags: Sequence[str] = ()) -> beam.Pipeline:
     """A pipeline on the runner the flags name, else on the FnApiRunner (in-process, no downloads)."""
-    options = PipelineOptions(flags=list(flags))
+    from inferstream.jobs._dask import DaskRunner, parse_dask_flags
+
+    spec, rest = parse_dask_flags(flags)
+    options = PipelineOptions(flags=rest)
+    if spec is not None:
+        return beam.Pipeline(runner=DaskRunner(spec), options=options)
     if options.view_as(StandardOptions).runner is None:
         from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
@@ -150,12 +168,94 @@ def read_files(pipeline: beam.Pipeline, paths: Sequence[str], rows: int, fmt: st
     )
 
 
-def write_parquet(tables: Any, path: Path, schema: pa.Schema, label: str) -> Any:
-    """Write Arrow tables to one Parquet file at ``path`` (Beam writes a temporary file and renames it)."""
+def _key_text(value: Any) -> str:
+    """A key value as a name that sorts like the value: numbers zero-padded, text hashed (fixed width)."""
+    if isinstance(value, int):
+        return f"{value:020d}"
+    return hashlib.sha256(str(value).encode()).hexdigest()[:16]
+
+
+def parts_dir(path: Path) -> Path:
+    """Where a job's output file is written in parts before :func:`join_parts`: ``<path>.parts/``."""
+    return path.with_name(path.name + ".parts")
+
+
+class WriteParts(beam.DoFn):
+    """Arrow tables → one Parquet part each, named by the first row's ``keys``: a retried task overwrites its parts.
+
+    A part is written beside its final name and renamed over it, so a reader never sees half a part.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, keys: Sequence[str]) -> None:
+        self.directory = parts_dir(path)
+        self.schema = schema
+        self.keys = tuple(keys)
+
+    def process(self, table: pa.Table) -> Iterator[str]:
+        """Write one element (nothing for an empty one); its part's name."""
+        import pyarrow.parquet as pq
+
+        if not table.num_rows:
+            return
+        name = "-".join(_key_text(table.column(k)[0].as_py()) for k in self.keys) + ".parquet"
+        part = self.directory / name
+        temporary = self.directory / f".{name}.{os.getpid()}.tmp"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.select(self.schema.names).cast(self.schema), temporary, compression="zstd")
+        os.replace(temporary, part)
+        yield name
+
+
+def write_parquet(tables: Any, path: Path, schema: pa.Schema, label: str, keys: Sequence[str]) -> Any:
+    """Write Arrow tables as keyed parts of ``path`` (stale parts of an earlier run are removed first)."""
+    shutil.rmtree(parts_dir(path), ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tables | label >> beam.io.WriteToParquetBatched(
-        str(path), schema, num_shards=1, shard_name_template="", codec="zstd"
-    )
+    return tables | label >> beam.ParDo(WriteParts(path, schema, keys))
+
+
+def join_parts(path: Path, schema: pa.Schema) -> int:
+    """Join the parts of ``path`` in key order into ``path`` (written whole, then renamed); its rows."""
+    import pyarrow.parquet as pq
+
+    directory = parts_dir(path)
+    parts = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    rows = 0
+    with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+        for part in parts:
+            table = pq.read_table(part).cast(schema)
+            rows += table.num_rows
+            writer.write_table(table)
+    os.replace(temporary, path)
+    shutil.rmtree(directory, ignore_errors=True)
+    return rows
+
+
+def checksum(tables: Iterable[pa.Table | pa.RecordBatch], columns: Sequence[str]) -> str:
+    """An order-independent digest of rows: each row's ``columns`` hashed, the hashes sorted, hashed together.
+
+    Two runs agree when they wrote the same rows, in whatever order or files; a row written
+    twice changes it. Its cost is a pass over the rows in the driver.
+    """
+    digests: list[bytes] = []
+    for table in tables:
+        values = [table.column(c).to_pylist() for c in columns]
+        digests.extend(hashlib.sha256(repr(row).encode()).digest() for row in zip(*values, strict=True))
+    digests.sort()
+    total = hashlib.sha256()
+    for digest in digests:
+        total.update(digest)
+    return f"{len(digests)}:{total.hexdigest()[:16]}"
+
+
+def file_checksum(path: Path, columns: Sequence[str] | None = None) -> str:
+    """:func:`checksum` of a Parquet file (all columns unless named)."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return checksum([], ())
+    names = list(columns or pq.ParquetFile(path).schema_arrow.names)
+    return checksum(pq.ParquetFile(path).iter_batches(batch_size=10_000, columns=names), names)
 
 
 def rejects_path(out: Path) -> Path:

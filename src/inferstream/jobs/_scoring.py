@@ -30,8 +30,9 @@ from inferstream.jobs._pipeline import (
     REJECTS,
     JobResult,
     dead_letter_rejects,
+    file_checksum,
+    join_parts,
     make_pipeline,
-    parquet_rows,
     read_files,
     run,
     write_parquet,
@@ -72,12 +73,14 @@ def run_model_job(
     flags: Sequence[str] = (),
     file_format: str | None = None,
     dead_letters: bool = False,
+    checksum_columns: Sequence[str] | None = None,
 ) -> JobResult:
     """Run ``handler``'s model over the files' rows and ``step`` over its results, to the end.
 
     ``labels`` name the model's and the step's Beam stages; ``out`` (a Parquet file and its
     schema) receives the step's main output when given. Refused rows go to ``rejects``,
-    and to the dead-letter topic (stage ``name``) with ``dead_letters``.
+    and to the dead-letter topic (stage ``name``) with ``dead_letters``. The result's checksum
+    is over ``checksum_columns`` of ``out`` (all when not named).
     """
     started = time.perf_counter()
     pipeline = make_pipeline(flags)
@@ -85,18 +88,22 @@ def run_model_job(
     infer, write = labels
     results = read.rows | infer >> RunInference(handler) | write >> beam.ParDo(step).with_outputs(REJECTS, main="out")
     if out is not None:
-        write_parquet(results.out, out[0], out[1], "write")
+        write_parquet(results.out, out[0], out[1], "write", keys=("source", "line"))
     refused = (read[REJECTS], results[REJECTS]) | "all rejects" >> beam.Flatten()
-    write_parquet(refused, rejects, REJECT_SCHEMA, "write rejects")
+    write_parquet(refused, rejects, REJECT_SCHEMA, "write rejects", keys=("source", "line"))
     counters = run(pipeline)
+    if out is not None:
+        join_parts(*out)
+    rejected = join_parts(rejects, REJECT_SCHEMA)
     if dead_letters:
         dead_letter_rejects(settings, rejects, name)
     return JobResult(
         name=name,
         rows_in=counters.get("rows_in", 0),
         rows_out=counters.get("rows_out", 0),
-        rejected=parquet_rows(rejects),
+        rejected=rejected,
         outputs=outputs,
         rejects_path=rejects,
         elapsed_s=time.perf_counter() - started,
+        checksum=file_checksum(out[0], checksum_columns) if out is not None else None,
     )

@@ -37,6 +37,11 @@ DEFAULT_EMBEDDER = "minilm:1"
 log = logging.getLogger("inferstream.jobs")
 
 
+#: The columns the checksum covers: all but the vector, whose last bits depend on which texts
+#: shared a padded model batch (runners bundle differently; the values agree to ~1e-7).
+CHECKED = ("id", "text", "model", "version", "source", "line")
+
+
 def embedding_schema(dims: int | None) -> pa.Schema:
     """Columns of a backfill's output: the document id, its text, the vector, the model, where it came from."""
     vector = pa.list_(pa.float32(), dims) if dims else pa.list_(pa.float32())
@@ -179,6 +184,7 @@ def backfill(
         flags=flags,
         file_format=file_format,
         dead_letters=dead_letters,
+        checksum_columns=CHECKED,
     )
     if to == "index":
         started = time.perf_counter()

@@ -28,8 +28,8 @@ def _read(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _concat(parts: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [row for part in parts for row in part]
+def _concat(keyed: tuple[None, Iterable[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    return [row for part in keyed[1] for row in part]
 
 
 def _build(rows: Sequence[Mapping[str, Any]], spec: MonitorSpec, root: Path, source: str) -> str:
@@ -51,7 +51,11 @@ def build(
         pipeline
         | "files" >> beam.Create(paths)
         | "read" >> beam.Map(_read)
-        | "gather" >> beam.CombineGlobally(_concat)
+        # One key and a GroupByKey, not CombineGlobally: its default for an empty input is a side
+        # input, which the Dask runner would compute again inside the task that reads it.
+        | "key" >> beam.Map(lambda rows: (None, rows))
+        | "gather" >> beam.GroupByKey()
+        | "concat" >> beam.Map(_concat)
         | "profile" >> beam.Map(_build, spec, root, source)
     )
     run(pipeline)

@@ -29,7 +29,7 @@ import pyarrow as pa
 from inferstream.config import Settings
 from inferstream.errors import ConfigError
 from inferstream.jobs._model import LINE, SOURCE, OnnxBatchHandler, Scored
-from inferstream.jobs._pipeline import JobResult, check_inputs
+from inferstream.jobs._pipeline import JobResult, check_inputs, checksum
 from inferstream.jobs._scoring import ScoredRows, run_model_job
 from inferstream.monitoring import table as inference_table
 from inferstream.schemas.records import Latency, Prediction
@@ -125,7 +125,7 @@ def score(
     if handler.config.kind == "embedder":
         raise ConfigError(f"{handler.ref} is an embedder: embed a corpus with `inferstream job backfill`")
     root = table_dir or inference_table.table_dir(settings)
-    return run_model_job(
+    result = run_model_job(
         settings,
         "score",
         paths,
@@ -138,3 +138,18 @@ def score(
         file_format=file_format,
         dead_letters=dead_letters,
     )
+    result.checksum = table_checksum(root, {score_topic(p) for p in paths})
+    return result
+
+
+#: The columns of a scored row that do not depend on when or where it was scored.
+_STABLE = ("_topic", "_partition", "_offset", "request_id", "model", "version", "inputs", "outputs")
+
+
+def table_checksum(root: Path, topics: set[str]) -> str:
+    """:func:`~inferstream.jobs._pipeline.checksum` of the inference table's rows of ``topics`` (stable columns)."""
+    import pyarrow.parquet as pq
+
+    # The table's files are named <topic>+<partition>+<offsets>: only this job's are read.
+    paths = sorted(p for t in topics for p in root.glob(f"model=*/date=*/{t}+*.parquet"))
+    return checksum((pq.read_table(p, columns=list(_STABLE)) for p in paths), _STABLE)

@@ -11,7 +11,11 @@ exactly: key, value and header bytes, timestamp, partition and offset.
 Replay produces the rows of such files to a topic with their keys, values,
 headers and timestamps (and partitions, with ``keep_partitions``), in file
 order, at most ``rate`` records a second per worker, and fails the job if the
-broker does not acknowledge every record.
+broker does not acknowledge every record. A runner that retries a task (Dask, when
+a worker dies) produces that task's file again from its start: what the first
+attempt had produced is then in the topic twice, identical (same key, value,
+headers, timestamp); the idempotent producer dedupes its own retries, not a second
+task's.
 """
 
 from __future__ import annotations
@@ -36,7 +40,16 @@ from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded, warn_gap
 from inferstream.errors import ConfigError, TopicError
-from inferstream.jobs._pipeline import NAMESPACE, JobResult, check_inputs, make_pipeline, run, write_parquet
+from inferstream.jobs._pipeline import (
+    NAMESPACE,
+    JobResult,
+    check_inputs,
+    file_checksum,
+    join_parts,
+    make_pipeline,
+    run,
+    write_parquet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +181,9 @@ def export_topic(
         | "partitions" >> beam.Create(sorted(ends))
         | "read" >> beam.ParDo(ReadPartition(settings, name, ends, since, starts))
     )
-    write_parquet(records, out, RECORD_SCHEMA, "write")
+    write_parquet(records, out, RECORD_SCHEMA, "write", keys=("partition", "offset"))
     counters = run(pipeline)
+    join_parts(out, RECORD_SCHEMA)
     count = counters.get("rows_in", 0)
     return JobResult(
         "export",
@@ -178,6 +192,7 @@ def export_topic(
         outputs=[out],
         elapsed_s=time.perf_counter() - started,
         expired=counters.get("rows_expired", 0),
+        checksum=file_checksum(out),
     )
 
 
