@@ -14,6 +14,7 @@ from inferstream.errors import StackError
 from inferstream.stack.elasticsearch import ElasticsearchCluster
 from inferstream.stack.kafka import KafkaCluster
 from inferstream.stack.server import node_ports
+from inferstream.stack.testing import free_ports
 
 
 def _props(text: str) -> dict[str, str]:
@@ -152,3 +153,42 @@ def test_the_index_gets_a_replica_once_a_second_node_holds_data() -> None:
 def test_the_index_url_may_name_every_node() -> None:
     settings = ElasticsearchSettings(url="http://127.0.0.1:9200, http://127.0.0.1:9202")
     assert settings.client_options()["hosts"] == ["http://127.0.0.1:9200", "http://127.0.0.1:9202"]
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+
+def test_status_down_and_up_see_a_running_cluster_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process standing in for node 2 (its command line names the node's properties, as the JVM's would)."""
+    from typer.testing import CliRunner
+
+    from inferstream.cli import app
+    from inferstream.stack.process import process_alive, spawn_detached, terminate
+
+    port, controller_port = sorted(free_ports(2))
+    monkeypatch.setenv("INFERSTREAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("INFERSTREAM_STACK__KAFKA_PORT", str(port))
+    monkeypatch.setenv("INFERSTREAM_STACK__CONTROLLER_PORT", str(controller_port))
+    node = KafkaCluster.from_settings(Settings.load(), 3).nodes[1]
+    node.home.mkdir(parents=True)
+    pid = spawn_detached(
+        ["/bin/sh", "-c", "sleep 60", "kafka.Kafka", str(node.properties_file)], log_file=tmp_path / "node.log"
+    )
+    node.pid_file.write_text(f"{pid}\n")
+    runner = CliRunner()
+    try:
+        assert node.running
+        status = runner.invoke(app, ["status"])
+        assert status.exit_code == 0, status.output
+        assert "1 of 3 brokers running" in status.stdout
+        assert f"127.0.0.1:{node.port} (pid {pid})" in status.stdout
+        single = runner.invoke(app, ["up"])
+        assert single.exit_code == 1, single.output
+        assert "a 3-broker cluster of this state directory is running" in " ".join(single.output.split())
+        down = runner.invoke(app, ["down", "--timeout", "5"])
+        assert down.exit_code == 0, down.output
+        assert "cluster stopped (3 brokers)" in down.output
+        assert not process_alive(pid)
+        assert runner.invoke(app, ["status"]).exit_code == 3
+    finally:
+        terminate(pid, timeout=1)
