@@ -7,7 +7,8 @@ scenarios at their smallest (real ``inferstream`` processes, a producer thread w
 acks=all and idempotence): kill -9 of the broker leading partition 0 of the predictions
 topic under the exactly-once worker, and of the Elasticsearch node that is not the
 elected master under the index sink, each started again on its data. Nothing sent is
-lost, nothing is answered twice, and each node is back in sync.
+lost, nothing is answered twice, and each node is back in sync; the index got one
+replica, picked from the two data nodes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from pathlib import Path
 import pytest
 
 from inferstream.client import Client
-from inferstream.config import Settings
+from inferstream.config import ElasticsearchSettings, Settings
+from inferstream.connectors.elasticsearch import ElasticsearchStore
+from inferstream.connectors.vectors import IndexMeta
 from inferstream.stack.elasticsearch import ElasticsearchCluster, ElasticsearchServer
 from inferstream.stack.kafka import KAFKA_LIB_ENV, KafkaCluster
 from inferstream.stack.testing import Broker, SearchServer, free_ports
@@ -120,6 +123,17 @@ def test_a_killed_leader_broker_and_es_node_lose_nothing_and_duplicate_nothing(
         assert {len(p.replicas) for p in predictions.partitions} == {3}
         assert predictions.config["min.insync.replicas"] == "2"
         assert {len(p.replicas) for p in offsets.partitions + transactions.partitions} == {3}
+
+        # The index's replica came from the cluster too: nobody set elasticsearch.replicas.
+        index_settings = ElasticsearchSettings(url=search.url, index="cluster-replicas")
+        store = ElasticsearchStore(index_settings)
+        try:
+            store.setup(IndexMeta("minilm", "1", 384, "cosine"))
+            made = store.client.indices.get_settings(index="cluster-replicas")["cluster-replicas"]["settings"]
+            assert made["index"]["number_of_replicas"] == "1"
+        finally:
+            store.client.options(ignore_status=404).indices.delete(index="cluster-replicas")
+            store.close()
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr
