@@ -20,7 +20,14 @@ from pathlib import Path
 from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.stack.kafka import KAFKA_LIB_ENV
-from inferstream.stack.testing import Broker, SearchServer, ephemeral_kafka, throwaway_elasticsearch
+from inferstream.stack.testing import (
+    Broker,
+    SearchServer,
+    ephemeral_kafka,
+    ephemeral_kafka_cluster,
+    throwaway_elasticsearch,
+    throwaway_elasticsearch_cluster,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 3
@@ -86,6 +93,41 @@ def elasticsearch(url: str | None) -> Iterator[SearchServer]:
             yield server
         finally:
             note("stopping Elasticsearch")
+
+
+@contextmanager
+def kafka_cluster(brokers: int = 3) -> Iterator[Broker]:
+    """A throwaway local KRaft cluster (``Broker.cluster``) in a temporary directory, stopped at the end."""
+    version = Settings.load().stack.kafka_version
+    started = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="inferstream-bench-") as state_dir,
+        ephemeral_kafka_cluster(
+            Path(state_dir), brokers=brokers, version=version, lib_dir=kafka_lib_dir(version)
+        ) as kafka,
+    ):
+        note(
+            f"started {brokers} Kafka {version} brokers at {kafka.bootstrap_servers} "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
+        try:
+            yield kafka
+        finally:
+            note("stopping the Kafka cluster")
+
+
+@contextmanager
+def elasticsearch_cluster(nodes: int = 2) -> Iterator[SearchServer]:
+    """A throwaway local Elasticsearch cluster (``SearchServer.cluster``) on free ports, stopped at the end."""
+    started = time.perf_counter()
+    with throwaway_elasticsearch_cluster(
+        REPO_ROOT / ".inferstream", nodes=nodes, prefix="inferstream-bench-es-"
+    ) as server:
+        note(f"started {nodes} Elasticsearch nodes at {server.url} in {time.perf_counter() - started:.1f}s")
+        try:
+            yield server
+        finally:
+            note("stopping the Elasticsearch cluster")
 
 
 @contextmanager

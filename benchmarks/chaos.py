@@ -24,6 +24,22 @@ Scenarios (load → stages → what is counted; the fault):
 
 A killed stage stays down for a moment (the load goes on) and is started again.
 
+With ``--cluster`` the scenarios run on a 3-broker KRaft cluster (replication 3,
+min.insync.replicas 2; producers with acks=all and idempotence, the settings' default)
+and a 2-node Elasticsearch (the index with one replica), both started here:
+
+- ``cluster_broker``: tabular requests → ``serve --exactly-once`` → predictions; kill -9 of
+  the broker leading partition 0 of the predictions topic.
+- ``cluster_broker_index``: embeddings → ``stream index`` → Elasticsearch documents; kill -9
+  of the broker leading partition 0 of the embeddings topic.
+- ``cluster_elasticsearch``: the same load; kill -9 of the Elasticsearch node that is not
+  the elected master (a cluster of two cannot lose its master).
+
+The killed node stays down for a moment and is started again on its data while the load
+goes on; the cluster serves on without it, so recovery counts from the kill (failover:
+every id sent before the kill is out). Each line says when the node was back in sync
+(the broker in every replica set of the topic again, Elasticsearch green with both nodes).
+
 Measured per scenario:
 
 - **lost**: ids sent whose output never came: predictions and requests by request
@@ -51,11 +67,14 @@ Measured per scenario:
 The last line is ``RESULT lost_total=... dup_exactly_once=... <scenario>_lost=...
 <scenario>_dup=... <scenario>_recovery_s=... recovery_max_s=...``; a scenario that
 could not run here (the broker restart with ``--bootstrap-servers``, the outage with
-``--elasticsearch``) reports ``nan``.
+``--elasticsearch``) reports ``nan``. With ``--cluster`` it is ``RESULT cluster_lost=...
+cluster_dup_exactly_once=... <scenario>_lost=... <scenario>_dup=... <scenario>_recovery_s=...
+recovery_max_s=...`` (goal: 0 lost, 0 duplicates).
 
     .venv/bin/python benchmarks/chaos.py --quick                    # every scenario, a few thousand records each
     .venv/bin/python benchmarks/chaos.py --quick --scenarios worker,ingest
     .venv/bin/python benchmarks/chaos.py                            # bigger loads, longer before and after
+    .venv/bin/python benchmarks/chaos.py --quick --cluster          # a broker and an Elasticsearch node of a cluster
 """
 
 from __future__ import annotations
@@ -83,7 +102,15 @@ from typing import Any, Protocol
 import confluent_kafka
 import numpy as np
 
-from _harness import add_common_args, elasticsearch, kafka_broker, note, result_line
+from _harness import (
+    add_common_args,
+    elasticsearch,
+    elasticsearch_cluster,
+    kafka_broker,
+    kafka_cluster,
+    note,
+    result_line,
+)
 from inferstream.client import Client
 from inferstream.config import ElasticsearchSettings, Settings
 from inferstream.connectors.kafka.reader import read_bounded
@@ -101,6 +128,7 @@ from inferstream.serving.demo_models import (
     build_demo_models,
     tabular_rows,
 )
+from inferstream.stack.server import LocalServer
 from inferstream.stack.testing import Broker, SearchServer, cli_env
 from inferstream.streams.ingest import request_id_for
 
@@ -116,8 +144,12 @@ SCENARIOS = (
     "broker_eos",
     "elasticsearch",
 )
-#: Scenarios whose stages promise no duplicates: their duplicates add up to ``dup_exactly_once``.
-NO_DUPLICATES = frozenset({"worker_eos", "index", "table", "monitor", "broker", "broker_eos", "elasticsearch"})
+CLUSTER_SCENARIOS = ("cluster_broker", "cluster_broker_index", "cluster_elasticsearch")
+#: Scenarios whose stages promise no duplicates: their duplicates add up to ``dup_exactly_once``
+#: (``cluster_dup_exactly_once`` for the cluster's).
+NO_DUPLICATES = frozenset(
+    {"worker_eos", "index", "table", "monitor", "broker", "broker_eos", "elasticsearch", *CLUSTER_SCENARIOS}
+)
 MONITOR = "chaos"
 DIMS = 384
 
@@ -477,7 +509,9 @@ class IndexOutput:
         from elasticsearch import Elasticsearch
 
         self.index = index
-        self.client = Elasticsearch(url, request_timeout=10, max_retries=0)
+        # Every node of a cluster (the url lists them): a request to a node that is down goes to another.
+        hosts = [host for host in url.split(",") if host]
+        self.client = Elasticsearch(hosts, request_timeout=10, max_retries=len(hosts) - 1)
         self._out: set[str] = set()
 
     def caught_up(self, ids: Sequence[str]) -> bool:
@@ -613,6 +647,8 @@ class Outcome:
     exit_codes: list[int | None] = field(default_factory=list)
     detail: str = ""
     skipped: str = ""
+    #: A cluster scenario's killed node: back in sync after its restart (None: nothing was killed).
+    rejoined: bool | None = None
 
     def line(self) -> str:
         """One line for the report."""
@@ -960,6 +996,158 @@ def broker_restart(lab: Lab, *, exactly_once: bool) -> Outcome:
     return exercise(lab, outcome, settings, sender, stages, output, restart_broker(lab))
 
 
+class Crash:
+    """kill -9 of one node of a cluster, started again in the background after ``down_s``.
+
+    ``fault`` returns the time of the kill: the cluster serves on without the node, so
+    recovery counts from then. ``finish`` waits for the restart and says when the node
+    was back in sync (``rejoined``), or that it never was.
+    """
+
+    def __init__(
+        self,
+        lab: Lab,
+        pick: Callable[[], tuple[str, LocalServer[Any]]],
+        rejoined: Callable[[LocalServer[Any]], bool],
+    ) -> None:
+        self.lab = lab
+        self.pick = pick
+        self.rejoined = rejoined
+        self.killed: str = ""
+        self.rejoin_s: float | None = None
+        self.error = ""
+        self._thread: threading.Thread | None = None
+
+    def fault(self) -> float:
+        """kill -9 the node ``pick`` names; its restart runs in a thread."""
+        self.killed, node = self.pick()
+        note(f"kill -9 {self.killed} (pid {node.pid})")
+        node.kill()
+        killed = time.monotonic()
+        self._thread = threading.Thread(target=self._restart, args=(node, killed), name="restart", daemon=True)
+        self._thread.start()
+        return killed
+
+    def _restart(self, node: LocalServer[Any], killed: float) -> None:
+        time.sleep(self.lab.plan.down_s)
+        try:
+            node.start(timeout=240)
+        except Exception as exc:  # reported on the scenario's line; the counts stand
+            self.error = f"{self.killed} did not start again: {exc}"
+            return
+        note(f"{self.killed} started again {time.monotonic() - killed:.1f} s after the kill")
+        if wait_for(lambda: self.rejoined(node), 180, step=0.5):
+            self.rejoin_s = time.monotonic() - killed
+
+    def finish(self, outcome: Outcome) -> Outcome:
+        """Wait for the restart; add what became of the node to the outcome."""
+        if self._thread is not None:
+            self._thread.join(400)
+        if not self.killed:
+            return outcome
+        back = (
+            f"back in sync {self.rejoin_s:.1f} s after the kill"
+            if self.rejoin_s is not None
+            else self.error or "never back in sync"
+        )
+        outcome.rejoined = self.rejoin_s is not None
+        outcome.detail = "; ".join(part for part in (f"killed {self.killed}, {back}", outcome.detail) if part)
+        return outcome
+
+
+def _admin(settings: Settings) -> confluent_kafka.admin.AdminClient:
+    return confluent_kafka.admin.AdminClient(settings.kafka.base_config())
+
+
+def partition_leader(lab: Lab, settings: Settings, topic: str) -> tuple[str, LocalServer[Any]]:
+    """The broker leading partition 0 of ``topic``."""
+    cluster = lab.broker.cluster
+    assert cluster is not None
+    leader = _admin(settings).list_topics(topic, timeout=30).topics[topic].partitions[0].leader
+    return f"broker {leader} (leader of {topic}[0])", cluster.node(leader)
+
+
+def in_every_isr(lab: Lab, settings: Settings, topic: str, node: LocalServer[Any]) -> bool:
+    """Whether the restarted broker is back in the in-sync replicas of every partition of ``topic``."""
+    cluster = lab.broker.cluster
+    assert cluster is not None
+    broker = next(i for i, each in enumerate(cluster.nodes, start=1) if each is node)
+    try:
+        partitions = _admin(settings).list_topics(topic, timeout=10).topics[topic].partitions.values()
+    except confluent_kafka.KafkaException:
+        return False
+    return all(broker in partition.isrs for partition in partitions)
+
+
+def non_master(lab: Lab) -> tuple[str, LocalServer[Any]]:
+    """The Elasticsearch node that is not the elected master."""
+    cluster = lab.search.cluster if lab.search is not None else None
+    assert cluster is not None
+    master = cluster.master()
+    others = [node for node in cluster.nodes if node is not master]
+    if master is None or not others:
+        raise RuntimeError("the Elasticsearch cluster has no elected master to keep")
+    return f"Elasticsearch node {others[0].endpoint} (not the master)", others[0]
+
+
+def search_green(lab: Lab, node: LocalServer[Any]) -> bool:
+    """Whether every node is back and every shard copy assigned (green)."""
+    cluster = lab.search.cluster if lab.search is not None else None
+    assert cluster is not None
+    return cluster.health(wait_s=1.0, status="green") is not None
+
+
+def cluster_broker(lab: Lab, *, index_sink: bool) -> Outcome:
+    """kill -9 of the broker leading a platform topic's partition 0, restarted, under a worker or the index sink."""
+    name = "cluster_broker_index" if index_sink else "cluster_broker"
+    stage_name = "stream index" if index_sink else f"serve {TABULAR_NAME}:{TABULAR_VERSION} --exactly-once"
+    topic_key = "embeddings" if index_sink else "predictions"
+    outcome = Outcome(
+        name,
+        f"kill -9 of the broker leading {topic_key}[0], restarted, under {stage_name}",
+        "idempotent by document id" if index_sink else "exactly-once",
+    )
+    if lab.broker.cluster is None or (index_sink and lab.search is None):
+        outcome.skipped = "needs a Kafka cluster (and Elasticsearch) this benchmark started"
+        return outcome
+    settings = lab.settings(name)
+    topic = settings.topics.platform_topics()[topic_key]
+    output: Output
+    if index_sink:
+        assert lab.search is not None
+        _topics(settings)
+        stage = lab.stage(settings, "index", "stream", "index")
+        sender = Sender(settings, topic, lab.loads.embedding, lab.plan.rate)
+        output = IndexOutput(lab.search.url, settings.elasticsearch.index)
+    else:
+        _topics(settings, (TABULAR_NAME, TABULAR_VERSION))
+        stage = lab.stage(settings, "serve", "serve", "--model", f"{TABULAR_NAME}:{TABULAR_VERSION}", "--exactly-once")
+        requests = settings.topics.request_topic(TABULAR_NAME, TABULAR_VERSION)
+        sender = Sender(settings, requests, lab.loads.request, lab.plan.rate)
+        output = TopicOutput(settings, topic)
+    crash = Crash(lab, partial(partition_leader, lab, settings, topic), partial(in_every_isr, lab, settings, topic))
+    return crash.finish(exercise(lab, outcome, settings, sender, [stage], output, crash.fault))
+
+
+def cluster_elasticsearch(lab: Lab) -> Outcome:
+    """kill -9 of the Elasticsearch node that is not the master, restarted, under the index sink."""
+    outcome = Outcome(
+        "cluster_elasticsearch",
+        "kill -9 of the Elasticsearch node not the master, restarted",
+        "idempotent by document id",
+    )
+    if lab.search is None or lab.search.cluster is None:
+        outcome.skipped = "needs an Elasticsearch cluster this benchmark started"
+        return outcome
+    settings = lab.settings(outcome.name)
+    _topics(settings)
+    stage = lab.stage(settings, "index", "stream", "index")
+    sender = Sender(settings, settings.topics.platform_topics()["embeddings"], lab.loads.embedding, lab.plan.rate)
+    output = IndexOutput(lab.search.url, settings.elasticsearch.index)
+    crash = Crash(lab, partial(non_master, lab), partial(search_green, lab))
+    return crash.finish(exercise(lab, outcome, settings, sender, [stage], output, crash.fault))
+
+
 RUNNERS: dict[str, Callable[[Lab], Outcome]] = {
     "worker": partial(worker, exactly_once=False),
     "worker_eos": partial(worker, exactly_once=True),
@@ -971,6 +1159,9 @@ RUNNERS: dict[str, Callable[[Lab], Outcome]] = {
     "broker": partial(broker_restart, exactly_once=False),
     "broker_eos": partial(broker_restart, exactly_once=True),
     "elasticsearch": partial(index, outage=True),
+    "cluster_broker": partial(cluster_broker, index_sink=False),
+    "cluster_broker_index": partial(cluster_broker, index_sink=True),
+    "cluster_elasticsearch": cluster_elasticsearch,
 }
 
 
@@ -985,15 +1176,19 @@ def run_scenarios(lab: Lab, names: Sequence[str]) -> list[Outcome]:
     return outcomes
 
 
-def metrics(outcomes: Sequence[Outcome]) -> dict[str, float]:
-    """The RESULT line's figures: totals first, then per scenario (in the fixed order), then the slowest recovery."""
+def metrics(outcomes: Sequence[Outcome], *, cluster: bool = False) -> dict[str, float]:
+    """The RESULT line's figures: totals first, then per scenario (in the fixed order), then the slowest recovery.
+
+    With ``cluster``, the totals are ``cluster_lost`` and ``cluster_dup_exactly_once`` over the cluster scenarios.
+    """
     ran = [o for o in outcomes if not o.skipped]
     by_name = {o.name: o for o in outcomes}
+    prefix = "cluster_" if cluster else ""
     values: dict[str, float] = {
-        "lost_total": sum(o.lost for o in ran),
-        "dup_exactly_once": sum(o.dup for o in ran if o.name in NO_DUPLICATES),
+        f"{prefix}lost" if cluster else "lost_total": sum(o.lost for o in ran),
+        f"{prefix}dup_exactly_once": sum(o.dup for o in ran if o.name in NO_DUPLICATES),
     }
-    for name in SCENARIOS:
+    for name in CLUSTER_SCENARIOS if cluster else SCENARIOS:
         if name not in by_name:
             continue
         o = by_name[name]
@@ -1014,10 +1209,15 @@ def lab_for(args: argparse.Namespace, names: Sequence[str]) -> Iterator[Lab]:
         models = work / "models"
         if not (models / TABULAR_NAME).exists():
             build_demo_models(models)
-        found = stack.enter_context(kafka_broker(args.bootstrap_servers))
         search = None
-        if {"index", "elasticsearch"} & set(names):
-            search = stack.enter_context(elasticsearch(args.elasticsearch))
+        if args.cluster:
+            found = stack.enter_context(kafka_cluster())
+            if {"cluster_broker_index", "cluster_elasticsearch"} & set(names):
+                search = stack.enter_context(elasticsearch_cluster())
+        else:
+            found = stack.enter_context(kafka_broker(args.bootstrap_servers))
+            if {"index", "elasticsearch"} & set(names):
+                search = stack.enter_context(elasticsearch(args.elasticsearch))
         plan = QUICK if args.quick else FULL
         lab = Lab(plan, found, models, work, search=search, session_timeout_ms=args.session_timeout_ms)
         try:
@@ -1044,8 +1244,7 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"Comma-separated, in this order by default: {','.join(SCENARIOS)}.",
+        help=f"Comma-separated, in this order by default: {','.join(SCENARIOS)} (with --cluster: the cluster's).",
     )
     parser.add_argument("--elasticsearch", metavar="URL", help="Use this Elasticsearch (no outage scenario then).")
     parser.add_argument(
@@ -1056,24 +1255,27 @@ def main() -> None:
         "default: the settings' own (10 s).",
     )
     parser.add_argument("--work-dir", metavar="DIR", help="Keep state and stage logs here (default: a temporary one).")
-    parser.add_argument("--cluster", action="store_true", help="Multi-broker scenarios (not implemented yet).")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"Kill nodes of a 3-broker Kafka and a 2-node Elasticsearch started here: {','.join(CLUSTER_SCENARIOS)}.",
+    )
     args = parser.parse_args()
     # The benchmark's own clients see the broker go away on purpose: their connection errors are noise.
     logging.getLogger("inferstream.kafka").setLevel(logging.CRITICAL)
-    if args.cluster:
-        sys.exit(
-            "chaos.py --cluster: multi-broker scenarios (a broker of several lost, leader moves) are not "
-            "implemented yet; run without --cluster for the single-broker scenarios"
-        )
-    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(SCENARIOS))
+    known = CLUSTER_SCENARIOS if args.cluster else SCENARIOS
+    if args.cluster and args.bootstrap_servers:
+        parser.error("--cluster starts its own cluster: it takes no --bootstrap-servers")
+    chosen = args.scenarios if args.scenarios is not None else ",".join(known)
+    names = [n.strip() for n in chosen.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        parser.error(f"unknown scenarios {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenarios {', '.join(unknown)}; choose from {', '.join(known)}")
     started = time.monotonic()
     with lab_for(args, names) as lab:
         outcomes = run_scenarios(lab, names)
     note(f"{len(outcomes)} scenarios in {time.monotonic() - started:.0f} s")
-    print(result_line(metrics(outcomes)))
+    print(result_line(metrics(outcomes, cluster=args.cluster)))
 
 
 if __name__ == "__main__":

@@ -142,6 +142,27 @@ class KafkaSettings(_Frozen):
         }
 
 
+def min_insync_for(replication: int) -> int:
+    """``min.insync.replicas`` for a replication factor: 2 from three replicas up, else 1.
+
+    With three copies, two must hold a write before it is acknowledged (acks=all), so
+    losing one broker loses nothing acknowledged and writes go on; with two copies both
+    would have to be up to write at all, so one is enough there.
+    """
+    return 2 if replication >= 3 else 1
+
+
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor and topic config for a topic created on a cluster of ``brokers`` brokers.
+
+    Every broker holds a copy, up to three; from three copies up, ``min.insync.replicas``
+    is 2 (see :func:`min_insync_for`). One broker: factor 1 and no extra config.
+    """
+    replication = max(1, min(brokers, 3))
+    min_insync = min_insync_for(replication)
+    return replication, ({"min.insync.replicas": str(min_insync)} if min_insync > 1 else {})
+
+
 class TopicSettings(_Frozen):
     """Names of the platform's topics and how they are created."""
 
@@ -157,7 +178,8 @@ class TopicSettings(_Frozen):
     requests_prefix: str = "requests"
     replies_prefix: str = "replies"
     partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    #: None: picked from the cluster when a topic is created (:func:`replication_for`).
+    replication_factor: int | None = Field(default=None, ge=1)
     retention_ms: int = 7 * 24 * 3600 * 1000
     dead_letter_retention_ms: int = 30 * 24 * 3600 * 1000
 
@@ -248,6 +270,8 @@ class StackSettings(_Frozen):
     kafka_port: int = 9092
     controller_port: int = 9093
     kafka_heap: str = "512m"
+    #: The heap of each broker of ``inferstream up --brokers N`` (three brokers: ~1.5 GB resident in all).
+    cluster_kafka_heap: str = "320m"
     #: More JVM options for the local broker. The default compiles with the quick JIT
     #: alone (C1): on a small machine the optimising compiler's own CPU outweighs what it
     #: saves in any run shorter than hours (measured: a request/reply costs the broker 2.8
@@ -417,6 +441,7 @@ class ElasticsearchSettings(_Frozen):
     ``<state_dir>/vectors``) and has the same upsert/delete/search behaviour.
     """
 
+    #: One URL, or several nodes' URLs comma-separated.
     url: str | None = None
     api_key: SecretStr | None = None
     username: str | None = None
@@ -439,7 +464,8 @@ class ElasticsearchSettings(_Frozen):
     rescore_oversample: float = Field(default=2.0, ge=0, description="0: no rescoring.")
     refresh_interval: str = "1s"
     shards: int = Field(default=1, ge=1)
-    replicas: int = Field(default=0, ge=0)
+    #: None: one replica when the cluster has two data nodes or more, else none (picked at setup).
+    replicas: int | None = Field(default=None, ge=0)
     # The index sink writes when it holds this many records, or its oldest waited this long,
     # or no record came for flush_idle_ms (the topic is drained: no reason to wait longer).
     flush_max_records: int = Field(default=2000, ge=1)
@@ -457,7 +483,8 @@ class ElasticsearchSettings(_Frozen):
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for ``elasticsearch.Elasticsearch`` (secrets revealed only here)."""
         options: dict[str, Any] = {
-            "hosts": [self.url],
+            # Several nodes, comma-separated: the client spreads requests and skips a node that is down.
+            "hosts": [host.strip() for host in (self.url or "").split(",") if host.strip()],
             "request_timeout": self.request_timeout_s,
             "verify_certs": self.verify_certs,
         }

@@ -87,11 +87,16 @@ def render_mapping(meta: IndexMeta, settings: ElasticsearchSettings) -> dict[str
     }
 
 
-def render_settings(settings: ElasticsearchSettings) -> dict[str, Any]:
-    """Index settings: shards, replicas, refresh interval (how soon writes are searchable)."""
+def replicas_for(data_nodes: int) -> int:
+    """Replicas of the index on a cluster of ``data_nodes``: one copy more wherever a second node can hold it."""
+    return 1 if data_nodes >= 2 else 0
+
+
+def render_settings(settings: ElasticsearchSettings, *, data_nodes: int = 1) -> dict[str, Any]:
+    """Index settings: shards, replicas (``settings.replicas``, else from ``data_nodes``), refresh interval."""
     return {
         "number_of_shards": settings.shards,
-        "number_of_replicas": settings.replicas,
+        "number_of_replicas": settings.replicas if settings.replicas is not None else replicas_for(data_nodes),
         "refresh_interval": settings.refresh_interval,
     }
 
@@ -151,8 +156,11 @@ class ElasticsearchStore:
         from elasticsearch import BadRequestError
 
         mapping = render_mapping(meta, self.settings)
-        index_settings = render_settings(self.settings)
         with self._transient("setting up"):
+            data_nodes = 1
+            if self.settings.replicas is None:  # picked from the cluster: a replica once a second node holds data
+                data_nodes = int(self.client.cluster.health()["number_of_data_nodes"])
+            index_settings = render_settings(self.settings, data_nodes=data_nodes)
             self.client.indices.put_index_template(
                 name=f"inferstream-{self.index}",
                 index_patterns=[self.index],

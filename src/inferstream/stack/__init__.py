@@ -2,7 +2,10 @@
 
 ``inferstream up`` starts a single-node Kafka (KRaft, broker and controller in one
 JVM) from the jars Maven resolves, so a laptop or a CI runner needs Java and Maven,
-not a container engine. The same classes start the brokers of the integration tests.
+not a container engine; ``--brokers 3`` starts a local KRaft cluster
+(:class:`~inferstream.stack.kafka.KafkaCluster`) and ``--es-nodes 2`` a local
+Elasticsearch cluster, each node in a folder of its own on ports derived from the
+configured ones. The same classes start the brokers of the integration tests.
 
 Layout under the state directory (``Settings.state_dir``, ``.inferstream`` by default)::
 
@@ -11,6 +14,7 @@ Layout under the state directory (``Settings.state_dir``, ``.inferstream`` by de
         data/                       the KRaft log directory
         logs/                       server.log (log4j2) and kafka.out (the JVM's stdout/stderr)
         kafka.pid
+        cluster-<n>/node-<id>/      one node of an n-broker cluster (the same files)
 
 Every failure raises :class:`inferstream.errors.StackError` with what to do about it.
 """

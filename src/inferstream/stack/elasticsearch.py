@@ -43,12 +43,12 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
-from inferstream.stack.server import LocalServer, ServerStatus
+from inferstream.stack.server import LocalCluster, LocalServer, ServerStatus, node_ports
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -106,6 +106,37 @@ def _unzip(archive: Path, dest: Path) -> None:
                 target.chmod(mode)
 
 
+@dataclass(frozen=True, slots=True)
+class SearchNode:
+    """Where a node stands in a local Elasticsearch cluster: its name, its peers, its own folder."""
+
+    index: int
+    #: Every node's name, in order (node *k* is ``names[k-1]``).
+    names: tuple[str, ...]
+    #: Every node's transport port: the seed hosts each node looks for its peers on.
+    transport_ports: tuple[int, ...]
+    cluster_name: str
+    home: Path
+
+    @property
+    def name(self) -> str:
+        """This node's name (``node.name``)."""
+        return self.names[self.index - 1]
+
+
+def _options_of(settings: Settings) -> dict[str, Any]:
+    """What a local Elasticsearch node takes from the settings."""
+    local = settings.elasticsearch.local
+    return {
+        "port": local.port,
+        "transport_port": local.transport_port,
+        "version": local.version,
+        "heap": local.heap,
+        "java_home": local.java_home,
+        "user": local.user,
+    }
+
+
 class ElasticsearchServer(LocalServer[ElasticsearchStatus]):
     """One local Elasticsearch node: fetch, configure, start, probe, stop."""
 
@@ -126,11 +157,20 @@ class ElasticsearchServer(LocalServer[ElasticsearchStatus]):
         user: str = "inferstream-es",
         cache_dir: Path | None = None,
         host: str = "127.0.0.1",
+        node: SearchNode | None = None,
     ) -> None:
         self.transport_port = transport_port
         self.user = user
+        self.node = node
         super().__init__(
-            state_dir, "elasticsearch", port=port, version=version, heap=heap, java_home=java_home, host=host
+            state_dir,
+            "elasticsearch",
+            port=port,
+            version=version,
+            heap=heap,
+            java_home=java_home,
+            host=host,
+            home=node.home if node is not None else None,
         )
         default_cache = self.state_dir / "cache" / f"elasticsearch-{version}"
         self.cache_dir = Path(cache_dir).absolute() if cache_dir else default_cache
@@ -138,17 +178,7 @@ class ElasticsearchServer(LocalServer[ElasticsearchStatus]):
     @classmethod
     def from_settings(cls, settings: Settings, *, cache_dir: Path | None = None) -> ElasticsearchServer:
         """The server ``inferstream up --with-elasticsearch`` runs for these settings."""
-        local = settings.elasticsearch.local
-        return cls(
-            settings.state_dir,
-            port=local.port,
-            transport_port=local.transport_port,
-            version=local.version,
-            heap=local.heap,
-            java_home=local.java_home,
-            user=local.user,
-            cache_dir=cache_dir,
-        )
+        return cls(settings.state_dir, **_options_of(settings), cache_dir=cache_dir)
 
     # -- where things are ---------------------------------------------------------------
 
@@ -198,15 +228,25 @@ class ElasticsearchServer(LocalServer[ElasticsearchStatus]):
         return os.geteuid() == 0
 
     def render_config(self) -> str:
-        """``elasticsearch.yml`` of a single node on loopback, security and disk watermarks off."""
-        settings = {
-            "cluster.name": "inferstream",
-            "node.name": "inferstream-1",
+        """``elasticsearch.yml`` of a single node (or of a cluster's node) on loopback, security and watermarks off."""
+        node = self.node
+        discovery: dict[str, Any] = (
+            {"discovery.type": "single-node"}
+            if node is None
+            else {
+                "discovery.seed_hosts": [f"{self.host}:{port}" for port in node.transport_ports],
+                # Read only when the cluster first forms; every node is master-eligible.
+                "cluster.initial_master_nodes": list(node.names),
+            }
+        )
+        settings: dict[str, Any] = {
+            "cluster.name": "inferstream" if node is None else node.cluster_name,
+            "node.name": "inferstream-1" if node is None else node.name,
             "path.logs": str(self.logs_dir),
             "network.host": self.host,
             "http.port": str(self.port),
             "transport.port": str(self.transport_port),
-            "discovery.type": "single-node",
+            **discovery,
             "xpack.security.enabled": "false",
             # Small CI disks would otherwise turn indices read-only at 95% use.
             "cluster.routing.allocation.disk.threshold_enabled": "false",
@@ -271,6 +311,15 @@ class ElasticsearchServer(LocalServer[ElasticsearchStatus]):
     # -- internals ------------------------------------------------------------------------
 
     def _ports(self) -> list[tuple[str, int, str]]:
+        if self.node is not None and self.node.index > 1:
+            derived = (
+                "INFERSTREAM_ELASTICSEARCH__LOCAL__PORT or INFERSTREAM_ELASTICSEARCH__LOCAL__TRANSPORT_PORT "
+                f"(node {self.node.index}'s ports are derived from the larger of the two)"
+            )
+            return [
+                (f"Elasticsearch HTTP (node {self.node.index})", self.port, derived),
+                (f"Elasticsearch transport (node {self.node.index})", self.transport_port, derived),
+            ]
         return [
             ("Elasticsearch HTTP", self.port, "INFERSTREAM_ELASTICSEARCH__LOCAL__PORT"),
             ("Elasticsearch transport", self.transport_port, "INFERSTREAM_ELASTICSEARCH__LOCAL__TRANSPORT_PORT"),
@@ -374,3 +423,105 @@ def _which(name: str) -> str:
     if found is None:
         raise StackError(f"{name} is not on PATH; the local Elasticsearch needs it (util-linux / coreutils / passwd)")
     return found
+
+
+class ElasticsearchCluster(LocalCluster[ElasticsearchServer]):
+    """A local Elasticsearch cluster of several nodes (``inferstream up --es-nodes 2``).
+
+    Every node is master-eligible and holds data; node 1 listens on the configured ports,
+    the others on pairs derived above both (:func:`inferstream.stack.server.node_ports`).
+    The vector index gets one replica on a cluster of two nodes or more (its replicas are
+    picked from the data nodes when ``elasticsearch.replicas`` is unset), so a lost data
+    node loses no document. Two master-eligible nodes keep one of them out of the voting
+    configuration: the cluster survives losing the node that is not the elected master,
+    never the master itself (three nodes would survive either). Layout::
+
+        elasticsearch/<version>/cluster-<n>/node-<k>/   config/, data/, logs/, elasticsearch.pid
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        nodes: int = 2,
+        port: int = 9200,
+        transport_port: int = 9300,
+        version: str = "9.3.2",
+        host: str = "127.0.0.1",
+        **options: Any,
+    ) -> None:
+        """``options`` go to every node's :class:`ElasticsearchServer` (``heap``, ``java_home``, ``user``, ...)."""
+        pairs = node_ports(
+            port,
+            transport_port,
+            nodes,
+            what="Elasticsearch",
+            settings="INFERSTREAM_ELASTICSEARCH__LOCAL__PORT and INFERSTREAM_ELASTICSEARCH__LOCAL__TRANSPORT_PORT",
+            single="`inferstream up --with-elasticsearch`",
+        )
+        home = Path(state_dir).absolute() / "elasticsearch" / version / f"cluster-{nodes}"
+        names = tuple(f"inferstream-{k}" for k in range(1, nodes + 1))
+        transports = tuple(transport for _, transport in pairs)
+        members = [
+            ElasticsearchServer(
+                state_dir,
+                port=http,
+                transport_port=transport,
+                version=version,
+                host=host,
+                **options,
+                node=SearchNode(k, names, transports, f"inferstream-cluster-{nodes}", home / f"node-{k}"),
+            )
+            for k, (http, transport) in enumerate(pairs, start=1)
+        ]
+        super().__init__(members, home)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, nodes: int, *, cache_dir: Path | None = None) -> ElasticsearchCluster:
+        """The cluster ``inferstream up --es-nodes N`` runs for these settings."""
+        return cls(settings.state_dir, nodes=nodes, **_options_of(settings), cache_dir=cache_dir)
+
+    @staticmethod
+    def sizes(settings: Settings) -> list[int]:
+        """Node counts of the clusters that have a folder under the state directory (for down/status)."""
+        local = settings.elasticsearch.local
+        return LocalCluster.sizes_under(settings.state_dir.absolute() / "elasticsearch" / local.version)
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated (``elasticsearch.url`` takes the list: clients fail over)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def master(self) -> ElasticsearchServer | None:
+        """The node elected master, asked of the nodes that answer (None when none does)."""
+        by_name = {node.node.name: node for node in self.nodes if node.node is not None}
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                with urllib.request.urlopen(f"{node.url}/_cat/master?format=json", timeout=5) as response:
+                    rows = json.loads(response.read())
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            if rows and rows[0].get("node") in by_name:
+                return by_name[rows[0]["node"]]
+        return None
+
+    def health(self, *, wait_s: float = 1.0, status: str = "yellow") -> dict[str, Any] | None:
+        """The cluster's health once all nodes joined and it is at least ``status``, else None."""
+        query = f"wait_for_nodes={len(self.nodes)}&wait_for_status={status}&timeout={max(int(wait_s), 1)}s"
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                with urllib.request.urlopen(f"{node.url}/_cluster/health?{query}", timeout=wait_s + 5) as response:
+                    body: dict[str, Any] = json.loads(response.read())
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            return None if body.get("timed_out") else body
+        return None
+
+    def _formed(self, remaining: float) -> str | None:
+        if self.health(wait_s=min(remaining, 5.0)) is None:
+            return f"the {len(self.nodes)} nodes had not joined one cluster yet"
+        return None

@@ -18,19 +18,19 @@ import os
 import subprocess
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from inferstream.config import QUICK_JIT
+from inferstream.config import QUICK_JIT, min_insync_for
 from inferstream.errors import StackError
 from inferstream.stack import maven
 from inferstream.stack.java import JavaRuntime, find_java
 from inferstream.stack.process import port_accepts
-from inferstream.stack.server import LOG_LINES, LocalServer, ServerStatus
+from inferstream.stack.server import LOG_LINES, LocalCluster, LocalServer, ServerStatus, node_ports
 
 if TYPE_CHECKING:
     from inferstream.config import Settings
@@ -90,11 +90,52 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """Where a broker stands in a local cluster: its id, the voters, the replication, its own folder."""
+
+    node_id: int
+    #: (node id, controller port) of every voter of the quorum.
+    voters: tuple[tuple[int, int], ...]
+    home: Path
+    #: The file holding the cluster's id, shared by its nodes (written by the first start).
+    cluster_id_file: Path = field(compare=False)
+
+    @property
+    def replication(self) -> int:
+        """The replication factor of the internal topics: every broker, up to three."""
+        return min(len(self.voters), 3)
+
+    @property
+    def min_insync(self) -> int:
+        """Replicas that acknowledge a write: two of three, so one broker can be lost."""
+        return min_insync_for(self.replication)
+
+    def cluster_id(self) -> str:
+        """The cluster's id (made by the first node formatted)."""
+        try:
+            return self.cluster_id_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise StackError(f"{self.cluster_id_file} is missing: start the cluster as a whole") from None
+
+
 def _major(version: str) -> int:
     head = version.split(".", 1)[0]
     if not head.isdigit():
         raise StackError(f"Kafka version {version!r} is not of the form MAJOR.MINOR.PATCH (e.g. 4.1.1)")
     return int(head)
+
+
+def _options_of(settings: Settings) -> dict[str, Any]:
+    """What a local broker takes from the settings, but its heap (one broker's and a cluster's differ)."""
+    stack = settings.stack
+    return {
+        "port": stack.kafka_port,
+        "controller_port": stack.controller_port,
+        "version": stack.kafka_version,
+        "java_home": stack.java_home,
+        "jvm_options": stack.kafka_jvm_options,
+    }
 
 
 class KafkaServer(LocalServer[KafkaStatus]):
@@ -119,6 +160,7 @@ class KafkaServer(LocalServer[KafkaStatus]):
         lib_dir: Path | None = None,
         host: str = "127.0.0.1",
         jvm_options: Sequence[str] = QUICK_JIT,
+        node: ClusterNode | None = None,
     ) -> None:
         if _major(version) < 4 and version.split(".")[:2] != ["3", "9"]:
             raise StackError(
@@ -126,7 +168,17 @@ class KafkaServer(LocalServer[KafkaStatus]):
             )
         self.controller_port = controller_port
         self.jvm_options = tuple(jvm_options)
-        super().__init__(state_dir, "kafka", port=port, version=version, heap=heap, java_home=java_home, host=host)
+        self.node = node
+        super().__init__(
+            state_dir,
+            "kafka",
+            port=port,
+            version=version,
+            heap=heap,
+            java_home=java_home,
+            host=host,
+            home=node.home if node is not None else None,
+        )
         env_lib = os.environ.get(KAFKA_LIB_ENV)
         if lib_dir is not None:
             self.lib_dir = Path(lib_dir).absolute()
@@ -138,17 +190,7 @@ class KafkaServer(LocalServer[KafkaStatus]):
     @classmethod
     def from_settings(cls, settings: Settings, *, lib_dir: Path | None = None) -> KafkaServer:
         """The server ``inferstream up`` runs for these settings."""
-        stack = settings.stack
-        return cls(
-            settings.state_dir,
-            port=stack.kafka_port,
-            controller_port=stack.controller_port,
-            version=stack.kafka_version,
-            heap=stack.kafka_heap,
-            java_home=stack.java_home,
-            lib_dir=lib_dir,
-            jvm_options=stack.kafka_jvm_options,
-        )
+        return cls(settings.state_dir, **_options_of(settings), heap=settings.stack.kafka_heap, lib_dir=lib_dir)
 
     # -- where things are ---------------------------------------------------------------
 
@@ -197,13 +239,22 @@ class KafkaServer(LocalServer[KafkaStatus]):
     # -- rendering ------------------------------------------------------------------------
 
     def render_properties(self) -> str:
-        """The ``server.properties`` of a single-node KRaft cluster on loopback."""
+        """The ``server.properties`` of a single-node KRaft cluster on loopback (or of one node of a cluster)."""
         broker = f"{self.host}:{self.port}"
         controller = f"{self.host}:{self.controller_port}"
+        node = self.node
+        replicas = "1" if node is None else str(node.replication)
+        min_isr = "1" if node is None else str(node.min_insync)
+        quorum = (
+            {"controller.quorum.bootstrap.servers": controller}
+            if node is None
+            # A fixed voter set: the three nodes are known before any starts.
+            else {"controller.quorum.voters": ",".join(f"{i}@{self.host}:{p}" for i, p in node.voters)}
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": controller,
+            "node.id": "1" if node is None else str(node.node_id),
+            **quorum,
             "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
             "advertised.listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
             "controller.listener.names": "CONTROLLER",
@@ -211,16 +262,20 @@ class KafkaServer(LocalServer[KafkaStatus]):
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            # A cluster's defaults for topics made without a replication factor (the platform's
+            # own pick theirs from the cluster's size, the same numbers: connectors/kafka/admin.py).
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "1",
             # A transaction left open by a killed producer holds read_committed readers and its
             # group's offsets until it is aborted: look for timed-out ones every second, not 10 s.
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             # Consumers in tests join at once instead of waiting 3 s for more members.
             "group.initial.rebalance.delay.ms": "0",
             # Topics are created on purpose (inferstream topics create), never by a typo.
@@ -281,6 +336,15 @@ class KafkaServer(LocalServer[KafkaStatus]):
     # -- internals ------------------------------------------------------------------------
 
     def _ports(self) -> list[tuple[str, int, str]]:
+        if self.node is not None and self.node.node_id > 1:
+            derived = (
+                f"INFERSTREAM_STACK__KAFKA_PORT or INFERSTREAM_STACK__CONTROLLER_PORT "
+                f"(node {self.node.node_id}'s ports are derived from the larger of the two)"
+            )
+            return [
+                (f"Kafka (node {self.node.node_id})", self.port, derived),
+                (f"controller (node {self.node.node_id})", self.controller_port, derived),
+            ]
         return [
             ("Kafka", self.port, "INFERSTREAM_STACK__KAFKA_PORT"),
             ("controller", self.controller_port, "INFERSTREAM_STACK__CONTROLLER_PORT"),
@@ -332,9 +396,10 @@ class KafkaServer(LocalServer[KafkaStatus]):
             str(self.lib_dir / "*"),
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            # A single node bootstraps a quorum of itself; a cluster's nodes share its fixed voters and id.
+            *(["--standalone"] if self.node is None else []),
             "--cluster-id",
-            new_cluster_id(),
+            new_cluster_id() if self.node is None else self.node.cluster_id(),
             "--config",
             str(self.properties_file),
         ]
@@ -366,3 +431,100 @@ def _metadata_error(bootstrap_servers: str, *, timeout: float) -> str | None:
     if not metadata.brokers:
         return "the cluster answered with no registered broker yet"
     return None
+
+
+class KafkaCluster(LocalCluster[KafkaServer]):
+    """A local KRaft cluster of several brokers on this machine (``inferstream up --brokers 3``).
+
+    Every node is broker and controller in one JVM (combined mode), and every node is a
+    voter of the quorum. Separate controllers would cost one JVM more each (a quorum that
+    survives a lost controller needs three), and on one machine they protect nothing a
+    combined node does not: kill -9 of any one node leaves two voters, a majority, so
+    the quorum elects a new leader while the partitions it led move to their followers.
+
+    Node 1 listens on the configured ports (``stack.kafka_port``, ``stack.controller_port``);
+    the others on pairs derived above both (:func:`inferstream.stack.server.node_ports`),
+    all checked free before any node starts. The internal topics (consumer offsets,
+    transaction state) have replication factor 3 with ``min.insync.replicas`` 2, and so do
+    the topics the platform creates (their replication is picked from the cluster's size).
+    Each node has a folder of its own::
+
+        kafka/<version>/cluster-<n>/cluster.id
+        kafka/<version>/cluster-<n>/node-<id>/   server.properties, data/, logs/, kafka.pid
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        brokers: int = 3,
+        port: int = 9092,
+        controller_port: int = 9093,
+        version: str = "4.1.1",
+        heap: str = "320m",
+        host: str = "127.0.0.1",
+        **options: Any,
+    ) -> None:
+        """``options`` go to every node's :class:`KafkaServer` (``java_home``, ``lib_dir``, ``jvm_options``)."""
+        pairs = node_ports(
+            port,
+            controller_port,
+            brokers,
+            what="Kafka",
+            settings="INFERSTREAM_STACK__KAFKA_PORT and INFERSTREAM_STACK__CONTROLLER_PORT",
+            single="`inferstream up`",
+        )
+        home = Path(state_dir).absolute() / "kafka" / version / f"cluster-{brokers}"
+        voters = tuple((i, controller) for i, (_, controller) in enumerate(pairs, start=1))
+        nodes = [
+            KafkaServer(
+                state_dir,
+                port=client,
+                controller_port=controller,
+                version=version,
+                heap=heap,
+                host=host,
+                **options,
+                node=ClusterNode(i, voters, home / f"node-{i}", home / "cluster.id"),
+            )
+            for i, (client, controller) in enumerate(pairs, start=1)
+        ]
+        super().__init__(nodes, home)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, brokers: int, *, lib_dir: Path | None = None) -> KafkaCluster:
+        """The cluster ``inferstream up --brokers N`` runs for these settings."""
+        options = _options_of(settings)
+        return cls(
+            settings.state_dir, brokers=brokers, **options, heap=settings.stack.cluster_kafka_heap, lib_dir=lib_dir
+        )
+
+    @staticmethod
+    def sizes(settings: Settings) -> list[int]:
+        """Broker counts of the clusters that have a folder under the state directory (for down/status)."""
+        return LocalCluster.sizes_under(settings.state_dir.absolute() / "kafka" / settings.stack.kafka_version)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node's ``host:port``: clients reach the cluster through whichever answers."""
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def node(self, node_id: int) -> KafkaServer:
+        """The node of this broker id."""
+        return self.nodes[node_id - 1]
+
+    def _prepare(self) -> None:
+        cluster_id_file = self.home / "cluster.id"
+        if not cluster_id_file.is_file():
+            self.home.mkdir(parents=True, exist_ok=True)
+            cluster_id_file.write_text(new_cluster_id() + "\n", encoding="utf-8")
+
+    def _formed(self, remaining: float) -> str | None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "client.id": "inferstream-stack-probe"})
+        try:
+            metadata = admin.list_topics(timeout=remaining)
+        except KafkaException as exc:
+            return f"metadata request failed: {exc}"
+        if len(metadata.brokers) < len(self.nodes):
+            return f"{len(metadata.brokers)} of {len(self.nodes)} brokers registered"
+        return None

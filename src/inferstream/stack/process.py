@@ -117,9 +117,10 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def terminate(pid: int, *, timeout: float, cmdline_contains: Sequence[str] = ()) -> bool:
+def terminate(pid: int, *, timeout: float, cmdline_contains: Sequence[str] = (), hard: bool = False) -> bool:
     """SIGTERM ``pid``'s process group, wait up to ``timeout``, then SIGKILL it.
 
+    With ``hard``, SIGKILL at once (a crash: nothing flushed, no shutdown hook).
     Returns True if the process had to be killed.
     """
 
@@ -136,12 +137,13 @@ def terminate(pid: int, *, timeout: float, cmdline_contains: Sequence[str] = ())
 
     if not alive():
         return False
-    send(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            return False
-        time.sleep(0.1)
+    if not hard:
+        send(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not alive():
+                return False
+            time.sleep(0.1)
     send(signal.SIGKILL)
     deadline = time.monotonic() + 10
     while alive() and time.monotonic() < deadline:

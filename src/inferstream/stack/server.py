@@ -14,6 +14,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -55,7 +56,16 @@ class LocalServer(ABC, Generic[S]):
     poll_s: ClassVar[float] = 0.2
 
     def __init__(
-        self, state_dir: Path, name: str, *, port: int, version: str, heap: str, java_home: Path | None, host: str
+        self,
+        state_dir: Path,
+        name: str,
+        *,
+        port: int,
+        version: str,
+        heap: str,
+        java_home: Path | None,
+        host: str,
+        home: Path | None = None,
     ) -> None:
         if not _HEAP.match(heap):
             raise StackError(f"{self.product} heap {heap!r} is not a JVM size such as 512m or 1g ({self.heap_setting})")
@@ -65,7 +75,8 @@ class LocalServer(ABC, Generic[S]):
         self.heap = heap
         self.java_home = java_home
         self.host = host
-        self.home = self.state_dir / name / version
+        # A node of a local cluster lives apart, under the cluster's own folder.
+        self.home = Path(home).absolute() if home is not None else self.state_dir / name / version
         (first, port, _), (second, other, _) = self._ports()
         if port == other:
             raise StackError(f"the {first} and {second} ports are both {port}; pick two ports")
@@ -158,6 +169,10 @@ class LocalServer(ABC, Generic[S]):
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> S:
+        """Start the server unless it runs; with ``wait``, return once it serves clients."""
+        return self._start(wait=wait, timeout=timeout)
+
     def _start(self, *, wait: bool, timeout: float) -> S:
         """Start the server unless it runs; with ``wait``, return once ``_probe`` passes (see ``start``)."""
         if self.running:
@@ -180,6 +195,15 @@ class LocalServer(ABC, Generic[S]):
             self.pid_file.unlink(missing_ok=True)
             return False
         terminate(pid, timeout=self.stop_timeout if timeout is None else timeout, cmdline_contains=self._signature())
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL the server at once, as a crash would (no flush, no shutdown hook); False if it was not running."""
+        pid = self.pid
+        if pid is None:
+            return False
+        terminate(pid, timeout=0, cmdline_contains=self._signature(), hard=True)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -233,3 +257,110 @@ class LocalServer(ABC, Generic[S]):
             f"{self.product} {self.version} on {self.endpoint} was not ready within {timeout:.0f}s "
             f"({last_error}); {'it was stopped. ' if started is not None else ''}Its log:\n{self._log_tail()}"
         )
+
+
+#: The highest TCP port.
+MAX_PORT = 65535
+
+
+def node_ports(first: int, second: int, count: int, *, what: str, settings: str, single: str) -> list[tuple[int, int]]:
+    """The two ports of each of ``count`` nodes of a local cluster.
+
+    Node 1 takes the configured pair (``first``, ``second``); node *k* takes the pair
+    ``base + 2(k-2)``, ``base + 2(k-2) + 1`` with ``base`` just above the larger configured
+    port, so a derived port never lands on a configured one, whatever the two are. A pair
+    past 65535 is refused with the ``settings`` that move the ports down; fewer than two
+    nodes are no cluster (``single`` says how to start one node).
+    """
+    if count < 2:
+        raise StackError(f"a local {what} cluster has at least 2 nodes, not {count} (one node: {single})")
+    base = max(first, second) + 1
+    pairs = [(first, second)] + [(base + 2 * i, base + 2 * i + 1) for i in range(count - 1)]
+    if pairs[-1][1] > MAX_PORT:
+        raise StackError(
+            f"{count} {what} nodes need the ports {base}..{pairs[-1][1]}, past {MAX_PORT}: lower {settings}"
+        )
+    return pairs
+
+
+N = TypeVar("N", bound=LocalServer[Any])
+
+
+class LocalCluster(ABC, Generic[N]):
+    """Several local servers of one kind forming one cluster: start them together, stop them all.
+
+    Every node's ports are checked before any node starts, so a taken port never leaves
+    half a cluster behind; the nodes start side by side (a quorum forms only once enough
+    of them run), and the cluster is ready once each node is and ``_formed`` passes.
+    """
+
+    def __init__(self, nodes: Sequence[N], home: Path) -> None:
+        self.nodes = list(nodes)
+        self.home = home
+
+    @staticmethod
+    def sizes_under(root: Path) -> list[int]:
+        """Node counts of the clusters with a ``cluster-<n>`` folder under ``root`` (for down and status)."""
+        counts = (path.name.removeprefix("cluster-") for path in root.glob("cluster-*"))
+        return sorted(int(count) for count in counts if count.isdigit() and int(count) >= 2)
+
+    @abstractmethod
+    def _formed(self, remaining: float) -> str | None:
+        """None once every node has joined the cluster, else why not yet."""
+
+    @property
+    def version(self) -> str:
+        """The version every node runs."""
+        return self.nodes[0].version
+
+    def fetch(self) -> Path:
+        """Fetch the files the nodes share (once); returns where they are."""
+        return self.nodes[0].fetch()
+
+    @property
+    def running(self) -> bool:
+        """Whether any node's process is alive."""
+        return any(node.running for node in self.nodes)
+
+    def start(self, *, timeout: float) -> None:
+        """Start the nodes that do not run and wait until the cluster is whole; on failure, stop what started."""
+        pending = [node for node in self.nodes if not node.running]
+        for node in pending:
+            node._check_ports(node._ports())
+        self._prepare()
+        deadline = time.monotonic() + timeout
+        try:
+            for node in pending:
+                node.start(wait=False, timeout=timeout)
+            for node in self.nodes:
+                node.start(wait=True, timeout=max(1.0, deadline - time.monotonic()))
+            last = "it never answered"
+            while True:
+                error = self._formed(max(1.0, min(5.0, deadline - time.monotonic())))
+                if error is None:
+                    return
+                last = error
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
+            raise StackError(
+                f"the local {len(self.nodes)}-node {self.nodes[0].product} cluster did not form within "
+                f"{timeout:.0f}s ({last}); logs under {self.home}"
+            )
+        except BaseException:
+            for node in pending:
+                node.stop(timeout=20)
+            raise
+
+    def _prepare(self) -> None:
+        """Whatever the nodes share that must exist before the first starts (nothing by default)."""
+
+    def stop(self, *, timeout: float | None = None) -> bool:
+        """Stop every node at once; False if none was running.
+
+        Side by side, not one after another: the last nodes of a quorum stopped one by one
+        would wait out their timeout for a majority that is already gone.
+        """
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            stopped = list(pool.map(lambda node: node.stop(timeout=timeout), self.nodes))
+        return any(stopped)

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from inferstream.config import Settings
-from inferstream.stack.elasticsearch import ElasticsearchServer
-from inferstream.stack.kafka import KafkaServer
+from inferstream.stack.elasticsearch import ElasticsearchCluster, ElasticsearchServer
+from inferstream.stack.kafka import KafkaCluster, KafkaServer
 
 
 @dataclass(frozen=True, slots=True)
 class Broker:
-    """A broker tests talk to; ``server`` is None when it was started elsewhere."""
+    """A broker tests talk to; ``server`` is None when it was started elsewhere (``cluster``: several brokers)."""
 
     bootstrap_servers: str
     server: KafkaServer | None = None
+    cluster: KafkaCluster | None = None
 
 
 class _Runnable(Protocol):
@@ -127,12 +128,42 @@ def ephemeral_kafka(
         server.stop()
 
 
+@contextmanager
+def ephemeral_kafka_cluster(
+    state_dir: Path,
+    *,
+    brokers: int = 3,
+    version: str = "4.1.1",
+    lib_dir: Path | None = None,
+    heap: str = "320m",
+    timeout: float = 180.0,
+) -> Iterator[Broker]:
+    """A fresh local KRaft cluster of ``brokers`` on free ports with its data in ``state_dir``, stopped on exit."""
+    # Node 1 on two free ports; the others derive theirs above both (checked free at start).
+    port, controller_port = sorted(free_ports(2))
+    cluster = KafkaCluster(
+        state_dir,
+        brokers=brokers,
+        port=port,
+        controller_port=controller_port,
+        version=version,
+        heap=heap,
+        lib_dir=lib_dir,
+    )
+    try:
+        cluster.start(timeout=timeout)
+        yield Broker(bootstrap_servers=cluster.bootstrap_servers, cluster=cluster)
+    finally:
+        cluster.stop()
+
+
 @dataclass(frozen=True, slots=True)
 class SearchServer:
-    """An Elasticsearch tests talk to; ``server`` is None when it was started elsewhere."""
+    """An Elasticsearch tests talk to; ``server`` is None when it was started elsewhere (``cluster``: several nodes)."""
 
     url: str
     server: ElasticsearchServer | None = None
+    cluster: ElasticsearchCluster | None = None
 
 
 @contextmanager
@@ -166,13 +197,39 @@ def throwaway_elasticsearch(state_root: Path, *, prefix: str = "inferstream-es-"
     Its data lives in a fresh folder under the system's temporary directory that every user
     can reach (as root, Elasticsearch runs as another user), removed on exit.
     """
+    with (
+        _throwaway_dir(state_root, prefix) as (data, version, cache_dir),
+        ephemeral_elasticsearch(data, version=version, cache_dir=cache_dir) as server,
+    ):
+        yield server
+
+
+@contextmanager
+def throwaway_elasticsearch_cluster(
+    state_root: Path, *, nodes: int = 2, prefix: str = "inferstream-es-", timeout: float = 240.0
+) -> Iterator[SearchServer]:
+    """Like :func:`throwaway_elasticsearch`, a cluster of ``nodes`` (its url names every node)."""
+    with _throwaway_dir(state_root, prefix) as (data, version, cache_dir):
+        http, transport = sorted(free_ports(2))
+        cluster = ElasticsearchCluster(
+            data, nodes=nodes, port=http, transport_port=transport, version=version, cache_dir=cache_dir
+        )
+        try:
+            cluster.start(timeout=timeout)
+            yield SearchServer(url=cluster.url, cluster=cluster)
+        finally:
+            cluster.stop()
+
+
+@contextmanager
+def _throwaway_dir(state_root: Path, prefix: str) -> Iterator[tuple[Path, str, Path]]:
+    """(a fresh data folder every user can reach, the configured version, its fetched distribution cache)."""
     version = Settings.load().elasticsearch.local.version
     cache_dir = state_root / "cache" / f"elasticsearch-{version}"
     ElasticsearchServer(state_root, version=version, cache_dir=cache_dir).fetch()
     data = Path(tempfile.mkdtemp(prefix=prefix))
     data.chmod(0o755)
     try:
-        with ephemeral_elasticsearch(data, version=version, cache_dir=cache_dir) as server:
-            yield server
+        yield data, version, cache_dir
     finally:
         shutil.rmtree(data, ignore_errors=True)

@@ -10,7 +10,7 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from inferstream.config import Settings
+from inferstream.config import Settings, replication_for
 from inferstream.connectors.kafka._util import error_of
 from inferstream.errors import KafkaError, TopicError
 
@@ -95,19 +95,30 @@ class TopicAdmin:
         partitions: int | None = None,
         replication_factor: int | None = None,
     ) -> dict[str, bool]:
-        """Create several topics (name → config); name → True if created, False if it existed."""
+        """Create several topics (name → config); name → True if created, False if it existed.
+
+        The replication factor is ``replication_factor``, else ``topics.replication_factor``,
+        else picked from the cluster's size (:func:`inferstream.config.replication_for`: every
+        broker up to three, ``min.insync.replicas`` 2 from three copies up; a config given
+        here wins), so a three-broker cluster gets topics that survive a lost broker with
+        no setting edited.
+        """
         defaults = self._settings.topics
+        if not topics:
+            return {}
+        replication = replication_factor or defaults.replication_factor
+        extra: dict[str, str] = {}
+        if replication is None:
+            replication, extra = replication_for(len(self._metadata(None).brokers))
         new = [
             NewTopic(
                 name,
                 num_partitions=partitions or defaults.partitions,
-                replication_factor=replication_factor or defaults.replication_factor,
-                config=dict(config),
+                replication_factor=replication,
+                config={**extra, **config},
             )
             for name, config in topics.items()
         ]
-        if not new:
-            return {}
         result: dict[str, bool] = {}
         for name, future in self._admin.create_topics(new, request_timeout=_TIMEOUT_S).items():
             try:
