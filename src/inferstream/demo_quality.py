@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inferstream.config import Settings
@@ -55,6 +56,8 @@ class LoopSummary:
     """What the quality loop did."""
 
     labels: int = 0
+    #: labels of the traffic v2 is tried on (after the ones above)
+    trial_labels: int = 0
     archived_predictions: int = 0
     archived_labels: int = 0
     #: the first degraded alert: window, labels seen, accuracy and its limit
@@ -69,6 +72,8 @@ class LoopSummary:
     after: dict[str, float] = field(default_factory=dict)
     promoted: bool = False
     decision: str = ""
+    #: wall time from the first label to the promotion decision
+    elapsed_s: float = 0.0
 
 
 class QualityLoop:
@@ -84,8 +89,9 @@ class QualityLoop:
         self.table_sink: Any = None
         self.label_sink: Any = None
         self.monitor: Any = None
+        self._started = time.perf_counter()
 
-    def components(self, models_dir: Any) -> list[tuple[str, Any]]:
+    def components(self, models_dir: Path) -> list[tuple[str, Any]]:
         """The table sink, the label sink and the quality monitor, to run as threads (named)."""
         from inferstream.monitoring.spec import MonitorSpec
         from inferstream.streams.label_sink import LabelTableSink
@@ -120,6 +126,7 @@ class QualityLoop:
 
     def archive(self, client: Client, labels: list[dict[str, Any]], predictions: int) -> None:
         """Produce the labels, wait until both tables hold the predictions and the labels."""
+        self._started = time.perf_counter()
         self.say(f"producing {len(labels)} labels (the diagnoses) for the clinical predictions ...")
         self.summary.labels = client.produce_labels(labels, source="demo").produced
         self.say("the table sink and the label sink archive them beside each other (Parquet) ...")
@@ -209,7 +216,7 @@ class QualityLoop:
 
         thread = threading.Thread(target=run, name="demo-shadow-trial", daemon=True)
         thread.start()
-        self.summary.labels += client.produce_labels(labels, source="demo").produced
+        self.summary.trial_labels = client.produce_labels(labels, source="demo").produced
         thread.join(_WAIT_S + 120)
         if failure:
             raise failure[0]
@@ -225,6 +232,7 @@ class QualityLoop:
             self.summary.after = {m: quality.shadow[m] for m in (METRIC, "f1_macro") if m in quality.shadow}
         self.summary.promoted = decision.promote
         self.summary.decision = decision.reason
+        self.summary.elapsed_s = time.perf_counter() - self._started
         self.say(decision.reason)
         return decision
 
