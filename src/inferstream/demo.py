@@ -32,11 +32,13 @@ from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.demo_quality import LoopSummary, QualityLoop
-from inferstream.errors import KafkaError
+from inferstream.errors import InferstreamError, KafkaError
 from inferstream.stack.kafka import KafkaServer
 
 if TYPE_CHECKING:
     from inferstream.evaluation.queries import LabelledQuery
+    from inferstream.schemas.records import Route
+    from inferstream.serving.repository import ModelVersion
 
 Say = Callable[[str], None]
 #: Called with the demo's settings and its summary while the platform still runs (``demo --keep``
@@ -262,7 +264,7 @@ def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say, kee
                 if message.record is not None and len(summary.samples) < 2 and summary.events_read % 97 == 1:
                     summary.samples.append(message.record.model_dump(mode="json", exclude_none=True))
         platform.follow(client, summary, entered)
-        _close_the_loop(client, loop, events, origin)
+        _close_the_loop(client, loop, events, origin, platform)
         summary.loop = loop.summary
         _ask(client, summary, say)
         summary.dead_letters = sum(1 for _ in client.dead_letters())
@@ -270,20 +272,39 @@ def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say, kee
             keep(settings, summary)
 
 
-def _close_the_loop(client: Client, loop: QualityLoop, events: int, origin: datetime) -> None:
-    """Labels, the quality alert, v2 retrained on the shifted half, on trial as a shadow, promoted if better."""
+#: Fewest events the quality loop runs on: retraining needs 30 labelled rows after the shift, and the
+#: quality windows enough labels for a verdict.
+LOOP_MIN_EVENTS = 200
+
+
+def _close_the_loop(client: Client, loop: QualityLoop, events: int, origin: datetime, platform: _Platform) -> None:
+    """Labels, the quality alert, v2 retrained on the shifted half, on trial as a shadow, promoted if better.
+
+    A loop that cannot finish (too few events, no alert, retraining refused) is said and
+    shown in the summary; the rest of the demo goes on.
+    """
+    if events < LOOP_MIN_EVENTS:
+        loop.stopped(f"the quality loop needs --events {LOOP_MIN_EVENTS} or more, not {events}")
+        return
     clinical, every_s = events // 2, clinical_every_s(events)
-    loop.archive(client, clinical_labels(events), predictions=clinical)
-    loop.alert(client)
-    shift = max(int(clinical * 0.5), 1)
-    done = loop.retrain(origin + timedelta(seconds=shift * every_s), origin + timedelta(seconds=clinical * every_s))
+    try:
+        loop.archive(client, clinical_labels(events), predictions=clinical)
+        loop.alert(client)
+        shift = max(int(clinical * 0.5), 1)
+        done = loop.retrain(origin + timedelta(seconds=shift * every_s), origin + timedelta(seconds=clinical * every_s))
 
-    def produce_further() -> list[dict[str, Any]]:
-        further, labels = further_clinical(events, clinical // 2, origin, every_s)
-        client.produce("events", further)
-        return labels
+        def produce_further() -> list[dict[str, Any]]:
+            further, labels = further_clinical(events, clinical // 2, origin, every_s)
+            client.produce("events", further)
+            return labels
 
-    loop.trial(done, produce_further, client)
+        decision = loop.trial(done, produce_further, client)
+    except InferstreamError as exc:
+        loop.stopped(str(exc))
+        return
+    if decision.promote:
+        # The route sends the model's traffic to v2 now: a worker serves it (v1's keeps serving ``:1``).
+        platform.serve(loop.settings, done.version)
 
 
 #: Seconds per quality window.
@@ -366,6 +387,13 @@ class _Platform:
             component.stop()
         for _, thread in self._threads:
             thread.join(60)
+
+    def serve(self, settings: Settings, version: ModelVersion) -> None:
+        """Run a worker of ``version`` too (a promoted one)."""
+        from inferstream.serving.worker import InferenceWorker
+
+        self.say(f"a worker serves {version.config.ref}, where the route sends {version.config.name}'s traffic now")
+        self._run(version.config.ref, InferenceWorker(settings, version))
 
     def _run(self, name: str, component: Any) -> None:
         thread = threading.Thread(target=component.run, name=f"demo-{name}", daemon=True)
@@ -534,3 +562,16 @@ def _ask(client: Client, summary: DemoSummary, say: Say) -> None:
     answer = client.predict(f"{TABULAR_NAME}:1", row, timeout=30)
     summary.predict_round_trip_ms = (time.perf_counter() - started) * 1000
     say(f"predict() round trip: {answer.outputs['label']} in {summary.predict_round_trip_ms:.1f} ms")
+    loop = summary.loop
+    if loop.promoted and loop.retrained is not None:
+        # A bare name goes where the route sends it: to v2 once this client has seen the promotion.
+        promoted = loop.retrained.partition(":")[2]
+        client.routes.wait_for(TABULAR_NAME, lambda route: route is not None and _primary(route) == promoted, 30)
+        answer = client.predict(TABULAR_NAME, row, timeout=60)
+        loop.served_by = f"{answer.model}:{answer.version}"
+        say(f"predict() of {TABULAR_NAME!r} after the promotion: {answer.outputs['label']} from {loop.served_by}")
+
+
+def _primary(route: Route) -> str | None:
+    routed = [v.version for v in route.versions if v.weight > 0]
+    return routed[0] if len(routed) == 1 else None

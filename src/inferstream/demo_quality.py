@@ -74,6 +74,10 @@ class LoopSummary:
     decision: str = ""
     #: wall time from the first label to the promotion decision
     elapsed_s: float = 0.0
+    #: who answered a ``predict()`` of the bare model name after the promotion
+    served_by: str | None = None
+    #: why the loop stopped before its end (None: it ran to the decision)
+    stopped: str | None = None
 
 
 class QualityLoop:
@@ -123,6 +127,11 @@ class QualityLoop:
         self.label_sink = LabelTableSink(self.settings, max_delay_s=1.0)
         self.monitor = QualityMonitor(self.settings, spec)
         return [("table", self.table_sink), ("labels", self.label_sink), ("quality", self.monitor)]
+
+    def stopped(self, reason: str) -> None:
+        """The loop ends here: say why, and keep it in the summary."""
+        self.summary.stopped = reason
+        self.say(f"quality loop stopped: {reason}")
 
     def archive(self, client: Client, labels: list[dict[str, Any]], predictions: int) -> None:
         """Produce the labels, wait until both tables hold the predictions and the labels."""

@@ -61,5 +61,7 @@ def test_demo_runs_the_whole_platform_and_accounts_for_every_event(settings: Set
     run = settings.model_copy(update={"topics": settings.topics.model_copy(update={"prefix": summary.prefix})})
     route = read_routes(run)["breast-cancer"]
     assert [(v.version, v.weight) for v in route.versions] == [("2", 100.0)]
+    assert loop.served_by == "breast-cancer:2"  # the promoted version serves the model's bare name
+    assert loop.stopped is None
     # The demo's own models stay as built: v2 lives in the run's repository.
     assert ModelRepository(settings.models_dir).versions("breast-cancer") == ["1"]

@@ -134,6 +134,10 @@ def _loop_rows(summary: DemoSummary) -> list[tuple[str, str]]:
     if loop.decision:
         rows.append(("--if-better accuracy", loop.decision))
         rows.append(("quality loop (labels → promotion)", f"{loop.elapsed_s:.1f} s"))
+    if loop.served_by is not None:
+        rows.append(("predict() of breast-cancer after the promotion", f"answered by {loop.served_by}"))
+    if loop.stopped is not None:
+        rows.append(("quality loop", f"stopped: {loop.stopped}"))
     return rows
 
 
