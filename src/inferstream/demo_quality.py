@@ -253,6 +253,7 @@ def _verdict(alert: DriftAlert) -> dict[str, Any]:
         "window_start": alert.window_start.isoformat(timespec="seconds"),
         "window_count": alert.window_count,
         "labels": verdict.labels.count if verdict else 0,
+        "report_path": alert.report_path,
     }
     for metric in verdict.metrics if verdict else []:
         if metric.metric == METRIC:

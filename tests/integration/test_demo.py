@@ -46,6 +46,7 @@ def test_demo_runs_the_whole_platform_and_accounts_for_every_event(settings: Set
     assert alert is not None
     assert alert["accuracy"] < alert["limit"] == 0.9
     assert alert["labels"] >= 12  # the monitor's min_labels: a verdict
+    assert Path(alert["report_path"]).is_file()  # evidently's classification report of that window
     # ... v2 is trained on the labelled rows after the shift, with its lineage ...
     assert loop.retrained == "breast-cancer:2"
     assert loop.lineage["source_version"] == "1"

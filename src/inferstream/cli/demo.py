@@ -112,6 +112,7 @@ def _loop_rows(summary: DemoSummary) -> list[tuple[str, str]]:
                 f"on {alert['labels']} labels, window from {alert['window_start']}",
             )
         )
+        rows.append(("its report", alert["report_path"] or "-"))
     if loop.retrained is not None:
         lineage = loop.lineage
         held_out = ", ".join(
