@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,11 +31,14 @@ import numpy as np
 from inferstream.client import Client
 from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
-from inferstream.errors import KafkaError
+from inferstream.demo_quality import LoopSummary, QualityLoop
+from inferstream.errors import InferstreamError, KafkaError
 from inferstream.stack.kafka import KafkaServer
 
 if TYPE_CHECKING:
     from inferstream.evaluation.queries import LabelledQuery
+    from inferstream.schemas.records import Route
+    from inferstream.serving.repository import ModelVersion
 
 Say = Callable[[str], None]
 #: Called with the demo's settings and its summary while the platform still runs (``demo --keep``
@@ -74,6 +78,8 @@ class DemoSummary:
     search_hits: list[str] = field(default_factory=list)
     search_ms: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list)
+    #: the quality loop after the drift: labels, the quality alert, v2 retrained, on trial, promoted
+    loop: LoopSummary = field(default_factory=LoopSummary)
 
     @property
     def documents(self) -> int:
@@ -120,8 +126,13 @@ def demo_queries(*, passages: int = 500, count: int = 60, seed: int = 17) -> lis
     return build_query_set(sample_texts()[:passages], passage_id, count=count, seed=seed)
 
 
-def sample_events(count: int, *, seed: int = 7, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
-    """Alternating documentation passages and clinical measurements; the measurements shift after ``shift_after``."""
+def sample_events(
+    count: int, *, seed: int = 7, shift_after: float = 0.5, origin: datetime | None = None, every_s: float = 1.0
+) -> Iterator[dict[str, Any]]:
+    """Alternating documentation passages and clinical measurements; the measurements shift after ``shift_after``.
+
+    With ``origin``, the k-th clinical event happened ``k * every_s`` seconds after it (else: when produced).
+    """
     texts = sample_texts()
     rows = clinical_rows(count // 2, shift_after=shift_after)
     for i in range(count):
@@ -129,13 +140,48 @@ def sample_events(count: int, *, seed: int = 7, shift_after: float = 0.5) -> Ite
             yield {"id": f"doc-{i}", "type": "doc", "source": "pydoc", "text": texts[(i // 2) % len(texts)]}
         else:
             features, shifted = next(rows)
-            yield {
-                "id": f"patient-{i}",
-                "type": "clinical",
-                "source": "demo",
-                "features": features,
-                "attributes": {"phase": "shifted" if shifted else "baseline"},
-            }
+            at = None if origin is None else origin + timedelta(seconds=i // 2 * every_s)
+            yield _clinical_event(i, features, "shifted" if shifted else "baseline", at)
+
+
+def _clinical_event(i: int, features: dict[str, float], phase: str, at: datetime | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"id": f"patient-{i}", "type": "clinical", "source": "demo", "features": features}
+    event["attributes"] = {"phase": phase}
+    if at is not None:
+        event["event_time"] = at
+    return event
+
+
+def clinical_labels(count: int, *, shift_after: float = 0.5) -> list[dict[str, Any]]:
+    """The diagnoses of the clinical events of ``sample_events(count)``, as labels by event id."""
+    cases = clinical_cases(count // 2, shift_after=shift_after)
+    return [_label(2 * k + 1, diagnosis) for k, (_, _, diagnosis) in enumerate(cases)]
+
+
+def further_clinical(
+    events: int, count: int, origin: datetime, every_s: float = 1.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``count`` clinical events after ``sample_events(events)`` (new patients, measured 30% larger), and their labels.
+
+    Their ids and event times go on from the sample events' (``sample_events(origin=, every_s=)``).
+    """
+    from inferstream.serving.demo_models import tabular_rows
+
+    after, targets = tabular_rows(scale=1.3)
+    clinical = events // 2
+    first = max(int(clinical * 0.5), 1)  # the first patient the shifted half has not seen
+    produced, labels = [], []
+    for j in range(count):
+        patient, i = (first + j) % len(after), events + 2 * j + 1
+        produced.append(
+            _clinical_event(i, after[patient], "shifted", origin + timedelta(seconds=(clinical + j) * every_s))
+        )
+        labels.append(_label(i, DIAGNOSES[targets[patient]]))
+    return produced, labels
+
+
+def _label(i: int, diagnosis: str) -> dict[str, Any]:
+    return {"id": f"patient-{i}", "id_type": "event", "label": diagnosis}
 
 
 BAD_RECORDS: list[dict[str, Any]] = [
@@ -189,7 +235,11 @@ def run_demo(settings: Settings, *, events: int = 1000, say: Say = print, keep: 
 def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say, keep: Keep | None) -> None:
     # Files of this run (vector store, references, reports) under the state dir, apart from other runs.
     settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo" / summary.prefix.rstrip(".")})
-    with Client(settings) as client, _Platform(settings, say) as platform:
+    # The clinical events' event times fill eight quality windows from a window boundary (four after the
+    # shift, four more for the traffic after retraining), ending before now.
+    origin = datetime.fromtimestamp((time.time() - 12 * QUALITY_WINDOW_S) // QUALITY_WINDOW_S * QUALITY_WINDOW_S, UTC)
+    loop = QualityLoop(settings, say, window_s=QUALITY_WINDOW_S, min_labels=max(events // 2 // 16, 10))
+    with Client(settings) as client, _Platform(settings, say, loop) as platform:
         say(f"creating the platform topics under the prefix {summary.prefix!r} ...")
         client.topics.ensure_platform_topics()
         platform.start(summary)
@@ -197,34 +247,99 @@ def _stream(settings: Settings, events: int, summary: DemoSummary, say: Say, kee
             f"producing {events} sample events: documentation passages (→ embeddings → the vector index) and "
             "clinical measurements (→ predictions → the drift monitor), 30% larger after the half-way point ..."
         )
-        report = client.produce("events", sample_events(events))
+        report = client.produce("events", sample_events(events, origin=origin, every_s=clinical_every_s(events)))
         summary.events_produced = report.produced
         summary.produce_rps = report.records_per_s
         say(f"producing {len(BAD_RECORDS)} bad records: they go to the dead-letter topic with the reason ...")
         bad = client.produce("events", BAD_RECORDS, on_error="dlq")
         summary.bad_records = len(bad.rejected)
+        # When each event entered Kafka (its record's timestamp): the clinical events' event times are
+        # set in the past for the quality windows, so the end-to-end latency is measured from here.
+        entered: dict[str, float] = {}
         with client.subscribe("events", from_beginning=True, max_records=events, idle_timeout=15) as stream:
             for message in stream:
                 summary.events_read += 1
+                if message.record is not None and message.timestamp_ms is not None:
+                    entered[str(getattr(message.record, "id", ""))] = message.timestamp_ms / 1000
                 if message.record is not None and len(summary.samples) < 2 and summary.events_read % 97 == 1:
                     summary.samples.append(message.record.model_dump(mode="json", exclude_none=True))
-        platform.follow(client, summary)
+        platform.follow(client, summary, entered)
+        _close_the_loop(client, loop, events, origin, platform)
+        summary.loop = loop.summary
         _ask(client, summary, say)
         summary.dead_letters = sum(1 for _ in client.dead_letters())
         if keep is not None:
             keep(settings, summary)
 
 
+#: Fewest events the quality loop runs on: retraining needs 30 labelled rows after the shift, and the
+#: quality windows enough labels for a verdict.
+LOOP_MIN_EVENTS = 200
+
+
+def _close_the_loop(client: Client, loop: QualityLoop, events: int, origin: datetime, platform: _Platform) -> None:
+    """Labels, the quality alert, v2 retrained on the shifted half, on trial as a shadow, promoted if better.
+
+    A loop that cannot finish (too few events, no alert, retraining refused) is said and
+    shown in the summary; the rest of the demo goes on.
+    """
+    if events < LOOP_MIN_EVENTS:
+        loop.stopped(f"the quality loop needs --events {LOOP_MIN_EVENTS} or more, not {events}")
+        return
+    clinical, every_s = events // 2, clinical_every_s(events)
+    try:
+        loop.archive(client, clinical_labels(events), predictions=clinical)
+        loop.alert(client)
+        shift = max(int(clinical * 0.5), 1)
+        done = loop.retrain(origin + timedelta(seconds=shift * every_s), origin + timedelta(seconds=clinical * every_s))
+
+        def produce_further() -> list[dict[str, Any]]:
+            further, labels = further_clinical(events, clinical // 2, origin, every_s)
+            client.produce("events", further)
+            return labels
+
+        decision = loop.trial(done, produce_further, client)
+    except InferstreamError as exc:
+        loop.stopped(str(exc))
+        return
+    if decision.promote:
+        # The route sends the model's traffic to v2 now: a worker serves it (v1's keeps serving ``:1``).
+        platform.serve(loop.settings, done.version)
+
+
+#: Seconds per quality window.
+QUALITY_WINDOW_S = 60
+
+
+def clinical_every_s(events: int) -> float:
+    """Event time between two clinical events: ``events`` fill eight quality windows, four before the shift."""
+    return 8 * QUALITY_WINDOW_S / max(events // 2, 1)
+
+
+#: The classifier's classes, by the data set's target index.
+DIAGNOSES = ("malignant", "benign")
+
+
 def clinical_rows(count: int, *, shift_after: float = 0.5) -> Iterator[tuple[dict[str, float], bool]]:
     """Breast cancer measurements; after the shift the same patients measure 30% larger."""
+    for features, shifted, _ in clinical_cases(count, shift_after=shift_after):
+        yield features, shifted
+
+
+def clinical_cases(count: int, *, shift_after: float = 0.5) -> Iterator[tuple[dict[str, float], bool, str]]:
+    """:func:`clinical_rows` with each patient's diagnosis.
+
+    The diagnoses do not grow with the measurements: after the shift the relation of the
+    measurements to the diagnosis is not the one the classifier learned (a concept drift).
+    """
     from inferstream.serving.demo_models import tabular_rows
 
-    before, _ = tabular_rows()
+    before, targets = tabular_rows()
     after, _ = tabular_rows(scale=1.3)
     shift_at = max(int(count * shift_after), 1)
     for i in range(count):
-        shifted = i >= shift_at
-        yield (after if shifted else before)[(i % shift_at) % len(before)], shifted
+        shifted, patient = i >= shift_at, (i % shift_at) % len(before)
+        yield (after if shifted else before)[patient], shifted, DIAGNOSES[targets[patient]]
 
 
 def clinical_requests(count: int, *, shift_after: float = 0.5) -> Iterator[dict[str, Any]]:
@@ -247,9 +362,10 @@ MONITORED = ["mean_radius", "mean_texture", "mean_perimeter", "mean_area", "mean
 class _Platform:
     """Everything the demo runs besides Kafka, started and stopped together (also on Ctrl-C)."""
 
-    def __init__(self, settings: Settings, say: Say) -> None:
+    def __init__(self, settings: Settings, say: Say, loop: QualityLoop) -> None:
         self.settings = settings
         self.say = say
+        self.loop = loop
         self._threads: list[tuple[Any, threading.Thread]] = []
         self._ingest: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, Any] = {}
@@ -260,7 +376,7 @@ class _Platform:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.say("stopping the ingest processor, the workers, the index sink and the monitor ...")
+        self.say("stopping the ingest processor, the workers, the sinks and the monitors ...")
         if self._ingest is not None and self._ingest.poll() is None:
             self._ingest.send_signal(signal.SIGTERM)
             try:
@@ -271,6 +387,13 @@ class _Platform:
             component.stop()
         for _, thread in self._threads:
             thread.join(60)
+
+    def serve(self, settings: Settings, version: ModelVersion) -> None:
+        """Run a worker of ``version`` too (a promoted one)."""
+        from inferstream.serving.worker import InferenceWorker
+
+        self.say(f"a worker serves {version.config.ref}, where the route sends {version.config.name}'s traffic now")
+        self._run(version.config.ref, InferenceWorker(settings, version))
 
     def _run(self, name: str, component: Any) -> None:
         thread = threading.Thread(target=component.run, name=f"demo-{name}", daemon=True)
@@ -320,11 +443,14 @@ class _Platform:
         self.monitor = DriftMonitor(settings, spec)
         self._run("monitor", self.monitor)
         self.say(f"drift monitor {spec.name!r} watches {', '.join(MONITORED)} in windows of {spec.window.size} ...")
+        for name, component in self.loop.components(settings.models_dir):
+            self._run(name, component)
+        self.say("the table sink and the label sink archive predictions and labels; a quality monitor reads them ...")
         self._ingest = _start_ingest(settings)
         self.say("the ingest processor (faust) routes events: docs → minilm:1, clinical → breast-cancer:1 ...")
         _wait_for_group(settings, f"{settings.topics.prefix}ingest", self._ingest)
 
-    def follow(self, client: Client, summary: DemoSummary) -> None:
+    def follow(self, client: Client, summary: DemoSummary, entered: dict[str, float]) -> None:
         from inferstream.schemas.records import Prediction
         from inferstream.serving.demo_models import EMBEDDER_NAME, TABULAR_NAME
 
@@ -339,7 +465,10 @@ class _Platform:
                 record = message.record
                 if isinstance(record, Prediction) and record.model == TABULAR_NAME:
                     summary.predictions += 1
-                    latencies.append(record.latency.total_ms)
+                    since = entered.get(record.source_event_id or "")
+                    latencies.append(
+                        record.latency.total_ms if since is None else (record.predicted_at.timestamp() - since) * 1000
+                    )
                     malignant[record.attributes.get("phase") == "shifted"] += record.outputs.get("label") == "malignant"
                     if summary.predictions % max(clinical // 4, 1) == 0:
                         self.say(f"  {summary.predictions}/{clinical} predictions")
@@ -433,3 +562,16 @@ def _ask(client: Client, summary: DemoSummary, say: Say) -> None:
     answer = client.predict(f"{TABULAR_NAME}:1", row, timeout=30)
     summary.predict_round_trip_ms = (time.perf_counter() - started) * 1000
     say(f"predict() round trip: {answer.outputs['label']} in {summary.predict_round_trip_ms:.1f} ms")
+    loop = summary.loop
+    if loop.promoted and loop.retrained is not None:
+        # A bare name goes where the route sends it: to v2 once this client has seen the promotion.
+        promoted = loop.retrained.partition(":")[2]
+        client.routes.wait_for(TABULAR_NAME, lambda route: route is not None and _primary(route) == promoted, 30)
+        answer = client.predict(TABULAR_NAME, row, timeout=60)
+        loop.served_by = f"{answer.model}:{answer.version}"
+        say(f"predict() of {TABULAR_NAME!r} after the promotion: {answer.outputs['label']} from {loop.served_by}")
+
+
+def _primary(route: Route) -> str | None:
+    routed = [v.version for v in route.versions if v.weight > 0]
+    return routed[0] if len(routed) == 1 else None

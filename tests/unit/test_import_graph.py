@@ -51,7 +51,7 @@ LAYERS: tuple[dict[str, tuple[str, ...]], ...] = (
     {"streams": ("inferstream.streams",), "jobs": ("inferstream.jobs",)},
     # The package root re-exports the SDK's names (``from inferstream import Client``).
     {"sdk": ("inferstream.client", "inferstream._client", "inferstream.search", "inferstream")},
-    {"demo": ("inferstream.demo",)},
+    {"demo": ("inferstream.demo", "inferstream.demo_quality")},
     {"gateway": ("inferstream.gateway",)},
     # The CLI starts the gateway (`inferstream gateway`): it sits above it.
     {"cli": ("inferstream.cli", "inferstream.__main__")},

@@ -86,10 +86,60 @@ def _show(summary: DemoSummary) -> None:
     if summary.alert is not None:
         table.add_row("first alert", f"{summary.alert['severity']}: {', '.join(summary.alert['drifted'])} drifted")
         table.add_row("its report", summary.report_path or "-")
+    for name, value in _loop_rows(summary):
+        table.add_row(name, value)
     table.add_row("search", f"{summary.search_query!r} → {', '.join(summary.search_hits)} ({summary.search_ms:.1f} ms)")
     table.add_row("predict() round trip", f"{summary.predict_round_trip_ms:.1f} ms")
     table.add_row("wall time", f"{summary.elapsed_s:.1f} s")
     console.print(table)
+
+
+def _loop_rows(summary: DemoSummary) -> list[tuple[str, str]]:
+    """The quality loop's rows: labels, the quality alert, v2's training, v1 against v2, the promotion."""
+    loop = summary.loop
+    rows = [
+        (
+            "labels → archived beside the predictions (+ on v2's trial)",
+            f"{loop.labels} → {loop.archived_labels} beside {loop.archived_predictions} (+ {loop.trial_labels})",
+        )
+    ]
+    alert = loop.quality_alert
+    if alert is not None:
+        rows.append(
+            (
+                "quality alert (labels)",
+                f"degraded ({alert['severity']}): accuracy {alert['accuracy']:.3f} < {alert['limit']:g} "
+                f"on {alert['labels']} labels, window from {alert['window_start']}",
+            )
+        )
+        rows.append(("its report", alert["report_path"] or "-"))
+    if loop.retrained is not None:
+        lineage = loop.lineage
+        held_out = ", ".join(
+            f"{m} {lineage['metrics'][m]:.3f}" for m in ("accuracy", "f1_macro") if m in lineage["metrics"]
+        )
+        rows.append(
+            (
+                "retrained (models retrain)",
+                f"{loop.retrained} from v{lineage['source_version']} on {lineage['rows']} labelled rows after the "
+                f"shift ({lineage['estimator']}); held out: {held_out}",
+            )
+        )
+    if loop.before and loop.after:
+        rows.append(
+            (
+                f"v1 → v2 on {loop.labelled_shadow} labelled shadow predictions",
+                ", ".join(f"{m} {loop.before[m]:.3f} → {loop.after[m]:.3f}" for m in loop.before if m in loop.after),
+            )
+        )
+    if loop.decision:
+        rows.append(("--if-better accuracy", loop.decision))
+        rows.append(("quality loop (labels → promotion)", f"{loop.elapsed_s:.1f} s"))
+    if loop.served_by is not None:
+        rows.append(("predict() of breast-cancer after the promotion", f"answered by {loop.served_by}"))
+    if loop.stopped is not None:
+        rows.append(("quality loop", f"stopped: {loop.stopped}"))
+    return rows
 
 
 def _keep_serving(settings: Settings) -> None:
