@@ -18,6 +18,7 @@ from inferstream.config import ElasticsearchSettings, Settings
 from inferstream.connectors.kafka import reader
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.dlq import from_message
+from inferstream.connectors.kafka.groups import GroupAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.demo import sample_texts
@@ -78,11 +79,15 @@ def test_export_then_replay_keeps_keys_timestamps_and_headers(settings: Settings
 
     target = settings.topics.name("job-target")
     TopicAdmin(settings).create(target, partitions=3, config=_KEEP)
+    groups = GroupAdmin(settings)
+    progress = groups.list(all_groups=True, match="inferstream-replay-")
     replayed = replay(settings, [out], target, rate=2000, keep_partitions=True)
 
     assert (replayed.rows_in, replayed.rows_out) == (300, 300)
     assert replayed.warnings == []
     assert _records(settings, target) == _records(settings, source)
+    # The file went in transactions with its progress (a consumer group), deleted when the job ended.
+    assert groups.list(all_groups=True, match="inferstream-replay-") == progress
 
     # Into a topic that keeps records a week, the user is told the broker will delete them.
     aged = settings.topics.name("job-aged")
