@@ -34,10 +34,13 @@ the coordinator aborts one that outlives ``transaction.timeout.ms`` (30 s here;
 the broker allows 15 min at most), which a paced or large file would. The 30 s
 is also how long readers wait on a dead attempt's transaction that no retry
 fences (the job failed for good). Transactions hold no records in memory: the
-producer frees each once acknowledged, as without them. The counts (consumer
-groups of those names) are deleted when the job ends; a job that fails leaves
-what its transactions committed in the topic, and a new run (a new run id) sends
-every file from its start again.
+producer frees each once acknowledged, as without them. Each file costs one
+``init_transactions()`` (a round trip to the transaction coordinator) and each
+transaction one commit. The counts (consumer groups of those names) are deleted
+when the job succeeds (those of a failed job expire with the broker's
+``offsets.retention.minutes``); a job that fails leaves what its transactions
+committed in the topic, and a new run (a new run id) sends every file from its
+start again.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import confluent_kafka
@@ -83,8 +83,12 @@ class ResumableTransactions:
         try:
             (position,) = consumer.committed([TopicPartition(self.topic, 0)], timeout=_TIMEOUT_S)
             self._group = consumer.consumer_group_metadata()
+        except confluent_kafka.KafkaException as exc:
+            raise TransactionError(f"{self.unit}: its progress could not be read: {error_of(exc).str()}") from None
         finally:
             consumer.close()
+        if position.error is not None:  # never taken for 0: that would send what is already in the topic again
+            raise TransactionError(f"{self.unit}: its progress on {self.topic} could not be read: {position.error}")
         return max(int(position.offset), 0)
 
     def begin(self) -> None:
@@ -103,23 +107,20 @@ class ResumableTransactions:
             self.abort()
             raise
         raw = self.producer.raw
-        for attempt in range(1, _COMMIT_TRIES + 1):
-            try:
-                raw.send_offsets_to_transaction([TopicPartition(self.topic, 0, count)], self._group, _TIMEOUT_S)
-                raw.commit_transaction(_TIMEOUT_S)
-                self._open = False
-                return
-            except confluent_kafka.KafkaException as exc:
-                error = error_of(exc)
-                if error.retriable() and attempt < _COMMIT_TRIES:
-                    continue
-                if not error.fatal():
-                    self.abort()
-                raise TransactionError(
-                    f"{self.unit}: the transaction up to {count} records could not commit ({error.str()}); "
-                    "none of its records are visible to read_committed readers, and a retry goes on from "
-                    "the last committed count"
-                ) from None
+        progress = [TopicPartition(self.topic, 0, count)]
+        try:
+            _retried(lambda: raw.send_offsets_to_transaction(progress, self._group, _TIMEOUT_S))
+            _retried(lambda: raw.commit_transaction(_TIMEOUT_S))
+        except confluent_kafka.KafkaException as exc:
+            error = error_of(exc)
+            if not error.fatal():
+                self.abort()
+            raise TransactionError(
+                f"{self.unit}: the transaction up to record {count} could not commit ({error.str()}); "
+                "none of its records are visible to read_committed readers, and a retry goes on from "
+                "the last committed record"
+            ) from None
+        self._open = False
 
     def abort(self) -> None:
         """Abort the open transaction, if any (its records are never visible to read_committed readers)."""
@@ -133,15 +134,23 @@ class ResumableTransactions:
 
     def close(self) -> None:
         """Abort what is still open and release the producer."""
-        if not self._open:
-            self.producer.close(5)
-            return
         self.abort()
-        # The records of the aborted transaction (purged or failed) are no failure of their own.
+        # What is left are the records of an aborted transaction (purged or failed): none is visible.
         self.producer.flush_quietly(5)
         self.producer.take_failures()
         with contextlib.suppress(KafkaError):
             self.producer.close(5)
+
+
+def _retried(call: Callable[[], None]) -> None:
+    """``call``, again while it fails with an error that librdkafka calls retriable (up to 3 times in all)."""
+    for attempt in range(1, _COMMIT_TRIES + 1):
+        try:
+            call()
+            return
+        except confluent_kafka.KafkaException as exc:
+            if not error_of(exc).retriable() or attempt == _COMMIT_TRIES:
+                raise
 
 
 def forget(settings: Settings, units: Iterable[str]) -> None:
