@@ -310,6 +310,10 @@ class ProduceRows(beam.DoFn):
                     # Pace against the attempt's start: bursts after a stall stay within the average rate.
                     ahead = sent / self.rate - (time.monotonic() - began)
                     if ahead > 0:
+                        if opened and time.monotonic() + ahead - opened >= self.commit_every_s:
+                            # A slow rate never keeps a transaction open past its time.
+                            self._commit(unit, first + i)
+                            opened, in_transaction = 0.0, 0
                         producer.poll(ahead)
                 if not opened:
                     unit.begin()
