@@ -31,9 +31,12 @@ one transaction's worth per death).
 Why several transactions per file, not one: an open transaction holds every
 ``read_committed`` reader of its partitions at its first record until it ends, and
 the coordinator aborts one that outlives ``transaction.timeout.ms`` (30 s here;
-the broker allows 15 min at most), which a paced or large file would. The 30 s
-is also how long readers wait on a dead attempt's transaction that no retry
-fences (the job failed for good). Transactions hold no records in memory: the
+the broker allows 15 min at most), which a paced or large file would (a paced
+file commits before a wait that would keep its transaction open past 5 s). The
+30 s, plus the broker's check interval
+(``transaction.abort.timed.out.transaction.cleanup.interval.ms``, 10 s by default),
+is also how long readers wait on a dead attempt's transaction that no retry fences
+(the job failed for good). Transactions hold no records in memory: the
 producer frees each once acknowledged, as without them. Each file costs one
 ``init_transactions()`` (a round trip to the transaction coordinator) and each
 transaction one commit. The counts (consumer groups of those names) are deleted
