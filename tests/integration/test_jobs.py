@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import TopicPartition
@@ -18,6 +19,7 @@ from inferstream.config import ElasticsearchSettings, Settings
 from inferstream.connectors.kafka import reader
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.dlq import from_message
+from inferstream.connectors.kafka.groups import GroupAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
 from inferstream.demo import sample_texts
@@ -78,11 +80,15 @@ def test_export_then_replay_keeps_keys_timestamps_and_headers(settings: Settings
 
     target = settings.topics.name("job-target")
     TopicAdmin(settings).create(target, partitions=3, config=_KEEP)
+    groups = GroupAdmin(settings)
+    progress = groups.list(all_groups=True, match="inferstream-replay-")
     replayed = replay(settings, [out], target, rate=2000, keep_partitions=True)
 
     assert (replayed.rows_in, replayed.rows_out) == (300, 300)
     assert replayed.warnings == []
     assert _records(settings, target) == _records(settings, source)
+    # The file went in transactions with its progress (a consumer group), deleted when the job ended.
+    assert groups.list(all_groups=True, match="inferstream-replay-") == progress
 
     # Into a topic that keeps records a week, the user is told the broker will delete them.
     aged = settings.topics.name("job-aged")
@@ -90,6 +96,29 @@ def test_export_then_replay_keeps_keys_timestamps_and_headers(settings: Settings
     (warning,) = replay(settings, [out], aged).warnings
     assert "300 replayed records are older than the retention" in warning
     assert "retention.ms=-1" in warning
+
+
+def test_a_replayed_file_the_broker_refuses_a_record_of_is_not_half_visible(settings: Settings, tmp_path: Path) -> None:
+    source = settings.topics.name("job-refused-source")
+    _fill(settings, source, 30)
+    out = tmp_path / "export.parquet"
+    export_topic(settings, source, out)
+    table = pq.read_table(out)
+    values = table.column("value").to_pylist()
+    values[20] = os.urandom(4096)  # past the target's max.message.bytes, compressed or not
+    pq.write_table(table.set_column(table.schema.get_field_index("value"), "value", pa.array(values)), out)
+    target = settings.topics.name("job-refused-target")
+    TopicAdmin(settings).create(target, partitions=3, config={**_KEEP, "max.message.bytes": "1024"})
+
+    with pytest.raises(Exception, match="larger than the broker or producer accepts"):
+        replay(settings, [out], target)
+
+    # The file's transaction was aborted: a read_committed reader sees none of its records, which
+    # the broker had taken (a read_uncommitted reader sees those).
+    assert list(read_bounded(settings, target, idle_timeout=10)) == []
+    uncommitted = settings.kafka.model_copy(update={"consumer_overrides": {"isolation.level": "read_uncommitted"}})
+    seen = list(read_bounded(settings.model_copy(update={"kafka": uncommitted}), target, idle_timeout=10))
+    assert seen
 
 
 def _delete_records(settings: Settings, topic: str, partition: int, before: int) -> None:

@@ -2,7 +2,8 @@
 
 Counts and checksums of backfill, batch scoring and export on both runners, the same
 drift reference from the scored rows, replay's records; a task
-whose worker dies is retried on the other one without duplicating its output.
+whose worker dies is retried on the other one without duplicating its output (replay: for
+read_committed readers, whether the worker died mid-transaction or after its last commit).
 """
 
 import json
@@ -24,12 +25,13 @@ from inferstream.config import Settings
 from inferstream.connectors.kafka.admin import TopicAdmin
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.connectors.kafka.reader import read_bounded
+from inferstream.connectors.kafka.transactions import ResumableTransactions
 from inferstream.demo import sample_texts
 from inferstream.jobs._pipeline import JobResult, WriteParts, join_parts, make_pipeline, run
 from inferstream.jobs.backfill import backfill
 from inferstream.jobs.reference import build as build_reference_job
 from inferstream.jobs.score import score
-from inferstream.jobs.topics import ProduceRows, export_topic, replay
+from inferstream.jobs.topics import ProduceRows, export_topic, replay, unit_name
 from inferstream.serving.demo_models import TABULAR_NAME, tabular_rows
 
 #: A drift monitor of the demo classifier: one feature and the predicted label.
@@ -218,23 +220,38 @@ def test_cli_runs_a_job_on_a_local_cluster_it_starts(models_settings: Settings, 
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 40
 
 
-class _ProduceThenDie(ProduceRows):
-    """Replay's own DoFn, whose worker dies once right after the broker acknowledged the file's records."""
+class _ReplayThenDie(ProduceRows):
+    """Replay's own DoFn in transactions of 10 records, whose worker dies once per file: file 0 with its second
+    transaction's records acknowledged but not committed, file 1 right after its last transaction committed."""
 
-    def __init__(self, settings: Settings, topic: str, marker: Path) -> None:
-        super().__init__(settings, topic, None, keep_partitions=False)
-        self.marker = marker
+    def __init__(self, settings: Settings, topic: str, run_id: str, markers: Path) -> None:
+        super().__init__(settings, topic, None, keep_partitions=False, run_id=run_id, chunk_rows=10)
+        self.markers = markers
 
-    def process(self, path: str) -> Iterator[Any]:
-        sent = list(super().process(path))
-        if not self.marker.exists():
-            self.marker.write_text(str(os.getpid()))
+    def process(self, element: tuple[int, str]) -> Iterator[int]:
+        totals = list(super().process(element))
+        if element[0] == 1:
+            self._die_once("1")
+        yield from totals
+
+    def _commit(self, unit: ResumableTransactions, count: int) -> None:
+        if unit.unit == unit_name(self.run_id, 0) and count == 20:
+            unit.producer.flush()  # the broker has the records: only the commit is missing
+            self._die_once("0")
+        super()._commit(unit, count)
+
+    def _die_once(self, name: str) -> None:
+        marker = self.markers / name
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
             os._exit(1)
-        yield from sent
 
 
-def _keys(settings: Settings, topic: str) -> list[bytes]:
-    return sorted(m.key() for m in read_bounded(settings, topic, idle_timeout=10))
+def _keys(settings: Settings, topic: str, isolation: str = "read_committed") -> list[bytes]:
+    reader = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"consumer_overrides": {"isolation.level": isolation}})}
+    )
+    return sorted(m.key() for m in read_bounded(reader, topic, idle_timeout=10))
 
 
 def test_replay_on_dask_and_what_a_retried_replay_task_does(
@@ -246,27 +263,32 @@ def test_replay_on_dask_and_what_a_retried_replay_task_does(
     table = pq.read_table(tmp_path / "all.parquet")
     pq.write_table(table.slice(0, 30), halves[0])
     pq.write_table(table.slice(30), halves[1])
+    everything = sorted(table.column("key").to_pylist())
 
     target = settings.topics.name("dask-replay-target")
     TopicAdmin(settings).create(target, partitions=2, config={"retention.ms": "-1"})
     result = replay(settings, halves, target, flags=_on_dask(cluster))
     assert (result.rows_in, result.rows_out) == (60, 60)
-    assert _keys(settings, target) == sorted(f"key-{i}".encode() for i in range(60))
+    assert _keys(settings, target) == everything
 
-    # A worker that dies after its file was acknowledged: Dask runs the task again, which
-    # produces the whole file again. Its records are in the topic twice, identical.
+    # Each file's worker dies once: file 0 mid-transaction, file 1 after its last commit (before
+    # Dask learnt the task was done). Dask runs both tasks again; a read_committed reader sees
+    # every record once.
     again = settings.topics.name("dask-replay-retried")
     TopicAdmin(settings).create(again, partitions=2, config={"retention.ms": "-1"})
+    markers = tmp_path / "died"
+    markers.mkdir()
     pipeline = make_pipeline(_on_dask(cluster))
     _ = (
         pipeline
-        | "files" >> beam.Create([str(halves[0])])
-        | "produce" >> beam.ParDo(_ProduceThenDie(settings, again, tmp_path / "died"))
+        | "files" >> beam.Create([(0, str(halves[0])), (1, str(halves[1]))])
+        | "produce" >> beam.ParDo(_ReplayThenDie(settings, again, "retried", markers))
     )
     counters = run(pipeline)
-    assert (tmp_path / "died").exists()
-    assert counters["rows_out"] == 30  # the attempt that died is not counted ...
-    keys = _keys(settings, again)
-    assert keys == sorted(
-        k for k in table.slice(0, 30).column("key").to_pylist() for _ in range(2)
-    )  # ... its records are
+    assert sorted(p.name for p in markers.iterdir()) == ["0", "1"]  # both workers did die
+    assert (counters["rows_in"], counters["rows_out"]) == (60, 60)
+    assert _keys(settings, again) == everything
+    # The dead attempt's open transaction (file 0's records 10..19) was aborted by the retry,
+    # which went on from record 10: only a read_uncommitted reader sees those records twice.
+    aborted = table.slice(10, 10).column("key").to_pylist()
+    assert _keys(settings, again, "read_uncommitted") == sorted(everything + aborted)

@@ -17,7 +17,13 @@ each consumer reads only its own tag, every leaf of the graph is computed, each
 bundle (a Dask partition) runs its ``DoFn`` under a metrics container whose
 counters come back with the bundle's results, and the client (and the local
 cluster) close when the run ends. Counters are those of the attempt Dask kept,
-so a retried task is counted once. Side inputs are still computed inside the task
+so a retried task is counted once. Dask runs a task again when its worker dies
+(``distributed.scheduler.allowed-failures`` times), even one that had finished
+but was not recorded yet: the jobs' outputs are keyed parts that a retry
+overwrites (:mod:`inferstream.jobs._pipeline`), and replay sends each file in
+Kafka transactions with its progress, so that a retry fences the dead attempt,
+aborts its open transaction and goes on after the last committed record
+(:mod:`inferstream.jobs.topics`). Side inputs are still computed inside the task
 that reads them (Beam's translation), so the jobs use none.
 
 The workers must see the job's input and output paths (one machine, or a shared
