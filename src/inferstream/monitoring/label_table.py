@@ -104,8 +104,33 @@ def write_labels(table_root: Path, topic: str, partition: int, rows: Sequence[tu
 
 
 def read_labels(table_root: Path) -> pa.Table:
-    """Every label in the label table, as written (repeats included; empty when there is none)."""
-    files = [str(path) for path in label_files(table_root)]
+    """Every label in the label table, as written (repeats included, in no particular order; empty when none).
+
+    The files are immutable once in place, so a reader that asks again (a quality monitor
+    each round, the label sink at each sweep) reads only the files that came since: what
+    was read is kept per table, by file name, size and modification time.
+    """
+    root = str(Path(table_root).absolute())
+    files = {str(path): _stamp(path) for path in label_files(table_root)}
     if not files:
         return _SCHEMA.empty_table()
-    return ds.dataset(files, schema=_SCHEMA, format="parquet").to_table()
+    seen, table = _READ.get(root, ({}, _SCHEMA.empty_table()))
+    if any(files.get(path) != stamp for path, stamp in seen.items()):
+        seen, table = {}, _SCHEMA.empty_table()  # a file gone or rewritten: read them all again
+    new = [path for path in files if path not in seen]
+    if new:
+        table = pa.concat_tables([table, ds.dataset(new, schema=_SCHEMA, format="parquet").to_table()])
+        _READ[root] = (files, table)
+        while len(_READ) > _TABLES_KEPT:
+            _READ.pop(next(iter(_READ)))
+    return table
+
+
+#: The label tables read so far: root → (file → stamp, their rows). A few, in the order first read.
+_READ: dict[str, tuple[dict[str, tuple[int, int]], pa.Table]] = {}
+_TABLES_KEPT = 4
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns

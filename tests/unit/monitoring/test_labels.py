@@ -92,6 +92,21 @@ def test_label_files_are_named_by_offsets_and_read_back(tmp_path: Path) -> None:
     assert table_files(tmp_path) == []
 
 
+def test_a_second_read_takes_the_files_that_came_since_and_a_rewritten_one_again(tmp_path: Path) -> None:
+    def ids() -> list[str]:
+        return sorted(read_labels(tmp_path).column("id").to_pylist())
+
+    write_labels(tmp_path, LABELS, 0, [(0, _label("r0", "a", 1))])
+    assert ids() == ["r0"]
+    assert ids() == ["r0"]  # nothing new: the same rows, not read twice
+    write_labels(tmp_path, LABELS, 1, [(0, _label("r1", "b", 1))])
+    assert ids() == ["r0", "r1"]
+    # A file rewritten in place (not what the sink does) is read again, with everything else.
+    first = write_labels(tmp_path, LABELS, 0, [(0, _label("r9", "a longer label", 1))])
+    assert first is not None
+    assert ids() == ["r1", "r9"]
+
+
 def test_the_last_label_wins_late_labels_join_and_missing_ones_stay_null(tmp_path: Path) -> None:
     _table(tmp_path)
     before = {f.path: f.path.read_bytes() for f in table_files(tmp_path)}
