@@ -888,11 +888,11 @@ class InferenceWorker:
         self._produced(produce_start)
         self._model_metrics.latencies(queued, totals)
 
-    def _acked(self, tag: Any) -> None:
+    def _acked(self, tag: Any, count: int = 1) -> None:
         entry = self._in_flight.get(tag)
         if entry is None:
             return
-        entry[0] -= 1
+        entry[0] -= count
         # Hand batches over in order, so a stored offset never passes an unacknowledged output.
         while self._in_flight:
             oldest = next(iter(self._in_flight))

@@ -75,14 +75,15 @@ class Producer:
         *,
         metrics: Metrics | None = None,
         stage: str = "produce",
-        on_ack: Callable[[Any], None] | None = None,
+        on_ack: Callable[[Any, int], None] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         conf: dict[str, Any] = {**settings.kafka.producer_config(), **(overrides or {})}
         self._producer = confluent_kafka.Producer(conf)
         self._metrics = metrics
         self._stage = stage
-        #: Called with a record's tag when the broker acknowledged a tagged record.
+        #: Called with a tag and a count when the broker acknowledged that many records of the tag
+        #: (one call per record from ``produce()``; per queued batch from ``produce_many()``).
         self._on_ack = on_ack
         self._failures: list[DeliveryFailure] = []
         self.delivered = 0
@@ -170,29 +171,37 @@ class Producer:
     ) -> None:
         """Queue many records with the same headers (and tag): the hot path of serving and the SDK.
 
-        Same guarantees as ``produce()`` (backpressure, failures kept for ``flush()``,
-        ``on_ack`` once per acknowledged record), without building arguments per record.
+        Same guarantees as ``produce()`` (backpressure, failures kept for ``flush()``),
+        without building arguments per record; ``on_ack`` is called once, with the count,
+        when every record queued here is acknowledged (a failed one is a failure instead,
+        and no longer awaited): a delivery report costs one small call, not the ~1.7 µs
+        of the per-record bookkeeping.
         ``headers_of``: a record's own headers where one is not None (a ``traceparent``).
         ``values`` may be an iterator that encodes as it goes (each value freed once
         queued) and ends early: the records it gave, with the first keys, are queued.
         """
         produce = self._producer.produce
-        callback = self._on_delivery if tag is None else _Tagged(self, tag)
+        callback: Any = self._on_delivery if tag is None else _Counted(self, tag, topic)
         header_list: Any = list(headers) if headers else None
+        queued = 0
         if headers_of is None:
             for value, key in zip(values, keys, strict=not isinstance(values, Iterator)):
                 try:
                     produce(topic, value, key, headers=header_list, on_delivery=callback)
+                    queued += 1
                 except (BufferError, confluent_kafka.KafkaException):
                     # Full queue or refused at once: the careful path waits or records it.
                     self.produce(topic, value, key.encode() if isinstance(key, str) else key, headers, tag=tag)
-            return
-        for value, key, own in zip(values, keys, headers_of, strict=True):
-            these: Any = header_list if own is None else own
-            try:
-                produce(topic, value, key, headers=these, on_delivery=callback)
-            except (BufferError, confluent_kafka.KafkaException):
-                self.produce(topic, value, key.encode() if isinstance(key, str) else key, these, tag=tag)
+        else:
+            for value, key, own in zip(values, keys, headers_of, strict=True):
+                these: Any = header_list if own is None else own
+                try:
+                    produce(topic, value, key, headers=these, on_delivery=callback)
+                    queued += 1
+                except (BufferError, confluent_kafka.KafkaException):
+                    self.produce(topic, value, key.encode() if isinstance(key, str) else key, these, tag=tag)
+        if tag is not None:
+            callback.expect(queued)
 
     def poll(self, timeout: float = 0.0) -> int:
         """Serve delivery reports; returns how many were served."""
@@ -276,7 +285,7 @@ class Producer:
             if type(tag) is _Watched:
                 tag.fate.set_result(None)
             elif tag is not None and self._on_ack is not None:
-                self._on_ack(tag)
+                self._on_ack(tag, 1)
             if self._metrics is not None:
                 topic = msg.topic() or ""
                 counter = self._out_counters.get(topic)
@@ -285,6 +294,17 @@ class Producer:
                 counter.inc()
             return
         self._record_failure(msg.topic() or "", msg.key(), msg.value(), headers_of(msg), err, tag)
+
+    def _acked_many(self, tag: Any, topic: str, count: int) -> None:
+        """``count`` records of one ``produce_many()`` call acknowledged."""
+        self.delivered += count
+        if self._on_ack is not None:
+            self._on_ack(tag, count)
+        if self._metrics is not None:
+            counter = self._out_counters.get(topic)
+            if counter is None:
+                counter = self._out_counters[topic] = self._metrics.records_out.labels(topic, self._stage)
+            counter.inc(count)
 
     def _record_failure(
         self,
@@ -332,6 +352,43 @@ class _Tagged:
 
     def __call__(self, err: confluent_kafka.KafkaError | None, msg: confluent_kafka.Message) -> None:
         self._producer._on_delivery(err, msg, self._tag)
+
+
+class _Counted:
+    """The delivery callback of one ``produce_many()`` call: counts its acknowledgements.
+
+    ``on_ack`` and the metrics hear of them once, when every record queued is
+    acknowledged or failed (``expect`` gives the number once they are all queued;
+    reports may arrive before, from the polls of a full queue). A failure is recorded
+    as ``produce()`` records it, and no longer awaited.
+    """
+
+    __slots__ = ("_acked", "_expected", "_producer", "_tag", "_topic")
+
+    def __init__(self, producer: Producer, tag: Any, topic: str) -> None:
+        self._producer = producer
+        self._tag = tag
+        self._topic = topic
+        self._acked = 0
+        self._expected = -1  # not known yet
+
+    def expect(self, count: int) -> None:
+        self._expected += count + 1
+        self._done()
+
+    def __call__(self, err: confluent_kafka.KafkaError | None, msg: confluent_kafka.Message) -> None:
+        if err is None:
+            self._acked += 1
+            if self._acked == self._expected:
+                self._producer._acked_many(self._tag, self._topic, self._acked)
+            return
+        self._expected -= 1
+        self._producer._on_delivery(err, msg, self._tag)
+        self._done()
+
+    def _done(self) -> None:
+        if self._acked and self._acked == self._expected:
+            self._producer._acked_many(self._tag, self._topic, self._acked)
 
 
 def _reason(err: confluent_kafka.KafkaError) -> str:
