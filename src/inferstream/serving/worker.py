@@ -496,12 +496,10 @@ class InferenceWorker:
         self._store_done()
 
     def _store_done(self) -> None:
-        while True:
-            try:
-                messages = self._done.get_nowait()
-            except queue.Empty:
-                return
-            self._consumer.store(messages)
+        # Called on every pass of the consumer loop: no exception raised when there is nothing.
+        done = self._done
+        while not done.empty():  # this thread alone takes from it
+            self._consumer.store(done.get_nowait())
 
     def _decode(self, item: _Item, wall: datetime) -> None:
         """Fill in a raw item's request (or its error) from its message; the deadline is checked against ``wall``."""
@@ -931,14 +929,14 @@ class InferenceWorker:
         keys: list[bytes] = []
         queued: list[float] = []
         totals: list[float] = []
-        # A record's own headers where its request carried a traceparent (None: the shared ones).
-        own: list[list[tuple[str, bytes]] | None] = []
-        traced = False
+        # Each record's own headers (None: the shared ones), once a request carried a traceparent.
+        own: list[list[tuple[str, bytes]] | None] | None = None
         for item, row in zip(items, rows, strict=True):
-            request = item.request
-            assert isinstance(request, InferenceRequest)
-            queue_s = max(started - item.received, 0.0)
-            total_s = max((now - request.event_time).total_seconds(), 0.0)
+            request: InferenceRequest = item.request  # type: ignore[assignment]  # prepared: InferenceRequests
+            queue_s = started - item.received  # received before this batch started: never negative
+            total_s = (now - request.event_time).total_seconds()
+            if total_s < 0.0:  # an event time ahead of this clock
+                total_s = 0.0
             try:
                 value = encode(
                     {
@@ -960,20 +958,23 @@ class InferenceWorker:
             except ContractError as exc:  # a value JSON cannot carry: this request alone is refused
                 self._dead_letter(item, exc, tag)
                 continue
+            key = request.request_id.encode()
             values.append(value)
-            keys.append(request.request_id.encode())
+            keys.append(key)
             queued.append(queue_s)
             totals.append(total_s)
-            headers = self._trace_headers(item, self._prediction_header) if item.trace is not None else None
-            own.append(headers)
-            traced = traced or headers is not None
+            headers = None
+            if item.trace is not None:
+                headers = self._trace_headers(item, self._prediction_header)
+                if headers is not None and own is None:
+                    own = [None] * (len(values) - 1)
+            if own is not None:
+                own.append(headers)
             if request.reply_to and not shadow:  # users never see a shadow's outputs
                 self._in_flight[tag][0] += 1
-                self._producer.produce(request.reply_to, value, keys[-1], headers or self._prediction_header, tag=tag)
+                self._producer.produce(request.reply_to, value, key, headers or self._prediction_header, tag=tag)
         self._in_flight[tag][0] += len(values)
-        self._producer.produce_many(
-            self.output_topic, values, keys, self._prediction_header, tag=tag, headers_of=own if traced else None
-        )
+        self._producer.produce_many(self.output_topic, values, keys, self._prediction_header, tag=tag, headers_of=own)
         self._produced(produce_start)
         self._served(len(values))
         self._model_metrics.latencies(queued, totals)
