@@ -309,6 +309,7 @@ class InferenceWorker:
         # Error replies go to reply topics only (a hostile request cannot aim them at another topic).
         self._replies_prefix = topics.reply_topic("")
         self._labels = config.outputs.labels
+        self._label_names = np.asarray(self._labels, dtype=object) if self._labels else None
         # Columnar requests: tabular models only (a chain's steps and embedders refuse them).
         self._columnar = (
             ColumnarScorer(config)
@@ -990,21 +991,37 @@ class InferenceWorker:
             self._batch_trace.child("produce", start, time.monotonic())
 
     def _outputs(self, outputs: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        # Each output a column first (numpy, then one tolist), then the rows zipped from the columns.
         spec = self.config.outputs
-        rows: list[dict[str, Any]] = [{} for _ in range(count)]
+        columns: dict[str, list[Any]] = {}
         if spec.label:
-            labels = outputs[spec.label].tolist()
-            for row, label in zip(rows, labels, strict=True):
-                row["label"] = self._labels[int(label)] if self._labels else label
+            labels = np.asarray(outputs[spec.label])
+            names = self._label_names
+            columns["label"] = (
+                names[labels.reshape(count).astype(np.intp)].tolist() if names is not None else labels.tolist()
+            )
         if spec.probabilities:
             probabilities = np.asarray(outputs[spec.probabilities], dtype=np.float64).round(6).tolist()
-            names = self._labels
-            for row, values in zip(rows, probabilities, strict=True):
-                row["probabilities"] = dict(zip(names, values, strict=True)) if names else values
+            classes = self._labels
+            if classes and len(classes) == 2:
+                first, second = classes
+                columns["probabilities"] = [{first: a, second: b} for a, b in probabilities]
+            elif classes:
+                columns["probabilities"] = [dict(zip(classes, values, strict=True)) for values in probabilities]
+            else:
+                columns["probabilities"] = probabilities
         if spec.score:
-            for row, score in zip(rows, np.asarray(outputs[spec.score]).reshape(count).tolist(), strict=True):
-                row["score"] = score
-        return rows
+            columns["score"] = np.asarray(outputs[spec.score]).reshape(count).tolist()
+        keys = list(columns)
+        if not keys:
+            return [{} for _ in range(count)]
+        if len(keys) == 1:
+            (key,) = keys
+            return [{key: value} for value in columns[key]]
+        if len(keys) == 2:  # a label and its probabilities: a dict display is ~3x dict(zip(...))
+            first, second = keys
+            return [{first: a, second: b} for a, b in zip(*columns.values(), strict=True)]
+        return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def _forward(
         self,
