@@ -195,3 +195,42 @@ def test_a_restart_and_a_full_replay_give_the_same_request_ids(settings: Setting
     assert all(events == routed + dead for events, routed, _requests, dead in stats)
     with Client(settings) as client:
         assert sum(1 for _ in read_bounded(settings, client.topic("dead-letters"))) == 0
+
+
+def test_events_of_an_aborted_transaction_are_never_ingested(settings: Settings, tmp_path: Path) -> None:
+    # A transactional writer (a replay, an exactly-once stage) that aborts leaves its records in
+    # the log: ingest reads committed records only, like every other consumer of the platform.
+    with Client(settings) as client:
+        client.topics.ensure_platform_topics()
+        for rule in RULES:
+            client.topics.ensure_request_topic(rule["model"], rule["version"])
+        events = client.topic("events")
+    writer = confluent_kafka.Producer(
+        {
+            **settings.kafka.producer_config(),
+            "transactional.id": f"{settings.topics.prefix}writer",
+            "delivery.timeout.ms": 30_000,
+        }
+    )
+    writer.init_transactions(30)
+
+    def batch(prefix: str) -> None:
+        writer.begin_transaction()
+        for i in range(10):
+            event = {"id": f"{prefix}{i}", "type": "review", "text": f"{prefix} text {i}"}
+            writer.produce(events, json.dumps(event).encode(), key=event["id"].encode())
+        writer.flush(30)
+
+    batch("aborted")
+    writer.abort_transaction(30)
+    batch("kept")
+    writer.commit_transaction(30)
+    log = tmp_path / "ingest.log"
+    text_topic = settings.topics.request_topic("minilm", "1")
+    with ingest_process(settings, log):
+        _wait_committed(settings, f"{settings.topics.prefix}ingest-test", 22)  # 20 records and 2 markers
+        with Client(settings) as client:
+            requests = list(client.subscribe(text_topic, from_beginning=True, idle_timeout=5, decode=False))
+    ingested = sorted(codec_for(EmbeddingRequest).decode(m.value or b"").document_id for m in requests)
+    assert ingested == sorted(f"kept{i}" for i in range(10))
+    assert _stats(log) == [(10, 10, 10, 0)]

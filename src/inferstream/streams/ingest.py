@@ -354,6 +354,7 @@ def build_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[fa
         store="memory://",
         autodiscover=False,
     )
+    app.transport = _read_committed_transport(app)
     topic = app.topic(
         processor.events_topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
     )
@@ -398,6 +399,33 @@ def build_app(settings: Settings, *, metrics: Metrics | None = None) -> tuple[fa
     app.timer(interval=config.flush_interval_s)(flush)
 
     return app, processor
+
+
+def _read_committed_transport(app: Any) -> Any:
+    """faust's Kafka transport, its consumer reading committed records only.
+
+    faust reads ``read_uncommitted`` unless its own processing is transactional, so the
+    records of an aborted transaction (a replay cut short and run again, an
+    exactly-once worker's batch rolled back) would be ingested, and their committed
+    copies after them. Every other consumer of the platform reads committed records
+    (``KafkaSettings.consumer_config``); this makes ingest one of them.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    class Thread(driver.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._isolation_level = "read_committed"  # read by start(), which builds the fetcher
+            return consumer
+
+    class ReadCommittedConsumer(driver.Consumer):
+        def _new_consumer_thread(self) -> Any:
+            return Thread(self, loop=self.loop, beacon=self.beacon)
+
+    class ReadCommittedTransport(driver.Transport):
+        Consumer = ReadCommittedConsumer
+
+    return ReadCommittedTransport(app.conf.broker_consumer, app)
 
 
 def run(settings: Settings, *, metrics: Metrics | None = None) -> IngestStats:
