@@ -1,5 +1,6 @@
 import hashlib
 import importlib.util
+import os
 import pydoc_data.topics
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from inferstream.serving.demo_models import EMBEDDER_NAME, build_embedder
 from inferstream.serving.onnx import OnnxModel
 from inferstream.serving.repository import ModelRepository, ModelVersion
 from inferstream.serving.text import TextPreprocessor, bucket_by_length, pool
+from inferstream.serving.worker import tokenises_ahead
 
 CLS, SEP, PAD = 101, 102, 0
 
@@ -341,3 +343,18 @@ def test_throughput_at_batch_32(
             f"\nminilm:1 on {', '.join(model.providers)}: {arrival:.0f} sentences/s at batch 32 in arrival order, "
             f"{bucketed:.0f}/s bucketed by length ({tokens.mean():.0f} tokens a sentence on average)"
         )
+
+
+@pytest.mark.parametrize(
+    ("providers", "threads", "ahead"),
+    [
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], 0, True),  # the CPU is free while the GPU runs
+        (["CPUExecutionProvider"], 0, False),  # ONNX Runtime's threads take every core
+        (["CPUExecutionProvider"], 1, (os.cpu_count() or 1) > 1),  # a core to spare, if there is one
+        (["CPUExecutionProvider"], 64, False),
+    ],
+)
+def test_texts_are_tokenised_ahead_only_where_the_model_leaves_cores_free(
+    providers: list[str], threads: int, ahead: bool
+) -> None:
+    assert tokenises_ahead(providers, threads) is ahead
