@@ -44,9 +44,9 @@ import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import fetch
+from inferstream.connectors.kafka._util import error_of, fetch, partition_bounds
 from inferstream.connectors.kafka.admin import TopicAdmin
-from inferstream.errors import ContractError, TopicError
+from inferstream.errors import ContractError, KafkaError, TopicError
 from inferstream.schemas.codec import Codec
 from inferstream.schemas.records import Contract
 
@@ -249,7 +249,6 @@ class Fanout(Generic[C]):
                 f"topic {self.topic} does not exist: create the platform topics with "
                 "`inferstream topics create --platform`"
             )
-        partitions = admin.describe(self.topic, with_config=False).partitions
         conf: dict[str, Any] = {
             **self.settings.kafka.base_config(),
             "group.id": "inferstream-fanout",  # required by librdkafka; never joined, nothing committed
@@ -258,7 +257,18 @@ class Fanout(Generic[C]):
             **self.settings.kafka.consumer_overrides,
         }
         consumer = confluent_kafka.Consumer(conf)
-        consumer.assign([TopicPartition(self.topic, p.partition, p.high) for p in partitions])
+        try:
+            # A topic made a moment ago may have a partition with no leader yet: wait it out.
+            bounds = partition_bounds(consumer, self.topic, _TIMEOUT_S)
+            if bounds is None:
+                raise TopicError(f"topic {self.topic} went away")
+            consumer.assign([TopicPartition(self.topic, p, high) for p, (_low, high) in bounds.items()])
+        except confluent_kafka.KafkaException as exc:
+            consumer.close()
+            raise KafkaError(f"cannot read the end of {self.topic}: {error_of(exc).str()}") from exc
+        except BaseException:
+            consumer.close()
+            raise
         return consumer
 
     async def _read(self) -> None:
