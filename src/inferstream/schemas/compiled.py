@@ -39,7 +39,6 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from operator import attrgetter
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
@@ -70,6 +69,23 @@ class UnsupportedError(TypeError):
 def _timestamp(value: str | datetime) -> datetime:
     # Text from the record; a datetime from a default factory (``utcnow``) stays as it is.
     return _utc(datetime.fromisoformat(value)) if type(value) is str else value  # type: ignore[return-value]
+
+
+#: :data:`_RFC3339` for :func:`_check_timestamp`: ASCII digits (``fromisoformat`` refuses the
+#: others anyway) and no groups kept, about a third cheaper than msgspec's search with the original.
+_RFC3339_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+).fullmatch
+_fromisoformat = datetime.fromisoformat
+
+
+def _check_timestamp(value: str | datetime) -> str | datetime:
+    # What the decoder's pattern and _timestamp check, in one call; a datetime comes from a default factory.
+    if type(value) is str:
+        if _RFC3339_TEXT(value) is None:
+            raise ValueError("not RFC 3339 text of the compiled path")
+        _fromisoformat(value)
+    return value
 
 
 def _pattern(pattern: str) -> str:
@@ -198,6 +214,8 @@ class _Mapper:
         if annotation is datetime:
             if others:
                 raise UnsupportedError("constrained datetime")
+            if self.check:
+                return str, _check_timestamp
             return (_AWARE, _is_time) if self.python else (_TIMESTAMP, _timestamp)
         if annotation is str:
             return _constrained_str(others)
@@ -337,15 +355,18 @@ def _as_is(struct: Any) -> Any:
 
 
 def _checker(converted: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any], Any]:
+    """A function running each conversion on its field of a struct (raising for a value the model refuses).
+
+    Written out as straight-line code, one call a field: a loop over (getter, conversion)
+    pairs costs as much again as the checks themselves. The names are the model's field
+    names (identifiers), the conversions are passed in the namespace, nothing else.
+    """
     if not converted:
         return _as_is
-    getters = [(attrgetter(name), convert) for name, convert in converted]
-
-    def check(struct: Any) -> Any:
-        for get, convert in getters:
-            convert(get(struct))  # raises for a value the model refuses; what it makes is not kept
-        return struct
-
+    namespace: dict[str, Any] = {f"_c{at}": convert for at, (_, convert) in enumerate(converted)}
+    body = "".join(f"    _c{at}(struct.{name})\n" for at, (name, _) in enumerate(converted))
+    exec(f"def check(struct):\n{body}    return struct\n", namespace)
+    check: Callable[[Any], Any] = namespace["check"]
     return check
 
 
