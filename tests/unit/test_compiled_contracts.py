@@ -197,3 +197,21 @@ def test_fields_of_checks_the_header_and_takes_scalar_fields_only() -> None:
     for not_scalar in ("event_time", "latency", "nope"):
         with pytest.raises(ValueError, match=not_scalar):
             codec.fields_of([not_scalar])
+
+
+def test_the_checker_looks_inside_lists_and_optional_parts() -> None:
+    from inferstream.schemas.records import Prediction
+
+    record = next(r for r in golden(Prediction) if r.get("chain") and r["chain"][0].get("lineage"))
+    step = record["chain"][0]
+    variants = {
+        "as it is": record,
+        "a step's model name": {**record, "chain": [{**step, "model": "-bad"}]},
+        "a step's lineage": {**record, "chain": [{**step, "lineage": {**step["lineage"], "sha256": 1}}]},
+        "a negative step latency": {**record, "chain": [step, {**step, "latency_ms": -1.0}]},
+        "a timestamp": {**record, "predicted_at": "2026-02-30T00:00:00Z"},
+    }
+    for what, variant in variants.items():
+        data = json.dumps(variant).encode()
+        _checks_alike(Prediction, data)
+        assert (fast_checker(Prediction).check(data) is None) == (what != "as it is"), what  # type: ignore[union-attr]

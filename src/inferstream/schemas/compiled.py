@@ -71,7 +71,7 @@ def _timestamp(value: str | datetime) -> datetime:
     return _utc(datetime.fromisoformat(value)) if type(value) is str else value  # type: ignore[return-value]
 
 
-#: :data:`_RFC3339` for :func:`_check_timestamp`: ASCII digits (``fromisoformat`` refuses the
+#: :data:`_RFC3339` for :func:`_timestamp_check`: ASCII digits (``fromisoformat`` refuses the
 #: others anyway) and no groups kept, about a third cheaper than msgspec's search with the original.
 _RFC3339_TEXT = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
@@ -79,13 +79,26 @@ _RFC3339_TEXT = re.compile(
 _fromisoformat = datetime.fromisoformat
 
 
-def _check_timestamp(value: str | datetime) -> str | datetime:
-    # What the decoder's pattern and _timestamp check, in one call; a datetime comes from a default factory.
-    if type(value) is str:
-        if _RFC3339_TEXT(value) is None:
-            raise ValueError("not RFC 3339 text of the compiled path")
-        _fromisoformat(value)
-    return value
+def _timestamp_check() -> Callable[[Any], Any]:
+    """What the decoder's pattern and :func:`_timestamp` check, in one call; texts seen pass at once.
+
+    Timestamps repeat: a worker stamps a whole batch of predictions with one
+    ``predicted_at``, a producer often one ``event_time``. As :func:`_matching` does for
+    names, the texts already checked are remembered (up to 10,000, then forgotten).
+    """
+    seen: set[str] = set()
+
+    def check(value: Any) -> Any:
+        if type(value) is str and value not in seen:  # a datetime comes from a default factory
+            if _RFC3339_TEXT(value) is None:
+                raise ValueError("not RFC 3339 text of the compiled path")
+            _fromisoformat(value)
+            if len(seen) > 10_000:
+                seen.clear()
+            seen.add(value)
+        return value
+
+    return check
 
 
 def _pattern(pattern: str) -> str:
@@ -215,7 +228,7 @@ class _Mapper:
             if others:
                 raise UnsupportedError("constrained datetime")
             if self.check:
-                return str, _check_timestamp
+                return str, _timestamp_check()
             return (_AWARE, _is_time) if self.python else (_TIMESTAMP, _timestamp)
         if annotation is str:
             return _constrained_str(others)
@@ -319,11 +332,15 @@ def _default(info: FieldInfo, convert: Callable[[Any], Any] | None) -> Any:
 
 
 def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
+    optional = lambda value: None if value is None else convert(value)  # noqa: E731
+    optional._wraps = ("optional", convert)  # type: ignore[attr-defined]  # for _checker
+    return optional
 
 
 def _each(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda values: [convert(v) for v in values]
+    each = lambda values: [convert(v) for v in values]  # noqa: E731
+    each._wraps = ("each", convert)  # type: ignore[attr-defined]  # for _checker
+    return each
 
 
 def _builder(
@@ -363,8 +380,18 @@ def _checker(converted: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any
     """
     if not converted:
         return _as_is
-    namespace: dict[str, Any] = {f"_c{at}": convert for at, (_, convert) in enumerate(converted)}
-    body = "".join(f"    _c{at}(struct.{name})\n" for at, (name, _) in enumerate(converted))
+    namespace: dict[str, Any] = {}
+    body = ""
+    for at, (name, convert) in enumerate(converted):
+        # An optional part or a list of parts is checked in place (no call for None or an empty list).
+        kind, inner = getattr(convert, "_wraps", ("one", convert))
+        namespace[f"_c{at}"] = inner
+        if kind == "optional":
+            body += f"    if struct.{name} is not None:\n        _c{at}(struct.{name})\n"
+        elif kind == "each":
+            body += f"    for value in struct.{name}:\n        _c{at}(value)\n"
+        else:
+            body += f"    _c{at}(struct.{name})\n"
     exec(f"def check(struct):\n{body}    return struct\n", namespace)
     check: Callable[[Any], Any] = namespace["check"]
     return check
