@@ -13,7 +13,6 @@ from inferstream.gateway._errors import ApiError
 from inferstream.gateway._state import Gateway
 from inferstream.gateway.stream import STREAM_RESPONSES, sse, subscribe
 from inferstream.monitoring.alerts import RepeatFilter, recent_alerts
-from inferstream.schemas.codec import codec_for
 from inferstream.schemas.records import DriftAlert
 
 Severity = Literal["info", "warning", "critical"]
@@ -74,12 +73,11 @@ def router(state: Gateway) -> APIRouter:
             chosen = (monitor is None or alert.monitor == monitor) and (not wanted or alert.severity in wanted)
             return chosen and first(alert)
 
-        subscriber = await subscribe(state.alerts, accept)
+        subscriber = await subscribe(state.alerts.subscribe(accept))
         return sse(
             subscriber,
             "alert",
-            codec_for(DriftAlert).encode,
-            lambda alert: alert.id,
+            lambda item: item[0].id,
             sent=lambda _count: None,
             ended=lambda: state.alerts.unsubscribe(subscriber),
         )

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import FrameType, TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from inferstream.client import Client
 from inferstream.config import Settings
-from inferstream.connectors.kafka.fanout import Fanout, FanoutSubscriber
+from inferstream.connectors.kafka.fanout import Fanout, Subscription
 from inferstream.errors import ConfigError, InferstreamError
 from inferstream.gateway import alerts, events, native, oip, openai, operations, search, stream, ui
 from inferstream.gateway._auth import KeyRing, bearer, warn_if_open
@@ -49,7 +49,9 @@ def _fanout(
     settings: Settings,
     topic: str,
     contract: type[C],
-    on_drop: Callable[[FanoutSubscriber[C], str], None] | None = None,
+    on_drop: Callable[[Subscription[Any], str], None] | None = None,
+    id_field: str | None = None,
+    filter_fields: Sequence[str] = (),
 ) -> Fanout[C]:
     """The one reader of a platform topic that feeds the gateway's streams of it."""
     gateway = settings.gateway
@@ -60,6 +62,8 @@ def _fanout(
         queue_size=gateway.sse_queue_size,
         drop_after_s=gateway.sse_drop_after_s,
         on_drop=on_drop,
+        id_field=id_field,
+        filter_fields=filter_fields,
     )
 
 
@@ -69,7 +73,13 @@ def create_app(settings: Settings, *, client: Client | None = None, metrics: Met
     client = client or Client(settings, metrics=metrics)
     gateway_metrics = metrics.part(GatewayMetrics)
     predictions = _fanout(
-        settings, "predictions", Prediction, on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc()
+        settings,
+        "predictions",
+        Prediction,
+        on_drop=lambda _subscriber, _reason: gateway_metrics.stream_dropped.inc(),
+        # The prediction stream sends each prediction's bytes with its request id, filtered on model and version.
+        id_field="request_id",
+        filter_fields=("model", "version"),
     )
     drift_alerts = _fanout(settings, "drift-alerts", DriftAlert)
     repository = ModelRepository(settings.models_dir)

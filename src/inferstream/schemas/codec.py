@@ -10,9 +10,10 @@ holds bad records are they found and reported one by one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import orjson
@@ -20,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from inferstream.errors import ContractError, FieldProblem, RecordEncodingError, RecordValidationError
 from inferstream.schemas._annotations import is_union, members, unwrap
-from inferstream.schemas.compiled import fast_decoder
+from inferstream.schemas.compiled import fast_checker, fast_decoder
 from inferstream.schemas.compiled_batch import Encoded, fast_batch
 from inferstream.schemas.jsonpolicy import MAX_DEPTH, NON_FINITE, problem_in_fields
 from inferstream.schemas.policy_plan import PolicyPlan
@@ -136,6 +137,8 @@ class Codec(Generic[C]):
         self._serializer = contract.__pydantic_serializer__
         #: The compiled decoder (schemas/compiled.py), None for a contract it cannot mirror exactly.
         self._fast = fast_decoder(contract)
+        #: The compiled check without building records (:meth:`fields_of`), None where the model must check.
+        self._checker = fast_checker(contract) if self._fast is not None else None
         #: Where the JSON policy must look in a validated batch (schemas/policy_plan.py).
         self._plan = PolicyPlan(contract)
         #: Every field of JSON's own types (strings, numbers, times, free-form values): encode_many uses orjson.
@@ -217,6 +220,43 @@ class Codec(Generic[C]):
         if problem is not None:
             raise RecordValidationError(self.name, [problem], line=line, raw=_raw(data))
         return record
+
+    def fields_of(self, names: Sequence[str]) -> Callable[[bytes, Headers | None], tuple[Any, ...]]:
+        """A function that checks a record's bytes (and headers) as :meth:`decode` does and gives the named fields.
+
+        For readers that pass the bytes on as they are and look at a few fields (the
+        gateway's streams): the compiled path checks the record without building it, about
+        half the cost of :meth:`decode`. The function raises ``ContractError`` for exactly
+        the records :meth:`decode` refuses. Names must be fields of JSON's own scalar types
+        (strings, numbers, booleans), whose values do not depend on the way they were read.
+        """
+        names = tuple(names)
+        if not names:
+            raise ValueError("fields_of needs the name of at least one field")
+        for name in names:
+            field = self.contract.model_fields.get(name)
+            annotation = None if field is None else unwrap(field.annotation)[0]
+            if annotation is None or (
+                annotation not in (str, int, float, bool) and get_origin(annotation) is not Literal
+            ):
+                raise ValueError(f"{self.name} has no field {name!r} of a JSON scalar type")
+        checker = self._checker
+        check = checker.check if checker is not None else None
+        check_header, header = self.check_header, self.header
+        decode = self.decode
+        # attrgetter of several names gives a tuple; of one, the value alone.
+        pick: Callable[[Any], Any] = attrgetter(*names) if len(names) > 1 else _one(names[0])
+
+        def fields(data: bytes, headers: Headers | None) -> tuple[Any, ...]:
+            if check is not None and type(data) is bytes:
+                if headers and headers[0] != header:  # the common case (this contract's header first) costs no call
+                    check_header(headers)
+                struct = check(data)
+                if struct is not None:
+                    return pick(struct)  # type: ignore[no-any-return]
+            return pick(decode(data, headers=headers))  # type: ignore[no-any-return]
+
+        return fields
 
     def check_header(self, headers: Headers) -> None:
         """Refuse records written by another contract or a newer version of this one."""
@@ -317,6 +357,11 @@ class Codec(Generic[C]):
             return [to_json(record) for record in records]
         except Exception:  # pydantic-core's serialisation errors: find the record at fault
             return [self.encode(record) for record in records]
+
+
+def _one(name: str) -> Callable[[Any], tuple[Any]]:
+    get = attrgetter(name)
+    return lambda record: (get(record),)
 
 
 def _json_native(annotation: Any) -> bool:

@@ -19,6 +19,14 @@ subscriber that takes nothing for that long is dropped with a reason (its queue 
 emptied, its iteration ends, ``dropped`` says why), and the others go on. So a
 burst never costs a fast subscriber a record, and a stalled one costs at most its
 queue plus one batch.
+
+Two kinds of subscriber: :meth:`Fanout.subscribe` gives each record with its bytes,
+for readers that look into records (the dashboard, the alert stream's repeat filter);
+:meth:`Fanout.subscribe_raw` gives each record's id and bytes, for readers that pass the
+bytes on (the prediction stream), filtered on a few fields. While only raw subscribers
+listen, records are checked exactly as decoding would check them, but never built
+(:meth:`inferstream.schemas.codec.Codec.fields_of`): the gateway's prediction stream
+spends half the time a record it did.
 """
 
 from __future__ import annotations
@@ -27,20 +35,23 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from typing import Any, Generic, TypeVar
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import fetch
+from inferstream.connectors.kafka._util import error_of, fetch, partition_bounds
 from inferstream.connectors.kafka.admin import TopicAdmin
-from inferstream.errors import ContractError, TopicError
+from inferstream.errors import ContractError, KafkaError, TopicError
 from inferstream.schemas.codec import Codec
 from inferstream.schemas.records import Contract
 
 C = TypeVar("C", bound=Contract)
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +59,24 @@ _TIMEOUT_S = 15.0
 _BATCH = 500
 
 
-class FanoutSubscriber(Generic[C]):
-    """One subscriber: a filter and a bounded queue of batches of (record, raw bytes)."""
+class Subscription(Generic[T]):
+    """One subscriber's bounded queue of batches of items (see the module doc), until it is dropped."""
 
-    def __init__(self, accept: Callable[[C], bool], queue_size: int, name: str) -> None:
-        self.accept = accept
+    def __init__(self, queue_size: int, name: str) -> None:
         self.name = name
         self.queue_size = queue_size
-        self._batches: deque[list[tuple[C, bytes]]] = deque()
+        self._batches: deque[list[T]] = deque()
         self._queued = 0
         self._ready = asyncio.Event()  # something queued, or the end
         self._room = asyncio.Event()  # something taken
         self._ended = False
         #: Why the fan-out stopped feeding this subscriber (None while it is fed).
         self.dropped: str | None = None
-        #: Records taken from the queue so far.
+        #: Items taken from the queue so far.
         self.taken = 0
 
-    async def batches(self, max_batch: int = 1000) -> AsyncIterator[list[tuple[C, bytes]]]:
-        """Lists of queued records (waits for the first, takes what else is queued), until dropped."""
+    async def batches(self, max_batch: int = 1000) -> AsyncIterator[list[T]]:
+        """Lists of queued items (waits for the first, takes what else is queued), until dropped."""
         queued = self._batches
         while True:
             while not queued:
@@ -97,7 +107,7 @@ class FanoutSubscriber(Generic[C]):
                 await asyncio.wait_for(self._room.wait(), left)
         return not self._ended
 
-    def _push(self, items: list[tuple[C, bytes]]) -> None:
+    def _push(self, items: list[T]) -> None:
         self._batches.append(items)
         self._queued += len(items)
         self._ready.set()
@@ -112,6 +122,42 @@ class FanoutSubscriber(Generic[C]):
         self._room.set()
 
 
+class FanoutSubscriber(Subscription[tuple[C, bytes]]):
+    """A subscriber of records: (record, raw bytes) of each record its filter accepts."""
+
+    def __init__(self, accept: Callable[[C], bool], queue_size: int, name: str) -> None:
+        super().__init__(queue_size, name)
+        self.accept = accept
+
+
+class RawSubscriber(Subscription[tuple[str, bytes]]):
+    """A subscriber of bytes: (id, raw bytes) of each valid record whose fields hold ``where``'s values."""
+
+    def __init__(self, where: Mapping[str, Any], fields: tuple[str, ...], queue_size: int, name: str) -> None:
+        super().__init__(queue_size, name)
+        self.where = dict(where)
+        #: Of a record's fields (the fan-out's, id first): what ``where`` tests, and the value it must be.
+        self.tested: Callable[[tuple[Any, ...]], Any] | None = None
+        self.wanted: Any = None
+        if where:
+            at = [fields.index(name) for name in where]
+            self.tested = itemgetter(*at)  # of several positions a tuple, of one the value alone
+            self.wanted = tuple(where.values()) if len(at) > 1 else next(iter(where.values()))
+
+
+@dataclass(slots=True)
+class _Batch(Generic[C]):
+    """The valid records of one fetch: their bytes, with their records or their fields (as subscribers needed)."""
+
+    raws: list[bytes]
+    #: (record, bytes) of each, when a record subscriber was there at the fetch.
+    items: list[tuple[C, bytes]] | None = None
+    #: The fan-out's fields of each (id first), when no record subscriber was there.
+    fields: list[tuple[Any, ...]] | None = None
+    #: (id, bytes) of each, made by the first raw subscriber without a filter.
+    pairs: list[tuple[str, bytes]] | None = None
+
+
 class Fanout(Generic[C]):
     """Reads ``topic`` once and offers every record to each subscriber (see the module doc)."""
 
@@ -123,15 +169,22 @@ class Fanout(Generic[C]):
         *,
         queue_size: int,
         drop_after_s: float = 5.0,
-        on_drop: Callable[[FanoutSubscriber[C], str], None] | None = None,
+        on_drop: Callable[[Subscription[Any], str], None] | None = None,
+        id_field: str | None = None,
+        filter_fields: Sequence[str] = (),
     ) -> None:
+        """``id_field`` and ``filter_fields`` (string fields of the contract) are what raw subscribers get and test."""
         self.settings = settings
         self.topic = topic
         self.codec = codec
         self.queue_size = queue_size
         self.drop_after_s = drop_after_s
         self._on_drop = on_drop
-        self._subscribers: list[FanoutSubscriber[C]] = []
+        #: The fields a raw subscriber sees of each record: its id, then those it may filter on.
+        self.fields: tuple[str, ...] = () if id_field is None else (id_field, *filter_fields)
+        self._read_fields = codec.fields_of(self.fields) if self.fields else None
+        self._pick_fields = attrgetter(*self.fields) if len(self.fields) > 1 else None
+        self._subscribers: list[Subscription[Any]] = []
         self._consumer: confluent_kafka.Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -157,7 +210,25 @@ class Fanout(Generic[C]):
         self._subscribers.append(subscriber)
         return subscriber
 
-    def unsubscribe(self, subscriber: FanoutSubscriber[C]) -> None:
+    async def subscribe_raw(self, where: Mapping[str, Any] | None = None) -> RawSubscriber:
+        """A new subscriber that gets (id, bytes) of the valid records read from now on.
+
+        ``where`` maps some of the fan-out's ``filter_fields`` to the value a record must
+        hold to be sent (none: every record). Starts reading as :meth:`subscribe` does.
+        """
+        if not self.fields:
+            raise ValueError(f"the fan-out of {self.topic} has no id field: it has no raw subscribers")
+        unknown = sorted(set(where or ()) - set(self.fields[1:]))
+        if unknown:
+            filters = ", ".join(self.fields[1:]) or "nothing"
+            raise ValueError(f"the fan-out of {self.topic} filters on {filters}, not on {', '.join(unknown)}")
+        await self._start()
+        self._count += 1
+        subscriber = RawSubscriber(where or {}, self.fields, self.queue_size, f"s{self._count}")
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscription[Any]) -> None:
         """Stop feeding a subscriber (it went away)."""
         with contextlib.suppress(ValueError):
             self._subscribers.remove(subscriber)
@@ -178,7 +249,6 @@ class Fanout(Generic[C]):
                 f"topic {self.topic} does not exist: create the platform topics with "
                 "`inferstream topics create --platform`"
             )
-        partitions = admin.describe(self.topic, with_config=False).partitions
         conf: dict[str, Any] = {
             **self.settings.kafka.base_config(),
             "group.id": "inferstream-fanout",  # required by librdkafka; never joined, nothing committed
@@ -187,7 +257,18 @@ class Fanout(Generic[C]):
             **self.settings.kafka.consumer_overrides,
         }
         consumer = confluent_kafka.Consumer(conf)
-        consumer.assign([TopicPartition(self.topic, p.partition, p.high) for p in partitions])
+        try:
+            # A topic made a moment ago may have a partition with no leader yet: wait it out.
+            bounds = partition_bounds(consumer, self.topic, _TIMEOUT_S)
+            if bounds is None:
+                raise TopicError(f"topic {self.topic} went away")
+            consumer.assign([TopicPartition(self.topic, p, high) for p, (_low, high) in bounds.items()])
+        except confluent_kafka.KafkaException as exc:
+            consumer.close()
+            raise KafkaError(f"cannot read the end of {self.topic}: {error_of(exc).str()}") from exc
+        except BaseException:
+            consumer.close()
+            raise
         return consumer
 
     async def _read(self) -> None:
@@ -195,32 +276,57 @@ class Fanout(Generic[C]):
         assert consumer is not None
         try:
             while not self._stopping:
-                # Fetched and decoded off the event loop: the loop only hands batches out.
-                records = await asyncio.to_thread(self._fetch, consumer)
-                if records:
-                    await self._offer(records)
+                # Fetched and checked off the event loop: the loop only hands batches out.
+                batch = await asyncio.to_thread(self._fetch, consumer)
+                if batch is not None:
+                    await self._offer(batch)
         except Exception as exc:  # the stream cannot go on: tell every subscriber why
             log.exception("reading %s for streaming failed", self.topic)
             self._end_all(f"the gateway stopped reading {self.topic}: {exc}")
             raise
 
-    def _fetch(self, consumer: confluent_kafka.Consumer) -> list[tuple[C, bytes]]:
-        records = []
-        decode = self.codec.decode
-        for message in fetch(consumer, _BATCH, 0.2):
+    def _fetch(self, consumer: confluent_kafka.Consumer) -> _Batch[C] | None:
+        messages = fetch(consumer, _BATCH, 0.2)
+        # Records are built only for subscribers of records; raw ones need their fields only.
+        read_fields = self._read_fields
+        if read_fields is None or any(isinstance(s, FanoutSubscriber) for s in self._subscribers):
+            return self._decode(messages)
+        raws: list[bytes] = []
+        fields: list[tuple[Any, ...]] = []
+        for message in messages:
             value = message.value()
             if message.error() is not None or value is None:
                 continue
             try:
-                records.append((decode(value, headers=message.headers()), value))
+                fields.append(read_fields(value, message.headers()))
             except ContractError:
                 self.undecodable += 1
-        return records
+                continue
+            raws.append(value)
+        return _Batch(raws, fields=fields) if raws else None
 
-    async def _offer(self, records: list[tuple[C, bytes]]) -> None:
+    def _decode(self, messages: list[confluent_kafka.Message]) -> _Batch[C] | None:
+        items = []
+        decode = self.codec.decode
+        for message in messages:
+            value = message.value()
+            if message.error() is not None or value is None:
+                continue
+            try:
+                items.append((decode(value, headers=message.headers()), value))
+            except ContractError:
+                self.undecodable += 1
+        return _Batch([raw for _, raw in items], items=items) if items else None
+
+    async def _offer(self, batch: _Batch[C]) -> None:
         for subscriber in list(self._subscribers):
-            accept = subscriber.accept
-            items = records if accept is _all else [item for item in records if accept(item[0])]
+            if isinstance(subscriber, FanoutSubscriber):
+                accept = subscriber.accept
+                records = self._items(batch)
+                items: list[Any] = records if accept is _all else [item for item in records if accept(item[0])]
+            else:
+                assert isinstance(subscriber, RawSubscriber)
+                items = self._pairs(batch, subscriber)
             if not items:
                 continue
             if not subscriber._fits(len(items)) and not await subscriber._wait_for_room(len(items), self.drop_after_s):
@@ -233,7 +339,30 @@ class Fanout(Generic[C]):
                 continue
             subscriber._push(items)
 
-    def _drop(self, subscriber: FanoutSubscriber[C], reason: str) -> None:
+    def _items(self, batch: _Batch[C]) -> list[tuple[C, bytes]]:
+        if batch.items is None:  # a subscriber of records came after the fetch: rare, checked bytes decode
+            decode = self.codec.decode
+            batch.items = [(decode(raw), raw) for raw in batch.raws]
+        return batch.items
+
+    def _pairs(self, batch: _Batch[C], subscriber: RawSubscriber) -> list[tuple[str, bytes]]:
+        fields = batch.fields
+        if fields is None:
+            pick = self._pick_fields
+            records = self._items(batch)
+            fields = batch.fields = (
+                [pick(record) for record, _ in records]
+                if pick is not None
+                else [(getattr(record, self.fields[0]),) for record, _ in records]
+            )
+        tested, wanted = subscriber.tested, subscriber.wanted
+        if tested is None:
+            if batch.pairs is None:
+                batch.pairs = [(values[0], raw) for values, raw in zip(fields, batch.raws, strict=True)]
+            return batch.pairs
+        return [(values[0], raw) for values, raw in zip(fields, batch.raws, strict=True) if tested(values) == wanted]
+
+    def _drop(self, subscriber: Subscription[Any], reason: str) -> None:
         self.unsubscribe(subscriber)
         subscriber._end(reason)
         log.warning("dropped stream subscriber %s of %s: %s", subscriber.name, self.topic, reason)
