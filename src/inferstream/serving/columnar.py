@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from inferstream.errors import RecordEncodingError
-from inferstream.schemas.columnar import ColumnarRequest, prediction_batch_arrow
+from inferstream.schemas.columnar import ColumnarRequest, PredictionBatchWriter
 from inferstream.serving.config import ModelConfig
 from inferstream.serving.preprocess import TabularPreprocessor, as_numbers
 
@@ -41,6 +41,7 @@ class ColumnarScorer:
         labels = self.spec.labels
         self._labels = np.asarray(labels) if labels else None
         self._arrow_labels = pa.array(labels, pa.string()) if labels else None
+        self._writer = PredictionBatchWriter()  # the label dictionary is the same in every answer
 
     def feeds(self, request: ColumnarRequest) -> dict[str, npt.NDArray[Any]]:
         """The model's input for every row of the request; ``ValueError`` naming the columns at fault."""
@@ -71,7 +72,7 @@ class ColumnarScorer:
         """The prediction batch's value in the request's form; ``fields`` are every field but the columns."""
         rows = request.rows
         if request.batch is not None:
-            return prediction_batch_arrow(fields, request.batch, self._arrow_outputs(outputs, rows))
+            return self._writer.write(fields, request.batch, self._arrow_outputs(outputs, rows))
         fields["inputs"] = request.lists
         fields["outputs"] = self._json_outputs(outputs, rows)
         try:
