@@ -11,6 +11,7 @@ from inferstream.monitoring.extract import Extractor
 from inferstream.monitoring.spec import ColumnSpec
 from inferstream.schemas import codec_for
 from inferstream.schemas.columnar import (
+    PredictionBatchWriter,
     columns_of,
     decode_prediction_batch,
     decode_predictions,
@@ -138,6 +139,39 @@ def test_prediction_batch_forms_agree_and_expand_into_rows() -> None:
     assert rows[1].inputs == {"x": 2.0, "y": 4}
     assert rows[1].outputs == {"label": "a", "probabilities": {"a": 0.8, "b": 0.2}}
     assert decode_predictions(orjson.dumps(as_json, option=orjson.OPT_UTC_Z), json_headers)[0] == rows[0]
+
+
+def test_the_prediction_batch_writer_writes_what_the_stream_writer_does() -> None:
+    # The writer keeps each request shape's schema and dictionaries: every later answer must
+    # still be the stream writer's bytes, whatever its rows, values and fields.
+    labels = pa.array(["a", "b"])
+    writer = PredictionBatchWriter()
+    shapes = [
+        pa.record_batch({"x": [1.0, 2.0, None], "y": [3, 4, 5]}),
+        pa.record_batch({"name": ["p", None], "flag": [True, False]}),
+    ]
+    for index in range(6):
+        inputs = shapes[index % 2]
+        rows = inputs.num_rows
+        outputs = {
+            "label": pa.DictionaryArray.from_arrays(pa.array([index % 2] * rows, pa.int32()), labels),
+            "probabilities": pa.StructArray.from_arrays(
+                [pa.array([0.1 * index] * rows), pa.array([1 - 0.1 * index] * rows)], names=["a", "b"]
+            ),
+            "score": pa.array([float(index)] * rows),
+        }
+        fields = {**_fields(rows), "request_id": f"b{index}", "attributes": {"i": str(index)}}
+        value = writer.write(fields, inputs, outputs)
+        assert value == prediction_batch_arrow(fields, inputs, outputs)
+        read = pa.ipc.open_stream(value).read_all()
+        assert read.column("outputs.label").to_pylist() == ["ab"[index % 2]] * rows
+        batch = decode_prediction_batch(value, headers_for(PredictionBatch, "arrow"))
+        assert (batch.request_id, batch.attributes, batch.outputs["score"]) == (
+            f"b{index}",
+            {"i": str(index)},
+            [float(index)] * rows,
+        )
+    assert all(layout.fast for layout in writer._layouts)  # the messages written apart are the writer's
 
 
 def test_the_drift_extractor_takes_a_prediction_batch_as_rows_of_one_record() -> None:

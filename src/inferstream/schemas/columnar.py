@@ -271,6 +271,77 @@ def prediction_batch_arrow(fields: Mapping[str, Any], inputs: pa.RecordBatch, ou
     return write_arrow(batch, fields)
 
 
+#: The end-of-stream marker of the Arrow IPC stream format (continuation token, zero length).
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What the prediction batches of one request shape share: their schema and dictionary messages."""
+
+    inputs: pa.Schema  # the request's columns, metadata aside
+    schema: pa.Schema  # the answer's columns, without metadata
+    dictionaries: bytes  # the dictionary messages of the stream, as the stream writer writes them
+    fast: bool  # whether the messages written apart match the stream writer's bytes (else it writes each)
+
+
+class PredictionBatchWriter:
+    """The Arrow form of one model's prediction batches, what they share written once per request shape.
+
+    Byte for byte what :func:`prediction_batch_arrow` writes, at about half the cost: a
+    stream writer per record builds the answer's schema (the inputs renamed), starts and
+    closes a writer and writes the dictionaries again; here each record costs its schema
+    message (its fields are the metadata), its record batch message and one copy. The
+    first answer of each shape is written by :func:`prediction_batch_arrow` and kept as the
+    layout only when the messages written apart match it. An output's dictionary (a
+    model's labels) must be the same in every batch: it is written from the first.
+    """
+
+    def __init__(self) -> None:
+        self._layouts: deque[_Layout] = deque(maxlen=8)
+
+    def write(self, fields: Mapping[str, Any], inputs: pa.RecordBatch, outputs: Mapping[str, pa.Array]) -> bytes:
+        """The prediction batch's value: the request's columns and the outputs, ``fields`` as metadata."""
+        shape = inputs.schema
+        for layout in self._layouts:
+            if layout.inputs.equals(shape):  # metadata aside
+                if layout.fast:
+                    return self._write(layout, fields, inputs, outputs)
+                return prediction_batch_arrow(fields, inputs, outputs)
+        value = prediction_batch_arrow(fields, inputs, outputs)
+        self._layouts.append(self._layout(value, shape, fields, inputs, outputs))
+        return value
+
+    @staticmethod
+    def _write(
+        layout: _Layout, fields: Mapping[str, Any], inputs: pa.RecordBatch, outputs: Mapping[str, pa.Array]
+    ) -> bytes:
+        # A record batch message holds no names (they are the schema's): the outputs are
+        # appended to the request's batch as they are, under any name.
+        batch = inputs
+        for array in outputs.values():
+            batch = batch.append_column("", array)
+        meta = orjson.dumps(fields, option=orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY)
+        schema = layout.schema.with_metadata({META_KEY: meta})
+        return b"".join((schema.serialize(), layout.dictionaries, batch.serialize(), _END_OF_STREAM))
+
+    def _layout(
+        self,
+        value: bytes,
+        shape: pa.Schema,
+        fields: Mapping[str, Any],
+        inputs: pa.RecordBatch,
+        outputs: Mapping[str, pa.Array],
+    ) -> _Layout:
+        messages = list(pa.ipc.MessageReader.open_stream(pa.py_buffer(value)))
+        schema = pa.ipc.read_schema(messages[0]).remove_metadata()
+        dictionaries = b"".join(m.serialize().to_pybytes() for m in messages if m.type == "dictionary")
+        layout = _Layout(shape.remove_metadata(), schema, dictionaries, fast=True)
+        if self._write(layout, fields, inputs, outputs) != value:  # another pyarrow's writer: each is written whole
+            return _Layout(layout.inputs, schema, dictionaries, fast=False)
+        return layout
+
+
 @functools.lru_cache(maxsize=64)
 def _input_names(inputs: tuple[str, ...]) -> list[str]:
     """A prediction batch's input column names (requests of one model repeat them: made once)."""
@@ -388,6 +459,7 @@ __all__ = [
     "META_KEY",
     "ColumnarRequest",
     "Form",
+    "PredictionBatchWriter",
     "arrow_fields",
     "columns_of",
     "decode_prediction_batch",

@@ -13,6 +13,7 @@ feature, a column that is not numbers, NaN where the model refuses it) is a
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from inferstream.errors import RecordEncodingError
-from inferstream.schemas.columnar import ColumnarRequest, prediction_batch_arrow
+from inferstream.schemas.columnar import ColumnarRequest, PredictionBatchWriter
 from inferstream.serving.config import ModelConfig
 from inferstream.serving.preprocess import TabularPreprocessor, as_numbers
 
@@ -41,37 +42,60 @@ class ColumnarScorer:
         labels = self.spec.labels
         self._labels = np.asarray(labels) if labels else None
         self._arrow_labels = pa.array(labels, pa.string()) if labels else None
+        self._writer = PredictionBatchWriter()  # the label dictionary is the same in every answer
+        #: Request shapes (metadata-less schemas) seen lately, with their features' positions.
+        self._shapes: deque[tuple[pa.Schema, list[int] | None]] = deque(maxlen=8)
 
     def feeds(self, request: ColumnarRequest) -> dict[str, npt.NDArray[Any]]:
         """The model's input for every row of the request; ``ValueError`` naming the columns at fault."""
-        present = set(request.names)
+        batch = request.batch
+        if batch is not None:
+            # Where the features are is worked out once per request shape (names, types), not per record.
+            columns = self._columns(batch.schema)
+            stacked = _tensor(batch if columns is None else batch.select(columns))
+        else:
+            self._check_present(request.names)
+            stacked = None
+        if stacked is None:  # JSON lists, or a column Arrow cannot stack (it is named below)
+            numbers = []
+            for name in self.features:
+                try:
+                    numbers.append(_numbers(request.column(name)))
+                except (TypeError, ValueError, pa.ArrowException):
+                    raise ValueError(f"columns.{name}: not numbers") from None
+            # Float64 views of the record's buffers, stacked and cast once (not a strided write per column).
+            stacked = np.stack(numbers, axis=1)
+        matrix = as_numbers(stacked, self.dtype)
+        if not self.allow_nan and np.isnan(matrix).any():  # the columns at fault only when there are some
+            bad = np.isnan(matrix).any(axis=0)
+            names = [self.features[c] for c in np.flatnonzero(bad)]
+            raise ValueError(f"columns: NaN or null in feature(s) {', '.join(names[:5])} (allow_nan is off)")
+        return {self.input_name: matrix}
+
+    def _columns(self, schema: pa.Schema) -> list[int] | None:
+        """The features' positions in a batch of ``schema`` (None: they are its columns, in order)."""
+        for known, columns in self._shapes:
+            if known.equals(schema):  # metadata aside
+                return columns
+        names = schema.names
+        self._check_present(names)
+        # A column named twice never gets here: the request is refused when decoded.
+        columns = None if names == self.features else [names.index(name) for name in self.features]
+        self._shapes.append((schema.remove_metadata(), columns))
+        return columns
+
+    def _check_present(self, names: list[str]) -> None:
+        present = set(names)
         missing = [name for name in self.features if name not in present]
         if missing:
             more = " ..." if len(missing) > 5 else ""
             raise ValueError(f"columns: missing feature(s) {', '.join(missing[:5])}{more} of {len(self.features)}")
-        stacked = _tensor(request.batch, self.features) if request.batch is not None else None
-        if stacked is None:  # JSON lists, or a column Arrow cannot stack (it is named below)
-            columns = []
-            for name in self.features:
-                try:
-                    columns.append(_numbers(request.column(name)))
-                except (TypeError, ValueError, pa.ArrowException):
-                    raise ValueError(f"columns.{name}: not numbers") from None
-            # Float64 views of the record's buffers, stacked and cast once (not a strided write per column).
-            stacked = np.stack(columns, axis=1)
-        matrix = as_numbers(stacked, self.dtype)
-        if not self.allow_nan:
-            bad = np.isnan(matrix).any(axis=0)
-            if bad.any():
-                names = [self.features[c] for c in np.flatnonzero(bad)]
-                raise ValueError(f"columns: NaN or null in feature(s) {', '.join(names[:5])} (allow_nan is off)")
-        return {self.input_name: matrix}
 
     def encode(self, request: ColumnarRequest, outputs: Mapping[str, Any], fields: dict[str, Any]) -> bytes:
         """The prediction batch's value in the request's form; ``fields`` are every field but the columns."""
         rows = request.rows
         if request.batch is not None:
-            return prediction_batch_arrow(fields, request.batch, self._arrow_outputs(outputs, rows))
+            return self._writer.write(fields, request.batch, self._arrow_outputs(outputs, rows))
         fields["inputs"] = request.lists
         fields["outputs"] = self._json_outputs(outputs, rows)
         try:
@@ -117,14 +141,14 @@ class ColumnarScorer:
         return columns
 
 
-def _tensor(batch: pa.RecordBatch, features: list[str]) -> npt.NDArray[Any] | None:
-    """The features of an Arrow batch as one row-major matrix, nulls as NaN, in one Arrow call.
+def _tensor(batch: pa.RecordBatch) -> npt.NDArray[Any] | None:
+    """An Arrow batch as one row-major matrix, nulls as NaN, in one Arrow call.
 
     ~20 µs for 256 rows of 30 features, against ~100 µs column by column. None when a
     column is not numbers (bool, text): the column-by-column path then converts or names it.
     """
     try:
-        return np.asarray(batch.select(features).to_tensor(null_to_nan=True, row_major=True))
+        return np.asarray(batch.to_tensor(null_to_nan=True, row_major=True))
     except (pa.ArrowException, TypeError, ValueError):
         return None
 

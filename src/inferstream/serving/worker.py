@@ -260,6 +260,9 @@ class InferenceWorker:
         self.model = OnnxModel(version)
         self.metrics = metrics or Metrics()
         self._model_metrics = self.metrics.part(InferenceMetrics).bind(config.name, config.version)
+        # Looked up once, not per call: a columnar request is one record of many rows, served alone.
+        self._served_out = self.metrics.records_handled.labels("serve", "out")
+        self._compute_seconds = self.metrics.stage_seconds.labels("serve", "compute")
         self.stats = WorkerStats()
         topics = settings.topics
         served = options.shadow_of or (config.version,)
@@ -682,9 +685,14 @@ class InferenceWorker:
             if item.error is not None:
                 self._dead_letter(item, item.error, tag)
         if any(isinstance(item.request, ColumnarRequest) for item in good):
+            queued: list[float] = []
+            totals: list[float] = []
             for item in good:
                 if isinstance(item.request, ColumnarRequest):
-                    self._serve_columnar(item, item.request, started, tag)
+                    self._serve_columnar(item, item.request, started, tag, queued, totals)
+            if queued:  # counted once for the batch's answers, as the per-record path does
+                self._served(len(queued))
+                self._model_metrics.latencies(queued, totals)
             good = [item for item in good if not isinstance(item.request, ColumnarRequest)]
         prepared: Prepared
         if isinstance(self._preprocessor, TextPreprocessor):
@@ -719,8 +727,11 @@ class InferenceWorker:
         self.stats.requests += len(batch)
         self._acked(tag)  # the extra count: offsets move once every output is acknowledged
 
-    def _serve_columnar(self, item: _Item, request: ColumnarRequest, started: float, tag: int) -> None:
-        # One record, many rows: one model run of its own, one answer in the form asked.
+    def _serve_columnar(
+        self, item: _Item, request: ColumnarRequest, started: float, tag: int, queued: list[float], totals: list[float]
+    ) -> None:
+        # One record, many rows: one model run of its own, one answer in the form asked. An answered
+        # request's queue and end-to-end times go to ``queued`` and ``totals`` (metrics once a batch).
         assert self._columnar is not None
         try:
             feeds = self._columnar.feeds(request)
@@ -765,8 +776,8 @@ class InferenceWorker:
             self._in_flight[tag][0] += 1
             self._producer.produce(head.reply_to, value, key, headers, tag=tag)
         self.stats.columnar_rows += request.rows
-        self._served(1)
-        self._model_metrics.latencies((queue_s,), (total_s,))
+        queued.append(queue_s)
+        totals.append(total_s)
 
     def _run_model(self, feeds: dict[str, Any], count: int) -> tuple[dict[str, Any], dict[int, Exception]]:
         """The model's outputs for the rows that ran, and the error of each row that could not.
@@ -800,7 +811,7 @@ class InferenceWorker:
 
     def _served(self, count: int) -> None:
         self.stats.predictions += count
-        self.metrics.handled("serve", "out", count)
+        self._served_out.inc(count)
         self._model_metrics.served(count)
 
     def _observe(self, size: int, compute_ms: float) -> None:
@@ -809,7 +820,7 @@ class InferenceWorker:
         self.stats.batches += 1
         self.stats.batch_sizes.append(size)
         self._model_metrics.executed(size, compute_ms / 1000)
-        self.metrics.stage_seconds.labels("serve", "compute").observe(compute_ms / 1000)
+        self._compute_seconds.observe(compute_ms / 1000)
 
     def _embed(self, items: Sequence[_Item], prepared: TextPrepared, started: float, tag: int) -> None:
         # Similar lengths together: each model batch is padded only to its own longest text. The
