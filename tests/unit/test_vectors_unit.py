@@ -18,6 +18,7 @@ from inferstream.connectors.vectors import (
     Document,
     IndexMeta,
     MemoryStore,
+    Ops,
     Upsert,
     VectorStore,
     normalize_filters,
@@ -312,3 +313,30 @@ def test_embedded_refuses_vectors_with_nan_or_infinity(tmp_path: Path) -> None:
     assert [(r.position, "NaN or infinite" in r.reason) for r in refused] == [(0, True), (2, True), (3, False)]
     assert store.count() == 1
     store.close()
+
+
+def test_bulk_from_columns_sends_the_last_operation_on_each_id_with_each_rows_vector() -> None:
+    client = _BulkClient([200, 200, 200])
+    store = ElasticsearchStore(ElasticsearchSettings(url="http://127.0.0.1:1"), client=client)
+    block = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    store.extend(
+        Ops(
+            ids=["a", "b", "a", "c"],
+            deletes=[False, False, True, False],
+            vectors=block,
+            models=["m"] * 4,
+            versions=["1"] * 4,
+            event_times=[when] * 4,
+            texts=["ta", "tb", None, "tc"],
+            attributes=[{}, {"lang": "en"}, {}, {}],
+        )
+    )
+    assert store.flush() == []
+    sent = client.requests[0]
+    actions = [next(iter(op.items())) for op in sent if set(op) & {"index", "delete"}]
+    assert [(kind, body["_id"]) for kind, body in actions] == [("delete", "a"), ("index", "b"), ("index", "c")]
+    docs = [op for op in sent if "vector" in op]
+    assert [d["vector"] for d in docs] == [encode_vector(block[1]), encode_vector(block[3])]
+    assert docs[0]["attributes"] == {"lang": "en"}
+    assert docs[0]["event_time"] == when.isoformat()

@@ -42,12 +42,12 @@ import pyarrow as pa
 
 from inferstream.config import ElasticsearchSettings
 from inferstream.connectors.vectors import (
-    Delete,
     FloatArray,
     Hit,
     IndexMeta,
     Op,
     OpBuffer,
+    Ops,
     Rejection,
     Upsert,
     attribute_pairs,
@@ -250,6 +250,10 @@ class EmbeddedStore:
         """Buffer one upsert or delete."""
         self._ops.add(op)
 
+    def extend(self, ops: Ops) -> None:
+        """Buffer many upserts and deletes, as columns."""
+        self._ops.extend(ops)
+
     @property
     def pending(self) -> int:
         """Operations buffered and not yet written."""
@@ -262,43 +266,33 @@ class EmbeddedStore:
         meta = self._meta
         if meta is None or self._table is None:
             raise SinkError(f"{self.location}: setup() before flush()")
+        positions, ops = self._ops.latest()
         rejected: list[Rejection] = []
-        upserts: list[tuple[int, Upsert]] = []
-        deletes: list[str] = []
-        shape = (meta.dims,)
-        for position, op in self._ops.latest():
-            if isinstance(op, Delete):
-                deletes.append(op.id)
-            elif op.document.vector.shape != shape:
-                dims = op.document.vector.shape[0] if op.document.vector.ndim else 0
-                reason = f"vector has {dims} dims; the index holds {meta.dims}-dim vectors of {meta.ref}"
-                rejected.append(Rejection(position, f"document {op.id}: {reason}", "IndexRejected"))
-            else:
-                upserts.append((position, op))
-        vectors = np.stack([op.document.vector for _, op in upserts]) if upserts else None
-        if vectors is not None:
+        deletes = [doc_id for doc_id, gone in zip(ops.ids, ops.deletes, strict=True) if gone]
+        rows = [row for row, gone in enumerate(ops.deletes) if not gone] if deletes else list(range(len(ops)))
+        rows, vectors = self._block(ops, rows, positions, rejected)
+        if rows:
             # One pass over the batch, not one call a document. LanceDB is not asked to check
             # the vectors again (see _merge): NaN and infinities are refused here.
             finite = np.asarray(np.isfinite(vectors).all(axis=1))
             zero = np.asarray(~vectors.any(axis=1) if meta.similarity == "cosine" else np.zeros_like(finite))
             if zero.any() or not finite.all():
-                kept = []
                 finite_rows: list[bool] = finite.tolist()
                 zero_rows: list[bool] = zero.tolist()
-                for (position, op), is_finite, is_zero in zip(upserts, finite_rows, zero_rows, strict=True):
+                for row, is_finite, is_zero in zip(rows, finite_rows, zero_rows, strict=True):
                     if not is_finite:
                         reason = "vector holds NaN or infinite values"
                     elif is_zero:
                         reason = "cosine similarity cannot take a zero-magnitude vector"
                     else:
-                        kept.append((position, op))
                         continue
-                    rejected.append(Rejection(position, f"document {op.id}: {reason}", "IndexRejected"))
-                upserts = kept
-                vectors = vectors[finite & ~zero]
+                    rejected.append(Rejection(positions[row], f"document {ops.ids[row]}: {reason}", "IndexRejected"))
+                keep = finite & ~zero
+                rows = [row for row, kept in zip(rows, keep.tolist(), strict=True) if kept]
+                vectors = vectors[keep]
         try:
-            if upserts:
-                self._merge(self._arrow([op for _, op in upserts], meta, vectors))
+            if rows:
+                self._merge(self._rows(ops, rows, vectors, meta))
             if deletes:
                 self._table.delete(f"id IN ({', '.join(_sql_string(i) for i in deletes)})")
         except (OSError, RuntimeError) as exc:
@@ -309,6 +303,30 @@ class EmbeddedStore:
             ) from exc
         self._maintain()
         return self._done(rejected)
+
+    def _block(
+        self, ops: Ops, rows: list[int], positions: list[int], rejected: list[Rejection]
+    ) -> tuple[list[int], FloatArray]:
+        """The upsert ``rows`` of the index's dims and their vectors as one block; the others are refused."""
+        meta = self._meta
+        assert meta is not None
+        vectors = ops.vectors
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] == meta.dims:
+            block = vectors if len(rows) == len(vectors) else vectors[rows]
+            return rows, np.asarray(block, dtype=np.float32)
+        shape = (meta.dims,)
+        kept = []
+        for row in rows:
+            vector = vectors[row]
+            if vector.shape == shape:
+                kept.append(row)
+                continue
+            dims = vector.shape[0] if vector.ndim else 0
+            reason = f"vector has {dims} dims; the index holds {meta.dims}-dim vectors of {meta.ref}"
+            rejected.append(Rejection(positions[row], f"document {ops.ids[row]}: {reason}", "IndexRejected"))
+        if not kept:
+            return kept, np.zeros((0, meta.dims), dtype=np.float32)
+        return kept, np.stack([np.asarray(vectors[row], dtype=np.float32) for row in kept])
 
     def _merge(self, rows: pa.Table) -> None:
         """Upsert ``rows`` (in the table's own schema) on ``id``.
@@ -339,22 +357,28 @@ class EmbeddedStore:
         LOOP.run(merge())  # type: ignore[no-untyped-call]
 
     def _arrow(self, upserts: list[Upsert], meta: IndexMeta, vectors: FloatArray | None = None) -> pa.Table:
-        """The rows of ``upserts`` as one Arrow table: the vectors as one block, the rest column by column."""
-        docs = [u.document for u in upserts]
-        if vectors is None:
-            vectors = np.stack([d.vector for d in docs])
+        """The rows of ``upserts`` as one Arrow table (what the benchmark's raw baseline writes)."""
+        ops = Ops.of(upserts)
+        block = np.stack([u.document.vector for u in upserts]) if vectors is None else vectors
+        return self._rows(ops, list(range(len(ops))), block, meta)
+
+    @staticmethod
+    def _rows(ops: Ops, rows: list[int], vectors: FloatArray, meta: IndexMeta) -> pa.Table:
+        """The upsert ``rows`` of ``ops`` as one Arrow table: the vectors as one block, the rest column by column."""
+        if len(rows) != len(ops):
+            ops = ops.take(rows)
         flat = np.ascontiguousarray(vectors, dtype=np.float32).ravel()
-        attributes = [d.attributes for d in docs]
+        attributes = ops.attributes
         # Most documents carry no attributes: their two columns are constants, not a JSON dump each.
         return pa.table(
             {
-                "id": pa.array([d.id for d in docs], pa.string()),
+                "id": pa.array(ops.ids, pa.string()),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat), meta.dims),
-                "text": pa.array([d.text for d in docs], pa.string()),
-                "model": pa.array([d.model for d in docs], pa.string()),
-                "version": pa.array([d.version for d in docs], pa.string()),
+                "text": pa.array(ops.texts, pa.string()),
+                "model": pa.array(ops.models, pa.string()),
+                "version": pa.array(ops.versions, pa.string()),
                 # Aware datetimes: Arrow stores the UTC instant whatever their offset.
-                "event_time": pa.array([d.event_time for d in docs], pa.timestamp("us", tz="UTC")),
+                "event_time": pa.array(ops.event_times, pa.timestamp("us", tz="UTC")),
                 "attributes": pa.array([attributes_json(a) if a else "{}" for a in attributes], pa.string()),
                 "attribute_pairs": pa.array(
                     [attribute_pairs(a) if a else [] for a in attributes], pa.list_(pa.string())
