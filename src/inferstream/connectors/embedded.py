@@ -33,6 +33,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -141,6 +142,15 @@ def _schema(meta: IndexMeta) -> pa.Schema:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """What one flush writes: the upserts as Arrow rows, the ids to delete, and the refusals."""
+
+    rows: pa.Table | None
+    deletes: list[str]
+    rejected: list[Rejection]
+
+
 class EmbeddedStore:
     """The vector index in a LanceDB table under ``directory``; see the module docstring."""
 
@@ -172,6 +182,7 @@ class EmbeddedStore:
         self._has_fts = False
         self._ann_rows = 0  # rows the vector index was last trained on (0: none yet)
         self._native_schema = False  # the table's schema is the one _arrow writes (see _merge)
+        self._write: _Write | None = None  # the buffered operations' write, once prepared
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -249,10 +260,23 @@ class EmbeddedStore:
     def add(self, op: Op) -> None:
         """Buffer one upsert or delete."""
         self._ops.add(op)
+        self._write = None
 
     def extend(self, ops: Ops) -> None:
-        """Buffer many upserts and deletes, as columns."""
+        """Buffer many upserts and deletes, as columns, and prepare their write here, in the caller's thread.
+
+        The index sink extends from its consuming thread while no write is out, then
+        flushes from its writer thread while it decodes the next batch: building the
+        Arrow rows here keeps that Python work from contending for the GIL with the
+        decoding (2,000 rows: ~2 ms here, 4-6 ms in the writer thread beside it).
+        """
         self._ops.extend(ops)
+        self._write = None
+        if self._meta is not None:
+            try:
+                self._write = self._prepare()
+            except Exception:  # prepared again in flush(), which raises it where a write failure belongs
+                self._write = None
 
     @property
     def pending(self) -> int:
@@ -263,9 +287,27 @@ class EmbeddedStore:
         """Merge the upserts, apply the deletes; refusals come back, I/O failures raise to retry."""
         if not self._ops:
             return self._done([])
-        meta = self._meta
-        if meta is None or self._table is None:
+        if self._meta is None or self._table is None:
             raise SinkError(f"{self.location}: setup() before flush()")
+        write = self._write = self._write or self._prepare()  # kept for a retry
+        try:
+            if write.rows is not None:
+                self._merge(write.rows)
+            if write.deletes:
+                self._table.delete(f"id IN ({', '.join(_sql_string(i) for i in write.deletes)})")
+        except (OSError, RuntimeError) as exc:
+            # Disk full, a commit conflict, a file system hiccup: keep everything, retry.
+            raise SinkBackpressureError(
+                f"{self.location}: write failed ({exc}); retrying, nothing is committed meanwhile",
+                retry_after=self.settings.retry_backoff_min_ms / 1000,
+            ) from exc
+        self._maintain()
+        return self._done(write.rejected)
+
+    def _prepare(self) -> _Write:
+        """The write of what is buffered: the last operation on each id, checked, upserts as Arrow rows."""
+        meta = self._meta
+        assert meta is not None
         positions, ops = self._ops.latest()
         rejected: list[Rejection] = []
         deletes = [doc_id for doc_id, gone in zip(ops.ids, ops.deletes, strict=True) if gone]
@@ -290,19 +332,7 @@ class EmbeddedStore:
                 keep = finite & ~zero
                 rows = [row for row, kept in zip(rows, keep.tolist(), strict=True) if kept]
                 vectors = vectors[keep]
-        try:
-            if rows:
-                self._merge(self._rows(ops, rows, vectors, meta))
-            if deletes:
-                self._table.delete(f"id IN ({', '.join(_sql_string(i) for i in deletes)})")
-        except (OSError, RuntimeError) as exc:
-            # Disk full, a commit conflict, a file system hiccup: keep everything, retry.
-            raise SinkBackpressureError(
-                f"{self.location}: write failed ({exc}); retrying, nothing is committed meanwhile",
-                retry_after=self.settings.retry_backoff_min_ms / 1000,
-            ) from exc
-        self._maintain()
-        return self._done(rejected)
+        return _Write(self._rows(ops, rows, vectors, meta) if rows else None, deletes, rejected)
 
     def _block(
         self, ops: Ops, rows: list[int], positions: list[int], rejected: list[Rejection]
@@ -389,6 +419,7 @@ class EmbeddedStore:
 
     def _done(self, rejected: list[Rejection]) -> list[Rejection]:
         self._ops.clear()
+        self._write = None
         return rejected
 
     def _maintain(self) -> None:

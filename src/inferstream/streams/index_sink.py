@@ -12,9 +12,10 @@
 
 Writes are double-buffered: while one batch is written by the writer thread, the
 next is consumed and decoded. One write is out at a time and a batch goes to the
-store only once the one before it is written and committed, so writes land in
-offset order (a later update of an id always wins) and no offset is committed past
-a record not yet written.
+store only once the one before it is written, so writes land in offset order (a
+later update of an id always wins); a batch's dead letters and offsets go out once
+it is written (while the next one is), in order, so no offset is committed past a
+record not yet written.
 
 A record is an :class:`~inferstream.schemas.records.Embedding` (upsert, keyed by its
 id) or a null value (a tombstone: delete the document named by the key). A consumed
@@ -63,7 +64,7 @@ STAGE = "index"
 #: Records decoded between two chances for the writer thread to take the GIL.
 YIELD_EVERY = 64
 #: While a write is out, how often the loop looks whether it is done (seconds).
-WRITE_POLL_S = 0.002
+WRITE_POLL_S = 0.001
 #: Bytes one fetch may bring from a partition: a flush batch of embeddings, not 1 MB.
 FETCH_BYTES = 8 * 1024 * 1024
 
@@ -297,21 +298,40 @@ class IndexSink:
     # -- flush and commit -----------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Hand the pending batch to the writer thread, once the write before it is committed."""
+        """Hand the pending batch to the writer thread, once the write before it is done."""
         assert self._writer is not None
         ops = self._pending.seal()  # while the write before it is still out
-        if self._write is not None and not self._finish_write():
-            return  # stopping: nothing more is written
+        written = None
+        if self._write is not None:
+            written = self._take_write()
+            if written is None:
+                return  # stopping: nothing more is written
         batch, self._pending = self._pending, _Batch()
         if len(ops):
             self.store.extend(ops)
         self._writing = batch
         self._write = self._writer.submit(self.store.flush)
+        if written is not None:
+            # Dead letters and the commit of the batch before, while this one is written: the
+            # store is not kept waiting for them, and they still go out in order, each only
+            # after its own batch is written.
+            self._complete(*written)
 
     def _finish_write(self) -> bool:
         """Wait for the write out, retrying it while the store pushes back; then dead letters and commit.
 
         False when asked to stop before the store took it (nothing of it is committed).
+        """
+        written = self._take_write()
+        if written is None:
+            return False
+        self._complete(*written)
+        return True
+
+    def _take_write(self) -> tuple[_Batch, list[Rejection]] | None:
+        """The batch out and what the store refused of it, once written (retrying while the store pushes back).
+
+        None when asked to stop before the store took it (nothing of it is committed).
         """
         write, batch = self._write, self._writing
         assert write is not None
@@ -326,10 +346,9 @@ class IndexSink:
 
             if not self._retrying(flush, f"writing {self.store.pending} records", failed=exc):
                 self._write = self._writing = None
-                return False
+                return None
         self._write = self._writing = None
-        self._complete(batch, refused)
-        return True
+        return batch, refused
 
     def _settle_last_write(self) -> None:
         # Leaving: a write that went through is committed; one the store pushed back is not
