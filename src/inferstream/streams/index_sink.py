@@ -196,14 +196,15 @@ class IndexSink:
                 room = max(limit - len(pending.messages), 1)
                 # Wait for the next record no longer than until the pending ones are due, or than
                 # flush_idle_ms since the last one: a topic that gives nothing for that long is
-                # drained for now. While a write is out, look again every WRITE_POLL_S, to commit
-                # it and hand the store the next batch as soon as it is done; when nothing else
-                # waits, take what is there and otherwise wait for the write.
+                # drained for now. While a write is out and half a batch waits (it goes out as soon
+                # as the store is free, see below), look again every WRITE_POLL_S; polling more
+                # often than that otherwise would only take the GIL from the writer thread. When
+                # nothing else waits, take what is there and otherwise wait for the write.
                 if pending.messages:
                     wait = min(pending.started + interval, last_record + idle) - time.monotonic()
                 else:
                     wait = 0.0 if self._write is not None else 0.5
-                if self._write is not None:
+                if self._write is not None and 2 * len(pending.messages) >= limit:
                     wait = min(wait, WRITE_POLL_S)
                 batch = consumer.consume(room, max(wait, 0.0))
                 if not batch and not pending.messages and self._write is not None:
