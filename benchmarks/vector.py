@@ -48,6 +48,7 @@ from inferstream.connectors.elasticsearch import ElasticsearchStore, encode_vect
 from inferstream.connectors.embedded import EmbeddedStore, build_vector_index, needs_vector_index
 from inferstream.connectors.kafka import Producer
 from inferstream.connectors.vectors import Document, IndexMeta, Upsert, VectorStore
+from inferstream.runtime import settle
 from inferstream.schemas import Embedding
 from inferstream.schemas.codec import codec_for
 from inferstream.streams.index_sink import IndexSink
@@ -357,6 +358,7 @@ def run_store(
         out["raw_docs_s"] = n / raw_s
 
         sink = IndexSink(settings)
+        settle()  # as `inferstream stream index` does before its loop
         with SinkThread(sink):
             note(f"[{kind}] index sink: {n} documents from the topic")
             wait_for(lambda: sink.stats.upserts >= n, 1800, "every document", step=0.005)

@@ -18,6 +18,7 @@ from inferstream.connectors.vectors import (
     Document,
     IndexMeta,
     MemoryStore,
+    Ops,
     Upsert,
     VectorStore,
     normalize_filters,
@@ -270,3 +271,72 @@ def test_elasticsearch_credentials_reach_the_client_only() -> None:
     basic = ElasticsearchSettings(url="https://es:9200", username="svc", password="pw").client_options()
     assert basic["basic_auth"] == ("svc", "pw")
     assert "api_key" not in basic
+
+
+def test_embedded_writes_through_the_native_merge_and_falls_back_to_the_public_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lancedb.merge import LanceMergeInsertBuilder
+
+    public = LanceMergeInsertBuilder.execute
+    calls: list[int] = []
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return public(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanceMergeInsertBuilder, "execute", counted)
+    store = _embedded(tmp_path)
+    store.setup(META)
+    store.add(_doc("a", [1, 0, 0, 0], "native"))
+    assert store.flush() == []
+    assert calls == []  # the pinned lancedb: rows go straight to the native merge
+    store._native_schema = False  # as for a table in another schema: LanceDB's public path casts
+    store.add(_doc("a", [0, 1, 0, 0], "public"))
+    store.add(_doc("b", [0, 0, 1, 0], "public"))
+    assert store.flush() == []
+    assert calls == [1]
+    assert store.count() == 2
+    hits = store.knn(np.array([0, 1, 0, 0], np.float32), 1, num_candidates=10, filters={})
+    assert (hits[0].id, hits[0].text) == ("a", "public")
+    store.close()
+
+
+def test_embedded_refuses_vectors_with_nan_or_infinity(tmp_path: Path) -> None:
+    store = _embedded(tmp_path)
+    store.setup(META)
+    store.add(_doc("nan", [1, float("nan"), 0, 0]))
+    store.add(_doc("ok", [1, 0, 0, 0]))
+    store.add(_doc("inf", [float("inf"), 0, 0, 0]))
+    store.add(_doc("zero", [0, 0, 0, 0]))
+    refused = store.flush()
+    assert [(r.position, "NaN or infinite" in r.reason) for r in refused] == [(0, True), (2, True), (3, False)]
+    assert store.count() == 1
+    store.close()
+
+
+def test_bulk_from_columns_sends_the_last_operation_on_each_id_with_each_rows_vector() -> None:
+    client = _BulkClient([200, 200, 200])
+    store = ElasticsearchStore(ElasticsearchSettings(url="http://127.0.0.1:1"), client=client)
+    block = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]], dtype=np.float32)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    store.extend(
+        Ops(
+            ids=["a", "b", "a", "c"],
+            deletes=[False, False, True, False],
+            vectors=block,
+            models=["m"] * 4,
+            versions=["1"] * 4,
+            event_times=[when] * 4,
+            texts=["ta", "tb", None, "tc"],
+            attributes=[{}, {"lang": "en"}, {}, {}],
+        )
+    )
+    assert store.flush() == []
+    sent = client.requests[0]
+    actions = [next(iter(op.items())) for op in sent if set(op) & {"index", "delete"}]
+    assert [(kind, body["_id"]) for kind, body in actions] == [("delete", "a"), ("index", "b"), ("index", "c")]
+    docs = [op for op in sent if "vector" in op]
+    assert [d["vector"] for d in docs] == [encode_vector(block[1]), encode_vector(block[3])]
+    assert docs[0]["attributes"] == {"lang": "en"}
+    assert docs[0]["event_time"] == when.isoformat()

@@ -36,12 +36,12 @@ import numpy as np
 
 from inferstream.config import ElasticsearchSettings
 from inferstream.connectors.vectors import (
-    Delete,
     FloatArray,
     Hit,
     IndexMeta,
     Op,
     OpBuffer,
+    Ops,
     Rejection,
 )
 from inferstream.errors import SearchError, SinkBackpressureError, SinkError
@@ -58,6 +58,14 @@ _SOURCE_FIELDS = {"includes": ["text", "model", "version", "event_time", "attrib
 def encode_vector(vector: FloatArray) -> str:
     """A vector as the server's binary form: base64 of big-endian float32."""
     return base64.b64encode(np.asarray(vector, dtype=">f4").tobytes()).decode("ascii")
+
+
+def _encoded(vectors: FloatArray | list[FloatArray]) -> list[str]:
+    """Each row's vector as :func:`encode_vector` writes it (a block: made big-endian once)."""
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        big = np.asarray(vectors, dtype=">f4")
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in big]
+    return [encode_vector(vector) for vector in vectors]
 
 
 def render_mapping(meta: IndexMeta, settings: ElasticsearchSettings) -> dict[str, Any]:
@@ -210,6 +218,10 @@ class ElasticsearchStore:
         """Buffer one upsert or delete."""
         self._ops.add(op)
 
+    def extend(self, ops: Ops) -> None:
+        """Buffer many upserts and deletes, as columns."""
+        self._ops.extend(ops)
+
     @property
     def pending(self) -> int:
         """Operations buffered and not yet acknowledged."""
@@ -219,44 +231,47 @@ class ElasticsearchStore:
         """One bulk request for everything buffered; refusals come back, transient failures raise."""
         if not self._ops:
             return self._done()
-        sent = self._ops.latest()  # the last operation on each id
+        positions, ops = self._ops.latest()  # the last operation on each id
+        index = self.index
+        vectors = _encoded(ops.vectors)
         body: list[dict[str, Any]] = []
-        for _position, op in sent:
-            if isinstance(op, Delete):
-                body.append({"delete": {"_index": self.index, "_id": op.id}})
+        for row, doc_id in enumerate(ops.ids):
+            if ops.deletes[row]:
+                body.append({"delete": {"_index": index, "_id": doc_id}})
             else:
-                doc = op.document
-                body.append({"index": {"_index": self.index, "_id": doc.id}})
+                body.append({"index": {"_index": index, "_id": doc_id}})
                 body.append(
                     {
-                        "vector": encode_vector(doc.vector),
-                        "text": doc.text,
-                        "model": doc.model,
-                        "version": doc.version,
-                        "event_time": doc.event_time.isoformat(),
-                        "attributes": dict(doc.attributes),
+                        "vector": vectors[row],
+                        "text": ops.texts[row],
+                        "model": ops.models[row],
+                        "version": ops.versions[row],
+                        "event_time": ops.event_times[row].isoformat(),
+                        "attributes": dict(ops.attributes[row]),
                     }
                 )
-        with self._transient(f"writing {len(sent)} documents"):
+        with self._transient(f"writing {len(ops)} documents"):
             response = self.client.bulk(operations=body)
-        retry: list[tuple[int, Op]] = []
+        if len(response["items"]) != len(ops):
+            raise SinkError(f"{self.location}: bulk answered {len(response['items'])} items for {len(ops)} operations")
+        retry: list[int] = []
         reasons: list[str] = []
-        for (position, op), item in zip(sent, response["items"], strict=True):
+        for row, item in enumerate(response["items"]):
             result = next(iter(item.values()))
             status = int(result.get("status", 500))
-            if status < 300 or (status == 404 and isinstance(op, Delete)):
+            if status < 300 or (status == 404 and ops.deletes[row]):
                 continue
             error = result.get("error") or {}
             # The server quotes the offending value, which may be huge: keep the start.
             reason = f"{error.get('type', 'error')}: {str(error.get('reason', status))[:_MAX_REASON]}"
             if status in _RETRY_STATUSES:
-                retry.append((position, op))
+                retry.append(row)
                 reasons.append(reason)
             else:
-                refusal = f"Elasticsearch refused document {op.id}: {reason}"
-                self._rejected.append(Rejection(position, refusal, "IndexRejected"))
+                refusal = f"Elasticsearch refused document {ops.ids[row]}: {reason}"
+                self._rejected.append(Rejection(positions[row], refusal, "IndexRejected"))
         if retry:
-            self._ops.keep(retry)
+            self._ops.keep([positions[row] for row in retry], ops.take(retry))
             raise SinkBackpressureError(
                 f"{self.location}: {len(retry)} documents not written yet ({reasons[0]}); retrying",
                 retry_after=self.settings.retry_backoff_min_ms / 1000,

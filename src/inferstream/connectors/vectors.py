@@ -5,8 +5,12 @@ Every sink has one lifecycle (``setup() → add(op) → flush()`` on commit)::
     store.setup()                      # index/mapping created, or checked against the model
     store.add(Upsert(document))        # buffered, nothing written yet
     store.add(Delete("doc-7"))         # a tombstone
+    store.extend(ops)                  # many at once, as columns (the index sink's batches)
     rejected = store.flush()           # written; per-record refusals come back by position
     consumer.commit(...)               # only now
+
+Only the last operation on an id since the last flush is written (a later delete
+wins over an earlier upsert, and the other way round).
 
 ``flush()`` raises :class:`~inferstream.errors.SinkBackpressureError` (with
 ``retry_after``) when the target is down or overloaded: what was added stays
@@ -25,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -88,6 +92,95 @@ class Delete:
 
 Op = Upsert | Delete
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_VECTOR: FloatArray = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Ops:
+    """Upserts and deletes as columns, in the order they apply: what a store writes in one flush.
+
+    Row ``i`` deletes document ``ids[i]`` where ``deletes[i]``, else upserts the document
+    its columns hold (a delete's other cells are placeholders, never read). ``vectors``
+    is one ``(rows, dims)`` float32 block (the index sink decodes a batch into one), or
+    one array a row (operations added one by one: their dims are the store's to check).
+    """
+
+    ids: list[str]
+    deletes: list[bool]
+    vectors: FloatArray | list[FloatArray]
+    models: list[str]
+    versions: list[str]
+    event_times: list[datetime]
+    texts: list[str | None]
+    attributes: list[Mapping[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, ops: Sequence[Op]) -> Ops:
+        """The columns of operations given one by one."""
+        docs = [op.document if isinstance(op, Upsert) else None for op in ops]
+        return cls(
+            ids=[op.id for op in ops],
+            deletes=[doc is None for doc in docs],
+            vectors=[_NO_VECTOR if doc is None else doc.vector for doc in docs],
+            models=["" if doc is None else doc.model for doc in docs],
+            versions=["" if doc is None else doc.version for doc in docs],
+            event_times=[_EPOCH if doc is None else doc.event_time for doc in docs],
+            texts=[None if doc is None else doc.text for doc in docs],
+            attributes=[{} if doc is None else doc.attributes for doc in docs],
+        )
+
+    @classmethod
+    def concat(cls, chunks: Sequence[Ops]) -> Ops:
+        """One set of columns holding every chunk's rows, in order."""
+        if len(chunks) == 1:
+            return chunks[0]
+        blocks = [c.vectors for c in chunks]
+        vectors: FloatArray | list[FloatArray]
+        if all(isinstance(b, np.ndarray) and b.ndim == 2 for b in blocks) and len({b[0].shape for b in blocks}) == 1:
+            vectors = np.concatenate(blocks)
+        else:
+            vectors = [row for block in blocks for row in block]
+        return cls(
+            ids=[v for c in chunks for v in c.ids],
+            deletes=[v for c in chunks for v in c.deletes],
+            vectors=vectors,
+            models=[v for c in chunks for v in c.models],
+            versions=[v for c in chunks for v in c.versions],
+            event_times=[v for c in chunks for v in c.event_times],
+            texts=[v for c in chunks for v in c.texts],
+            attributes=[v for c in chunks for v in c.attributes],
+        )
+
+    def take(self, rows: Sequence[int]) -> Ops:
+        """Only these rows, in this order."""
+        vectors = self.vectors
+        return Ops(
+            ids=[self.ids[r] for r in rows],
+            deletes=[self.deletes[r] for r in rows],
+            vectors=vectors[list(rows)] if isinstance(vectors, np.ndarray) else [vectors[r] for r in rows],
+            models=[self.models[r] for r in rows],
+            versions=[self.versions[r] for r in rows],
+            event_times=[self.event_times[r] for r in rows],
+            texts=[self.texts[r] for r in rows],
+            attributes=[self.attributes[r] for r in rows],
+        )
+
+    def document(self, row: int) -> Document:
+        """The document an upsert row writes."""
+        return Document(
+            id=self.ids[row],
+            vector=np.asarray(self.vectors[row], dtype=np.float32),
+            model=self.models[row],
+            version=self.versions[row],
+            event_time=self.event_times[row],
+            text=self.texts[row],
+            attributes=self.attributes[row],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -125,6 +218,9 @@ class VectorSink(Protocol):
 
     def add(self, op: Op) -> None:
         """Buffer one operation (raises SinkError when the buffer is full: flush first)."""
+
+    def extend(self, ops: Ops) -> None:
+        """Buffer many operations, as columns (raises SinkError when they do not fit: flush first)."""
 
     @property
     def pending(self) -> int:
@@ -193,46 +289,75 @@ class OpBuffer:
     """Operations added since the last flush, bounded, each with its position in that flush.
 
     Positions are what rejections refer to (the sink maps them back to records).
+    Operations added one by one become columns once, when the store reads them.
     """
 
     def __init__(self, max_buffered: int, location: str) -> None:
         self.max_buffered = max_buffered
         self.location = location
-        self._ops: list[tuple[int, Op]] = []
+        self._chunks: list[Ops] = []
+        self._loose: list[Op] = []  # added one by one since the last chunk
+        self._positions: list[int] = []
         self._next_position = 0
 
     def __len__(self) -> int:
-        return len(self._ops)
+        return len(self._positions)
 
     def add(self, op: Op) -> None:
         """Buffer one operation; a full buffer raises (the caller flushes first)."""
-        if len(self._ops) >= self.max_buffered:
-            raise SinkError(f"{len(self._ops)} operations buffered for {self.location}: flush() first")
-        self._ops.append((self._next_position, op))
+        self._room(1)
+        self._loose.append(op)
+        self._positions.append(self._next_position)
         self._next_position += 1
 
-    def items(self) -> list[tuple[int, Op]]:
-        """Every operation with its position, in the order added."""
-        return list(self._ops)
+    def extend(self, ops: Ops) -> None:
+        """Buffer many operations as columns; more than fit raises (the caller flushes first)."""
+        self._room(len(ops))
+        self._seal()
+        self._chunks.append(ops)
+        self._positions.extend(range(self._next_position, self._next_position + len(ops)))
+        self._next_position += len(ops)
 
-    def latest(self) -> list[tuple[int, Op]]:
-        """The last operation on each id, with its position.
+    def _room(self, count: int) -> None:
+        if len(self._positions) + count > self.max_buffered:
+            raise SinkError(f"{len(self._positions)} operations buffered for {self.location}: flush() first")
+
+    def _seal(self) -> None:
+        if self._loose:
+            self._chunks.append(Ops.of(self._loose))
+            self._loose = []
+
+    def items(self) -> tuple[list[int], Ops]:
+        """Every operation as columns, in the order added, and each row's position."""
+        self._seal()
+        if len(self._chunks) != 1:
+            self._chunks = [Ops.concat(self._chunks)] if self._chunks else [Ops.of([])]
+        return list(self._positions), self._chunks[0]
+
+    def latest(self) -> tuple[list[int], Ops]:
+        """The last operation on each id as columns, and each row's position.
 
         Only it matters, and writing only it keeps a retried earlier upsert from
         landing after a later delete.
         """
-        last: dict[str, tuple[int, Op]] = {}
-        for position, op in self._ops:
-            last[op.id] = (position, op)
-        return list(last.values())
+        positions, ops = self.items()
+        last = {doc_id: row for row, doc_id in enumerate(ops.ids)}
+        if len(last) == len(ops):
+            return positions, ops
+        rows = list(last.values())  # in the order ids first came
+        return [positions[row] for row in rows], ops.take(rows)
 
-    def keep(self, ops: list[tuple[int, Op]]) -> None:
+    def keep(self, positions: list[int], ops: Ops) -> None:
         """Only these stay buffered (to be written again); positions go on from where they were."""
-        self._ops = list(ops)
+        self._chunks = [ops]
+        self._loose = []
+        self._positions = list(positions)
 
     def clear(self) -> None:
         """Everything is written: the next flush numbers from 0 again."""
-        self._ops = []
+        self._chunks = []
+        self._loose = []
+        self._positions = []
         self._next_position = 0
 
 
@@ -263,6 +388,10 @@ class MemoryStore:
         """Buffer one operation."""
         self._ops.add(op)
 
+    def extend(self, ops: Ops) -> None:
+        """Buffer many operations, as columns."""
+        self._ops.extend(ops)
+
     @property
     def pending(self) -> int:
         """Operations buffered."""
@@ -274,14 +403,16 @@ class MemoryStore:
             raise SinkBackpressureError("memory store is down", retry_after=0.01)
         assert self._meta is not None, "setup() first"
         rejected = []
-        for position, op in self._ops.items():
-            if isinstance(op, Delete):
-                self.documents.pop(op.id, None)
-            elif op.document.vector.shape != (self._meta.dims,):
-                dims = op.document.vector.shape[0]
+        positions, ops = self._ops.items()
+        for row, position in enumerate(positions):
+            doc_id = ops.ids[row]
+            if ops.deletes[row]:
+                self.documents.pop(doc_id, None)
+            elif np.shape(ops.vectors[row]) != (self._meta.dims,):
+                dims = np.shape(ops.vectors[row])[0]
                 rejected.append(Rejection(position, f"vector has {dims} dims, not {self._meta.dims}"))
             else:
-                self.documents[op.id] = op.document
+                self.documents[doc_id] = ops.document(row)
                 self.writes += 1
         self._ops.clear()
         return rejected

@@ -39,6 +39,7 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from operator import attrgetter
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
@@ -214,6 +215,8 @@ class _Mapper:
 
     def __init__(self, *, python: bool = False, check: bool = False) -> None:
         self.structs: dict[type[BaseModel], tuple[type[msgspec.Struct], Callable[[Any], Any]]] = {}
+        #: Each model's fields whose decoded value the model converts or checks further, with the function doing it.
+        self.conversions: dict[type[BaseModel], list[tuple[str, Callable[[Any], Any]]]] = {}
         self.python = python
         self.check = check
 
@@ -326,6 +329,7 @@ class _Mapper:
             )
             build = _builder(model, converted, after)
         self.structs[model] = (struct, build)
+        self.conversions[model] = converted
         return struct, build
 
 
@@ -477,6 +481,40 @@ def fast_checker(model: type[BaseModel]) -> FastChecker | None:
         return None
 
 
+class FastFields:
+    """Decodes one contract's JSON bytes in compiled code into its struct, building no record.
+
+    For batch readers that gather fields into columns (the index sink). The struct holds
+    each field as decoded (a timestamp as its RFC 3339 text, a vector as its bytes, a
+    nested part as a struct); what the record would hold is the model's conversion of
+    it (:attr:`conversions`, for the fields that have one). Every field is checked as
+    :class:`FastDecoder` checks it, except those named in ``raw``: converting them (which
+    raises for a value the model refuses) is the caller's. ``decode`` returns None where
+    the model must decide, as :meth:`FastDecoder.decode` does.
+    """
+
+    def __init__(self, model: type[BaseModel], *, raw: frozenset[str] = frozenset()) -> None:
+        if _after_validators(model):
+            raise UnsupportedError(f"{model.__name__} has validators that need the record")
+        mapper = _Mapper()
+        struct, _ = mapper.struct(model)
+        self._decode = msgspec.json.Decoder(struct).decode
+        converted = mapper.conversions[model]
+        #: The model's conversion of each field that has one (raw ones included), by name.
+        self.conversions: dict[str, Callable[[Any], Any]] = dict(converted)
+        self._checks = [(attrgetter(name), convert) for name, convert in converted if name not in raw]
+
+    def decode(self, data: bytes) -> Any:
+        """The decoded struct (fields as attributes), or None: not taken here (the model decides)."""
+        try:
+            struct = self._decode(data)
+            for field, check in self._checks:
+                check(field(struct))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError):
+            return None
+        return struct
+
+
 def fast_decoder(model: type[BaseModel]) -> FastDecoder | None:
     """The compiled decoder of a model, or None when one of its fields has no exact compiled form."""
     try:
@@ -485,4 +523,4 @@ def fast_decoder(model: type[BaseModel]) -> FastDecoder | None:
         return None
 
 
-__all__ = ["FastChecker", "FastDecoder", "UnsupportedError", "fast_checker", "fast_decoder"]
+__all__ = ["FastChecker", "FastDecoder", "FastFields", "UnsupportedError", "fast_checker", "fast_decoder"]

@@ -2,7 +2,7 @@
 
 ::
 
-    embeddings ──batch consume──▶ decode / check ──▶ store.add(Upsert | Delete)
+    embeddings ──batch consume──▶ decode / check ──▶ store.extend(columns)
                                       │ bad                   │ at flush_max_records, flush_interval_ms,
                                       │                       │ or flush_idle_ms without a record and
                                       │                       │ none known to be on its way (drained)
@@ -12,12 +12,15 @@
 
 Writes are double-buffered: while one batch is written by the writer thread, the
 next is consumed and decoded. One write is out at a time and a batch goes to the
-store only once the one before it is written and committed, so writes land in
-offset order (a later update of an id always wins) and no offset is committed past
-a record not yet written.
+store only once the one before it is written, so writes land in offset order (a
+later update of an id always wins); a batch's dead letters and offsets go out once
+it is written (while the next one is), in order, so no offset is committed past a
+record not yet written.
 
 A record is an :class:`~inferstream.schemas.records.Embedding` (upsert, keyed by its
-id) or a null value (a tombstone: delete the document named by the key). What
+id) or a null value (a tombstone: delete the document named by the key). A consumed
+batch is decoded into columns (:mod:`inferstream.streams.index_decode`: ids, one
+float32 block of vectors, texts, ...), with no record object built for a valid one. What
 cannot be indexed goes to the dead-letter topic with its original bytes and the
 reason: an invalid record (missing id, NaN in the vector, malformed JSON), a
 vector of the wrong dims or of another model than the index holds, a tombstone
@@ -40,30 +43,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import confluent_kafka
 import numpy as np
 
 from inferstream.config import Settings
-from inferstream.connectors.kafka._util import headers_of
 from inferstream.connectors.kafka.consumer import Consumer
 from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.connectors.stores import open_store
-from inferstream.connectors.vectors import (
-    Delete,
-    Document,
-    IndexMeta,
-    Op,
-    Rejection,
-    Upsert,
-    VectorStore,
-)
-from inferstream.errors import CommitError, ContractError, SinkBackpressureError
+from inferstream.connectors.vectors import IndexMeta, Ops, Rejection, VectorStore
+from inferstream.errors import CommitError, SinkBackpressureError
 from inferstream.metrics import Metrics
-from inferstream.schemas.codec import codec_for
-from inferstream.schemas.records import Embedding
 from inferstream.serving.index_meta import index_meta
+from inferstream.streams.index_decode import Decoded, IndexDecoder
 from inferstream.streams.metrics import IndexMetrics
 
 log = logging.getLogger(__name__)
@@ -71,6 +63,8 @@ log = logging.getLogger(__name__)
 STAGE = "index"
 #: Records decoded between two chances for the writer thread to take the GIL.
 YIELD_EVERY = 64
+#: While a write is out, how often the loop looks whether it is done (seconds).
+WRITE_POLL_S = 0.001
 #: Bytes one fetch may bring from a partition: a flush batch of embeddings, not 1 MB.
 FETCH_BYTES = 8 * 1024 * 1024
 
@@ -98,18 +92,21 @@ class IndexStats:
 
 @dataclass
 class _Batch:
-    """Records consumed since the last flush: every message (to commit) and the ops written for them."""
+    """Records consumed since the last flush: every message (to commit) and the ops decoded from them."""
 
     messages: list[confluent_kafka.Message] = field(default_factory=list)
-    ops: list[Op] = field(default_factory=list)
-    op_messages: list[confluent_kafka.Message] = field(default_factory=list)
+    decoded: list[Decoded] = field(default_factory=list)  # one a consumed batch, rows in offset order
     started: float = 0.0  # when its first record came (monotonic)
+    #: Once handed to the store: the ops as one set of columns (positions are rows) and each row's record.
+    ops: Ops | None = None
+    op_messages: list[confluent_kafka.Message] = field(default_factory=list)
 
-
-class _RejectedError(Exception):
-    def __init__(self, reason: str, error_class: str) -> None:
-        super().__init__(reason)
-        self.error_class = error_class
+    def seal(self) -> Ops:
+        """The decoded ops as one set of columns, in offset order."""
+        self.ops = Ops.concat([d.ops for d in self.decoded])
+        self.op_messages = [m for d in self.decoded for m in d.messages]
+        self.decoded = []
+        return self.ops
 
 
 class IndexSink:
@@ -145,7 +142,7 @@ class IndexSink:
         #: Set once the index is set up and the consumer subscribed.
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._codec = codec_for(Embedding)
+        self._decoder = IndexDecoder(self.meta, self.config.index)
         self._consumer: Consumer | None = None
         self._dlq: DeadLetterWriter | None = None
         # Double-buffered: one batch fills (consumed, decoded) while the one before is written
@@ -188,7 +185,7 @@ class IndexSink:
         self.ready.set()
         interval = self.config.flush_interval_ms / 1000
         idle = self.config.flush_idle_ms / 1000
-        idle_since = time.monotonic()
+        idle_since = last_record = time.monotonic()
         try:
             while not consumer.stopping:
                 if self._write is not None and self._write.done() and not self._finish_write():
@@ -198,27 +195,36 @@ class IndexSink:
                 limit = min(self.config.flush_max_records, self.store.max_buffered)
                 room = max(limit - len(pending.messages), 1)
                 # Wait for the next record no longer than until the pending ones are due, or than
-                # flush_idle_ms: a topic that gives nothing for that long is drained for now. While
-                # a write is out and nothing else waits, take what is there and otherwise wait for
-                # the write, to commit it as soon as it is done.
+                # flush_idle_ms since the last one: a topic that gives nothing for that long is
+                # drained for now. While a write is out and half a batch waits (it goes out as soon
+                # as the store is free, see below), look again every WRITE_POLL_S; polling more
+                # often than that otherwise would only take the GIL from the writer thread. When
+                # nothing else waits, take what is there and otherwise wait for the write.
                 if pending.messages:
-                    wait = min(pending.started + interval - time.monotonic(), idle)
+                    wait = min(pending.started + interval, last_record + idle) - time.monotonic()
                 else:
                     wait = 0.0 if self._write is not None else 0.5
+                if self._write is not None and 2 * len(pending.messages) >= limit:
+                    wait = min(wait, WRITE_POLL_S)
                 batch = consumer.consume(room, max(wait, 0.0))
                 if not batch and not pending.messages and self._write is not None:
                     futures_wait([self._write], timeout=idle)
                     continue
                 now = time.monotonic()
                 if batch:
-                    idle_since = now
+                    idle_since = last_record = now
                     if not pending.messages:
                         pending.started = now
                     self._add_batch(batch)
                 if pending.messages and (
-                    (not batch and not consumer.behind())  # drained, not a fetch on its way
-                    or len(pending.messages) >= limit
+                    len(pending.messages) >= limit
                     or now - pending.started >= interval
+                    # The store has nothing to do and half a batch waits: write it now and gather
+                    # the rest while it is written, rather than keep the store idle until the
+                    # second half has come and been decoded (the start of a catch-up).
+                    or (self._write is None and 2 * len(pending.messages) >= limit)
+                    # Drained, not a fetch on its way.
+                    or (not batch and now - last_record >= idle and not consumer.behind())
                 ):
                     self._flush()
                 if not consumer.assignment():
@@ -261,89 +267,14 @@ class IndexSink:
         self.stats.records += len(batch)
         pending = self._pending
         pending.messages.extend(batch)
-        ops: list[tuple[confluent_kafka.Message, Op]] = []
-        writing = self._write is not None
-        for n, message in enumerate(batch, 1):
-            if writing and not n % YIELD_EVERY:
-                # Let the writer thread have the GIL: the store's client hops between Python
-                # threads (an event loop, callbacks) several times a write, and each hop would
-                # otherwise wait out a whole switch interval (5 ms) behind this loop.
-                time.sleep(0)
-            try:
-                ops.append((message, self._op_of(message)))
-            except _RejectedError as exc:
-                self._dead_letter(message, str(exc), exc.error_class)
-            except Exception as exc:  # whatever else this record's bytes cause: about it alone
-                self._dead_letter(message, str(exc) or type(exc).__name__, type(exc).__name__)
-        if self.meta.similarity == "cosine":
-            ops = self._without_zero_vectors(ops)
-        for message, op in ops:  # in offset order: the last update of an id is the one written
-            pending.ops.append(op)
-            pending.op_messages.append(message)
-
-    def _without_zero_vectors(
-        self, ops: list[tuple[confluent_kafka.Message, Op]]
-    ) -> list[tuple[confluent_kafka.Message, Op]]:
-        """Dead-letters upserts of all-zero vectors (cosine cannot rank them): one check for the batch."""
-        vectors = [op.document.vector for _, op in ops if isinstance(op, Upsert)]
-        if not vectors:
-            return ops
-        zero = iter((~np.asarray(np.stack(vectors).any(axis=1))).tolist())
-        kept = []
-        for message, op in ops:
-            if isinstance(op, Upsert) and next(zero):
-                reason = "cosine similarity cannot take a zero-magnitude vector"
-                self._dead_letter(message, reason, "ZeroVector")
-            else:
-                kept.append((message, op))
-        return kept
-
-    def _op_of(self, message: confluent_kafka.Message) -> Op:
-        value = message.value()
-        if value is None:
-            key = message.key()
-            document_id: str | None
-            if isinstance(key, bytes):
-                try:
-                    document_id = key.decode("utf-8")
-                except UnicodeDecodeError:  # replacing bytes would delete another document
-                    raise _RejectedError("tombstone whose key is not UTF-8: no document id", "InvalidId") from None
-            else:
-                document_id = key
-            if not document_id or not document_id.strip():
-                raise _RejectedError("tombstone without a key: no document id to delete", "MissingId")
-            return Delete(document_id)
-        raw_headers = message.headers()
-        # The usual first header names this very contract: nothing more to check in them.
-        headers = None if raw_headers and raw_headers[0] == self._codec.header else headers_of(message)
-        try:
-            embedding = self._codec.decode(value, headers=headers)
-        except ContractError as exc:
-            raise _RejectedError(str(exc), type(exc).__name__) from None
-        meta = self.meta
-        if (embedding.model, embedding.version) != (meta.model, meta.version):
-            raise _RejectedError(
-                f"embedding of {embedding.model}:{embedding.version}, but index {self.config.index} holds "
-                f"{meta.ref} vectors (queries are embedded with {meta.ref}); index it into another index",
-                "ModelMismatch",
-            )
-        if embedding.dims != meta.dims:
-            raise _RejectedError(
-                f"vector has {embedding.dims} dims; index {self.config.index} holds "
-                f"{meta.dims}-dim vectors of {meta.ref}",
-                "DimensionMismatch",
-            )
-        return Upsert(
-            Document(
-                id=embedding.id,
-                vector=embedding.vector,
-                model=embedding.model,
-                version=embedding.version,
-                event_time=embedding.event_time,
-                text=embedding.text,
-                attributes=embedding.attributes,
-            )
-        )
+        # While a write is out, let the writer thread have the GIL now and then: the store's
+        # client hops between Python threads (an event loop, callbacks) during a write, and
+        # each hop would otherwise wait out a whole switch interval (5 ms) behind this loop.
+        decoded = self._decoder.decode(batch, yield_every=YIELD_EVERY if self._write is not None else 0)
+        for refused in decoded.refused:
+            self._dead_letter(refused.message, refused.reason, refused.error_class)
+        if decoded.messages:
+            pending.decoded.append(decoded)
 
     @property
     def in_flight(self) -> int:
@@ -368,20 +299,40 @@ class IndexSink:
     # -- flush and commit -----------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Hand the pending batch to the writer thread, once the write before it is committed."""
+        """Hand the pending batch to the writer thread, once the write before it is done."""
         assert self._writer is not None
-        if self._write is not None and not self._finish_write():
-            return  # stopping: nothing more is written
+        ops = self._pending.seal()  # while the write before it is still out
+        written = None
+        if self._write is not None:
+            written = self._take_write()
+            if written is None:
+                return  # stopping: nothing more is written
         batch, self._pending = self._pending, _Batch()
-        for op in batch.ops:
-            self.store.add(op)
+        if len(ops):
+            self.store.extend(ops)
         self._writing = batch
         self._write = self._writer.submit(self.store.flush)
+        if written is not None:
+            # Dead letters and the commit of the batch before, while this one is written: the
+            # store is not kept waiting for them, and they still go out in order, each only
+            # after its own batch is written.
+            self._complete(*written)
 
     def _finish_write(self) -> bool:
         """Wait for the write out, retrying it while the store pushes back; then dead letters and commit.
 
         False when asked to stop before the store took it (nothing of it is committed).
+        """
+        written = self._take_write()
+        if written is None:
+            return False
+        self._complete(*written)
+        return True
+
+    def _take_write(self) -> tuple[_Batch, list[Rejection]] | None:
+        """The batch out and what the store refused of it, once written (retrying while the store pushes back).
+
+        None when asked to stop before the store took it (nothing of it is committed).
         """
         write, batch = self._write, self._writing
         assert write is not None
@@ -396,10 +347,9 @@ class IndexSink:
 
             if not self._retrying(flush, f"writing {self.store.pending} records", failed=exc):
                 self._write = self._writing = None
-                return False
+                return None
         self._write = self._writing = None
-        self._complete(batch, refused)
-        return True
+        return batch, refused
 
     def _settle_last_write(self) -> None:
         # Leaving: a write that went through is committed; one the store pushed back is not
@@ -419,20 +369,23 @@ class IndexSink:
         assert self._dlq is not None
         started = time.monotonic()
         rejected = {r.position: r for r in refused}
+        written_at = time.time()
+        ops = batch.ops
         upserts = deletes = 0
-        written_at = datetime.now(UTC)
-        freshness: list[float] = []
-        for position, (op, message) in enumerate(zip(batch.ops, batch.op_messages, strict=True)):
-            rejection = rejected.get(position)
-            if rejection is not None:
+        freshness = np.zeros(0)
+        if ops is not None and len(ops):
+            for position, rejection in rejected.items():
+                message = batch.op_messages[position]
                 self._dead_letter(message, rejection.reason, rejection.error_class)
-            elif isinstance(op, Delete):
-                deletes += 1
-            else:
-                upserts += 1
-                freshness.append(max((written_at - op.document.event_time).total_seconds(), 0.0))
+            taken = np.ones(len(ops), dtype=bool)
+            taken[list(rejected)] = False
+            gone = np.asarray(ops.deletes, dtype=bool)
+            deletes = int((gone & taken).sum())
+            times = np.fromiter((t.timestamp() for t in ops.event_times), dtype=np.float64, count=len(ops))
+            freshness = np.maximum(written_at - times[taken & ~gone], 0.0)
+            upserts = len(freshness)
         self._dlq.flush()
-        written = len(batch.ops) - len(rejected)
+        written = upserts + deletes
         if written:
             self.metrics.records_out.labels(self.config.index, STAGE).inc(written)
         try:
@@ -450,7 +403,7 @@ class IndexSink:
         self.metrics.handled(STAGE, "out", upserts + deletes)
         self._indexed.inc(upserts)
         self._deleted.inc(deletes)
-        self._freshness.observe_many(freshness)
+        self._freshness.observe_many(freshness.tolist())
         self.stats.flushes += 1
         self.stats.last_write_at = time.perf_counter()
         self.metrics.stage_seconds.labels(STAGE, "flush").observe(time.monotonic() - started)
