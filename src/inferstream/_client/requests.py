@@ -187,6 +187,15 @@ class Requests:
             raise
         return pending
 
+    def warm(self, timeout: float) -> None:
+        """Open the reply topic and the request producer, and connect the producer to the cluster.
+
+        A first request otherwise pays for these inside its own deadline: the broker
+        connection and the idempotent producer's id came to about a second on a busy machine.
+        """
+        self._replies.get()
+        self._producer.get().raw.list_topics(timeout=timeout)
+
     def close(self) -> None:
         """Release the request producer and the reply topic's listener (a later request opens new ones)."""
         self._producer.close()
@@ -285,6 +294,7 @@ class _Pending:
             self.replies.forget(self.request_id)
 
     def _timeout(self) -> RequestTimeoutError:
+        self.producer.poll(0)  # a delivery report may be waiting since the last wait
         if self.delivered is None or not self.delivered.done():
             return RequestTimeoutError(
                 f"request {self.request_id} to {self.ref} was not even acknowledged by the broker "
