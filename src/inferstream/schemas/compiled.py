@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
@@ -73,18 +73,12 @@ def _readable(value: str) -> bool:
     """Whether timestamp text is of the form the fast path reads exactly as the model does.
 
     The form every writer of this platform uses (``2026-12-07T05:44:05.128609Z``) is
-    recognised by its length and separators (~0.1 µs); other text must match
-    :data:`_RFC3339` in full (~0.3 µs), so that ``fromisoformat``, which takes more ISO
-    8601 forms than the model does, only ever sees text both read alike.
+    recognised by its length and separators, which stand every third character from the
+    fifth to the twentieth (one slice, ~0.1 µs); other text must match :data:`_RFC3339`
+    in full (~0.3 µs), so that ``fromisoformat``, which takes more ISO 8601 forms than
+    the model does, only ever sees text both read alike.
     """
-    return (
-        len(value) == 27
-        and value[26] == "Z"
-        and value[19] == "."
-        and value[10] == "T"
-        and value[4] == value[7] == "-"
-        and value[13] == value[16] == ":"
-    ) or _RFC3339(value) is not None
+    return (len(value) == 27 and value[4:20:3] == "--T::." and value[26] == "Z") or _RFC3339(value) is not None
 
 
 def _timestamp(value: str | datetime) -> datetime:
@@ -96,7 +90,8 @@ def _timestamp(value: str | datetime) -> datetime:
         return value  # type: ignore[return-value]
     if not _readable(value):
         raise ValueError("not RFC 3339 text the fast path reads")
-    return _utc(_fromisoformat(value))
+    parsed = _fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)  # as _utc, one call less
 
 
 def _timestamp_check() -> Callable[[Any], Any]:
@@ -299,6 +294,19 @@ class _Mapper:
             union = union | kind
         return union | None if optional else union
 
+    def fields(
+        self, model: type[BaseModel]
+    ) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Callable[[Any], Any]]]]:
+        """A model's struct fields (name, type, default), and the conversion of each field that has one."""
+        fields: list[tuple[str, Any, Any]] = []
+        converted: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, info in model.model_fields.items():
+            kind, convert = self.field_type(info.annotation, list(info.metadata))
+            fields.append((name, kind, _default(info, convert)))
+            if convert is not None:
+                converted.append((name, convert))
+        return fields, converted
+
     def struct(self, model: type[BaseModel]) -> tuple[type[msgspec.Struct], Callable[[Any], Any]]:
         """The struct of a model (made once) and the function building the model from a decoded struct.
 
@@ -307,13 +315,7 @@ class _Mapper:
         if model in self.structs:
             return self.structs[model]
         after = _after_validators(model)
-        fields: list[tuple[str, Any, Any]] = []
-        converted: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, info in model.model_fields.items():
-            kind, convert = self.field_type(info.annotation, list(info.metadata))
-            fields.append((name, kind, _default(info, convert)))
-            if convert is not None:
-                converted.append((name, convert))
+        fields, converted = self.fields(model)
         if self.check:
             if after:
                 raise UnsupportedError(f"{model.__name__} has an after validator: checking it needs the model")

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka
 import numpy as np
 import orjson
+from orjson import Fragment
 
 from inferstream.config import Settings
 from inferstream.connectors.kafka._util import error_of
@@ -67,7 +68,7 @@ from inferstream.connectors.kafka.dlq import DeadLetterWriter
 from inferstream.connectors.kafka.producer import Producer
 from inferstream.errors import ContractError, ModelError, TransactionError
 from inferstream.metrics import Metrics
-from inferstream.schemas.codec import Codec, codec_for
+from inferstream.schemas.codec import Codec, Headers, codec_for
 from inferstream.schemas.columnar import (
     ColumnarRequest,
     arrow_fields,
@@ -137,6 +138,8 @@ class _Item:
     tokens: Encoding | None = None
     #: Not decoded yet: the inference thread decodes it when it takes it (see ``_consume_loop``).
     raw: bool = False
+    #: A tabular request's inputs as JSON text, as they came: its prediction echoes them as they are.
+    echo: bytes | None = None
 
 
 class _Backlog:
@@ -302,6 +305,13 @@ class InferenceWorker:
         self._paused = False
         self._request_codec: Codec[Any] = codec_for(
             EmbeddingRequest if self.embedder and options.chain is None else InferenceRequest
+        )
+        # A plain tabular worker reads its requests as views (no record built) and echoes their
+        # inputs' JSON text in its predictions (not encoded again): ~2.5 µs a request less.
+        self._read_request = (
+            self._request_codec.viewer("inputs")
+            if isinstance(config.preprocessing, TabularPreprocessing) and options.chain is None
+            else self._read_record
         )
         self._prediction_codec = codec_for(Prediction)
         self._prediction_header = [self._prediction_codec.header]
@@ -530,7 +540,7 @@ class InferenceWorker:
                     )
                 request = decode_request(value, headers)
             else:
-                request = self._request_codec.decode(value, headers=headers)
+                request, item.echo = self._read_request(value, headers)
             if request.model != self.serves[0] or (
                 request.version != self.serves[1] and request.version not in self.options.shadow_of
             ):
@@ -543,6 +553,9 @@ class InferenceWorker:
             item.error = exc
             return
         item.request, item.trace = request, header_of(headers)
+
+    def _read_record(self, value: bytes, headers: Headers | None) -> tuple[Any, None]:
+        return self._request_codec.decode(value, headers=headers), None
 
     def _decode_all(self, batch: Sequence[_Item]) -> None:
         """Decode the requests of ``batch`` still raw, their deadlines checked now."""
@@ -703,9 +716,10 @@ class InferenceWorker:
             ]
             prepared = self._preprocessor.prepare([request for request, _ in texts], [tokens for _, tokens in texts])
         else:
-            prepared = self._preprocessor.prepare(
-                [item.request for item in good if isinstance(item.request, InferenceRequest)]
-            )
+            # Inference requests, all of them (a tabular one may be a view that reads as its record:
+            # schemas/compiled_view.py); their positions in ``good`` are the prepared positions.
+            requests: list[Any] = [item.request for item in good]
+            prepared = self._preprocessor.prepare(requests)
         for index, reason in prepared.errors.items():
             self._dead_letter(good[index], ValueError(reason), tag)
         if prepared.positions and isinstance(prepared, TextPrepared):
@@ -961,7 +975,7 @@ class InferenceWorker:
                         "event_time": request.event_time,
                         "model": name,
                         "version": version,
-                        "inputs": request.inputs,
+                        "inputs": request.inputs if item.echo is None else Fragment(item.echo),
                         "outputs": row,
                         "latency": {"queue_ms": queue_s * 1000, "compute_ms": compute_ms, "total_ms": total_s * 1000},
                         "predicted_at": now,
