@@ -175,12 +175,15 @@ class Batch:
         self._spans = spans
         parent: TraceParent | None = None
         links: list[Link] = []
-        # Each request's raw header → the valid one (None: malformed), each checked once.
-        checked: dict[bytes, bytes | None] = {}
+        # The span's parent (the first sampled request) and links (the next ones): only as many
+        # requests are looked at as that takes. What each request's outputs carry is worked out
+        # when they are written (``output``): one check of each header, not two.
+        seen: set[bytes] = set()
         for raw in traces:
-            if raw is None or raw in checked:
+            if raw is None or raw in seen:
                 continue
-            checked[raw] = header = valid(raw)
+            seen.add(raw)
+            header = valid(raw)
             if header is None:
                 continue
             flags = _flags.get(header[53:55])
@@ -190,8 +193,10 @@ class Batch:
             if parent is None and (flags & 1 or origin):
                 parent = TraceParent(header[3:35].decode(), header[36:52].decode(), flags)
                 continue
-            if flags & 1 and len(links) < _MAX_LINKS:  # (a link to what nobody records leads nowhere)
+            if flags & 1:  # (a link to what nobody records leads nowhere)
                 links.append(Link(SpanContext(int(header[3:35], 16), int(header[36:52], 16), True, flags)))
+                if len(links) == _MAX_LINKS and parent is not None:
+                    break
         context = _otel_context(parent) if parent is not None else None
         self.span = spans.tracer.start_span(
             name,
@@ -202,19 +207,13 @@ class Batch:
             start_time=spans.ns(started),
         )
         own = self.span.get_span_context()
-        trace_id = f"{own.trace_id:032x}".encode("ascii")
         child = f"00-{own.trace_id:032x}-{own.span_id:016x}-{int(own.trace_flags):02x}".encode("ascii")
-        # What each request's outputs carry: the batch span in its trace (when it is recorded: a
-        # parent nobody exported would cut the trace), else the request's own parent.
-        recorded = self.span.is_recording()
-        self._outputs = {
-            raw: (child if recorded and header[3:35] == trace_id else header) if header is not None else None
-            for raw, header in checked.items()
-        }
+        # The outputs of a request in the batch span's trace carry the span, when it is recorded (a
+        # parent nobody exported would cut the trace); b"" matches no header's trace id.
+        self._trace_id = f"{own.trace_id:032x}".encode("ascii") if self.span.is_recording() else b""
+        self._child = child
         # What the outputs of a record with no valid traceparent carry: nothing, or (origin) this span.
-        self._origin = child if origin and recorded else None
-        if self._origin is not None:
-            self._outputs.update((raw, child) for raw, header in checked.items() if header is None)
+        self._origin = child if origin and self.span.is_recording() else None
         from opentelemetry.trace import set_span_in_context
 
         self._context = set_span_in_context(self.span)
@@ -226,11 +225,10 @@ class Batch:
 
     def output(self, raw: bytes | None) -> bytes | None:
         """The ``traceparent`` of a request's outputs: the batch span's when in its trace, else the request's own."""
-        if raw is None:
+        header = valid(raw)
+        if header is None:
             return self._origin
-        if raw in self._outputs:
-            return self._outputs[raw]
-        return valid(raw)  # not one of the batch's requests: carried on as it is
+        return self._child if header[3:35] == self._trace_id else header
 
     def fail(self, error: BaseException) -> None:
         """Mark the span failed by ``error`` (a record dead-lettered): its class and message."""
