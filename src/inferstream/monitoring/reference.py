@@ -138,7 +138,7 @@ def build_reference(
         if len(rows) <= sample_rows
         else [rows[i] for i in np.random.default_rng(0).choice(len(rows), sample_rows, replace=False)]
     )
-    table = _sample_table([extractor.row_values({"record": r}) for r in picked], kinds)
+    table = _sample_table([extractor.row_values(r) for r in picked], kinds)
     temporary = directory / (SAMPLE_FILE + ".tmp")
     pq.write_table(table, temporary)
     temporary.replace(directory / SAMPLE_FILE)

@@ -132,12 +132,15 @@ class DriftMonitor:
                 now = time.monotonic()
                 if messages:
                     skipped, expanded = self.extractor.skipped, self.extractor.expanded
-                    batch = self.extractor.decode(
-                        [(m.value(), (m.topic() or "", m.partition() or 0), m.offset() or 0) for m in messages],
-                        [m.headers() for m in messages],
-                    )
+                    read: list[tuple[bytes | None, tuple[str, int], int]] = []
+                    last: dict[tuple[str, int], int] = {}  # each partition's last offset read
                     for m in messages:
-                        self.windows.saw((m.topic() or "", m.partition() or 0), m.offset() or 0)
+                        tp, offset = (m.topic() or "", m.partition() or 0), m.offset() or 0
+                        read.append((m.value(), tp, offset))
+                        last[tp] = offset
+                    batch = self.extractor.decode(read, [m.headers() for m in messages])
+                    for tp, offset in last.items():
+                        self.windows.saw(tp, offset)
                     self.stats.predictions += len(batch)
                     self.stats.bad_records += batch.bad_records
                     # Records handled: a prediction batch's rows count once (records in = out + skipped + invalid).
@@ -145,7 +148,7 @@ class DriftMonitor:
                     self.metrics.handled("monitor", "skipped", self.extractor.skipped - skipped)
                     self.metrics.handled("monitor", "invalid", batch.bad_records)
                     if len(batch) and not self.spec.version:
-                        self._version_seen = str(batch.raw[-1]["record"].get("version", ""))
+                        self._version_seen = str(batch.raw[-1].get("version", ""))
                     closed = self.windows.add(batch, now)
                 else:
                     closed = self.windows.close_due(now)

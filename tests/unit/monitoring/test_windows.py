@@ -111,6 +111,25 @@ def test_bad_input_is_counted_not_fatal() -> None:
     assert window.scores["x"] is not None
 
 
+def test_integers_beyond_a_float_are_invalid_values_not_a_crash() -> None:
+    # JSON has no limit on integers (the lenient parser reads them): one too large for a float
+    # is an invalid value, an event time too large a bad record, a sampled row's value None.
+    huge = "1" * 400
+    extractor = Extractor(COLUMNS, KINDS, model="m", version=None)
+    values = [
+        _record(0.5, 1.0),
+        f'{{"model":"m","event_time":1,"inputs":{{"x":{huge}}},"outputs":{{"label":"a"}}}}'.encode(),
+        f'{{"model":"m","event_time":{huge},"inputs":{{"x":1}},"outputs":{{"label":"a"}}}}'.encode(),
+        _record(2**70, 1.0),
+    ]
+    batch = _batch(extractor, values)
+    assert batch.bad_records == 1
+    column = batch.columns["x"]
+    assert column.values.tolist() == [0.5, float(2**70)]
+    assert column.invalid.tolist() == [1]
+    assert [extractor.row_values(row)["x"] for row in batch.raw] == [0.5, None, float(2**70)]
+
+
 def test_hysteresis_k_of_n_resolve_after_m_and_cooldown() -> None:
     spec = AlertingSpec(alert_after=2, alert_window=3, resolve_after=2, cooldown_s=100)
     h = Hysteresis(spec)
