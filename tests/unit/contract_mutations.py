@@ -46,6 +46,20 @@ def values(scalars: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
+def json_values() -> st.SearchStrategy[Any]:
+    """What JSON text can hold in place of a field: scalars (odd text, integers past 64 bits), lists and objects."""
+    return values(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=8),
+            st.sampled_from(ODD_TEXT),
+        )
+    )
+
+
 def mutated(contract: type[Contract], data: st.DataObject, replacements: st.SearchStrategy[Any]) -> dict[str, Any]:
     """A golden record with up to three fields replaced, dropped, or changed inside."""
     record = dict(data.draw(st.sampled_from(golden(contract))))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from contract_mutations import ODD_TEXT, golden, mutated, values
+from contract_mutations import golden, json_values, mutated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,16 +124,7 @@ def test_the_codec_takes_the_compiled_path_for_plain_records() -> None:
     assert codec.decode(data) == Prediction.model_validate_json(data)
 
 
-_VALUES = values(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(2**70), max_value=2**70),
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=8),
-        st.sampled_from(ODD_TEXT),
-    )
-)
+_VALUES = json_values()
 
 
 @pytest.mark.parametrize("contract", FAST, ids=lambda c: c.schema_name)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from contract_mutations import ODD_TEXT, golden, mutated, values
+from contract_mutations import golden, json_values, mutated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,16 +25,7 @@ from inferstream.schemas.compiled import fast_decoder
 from inferstream.schemas.compiled_view import FastView, fast_view
 from inferstream.schemas.records import Event, InferenceRequest, Prediction
 
-_VALUES = values(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(2**70), max_value=2**70),
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=8),
-        st.sampled_from(ODD_TEXT),
-    )
-)
+_VALUES = json_values()
 
 
 def _same_as_decoded(data: bytes) -> None:

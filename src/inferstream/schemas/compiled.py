@@ -411,27 +411,36 @@ def _as_is(struct: Any) -> Any:
     return struct
 
 
-def _checker(converted: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any], Any]:
-    """A function running each conversion on its field of a struct (raising for a value the model refuses).
+def _statements(converted: list[tuple[str, Callable[[Any], Any]]], *, assign: bool) -> tuple[str, dict[str, Any]]:
+    """Straight-line code running each conversion on its field of ``struct`` (``assign``: its result kept in place).
 
-    Written out as straight-line code, one call a field: a loop over (getter, conversion)
-    pairs costs as much again as the checks themselves. The names are the model's field
-    names (identifiers), the conversions are passed in the namespace, nothing else.
+    One statement a field: a loop over (getter, conversion) pairs costs as much again as the
+    checks themselves. An optional part or a list of parts is converted in place (no call
+    for None or an empty list). The names are the model's field names (identifiers); the
+    conversions come in the namespace returned with the code, nothing else.
     """
-    if not converted:
-        return _as_is
     namespace: dict[str, Any] = {}
     body = ""
     for at, (name, convert) in enumerate(converted):
-        # An optional part or a list of parts is checked in place (no call for None or an empty list).
         kind, inner = getattr(convert, "_wraps", ("one", convert))
         namespace[f"_c{at}"] = inner
+        keep = f"struct.{name} = " if assign else ""
         if kind == "optional":
-            body += f"    if struct.{name} is not None:\n        _c{at}(struct.{name})\n"
+            body += f"    if struct.{name} is not None:\n        {keep}_c{at}(struct.{name})\n"
+        elif kind == "each" and assign:
+            body += f"    if struct.{name}:\n        struct.{name} = [_c{at}(v) for v in struct.{name}]\n"
         elif kind == "each":
             body += f"    for value in struct.{name}:\n        _c{at}(value)\n"
         else:
-            body += f"    _c{at}(struct.{name})\n"
+            body += f"    {keep}_c{at}(struct.{name})\n"
+    return body, namespace
+
+
+def _checker(converted: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any], Any]:
+    """A function running each conversion on its field of a struct (raising for a value the model refuses)."""
+    if not converted:
+        return _as_is
+    body, namespace = _statements(converted, assign=False)
     exec(f"def check(struct):\n{body}    return struct\n", namespace)
     check: Callable[[Any], Any] = namespace["check"]
     return check

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from pydantic import BaseModel
 
-from inferstream.schemas.compiled import UnsupportedError, _after_validators, _Mapper
+from inferstream.schemas.compiled import UnsupportedError, _after_validators, _Mapper, _statements
 
 #: A view and its echoed field's JSON text.
 Viewed = tuple[Any, bytes]
@@ -67,23 +67,9 @@ class FastView:
 def _viewer(
     converted: list[tuple[str, Callable[[Any], Any]]], echo: str, decode_echo: Callable[[Any], Any]
 ) -> Callable[[Any], Viewed]:
-    """A function converting each field of a struct in place, then decoding the echoed one; straight-line code.
-
-    As :func:`~inferstream.schemas.compiled._checker` writes it: one statement a field, an
-    optional part or a list of parts converted in place (no call for None or an empty list).
-    The names are the model's field names (identifiers); the functions come in the namespace.
-    """
-    namespace: dict[str, Any] = {"_echo": decode_echo, "_bytes": bytes}
-    body = ""
-    for at, (name, convert) in enumerate(converted):
-        kind, inner = getattr(convert, "_wraps", ("one", convert))
-        namespace[f"_c{at}"] = inner
-        if kind == "optional":
-            body += f"    if struct.{name} is not None:\n        struct.{name} = _c{at}(struct.{name})\n"
-        elif kind == "each":
-            body += f"    if struct.{name}:\n        struct.{name} = [_c{at}(v) for v in struct.{name}]\n"
-        else:
-            body += f"    struct.{name} = _c{at}(struct.{name})\n"
+    """A function converting each field of a struct in place, then decoding the echoed one (straight-line code)."""
+    body, namespace = _statements(converted, assign=True)
+    namespace.update(_echo=decode_echo, _bytes=bytes)
     body += f"    text = struct.{echo}\n    struct.{echo} = _echo(text)\n    return struct, _bytes(text)\n"
     exec(f"def view(struct):\n{body}", namespace)
     view: Callable[[Any], Viewed] = namespace["view"]
