@@ -188,13 +188,7 @@ class Client(Closing):
         """
         return self._requests.embedding(model, version, text, document_id, timeout, attributes, index)
 
-    def warm(self, timeout: float = 5.0) -> None:
-        """Open now what a first ``predict()`` or ``embed()`` opens: the reply topic and a connected request producer.
-
-        Otherwise the first request pays for them (about a second on a busy machine)
-        inside its own deadline.
-        """
-        self._requests.warm(timeout)
+    warm = forward("_requests", Requests.warm)  # the request path opened ahead of a first predict()
 
     #: Bulk scoring, many rows in one request: :func:`inferstream._client.batches.predict_batch`.
     predict_batch = forward("_requests", predict_batch)

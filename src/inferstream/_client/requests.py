@@ -187,8 +187,8 @@ class Requests:
             raise
         return pending
 
-    def warm(self, timeout: float) -> None:
-        """Open the reply topic and the request producer, and connect the producer to the cluster.
+    def warm(self, timeout: float = 5.0) -> None:
+        """Open now what a first ``predict()`` or ``embed()`` opens: the reply topic and a connected request producer.
 
         A first request otherwise pays for these inside its own deadline: the broker
         connection and the idempotent producer's id came to about a second on a busy machine.
