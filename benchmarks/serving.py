@@ -21,8 +21,8 @@ records in the same run; both counted in rows (``ratio_columnar``).
 Observability: the worker on requests that each carry a ``traceparent``, with metrics
 and tracing off, then with its metrics exported on a port (scraped every second:
 ``ratio_metrics_on``), then with tracing on (a span per batch, sampling 1.0:
-``ratio_tracing_on``), each against the off run of the same run: interleaved rounds
-(2 quick, 3 full), the best run of each.
+``ratio_tracing_on``), each against the off run of the same run: three interleaved
+rounds, each starting with the next mode, the best run of each.
 
 Embedder (minilm:1): raw ONNX Runtime in this process (tokenise, run, pool) at its
 best batch size, texts in arrival order and sorted by length, against the same
@@ -224,8 +224,10 @@ def observed(client: Client, settings: Any, version: Any, count: int, rounds: in
     codec = codec_for(InferenceRequest)
     requests = [codec.encode(codec.validate(fields)) for fields in _requests(count)]
     rates: dict[str, list[float]] = {"off": [], "metrics": [], "tracing": []}
-    # Interleaved rounds, the best of each mode: a machine's passing load touches one run, not a mode.
-    for mode in [*rates] * rounds:
+    # Interleaved rounds, the best of each mode: a machine's passing load touches one run, not a
+    # mode. Each round starts with the next mode, so none always runs first (on a fresh broker).
+    modes = [*rates]
+    for mode in [modes[(r + i) % len(modes)] for r in range(rounds) for i in range(len(modes))]:
         copy = f"obs-{mode}{len(rates[mode])}."
         topics = settings.topics.model_copy(update={"prefix": f"{settings.topics.prefix}{copy}"})
         own = settings.model_copy(update={"topics": topics})
@@ -426,7 +428,7 @@ def main() -> None:
             predictions = latency_at(client, worker, rate, seconds, offset=count)
             worker.stop()
             note("the same worker with metrics and tracing off, metrics on, tracing on ...")
-            off_rps, metrics_rps, tracing_rps = observed(client, settings, version, count, 2 if args.quick else 3)
+            off_rps, metrics_rps, tracing_rps = observed(client, settings, version, count, 3)
             note("the same worker without and with --exactly-once ...")
             plain_rps, eos_rps = exactly_once(client, settings, version, count // 2)
             records = 500 if args.quick else 2000
