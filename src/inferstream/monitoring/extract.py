@@ -22,7 +22,7 @@ import numpy.typing as npt
 import orjson
 
 from inferstream.errors import ContractError
-from inferstream.monitoring.numeric_block import FLOAT_INT, NumericBlock
+from inferstream.monitoring.numeric_block import NumericBlock, fits_float
 from inferstream.monitoring.spec import ColumnSpec
 from inferstream.monitoring.window import Batch, ColumnBatch, TopicPartition
 from inferstream.schemas.codec import Headers, codec_for
@@ -99,7 +99,7 @@ def vector_of(value: Any) -> npt.NDArray[np.float64] | None:
         if len(raw) % 4 or not raw:
             return None
         return np.frombuffer(raw, dtype="<f4").astype(np.float64)
-    if isinstance(value, list) and value and all(_is_number(v) and _fits_float(v) for v in value):
+    if isinstance(value, list) and value and all(_is_number(v) and fits_float(v) for v in value):
         return np.asarray(value, dtype=np.float64)
     return None
 
@@ -217,7 +217,7 @@ class Extractor:
             raw = [len(v) if isinstance(v, str) else v for v in raw]
         if kind == "numerical":
             # An integer beyond float64 (JSON allows one) is invalid, like a string.
-            good = [i for i, v in enumerate(raw) if type(v) is float or (_is_number(v) and _fits_float(v))]
+            good = [i for i, v in enumerate(raw) if type(v) is float or (_is_number(v) and fits_float(v))]
             values = np.asarray([raw[i] for i in good], dtype=np.float64)
             finite = np.isfinite(values)
             rows = np.asarray(good, dtype=np.int64)
@@ -259,13 +259,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fits_float(value: int | float) -> bool:
-    return not isinstance(value, int) or -FLOAT_INT <= value <= FLOAT_INT
-
-
 def _is_real(value: Any) -> bool:
     """A finite number as a float (an integer beyond float64 is not: it would raise)."""
-    return _is_number(value) and _fits_float(value) and math.isfinite(value)
+    return _is_number(value) and fits_float(value) and math.isfinite(value)
 
 
 def _is_category(value: Any) -> bool:

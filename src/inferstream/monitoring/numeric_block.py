@@ -26,6 +26,11 @@ _FLOAT = frozenset((float,))
 _NUMBERS = frozenset((float, int))
 
 
+def fits_float(value: int | float) -> bool:
+    """Whether a number converts to a float64 (an integer past its range makes ``float()`` raise)."""
+    return not isinstance(value, int) or -FLOAT_INT <= value <= FLOAT_INT
+
+
 class NumericBlock:
     """Columns ``names`` of a record's ``part`` (two or more), each read as a number."""
 
@@ -48,7 +53,7 @@ class NumericBlock:
         if types != _FLOAT:
             if not types <= _NUMBERS:
                 return None  # None, a string, a boolean, a list: counted column by column
-            if not all(-FLOAT_INT <= v <= FLOAT_INT for v in chain.from_iterable(rows) if type(v) is int):
+            if not all(fits_float(v) for v in chain.from_iterable(rows) if type(v) is int):
                 return None
         matrix = np.asarray(rows, dtype=np.float64)
         finite = np.isfinite(matrix)

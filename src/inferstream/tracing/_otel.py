@@ -195,7 +195,7 @@ class Batch:
                 continue
             if flags & 1:  # (a link to what nobody records leads nowhere)
                 links.append(Link(SpanContext(int(header[3:35], 16), int(header[36:52], 16), True, flags)))
-                if len(links) == _MAX_LINKS and parent is not None:
+                if len(links) == _MAX_LINKS:  # (links come after the parent: the span has all it takes)
                     break
         context = _otel_context(parent) if parent is not None else None
         self.span = spans.tracer.start_span(
@@ -210,10 +210,11 @@ class Batch:
         child = f"00-{own.trace_id:032x}-{own.span_id:016x}-{int(own.trace_flags):02x}".encode("ascii")
         # The outputs of a request in the batch span's trace carry the span, when it is recorded (a
         # parent nobody exported would cut the trace); b"" matches no header's trace id.
-        self._trace_id = f"{own.trace_id:032x}".encode("ascii") if self.span.is_recording() else b""
+        recorded = self.span.is_recording()
+        self._trace_id = f"{own.trace_id:032x}".encode("ascii") if recorded else b""
         self._child = child
         # What the outputs of a record with no valid traceparent carry: nothing, or (origin) this span.
-        self._origin = child if origin and self.span.is_recording() else None
+        self._origin = child if origin and recorded else None
         from opentelemetry.trace import set_span_in_context
 
         self._context = set_span_in_context(self.span)
